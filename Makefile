@@ -1,0 +1,58 @@
+# identity-webhooks — every command a developer or CI needs. `make run` and `make test` each do
+# their own set-up on a fresh machine (virtualenv, Kafka from Maven Central, PostgreSQL).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit run bench bench-quick clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+kafka-up: setup
+	deploy/local/kafka.sh start
+
+kafka-down:
+	deploy/local/kafka.sh stop
+
+postgres-up:
+	deploy/local/postgres.sh start
+
+postgres-down:
+	deploy/local/postgres.sh stop
+
+lint: setup
+	$(BIN)/ruff check service tests deploy
+	$(BIN)/ruff format --check service tests deploy
+	$(BIN)/mypy
+
+fmt: setup
+	$(BIN)/ruff check --fix service tests deploy
+	$(BIN)/ruff format service tests deploy
+
+# Starts Kafka and PostgreSQL unless they already run, runs lint and the whole suite, and stops
+# what it started even when a test fails.
+test: setup
+	deploy/local/with-services.sh $(MAKE) --no-print-directory lint _pytest
+
+_pytest:
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# Brings up Kafka (and stops it again on Ctrl-C if it started it) and serves in the foreground.
+run: setup
+	SERVICES=kafka deploy/local/with-services.sh $(BIN)/identity-webhooks serve
+
+clean:
+	-deploy/local/kafka.sh stop
+	-deploy/local/postgres.sh stop
+	rm -rf $(VENV) var .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info

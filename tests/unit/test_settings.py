@@ -1,0 +1,91 @@
+"""The settings class reads `WEBHOOKS_*`, parses durations and lists, and explains bad values."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import SecretStr
+
+from service.settings import (
+    DEFAULT_RETRY_SCHEDULE,
+    SettingsError,
+    SignatureHeaders,
+    load_settings,
+    parse_duration,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("WEBHOOKS_") and not name.startswith("WEBHOOKS_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir("/")  # no developer's .env
+
+
+def test_defaults_work_locally() -> None:
+    settings = load_settings()
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert settings.http_port == 8080
+    assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
+    assert settings.signature_headers is SignatureHeaders.BOTH
+    assert settings.database_url.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("10s", 10),
+        ("5m", 300),
+        ("2h", 7200),
+        ("5d", 432000),
+        ("7", 7),
+        ("1.5", 1.5),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_lists_and_durations_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_KAFKA_TOPICS", "a, b,c")
+    monkeypatch.setenv("WEBHOOKS_RETRY_SCHEDULE", "1s,2s,500ms")
+    monkeypatch.setenv("WEBHOOKS_DISABLE_AFTER", "2d")
+    settings = load_settings()
+    assert settings.kafka_topics == ["a", "b", "c"]
+    assert settings.retry_schedule == [1.0, 2.0, 0.5]
+    assert settings.disable_after == 172800.0
+
+
+def test_bad_values_get_readable_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_HTTP_PORT", "eighty")
+    monkeypatch.setenv("WEBHOOKS_RETRY_SCHEDULE", "5s,soon")
+    monkeypatch.setenv("WEBHOOKS_SIGNATURE_HEADERS", "sometimes")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "WEBHOOKS_HTTP_PORT" in text
+    assert "'soon' is not a duration" in text
+    assert "WEBHOOKS_SIGNATURE_HEADERS" in text
+    assert "'legacy', 'both' or 'quantum'" in text
+    assert len(caught.value.problems) == 3
+
+
+def test_connect_timeout_cannot_exceed_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_DELIVERY_TIMEOUT", "2s")
+    monkeypatch.setenv("WEBHOOKS_DELIVERY_CONNECT_TIMEOUT", "3s")
+    with pytest.raises(SettingsError, match="CONNECT_TIMEOUT cannot exceed"):
+        load_settings()
+
+
+def test_effective_configuration_hides_secrets() -> None:
+    settings = load_settings(
+        encryption_key=SecretStr("very-secret-key"),
+        database_url="postgresql://svc:hunter2@db:5432/webhooks",
+    )
+    shown = repr(settings.effective())
+    assert "very-secret-key" not in shown
+    assert "hunter2" not in shown
+    assert "postgresql://svc:***@db:5432/webhooks" in shown
