@@ -13,8 +13,15 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 
+from pathlib import Path
+
+import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+
+from service.settings import Settings, load_settings
+from service.store import Store, migrate, open_store
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +67,80 @@ async def topic(
         yield name
     finally:
         await kafka_admin.delete_topics([name])
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+TEST_ENCRYPTION_KEY = "lYb3Qx0kVQ8m0mB2n4yXbVZ5hJ1e9Wq3cS7aT6uR8dE="
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+async def postgres_template(postgres_url: str) -> AsyncIterator[str]:
+    """A database migrated once per session; each test gets a fresh copy of it."""
+    name = f"webhooks_tmpl_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    await migrate(_with_database(postgres_url, name))
+    try:
+        yield name
+    finally:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def fresh_postgres_url(postgres_url: str, postgres_template: str) -> AsyncIterator[str]:
+    """A new, migrated database of its own for one test, dropped after it."""
+    name = f"webhooks_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(postgres_url, name)
+    finally:
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind (SQLite is migrated when the store opens): the store
+    contract and the API tests run against both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/webhooks.db"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
+@pytest.fixture
+def settings_for(database_url: str) -> Settings:
+    return load_settings(
+        database_url=database_url,
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        allow_private_targets=True,
+    )
+
+
+@pytest.fixture
+async def store(settings_for: Settings) -> AsyncIterator[Store]:
+    opened = await open_store(settings_for, run_migrations=not settings_for.is_postgres)
+    try:
+        yield opened
+    finally:
+        await opened.close()

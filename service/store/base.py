@@ -1,0 +1,155 @@
+"""The store's one interface. `sqlite.py` and `postgres.py` implement it (mostly through the
+shared SQL in `sql.py`); a contract test suite runs against both."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.store.models import (
+    ApiKey,
+    AttemptRecord,
+    DeliveryJob,
+    Health,
+    IncomingEvent,
+    NewDelivery,
+    Subscription,
+)
+
+UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanges:
+    """A PATCH: fields left UNSET stay as they are."""
+
+    url: str = UNSET
+    events: tuple[str, ...] = UNSET
+    active: bool = UNSET
+    installed_by: str | None = UNSET
+
+    def given(self) -> Mapping[str, Any]:
+        return {
+            name: value
+            for name in ("url", "events", "active", "installed_by")
+            if (value := getattr(self, name)) is not UNSET
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[Subscription]
+    next_cursor: str | None
+
+
+class StoreUnavailable(Exception):
+    """The database did not answer; the caller pauses and tries again."""
+
+
+class Store(abc.ABC):
+    """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts."""
+
+    # lifecycle
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+
+    # API keys
+    @abc.abstractmethod
+    async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
+        """A new key for `org_id`; returns the record and the key itself, shown once."""
+
+    @abc.abstractmethod
+    async def org_for_api_key(self, key: str) -> str | None:
+        """The org a presented, unrevoked key belongs to."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    # subscriptions
+    @abc.abstractmethod
+    async def create_subscription(
+        self, org_id: str, url: str, events: Sequence[str], installed_by: str | None
+    ) -> Subscription: ...
+
+    @abc.abstractmethod
+    async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
+
+    @abc.abstractmethod
+    async def list_subscriptions(self, org_id: str, limit: int, after: str | None) -> Page: ...
+
+    @abc.abstractmethod
+    async def update_subscription(
+        self, org_id: str, subscription_id: str, changes: SubscriptionChanges
+    ) -> Subscription | None: ...
+
+    @abc.abstractmethod
+    async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
+        """Soft-deletes it and cancels its open deliveries."""
+
+    @abc.abstractmethod
+    async def health(self, subscription_ids: Sequence[str]) -> dict[str, Health]: ...
+
+    @abc.abstractmethod
+    async def subscriptions_revision(self) -> int:
+        """A counter bumped by every subscription change, for cheap change detection."""
+
+    @abc.abstractmethod
+    async def active_subscriptions(self) -> list[Subscription]: ...
+
+    @abc.abstractmethod
+    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        """Marks it inactive with a reason and fails its open deliveries."""
+
+    # pipeline
+    @abc.abstractmethod
+    async def record_events(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease_owner: str,
+        lease_ms: int,
+    ) -> list[NewDelivery]:
+        """Writes events and deliveries in one transaction; an (event, subscription) pair that
+        exists is left alone. Returns the deliveries that are new, leased to `lease_owner`."""
+
+    @abc.abstractmethod
+    async def jobs(self, delivery_ids: Sequence[str]) -> list[DeliveryJob]: ...
+
+    @abc.abstractmethod
+    async def claim_due(
+        self,
+        owner: str,
+        limit: int,
+        lease_ms: int,
+        *,
+        subscription_id: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[DeliveryJob]:
+        """Leases up to `limit` due open deliveries nobody holds (or whose lease expired)."""
+
+    @abc.abstractmethod
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        """Gives leases back so the deliveries are claimable at once."""
+
+    @abc.abstractmethod
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
+        """Attempt rows, delivery status, lease release and the subscriptions' failure clocks,
+        in one transaction. Returns, per subscription touched, since when it has only failed
+        (None when its latest attempt succeeded)."""
+
+    @abc.abstractmethod
+    async def pending_count(self) -> int: ...
+
+    @abc.abstractmethod
+    async def purge(self, finished_before: int) -> int:
+        """Deletes finished deliveries last touched before then, their attempts and orphaned
+        events; returns how many deliveries went."""

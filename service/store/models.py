@@ -1,0 +1,112 @@
+"""The records the store hands out and takes in. Plain frozen dataclasses: no driver types leak."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's life: pending → (retrying →)* sent | failed; cancelled when its
+    subscription is deleted."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    org_id: str
+    name: str | None
+    prefix: str  # the first characters, to recognise a key in a list without revealing it
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    org_id: str
+    url: str
+    events: tuple[str, ...]
+    installed_by: str | None
+    active: bool
+    deactivated_reason: str | None
+    created_at: int
+    updated_at: int
+    failing_since: int | None
+    # Decrypted signing secret: never rendered by the API after creation, never logged.
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LastDelivery:
+    status: DeliveryStatus
+    response_code: int | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    delivery_count: int
+    last_delivery: LastDelivery | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """An accepted event as ingest records it."""
+
+    id: str
+    org_id: str
+    event: str
+    occurred_at: int
+    body: bytes = field(repr=False)
+    sibling_service: str | None
+    source: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    event_id: str
+    subscription_id: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """Everything one attempt needs: the dispatcher never reads the store to send."""
+
+    id: str
+    subscription_id: str
+    event_id: str
+    event: str
+    body: bytes = field(repr=False)
+    sibling_service: str | None
+    attempts: int
+    occurred_at: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt and what it does to its delivery."""
+
+    delivery_id: str
+    subscription_id: str
+    number: int
+    started_at: int
+    duration_ms: int
+    status_code: int | None
+    result: str
+    error: str | None
+    response_excerpt: str | None
+    new_status: DeliveryStatus
+    next_attempt_at: int | None  # when new_status is retrying

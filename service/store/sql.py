@@ -1,0 +1,495 @@
+"""The store in SQL that both databases speak, over a small driver adapter.
+
+Statements are written with `$n` placeholders (asyncpg's); the SQLite adapter rewrites them to
+`?n`. Where the databases differ (bulk inserts, leases), `sqlite.py` and `postgres.py` override the
+method. Times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import orjson
+
+from service import ids
+from service.store.base import Page, Store, SubscriptionChanges
+from service.store.crypto import SecretBox
+from service.store.models import (
+    ApiKey,
+    AttemptRecord,
+    DeliveryJob,
+    DeliveryStatus,
+    Health,
+    LastDelivery,
+    Subscription,
+)
+
+Row = Mapping[str, Any]
+
+API_KEY_PREFIX = "qe_key_"
+SECRET_PREFIX = "qe_whsec_"  # noqa: S105 - a prefix, not a secret
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def hash_api_key(key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is as safe as a slow one and keeps auth cheap.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The id a cursor points after; ValueError for anything this service did not hand out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor this API returned") from None
+    if not raw.startswith(f"{ids.SUBSCRIPTION}_") or len(raw) > 64:
+        raise ValueError("not a cursor this API returned")
+    return raw
+
+
+class Conn(Protocol):
+    """One connection (or transaction) of either driver."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Runs a statement; returns the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    def connection(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    def in_list(self, placeholder: str) -> str:
+        """SQL that is true when a column is in the list passed as `placeholder`, after `IN`
+        or `= ANY`: the caller writes `column <in_list>`."""
+
+    def list_param(self, values: Sequence[str]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+_SUBSCRIPTION_COLUMNS = (
+    "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
+    "created_at, updated_at, failing_since"
+)
+_JOB_COLUMNS = (
+    "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
+    "e.occurred_at, d.created_at"
+)
+_OPEN = "status IN ('pending', 'retrying')"
+_BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
+
+
+class SqlStore(Store, abc.ABC):
+    """The shared implementation; subclasses supply the adapter and the dialect's bulk paths."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> bool:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow("SELECT 1 AS one")
+        return row is not None and row["one"] == 1
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        record = ApiKey(
+            id=ids.new_id(ids.API_KEY),
+            org_id=org_id,
+            name=name,
+            prefix=key[: len(API_KEY_PREFIX) + 4],
+            created_at=now_ms(),
+            revoked_at=None,
+        )
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO api_keys (id, org_id, name, key_hash, prefix, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                record.id,
+                org_id,
+                name,
+                hash_api_key(key),
+                record.prefix,
+                record.created_at,
+            )
+        return record, key
+
+    async def org_for_api_key(self, key: str) -> str | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT org_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                hash_api_key(key),
+            )
+        return None if row is None else str(row["org_id"])
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT id, org_id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id"
+            )
+        return [ApiKey(**dict(row)) for row in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        async with self._db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                key_id,
+                now_ms(),
+            )
+        return changed > 0
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def _subscription(self, row: Row) -> Subscription:
+        return Subscription(
+            id=row["id"],
+            org_id=row["org_id"],
+            url=row["url"],
+            events=tuple(orjson.loads(row["events"])),
+            installed_by=row["installed_by"],
+            active=bool(row["active"]),
+            deactivated_reason=row["deactivated_reason"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            failing_since=row["failing_since"],
+            secret=self._box.open(row["secret_enc"]),
+        )
+
+    async def create_subscription(
+        self, org_id: str, url: str, events: Sequence[str], installed_by: str | None
+    ) -> Subscription:
+        secret = SECRET_PREFIX + secrets.token_hex(32)
+        now = now_ms()
+        subscription = Subscription(
+            id=ids.new_id(ids.SUBSCRIPTION),
+            org_id=org_id,
+            url=url,
+            events=tuple(events),
+            installed_by=installed_by,
+            active=True,
+            deactivated_reason=None,
+            created_at=now,
+            updated_at=now,
+            failing_since=None,
+            secret=secret,
+        )
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO subscriptions (id, org_id, url, events, installed_by, secret_enc, "
+                "active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                subscription.id,
+                org_id,
+                url,
+                orjson.dumps(list(events)).decode(),
+                installed_by,
+                self._box.seal(secret),
+                True,
+                now,
+                now,
+            )
+            await conn.execute(_BUMP_REVISION)
+        return subscription
+
+    async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+                subscription_id,
+                org_id,
+            )
+        return None if row is None else self._subscription(row)
+
+    async def list_subscriptions(self, org_id: str, limit: int, after: str | None) -> Page:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
+                org_id,
+                after or "",
+                limit + 1,
+            )
+        subscriptions = [self._subscription(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(subscriptions, encode_cursor(subscriptions[-1].id) if more else None)
+
+    async def update_subscription(
+        self, org_id: str, subscription_id: str, changes: SubscriptionChanges
+    ) -> Subscription | None:
+        given = dict(changes.given())
+        if "events" in given:
+            given["events"] = orjson.dumps(list(given["events"])).decode()
+        assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
+        if given.get("active") is True:
+            # Reactivating starts a fresh failure clock and clears the old reason.
+            assignments += ["deactivated_reason = NULL", "failing_since = NULL"]
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE subscriptions SET {', '.join(['updated_at = $3', *assignments])} "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                f"RETURNING {_SUBSCRIPTION_COLUMNS}",
+                subscription_id,
+                org_id,
+                now_ms(),
+                *given.values(),
+            )
+            if row is not None:
+                await conn.execute(_BUMP_REVISION)
+        return None if row is None else self._subscription(row)
+
+    async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
+        now = now_ms()
+        async with self._db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE subscriptions SET deleted_at = $3, active = $4, updated_at = $3 "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+                subscription_id,
+                org_id,
+                now,
+                False,
+            )
+            if changed:
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'cancelled', updated_at = $2, "
+                    "lease_owner = NULL, lease_until = NULL, "
+                    "last_error = 'subscription deleted' "
+                    f"WHERE subscription_id = $1 AND {_OPEN}",
+                    subscription_id,
+                    now,
+                )
+                await conn.execute(_BUMP_REVISION)
+        return changed > 0
+
+    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        now = now_ms()
+        async with self._db.transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE subscriptions SET active = $3, deactivated_reason = $2, updated_at = $4 "
+                "WHERE id = $1 AND active = $5 AND deleted_at IS NULL",
+                subscription_id,
+                reason,
+                False,
+                now,
+                True,
+            )
+            if changed:
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'failed', updated_at = $2, "
+                    "lease_owner = NULL, lease_until = NULL, last_error = $3 "
+                    f"WHERE subscription_id = $1 AND {_OPEN}",
+                    subscription_id,
+                    now,
+                    f"subscription deactivated: {reason}"[:500],
+                )
+                await conn.execute(_BUMP_REVISION)
+        return changed > 0
+
+    async def health(self, subscription_ids: Sequence[str]) -> dict[str, Health]:
+        if not subscription_ids:
+            return {}
+        in_ids = self._db.in_list("$1")
+        ids_param = self._db.list_param(subscription_ids)
+        async with self._db.connection() as conn:
+            counts = await conn.fetch(
+                "SELECT subscription_id, count(*) AS n FROM deliveries "
+                f"WHERE subscription_id {in_ids} AND status <> 'cancelled' "
+                "GROUP BY subscription_id",
+                ids_param,
+            )
+            lasts = await conn.fetch(
+                "SELECT subscription_id, status, last_status_code, at FROM ("
+                "  SELECT subscription_id, status, last_status_code, "
+                "         COALESCE(last_attempt_at, created_at) AS at, row_number() OVER ("
+                "           PARTITION BY subscription_id ORDER BY created_at DESC, id DESC) AS rn"
+                f"  FROM deliveries WHERE subscription_id {in_ids} AND status <> 'cancelled'"
+                ") latest WHERE rn = 1",
+                ids_param,
+            )
+        count_of = {row["subscription_id"]: int(row["n"]) for row in counts}
+        last_of = {
+            row["subscription_id"]: LastDelivery(
+                DeliveryStatus(row["status"]), row["last_status_code"], int(row["at"])
+            )
+            for row in lasts
+        }
+        return {sid: Health(count_of.get(sid, 0), last_of.get(sid)) for sid in subscription_ids}
+
+    async def subscriptions_revision(self) -> int:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
+            )
+        return 0 if row is None else int(row["value"])
+
+    async def active_subscriptions(self) -> list[Subscription]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE active = $1 AND deleted_at IS NULL ORDER BY id",
+                True,
+            )
+        return [self._subscription(row) for row in rows]
+
+    # -- pipeline ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(row: Row) -> DeliveryJob:
+        return DeliveryJob(
+            id=row["id"],
+            subscription_id=row["subscription_id"],
+            event_id=row["event_id"],
+            event=row["event"],
+            body=bytes(row["body"]),
+            sibling_service=row["sibling_service"],
+            attempts=row["attempts"],
+            occurred_at=row["occurred_at"],
+            created_at=row["created_at"],
+        )
+
+    async def jobs(self, delivery_ids: Sequence[str]) -> list[DeliveryJob]:
+        if not delivery_ids:
+            return []
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id "
+                f"WHERE d.id {self._db.in_list('$1')}",
+                self._db.list_param(delivery_ids),
+            )
+        by_id = {row["id"]: self._job(row) for row in rows}
+        return [by_id[i] for i in delivery_ids if i in by_id]
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                f"WHERE id {self._db.in_list('$1')}",
+                self._db.list_param(delivery_ids),
+            )
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
+        """Also returns, per subscription touched, since when it has only failed (None: its
+        latest attempt succeeded)."""
+        if not attempts:
+            return {}
+        clocks = _failure_clocks(attempts)
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
+                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    (
+                        a.delivery_id,
+                        a.number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.result,
+                        a.error,
+                        a.response_excerpt,
+                    )
+                    for a in attempts
+                ],
+            )
+            await conn.executemany(
+                "UPDATE deliveries SET status = $2, attempts = $3, last_attempt_at = $4, "
+                "last_status_code = $5, last_error = $6, "
+                "next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8, "
+                "lease_owner = NULL, lease_until = NULL "
+                f"WHERE id = $1 AND {_OPEN}",
+                [
+                    (
+                        a.delivery_id,
+                        a.new_status.value,
+                        a.number,
+                        a.started_at,
+                        a.status_code,
+                        a.error,
+                        a.next_attempt_at,
+                        a.started_at + a.duration_ms,
+                    )
+                    for a in attempts
+                ],
+            )
+            result: dict[str, int | None] = {}
+            for subscription_id, (reset, first_failure) in clocks.items():
+                if first_failure is None:
+                    await conn.execute(
+                        "UPDATE subscriptions SET failing_since = NULL WHERE id = $1",
+                        subscription_id,
+                    )
+                    result[subscription_id] = None
+                    continue
+                row = await conn.fetchrow(
+                    "UPDATE subscriptions SET failing_since = "
+                    + ("$2" if reset else "COALESCE(failing_since, $2)")
+                    + " WHERE id = $1 RETURNING failing_since",
+                    subscription_id,
+                    first_failure,
+                )
+                result[subscription_id] = None if row is None else row["failing_since"]
+        return result
+
+    async def pending_count(self) -> int:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {_OPEN}")
+        return 0 if row is None else int(row["n"])
+
+    async def purge(self, finished_before: int) -> int:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries "
+                f"WHERE NOT ({_OPEN}) AND updated_at < $1)",
+                finished_before,
+            )
+            removed = await conn.execute(
+                f"DELETE FROM deliveries WHERE NOT ({_OPEN}) AND updated_at < $1",
+                finished_before,
+            )
+            await conn.execute(
+                "DELETE FROM events WHERE received_at < $1 AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+                finished_before,
+            )
+        return removed
+
+
+def _failure_clocks(attempts: Sequence[AttemptRecord]) -> dict[str, tuple[bool, int | None]]:
+    """Per subscription, in attempt order: (whether a success came first in this batch, the
+    first failure after the last success, or None when the last attempt succeeded)."""
+    clocks: dict[str, tuple[bool, int | None]] = {}
+    for attempt in attempts:
+        reset, first = clocks.get(attempt.subscription_id, (False, None))
+        if attempt.new_status is DeliveryStatus.SENT:
+            clocks[attempt.subscription_id] = (True, None)
+        elif first is None:
+            clocks[attempt.subscription_id] = (reset, attempt.started_at)
+    return clocks

@@ -1,0 +1,281 @@
+"""One contract for the store interface, run against SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from service import ids
+from service.settings import Settings
+from service.store import Store, SubscriptionChanges
+from service.store.models import (
+    AttemptRecord,
+    DeliveryStatus,
+    IncomingEvent,
+    NewDelivery,
+)
+from service.store.sql import decode_cursor, now_ms
+
+EVENTS = ("verification.created", "customer.kyc_updated")
+
+
+def incoming(org: str = "org_a", event: str = "verification.created") -> IncomingEvent:
+    return IncomingEvent(
+        id=ids.new_id("evt"),
+        org_id=org,
+        event=event,
+        occurred_at=now_ms(),
+        body=b'{"id":"x"}',
+        sibling_service=None,
+        source="t/0/1",
+    )
+
+
+def attempt(
+    delivery: NewDelivery, number: int, status: DeliveryStatus, code: int | None, at: int
+) -> AttemptRecord:
+    return AttemptRecord(
+        delivery_id=delivery.id,
+        subscription_id=delivery.subscription_id,
+        number=number,
+        started_at=at,
+        duration_ms=12,
+        status_code=code,
+        result="2xx" if status is DeliveryStatus.SENT else "5xx",
+        error=None if status is DeliveryStatus.SENT else "HTTP 500",
+        response_excerpt="ok",
+        new_status=status,
+        next_attempt_at=at + 5000 if status is DeliveryStatus.RETRYING else None,
+    )
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+
+
+async def test_api_keys_are_stored_hashed_and_revocable(store: Store, database_url: str) -> None:
+    record, key = await store.create_api_key("org_a", "ci")
+    assert key.startswith("qe_key_")
+    assert len(key) > 40
+    assert await store.org_for_api_key(key) == "org_a"
+    assert await store.org_for_api_key(key + "x") is None
+    assert [k.id for k in await store.list_api_keys()] == [record.id]
+    assert key not in repr(await store.list_api_keys())
+    assert await store.revoke_api_key(record.id) is True
+    assert await store.revoke_api_key(record.id) is False
+    assert await store.org_for_api_key(key) is None
+
+
+async def test_subscription_secret_is_encrypted_at_rest(
+    store: Store, settings_for: Settings
+) -> None:
+    created = await store.create_subscription("org_a", "https://a.example/h", EVENTS, "kyc@1")
+    assert created.secret.startswith("qe_whsec_")
+    fetched = await store.get_subscription("org_a", created.id)
+    assert fetched is not None
+    assert fetched.secret == created.secret
+    assert created.secret not in repr(fetched)
+    raw = await _raw_secret_column(settings_for, created.id)
+    assert created.secret not in raw
+    assert "qe_whsec_" not in raw
+
+
+async def _raw_secret_column(settings: Settings, subscription_id: str) -> str:
+    if settings.is_postgres:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            value: str = await conn.fetchval(
+                "SELECT secret_enc FROM subscriptions WHERE id = $1", subscription_id
+            )
+            return value
+        finally:
+            await conn.close()
+    import sqlite3
+
+    from service.store.migrate import sqlite_path
+
+    with sqlite3.connect(sqlite_path(settings.database_url)) as conn:
+        (value,) = conn.execute(
+            "SELECT secret_enc FROM subscriptions WHERE id = ?", (subscription_id,)
+        ).fetchone()
+        return str(value)
+
+
+async def test_org_scoping(store: Store) -> None:
+    mine = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    assert await store.get_subscription("org_b", mine.id) is None
+    assert (
+        await store.update_subscription("org_b", mine.id, SubscriptionChanges(active=False)) is None
+    )
+    assert await store.delete_subscription("org_b", mine.id) is False
+    assert (await store.list_subscriptions("org_b", 10, None)).rows == []
+    assert await store.get_subscription("org_a", mine.id) is not None
+
+
+async def test_paging_walks_every_row_once(store: Store) -> None:
+    created = [
+        (await store.create_subscription("org_p", f"https://p.example/{i}", EVENTS, None)).id
+        for i in range(7)
+    ]
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await store.list_subscriptions("org_p", 3, after)
+        seen += [s.id for s in page.rows]
+        if page.next_cursor is None:
+            break
+        after = decode_cursor(page.next_cursor)
+    assert seen == created
+
+
+def test_foreign_cursors_are_refused() -> None:
+    for cursor in ("!!!", "Zm9v", ""):
+        with pytest.raises(ValueError, match="cursor"):
+            decode_cursor(cursor)
+
+
+async def test_update_changes_only_given_fields_and_bumps_revision(store: Store) -> None:
+    created = await store.create_subscription("org_a", "https://a.example/h", EVENTS, "v1")
+    before = await store.subscriptions_revision()
+    updated = await store.update_subscription(
+        "org_a", created.id, SubscriptionChanges(events=("review.overridden",))
+    )
+    assert updated is not None
+    assert updated.events == ("review.overridden",)
+    assert updated.url == created.url
+    assert updated.installed_by == "v1"
+    assert updated.secret == created.secret
+    assert await store.subscriptions_revision() > before
+
+
+async def test_record_events_is_idempotent_per_event_and_subscription(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    first = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    created = await store.record_events([event], [first], "me", 60_000)
+    assert created == [first]
+    replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    assert await store.record_events([event], [replay], "me", 60_000) == []
+    health = await store.health([sub.id])
+    assert health[sub.id].delivery_count == 1
+    (job,) = await store.jobs([first.id])
+    assert job.body == event.body
+    assert job.event == "verification.created"
+
+
+async def test_leases_keep_two_claimers_apart(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    events = [incoming() for _ in range(20)]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event) for e in events]
+    await store.record_events(events, deliveries, "ingest", 60_000)
+    # Leased by ingest: nobody else may claim them.
+    assert await store.claim_due("other", 100, 60_000) == []
+    await store.release([d.id for d in deliveries])
+    a, b = await asyncio.gather(store.claim_due("a", 12, 60_000), store.claim_due("b", 12, 60_000))
+    claimed_a = {j.id for j in a}
+    claimed_b = {j.id for j in b}
+    assert not claimed_a & claimed_b
+    assert claimed_a | claimed_b == {d.id for d in deliveries}
+    assert await store.claim_due("c", 100, 60_000) == []
+
+
+async def test_expired_leases_are_claimable(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    await store.record_events([event], [delivery], "crashed-replica", 0)
+    await asyncio.sleep(0.01)
+    (job,) = await store.claim_due("survivor", 10, 60_000)
+    assert job.id == delivery.id
+
+
+async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> None:
+    one = await store.create_subscription("org_a", "https://a.example/1", EVENTS, None)
+    two = await store.create_subscription("org_a", "https://a.example/2", EVENTS, None)
+    event = incoming()
+    d1 = NewDelivery(ids.new_id("whd"), event.id, one.id, event.event)
+    d2 = NewDelivery(ids.new_id("whd"), event.id, two.id, event.event)
+    await store.record_events([event], [d1, d2], "x", 0)
+    await asyncio.sleep(0.01)
+    assert [j.id for j in await store.claim_due("me", 10, 60_000, exclude=[one.id])] == [d2.id]
+    await store.release([d2.id])
+    assert [j.id for j in await store.claim_due("me", 10, 60_000, subscription_id=one.id)] == [
+        d1.id
+    ]
+
+
+async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    await store.record_events([event], [delivery], "me", 60_000)
+    t0 = now_ms()
+    clocks = await store.record_attempts([attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)])
+    assert clocks == {sub.id: t0}
+    health = (await store.health([sub.id]))[sub.id]
+    assert health.delivery_count == 1
+    assert health.last_delivery is not None
+    assert health.last_delivery.status is DeliveryStatus.RETRYING
+    assert health.last_delivery.response_code == 500
+    assert health.last_delivery.at == t0
+    # Retried later: a second failure keeps the clock where it started.
+    clocks = await store.record_attempts(
+        [attempt(delivery, 2, DeliveryStatus.RETRYING, 500, t0 + 10)]
+    )
+    assert clocks == {sub.id: t0}
+    clocks = await store.record_attempts([attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)])
+    assert clocks == {sub.id: None}
+    health = (await store.health([sub.id]))[sub.id]
+    assert health.last_delivery is not None
+    assert health.last_delivery.status is DeliveryStatus.SENT
+    assert health.last_delivery.response_code == 200
+    assert await store.pending_count() == 0
+
+
+async def test_delete_cancels_open_deliveries(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    await store.record_events([event], [delivery], "me", 0)
+    assert await store.pending_count() == 1
+    assert await store.delete_subscription("org_a", sub.id) is True
+    assert await store.pending_count() == 0
+    assert await store.get_subscription("org_a", sub.id) is None
+    assert await store.claim_due("me", 10, 60_000) == []
+    assert sub.id not in {s.id for s in await store.active_subscriptions()}
+
+
+async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
+    store: Store,
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    await store.record_events([event], [delivery], "me", 0)
+    assert await store.deactivate_subscription(sub.id, "410 Gone") is True
+    assert await store.deactivate_subscription(sub.id, "410 Gone") is False
+    got = await store.get_subscription("org_a", sub.id)
+    assert got is not None
+    assert got.active is False
+    assert got.deactivated_reason == "410 Gone"
+    health = (await store.health([sub.id]))[sub.id]
+    assert health.last_delivery is not None
+    assert health.last_delivery.status is DeliveryStatus.FAILED
+    again = await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=True))
+    assert again is not None
+    assert again.active is True
+    assert again.deactivated_reason is None
+
+
+async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    done_event, open_event = incoming(), incoming()
+    done = NewDelivery(ids.new_id("whd"), done_event.id, sub.id, done_event.event)
+    still_open = NewDelivery(ids.new_id("whd"), open_event.id, sub.id, open_event.event)
+    await store.record_events([done_event, open_event], [done, still_open], "me", 60_000)
+    await store.record_attempts([attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)])
+    assert await store.purge(now_ms()) == 1
+    assert await store.jobs([done.id]) == []
+    assert [j.id for j in await store.jobs([still_open.id])] == [still_open.id]
