@@ -1,0 +1,310 @@
+"""Both signature formats match an independent HMAC, and `verify` accepts only genuine requests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.errors import SignatureError
+from service.settings import SignatureHeaders
+from service.signing import (
+    legacy_signature,
+    quantum_signature,
+    signature_headers,
+    verify_signature,
+)
+
+SECRET = "qe_whsec_a8f3c92e5b1d4e7f9a0b2c4d6e8f0a1b"
+OLD_SECRET = "qe_whsec_0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0l"
+BODY = (
+    b'{"id":"evt_01HXY","event":"verification.created","occurredAt":"2026-05-24T08:15:12.481Z",'
+    b'"orgId":"org_01HXY","data":{"verificationId":"ver_1","customerId":"cus_1",'
+    b'"method":"ktp_capture","status":"verified","score":87}}'
+)
+NOW = 1_779_610_512
+
+
+def hmac_by_hand(key: str, message: bytes) -> str:
+    """HMAC-SHA256 from RFC 2104 on top of hashlib alone, so the test does not trust `hmac`."""
+    block = key.encode()
+    if len(block) > 64:
+        block = hashlib.sha256(block).digest()
+    block = block.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + message).digest()
+    return hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner).hexdigest()
+
+
+def test_rfc_4231_vector() -> None:
+    expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert hmac_by_hand("Jefe", b"what do ya want for nothing?") == expected
+    assert legacy_signature("Jefe", b"what do ya want for nothing?") == f"sha256={expected}"
+
+
+def test_legacy_signature_is_hmac_of_the_body() -> None:
+    assert legacy_signature(SECRET, BODY) == "sha256=" + hmac_by_hand(SECRET, BODY)
+    long_secret = "qe_whsec_" + "x" * 100  # longer than a SHA-256 block: hashed first
+    assert legacy_signature(long_secret, BODY) == "sha256=" + hmac_by_hand(long_secret, BODY)
+
+
+def test_quantum_signature_is_hmac_of_timestamp_dot_body() -> None:
+    expected = hmac_by_hand(SECRET, f"{NOW}.".encode() + BODY)
+    assert quantum_signature([SECRET], BODY, NOW) == f"t={NOW},v1={expected}"
+
+
+def test_rotation_gives_one_v1_per_secret_in_order() -> None:
+    header = quantum_signature([SECRET, OLD_SECRET], BODY, NOW)
+    message = f"{NOW}.".encode() + BODY
+    assert header == (
+        f"t={NOW},v1={hmac_by_hand(SECRET, message)},v1={hmac_by_hand(OLD_SECRET, message)}"
+    )
+
+
+def test_non_ascii_secret_is_its_utf8_bytes() -> None:
+    secret = "qe_whsec_ñandú"
+    assert legacy_signature(secret, BODY) == "sha256=" + hmac_by_hand(secret, BODY)
+
+
+@pytest.mark.parametrize(
+    ("mode", "names"),
+    [
+        (SignatureHeaders.LEGACY, {"X-Identity-Signature"}),
+        (SignatureHeaders.BOTH, {"X-Identity-Signature", "X-Quantum-Signature"}),
+        (SignatureHeaders.QUANTUM, {"X-Quantum-Signature"}),
+    ],
+)
+def test_each_mode_gives_its_headers(mode: SignatureHeaders, names: set[str]) -> None:
+    headers = signature_headers(mode, [SECRET, OLD_SECRET], BODY, NOW)
+    assert set(headers) == names
+    if "X-Identity-Signature" in headers:  # the primary secret alone
+        assert headers["X-Identity-Signature"] == legacy_signature(SECRET, BODY)
+    if "X-Quantum-Signature" in headers:
+        assert headers["X-Quantum-Signature"] == quantum_signature([SECRET, OLD_SECRET], BODY, NOW)
+
+
+def test_signing_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        signature_headers(SignatureHeaders.BOTH, [], BODY, NOW)
+    with pytest.raises(ValueError, match="secret"):
+        quantum_signature([], BODY, NOW)
+
+
+def reason(secret: str, header: str, body: bytes = BODY, now: float = NOW) -> str:
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(secret, header, body, now=now)
+    return caught.value.reason
+
+
+def test_verify_accepts_good_signatures() -> None:
+    verify_signature(SECRET, legacy_signature(SECRET, BODY), BODY)
+    verify_signature(SECRET, quantum_signature([SECRET], BODY, NOW), BODY, now=NOW)
+    upper = legacy_signature(SECRET, BODY).upper().replace("SHA256=", "sha256=")
+    verify_signature(SECRET, f"  {upper} ", BODY)
+
+
+def test_verify_accepts_any_one_v1_during_rotation() -> None:
+    header = quantum_signature([SECRET, OLD_SECRET], BODY, NOW)
+    verify_signature(SECRET, header, BODY, now=NOW)
+    verify_signature(OLD_SECRET, header, BODY, now=NOW)
+    assert reason("qe_whsec_third", header) == "no_matching_signature"
+
+
+def test_verify_reads_the_fields_in_any_order_and_ignores_unknown_schemes() -> None:
+    v1 = quantum_signature([SECRET], BODY, NOW).split(",")[1]
+    verify_signature(SECRET, f"v0=abc, {v1} ,t={NOW},v2=zzz", BODY, now=NOW)
+
+
+def test_verify_rejects_a_tampered_body() -> None:
+    tampered = BODY.replace(b'"score":87', b'"score":99')
+    assert reason(SECRET, legacy_signature(SECRET, BODY), tampered) == "no_matching_signature"
+    header = quantum_signature([SECRET], BODY, NOW)
+    assert reason(SECRET, header, tampered) == "no_matching_signature"
+    assert reason(SECRET, header, BODY + b"\n") == "no_matching_signature"
+
+
+def test_verify_rejects_a_wrong_secret() -> None:
+    assert reason("qe_whsec_wrong", legacy_signature(SECRET, BODY)) == "no_matching_signature"
+    header = quantum_signature([SECRET], BODY, NOW)
+    assert reason("qe_whsec_wrong", header) == "no_matching_signature"
+
+
+def test_verify_rejects_a_changed_timestamp() -> None:
+    signature = quantum_signature([SECRET], BODY, NOW).split(",")[1]
+    assert reason(SECRET, f"t={NOW + 1},{signature}") == "no_matching_signature"
+
+
+@pytest.mark.parametrize("skew", [301, -301, 86400, -86400])
+def test_verify_rejects_stale_and_future_timestamps(skew: int) -> None:
+    header = quantum_signature([SECRET], BODY, NOW)
+    assert reason(SECRET, header, now=NOW + skew) == "timestamp_outside_tolerance"
+
+
+@pytest.mark.parametrize("skew", [0, 300, -300])
+def test_verify_accepts_timestamps_within_tolerance(skew: int) -> None:
+    verify_signature(SECRET, quantum_signature([SECRET], BODY, NOW), BODY, now=NOW + skew)
+
+
+def test_tolerance_is_configurable() -> None:
+    header = quantum_signature([SECRET], BODY, NOW)
+    verify_signature(SECRET, header, BODY, now=NOW + 3000, tolerance=3600)
+    with pytest.raises(SignatureError):
+        verify_signature(SECRET, header, BODY, now=NOW + 2, tolerance=1)
+    with pytest.raises(ValueError, match="tolerance"):
+        verify_signature(SECRET, header, BODY, now=NOW, tolerance=float("nan"))
+
+
+GOOD_V1 = "v1=" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "   ",
+        "sha256=",
+        "sha256=abc",
+        "sha256=" + "g" * 64,
+        "sha256=" + "a" * 65,
+        "sha1=" + "a" * 40,
+        "garbage",
+        f"t={NOW}",
+        GOOD_V1,
+        f"t=,{GOOD_V1}",
+        f"t=-{NOW},{GOOD_V1}",
+        f"t={NOW}.5,{GOOD_V1}",
+        f"t=1{'0' * 5000},{GOOD_V1}",
+        f"t={NOW},t={NOW},{GOOD_V1}",
+        f"t=١٢٣,{GOOD_V1}",
+        f"t={NOW},v1=",
+        f"t={NOW},v1=xyz",
+        f"t={NOW},v1=é{'a' * 63}",
+        f"t={NOW},,{GOOD_V1}",
+    ],
+)
+def test_verify_rejects_malformed_headers(header: str) -> None:
+    assert reason(SECRET, header) == "malformed_header"
+
+
+def test_signature_error_carries_reason_and_detail() -> None:
+    error = SignatureError("malformed_header", "no t= timestamp")
+    assert (error.reason, error.detail) == ("malformed_header", "no t= timestamp")
+    assert str(error) == "malformed_header: no t= timestamp"
+    assert str(SignatureError("no_matching_signature")) == "no_matching_signature"
+
+
+@pytest.fixture
+def body_file(tmp_path: Path) -> Path:
+    path = tmp_path / "body.json"
+    path.write_bytes(BODY)
+    return path
+
+
+@pytest.fixture
+def broken_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An environment in which the service itself could not start."""
+    monkeypatch.setenv("WEBHOOKS_HTTP_PORT", "not-a-port")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("broken_settings")
+def test_cli_verify_ok(body_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for header in (
+        quantum_signature([SECRET, OLD_SECRET], BODY, int(time.time())),
+        legacy_signature(SECRET, BODY),
+    ):
+        args = ["verify", "--secret", SECRET, "--header", header, "--body-file", str(body_file)]
+        assert main(args) == 0
+        assert capsys.readouterr() == ("ok\n", "")
+
+
+@pytest.mark.usefixtures("broken_settings")
+@pytest.mark.parametrize(
+    ("secret", "header", "expected"),
+    [
+        ("qe_whsec_wrong", legacy_signature(SECRET, BODY), "no_matching_signature"),
+        (SECRET, quantum_signature([SECRET], BODY, 1_000_000_000), "timestamp_outside_tolerance"),
+        (SECRET, "nonsense", "malformed_header"),
+    ],
+)
+def test_cli_verify_fails_with_the_reason(
+    body_file: Path, capsys: pytest.CaptureFixture[str], secret: str, header: str, expected: str
+) -> None:
+    code = main(["verify", "--secret", secret, "--header", header, "--body-file", str(body_file)])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(expected)
+
+
+@pytest.mark.usefixtures("broken_settings")
+def test_cli_verify_honours_tolerance(body_file: Path) -> None:
+    header = quantum_signature([SECRET], BODY, 1_000_000_000)
+    args = ["verify", "--secret", SECRET, "--header", header, "--body-file", str(body_file)]
+    assert main([*args, "--tolerance", "1e12"]) == 0
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--tolerance", "-1"])
+    assert exited.value.code == 2
+
+
+@pytest.mark.usefixtures("broken_settings")
+def test_cli_verify_unreadable_body_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.json"
+    header = legacy_signature(SECRET, BODY)
+    assert (
+        main(["verify", "--secret", SECRET, "--header", header, "--body-file", str(missing)]) == 2
+    )
+    assert "cannot read the body" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("broken_settings")
+def test_serve_still_refuses_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve"]) == 2
+    assert "WEBHOOKS_HTTP_PORT" in capsys.readouterr().err
+
+
+def test_python_m_service_verify_needs_no_settings(body_file: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "WEBHOOKS_HTTP_PORT": "not-a-port", "WEBHOOKS_LOG_FORMAT": "xml"}
+    command = [sys.executable, "-m", "service", "verify", "--secret", SECRET]
+    good = legacy_signature(SECRET, BODY)
+    ok = subprocess.run(
+        [*command, "--header", good, "--body-file", str(body_file)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "ok\n", "")
+    bad = subprocess.run(
+        [*command, "--header", legacy_signature("qe_whsec_wrong", BODY)],
+        input=BODY.decode(),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2  # --body-file is required
+    bad = subprocess.run(
+        [*command, "--header", legacy_signature("qe_whsec_wrong", BODY), "--body-file", "-"],
+        input=BODY.decode(),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert bad.stdout == ""
+    assert bad.stderr.startswith("no_matching_signature")
