@@ -6,6 +6,8 @@ returned, never raised, so only real failures live here.
 
 from __future__ import annotations
 
+import errno
+
 
 class SignatureError(Exception):
     """A webhook signature did not verify.
@@ -18,3 +20,32 @@ class SignatureError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class TargetRejected(Exception):
+    """A webhook URL is not acceptable as a delivery target (SPEC sections 2 and 3).
+
+    Raised at registration and PATCH (the API answers 422 with `reason` as the field message) and
+    before a delivery to a literal-IP URL. `reason` is a sentence fragment for people, e.g.
+    "must use https" or "loopback address 127.0.0.1".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TargetRefused(OSError):
+    """The SSRF guard refused to connect: the host resolved to a forbidden address.
+
+    An `OSError` on purpose: aiohttp wraps it in `ClientConnectorError` (or its DNS subclass), so
+    the dispatcher classifies it with the other connection failures and retries on the schedule.
+    The errno is EACCES, what the kernel reports when policy forbids a connection.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EACCES, reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason

@@ -69,7 +69,7 @@ def next_delay(
     base = schedule[index]
     delay = base * (1 + (rng or random).uniform(-JITTER, JITTER))
     if retry_after is not None:
-        delay = min(max(delay, retry_after), max(max(schedule), base))
+        delay = min(max(delay, retry_after), max(schedule))
     return max(0.0, delay)
 
 

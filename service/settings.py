@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     lane_queue_size: int = Field(100, ge=1, le=100_000)
     max_connections: int = Field(512, ge=1)
     shutdown_grace: Duration = 10.0
+    # How long a replica holds a delivery it took; a crashed replica's work is retaken after it.
+    # Must outlast a full lane queue (queue size x timeout / concurrency = 250 s by default).
+    lease: Duration = 300.0
+    poll_interval: Duration = 1.0
+    index_refresh: Duration = 2.0
 
     # Logs (SPEC section 7)
     log_format: LogFormat = LogFormat.JSON

@@ -12,7 +12,6 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
-
 from pathlib import Path
 
 import asyncpg

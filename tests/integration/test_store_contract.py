@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import asyncpg
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from service import ids
 from service.settings import Settings
 from service.store import Store, SubscriptionChanges
+from service.store.migrate import sqlite_path
 from service.store.models import (
     AttemptRecord,
     DeliveryStatus,
@@ -92,12 +94,8 @@ async def _raw_secret_column(settings: Settings, subscription_id: str) -> str:
             return value
         finally:
             await conn.close()
-    import sqlite3
-
-    from service.store.migrate import sqlite_path
-
-    with sqlite3.connect(sqlite_path(settings.database_url)) as conn:
-        (value,) = conn.execute(
+    with sqlite3.connect(sqlite_path(settings.database_url)) as lite:
+        (value,) = lite.execute(
             "SELECT secret_enc FROM subscriptions WHERE id = ?", (subscription_id,)
         ).fetchone()
         return str(value)

@@ -1,0 +1,109 @@
+"""The API's request and response shapes (SPEC section 3), one source for validation and for the
+OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+
+from service.events import CATALOG
+
+MAX_URL_LENGTH = 2048
+MAX_INSTALLED_BY = 200
+
+EventName = Literal["verification.created", "customer.kyc_updated", "review.overridden"]
+assert set(EventName.__args__) == set(CATALOG)  # type: ignore[attr-defined]
+
+
+def _events_rule(events: list[str]) -> list[str]:
+    if not events:
+        raise ValueError("must name at least one event")
+    seen: set[str] = set()
+    for event in events:
+        if event in seen:
+            raise ValueError(f"{event!r} is listed twice")
+        seen.add(event)
+    return events
+
+
+class _Request(BaseModel):
+    # Unknown fields are an error, not silently dropped: a typo must not look like success.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateSubscription(_Request):
+    url: StrictStr = Field(max_length=MAX_URL_LENGTH)
+    events: list[EventName]
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY)
+
+    _events = field_validator("events")(_events_rule)
+
+
+class PatchSubscription(_Request):
+    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH)
+    events: list[EventName] | None = None
+    active: StrictBool | None = None
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        return None if events is None else _events_rule(events)
+
+
+class LastDelivery(BaseModel):
+    status: Literal["sent", "retrying", "failed", "pending"]
+    responseCode: int | None
+    at: str
+
+
+class SubscriptionRow(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    installedBy: str | None
+    active: bool
+    createdAt: str
+    deliveryCount: int
+    lastDelivery: LastDelivery | None
+    deactivatedReason: str | None = Field(
+        None,
+        description="Why the service deactivated it (410 Gone, failing too long); null if active.",
+    )
+
+
+class CreatedSubscription(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    installedBy: str | None
+    secret: str = Field(description="The signing secret. Shown in this response only.")
+    active: bool
+    createdAt: str
+
+
+class SubscriptionList(BaseModel):
+    rows: list[SubscriptionRow]
+    nextCursor: str | None
+
+
+class TestResult(BaseModel):
+    deliveryId: str
+    status: Literal["sent", "retrying", "failed", "pending"]
+    responseCode: int | None
+    durationMs: int | None
+    error: str | None
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None

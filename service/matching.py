@@ -1,0 +1,84 @@
+"""Which subscriptions want an event: an in-memory index by (orgId, event).
+
+The index is rebuilt from the store when the store's subscription revision moves: at once when
+this process's API changes a subscription, and every `refresh_interval` otherwise, so replicas see
+each other's changes within a few seconds. A lookup is two dict reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import structlog
+
+from service.metrics import Metrics
+from service.store import Store, StoreUnavailable
+from service.store.models import Subscription
+
+log = structlog.get_logger(__name__)
+
+
+class SubscriptionIndex:
+    """Active subscriptions by (org, event) and by id."""
+
+    def __init__(self, store: Store, metrics: Metrics, refresh_interval: float = 2.0) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._interval = refresh_interval
+        self._revision: int | None = None
+        self._by_key: dict[tuple[str, str], tuple[Subscription, ...]] = {}
+        self._by_id: dict[str, Subscription] = {}
+        self._lock = asyncio.Lock()
+
+    def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
+        """Subscriptions of `org_id` that want `event` and existed when it occurred (SPEC 1)."""
+        candidates = self._by_key.get((org_id, event), ())
+        return tuple(s for s in candidates if s.created_at <= occurred_at_ms)
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        return self._by_id.get(subscription_id)
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Reloads when the revision moved (or `force`); True when it reloaded."""
+        async with self._lock:
+            revision = await self._store.subscriptions_revision()
+            if not force and revision == self._revision:
+                return False
+            active = await self._store.active_subscriptions()
+            by_key: dict[tuple[str, str], list[Subscription]] = defaultdict(list)
+            for subscription in active:
+                for event in subscription.events:
+                    by_key[(subscription.org_id, event)].append(subscription)
+            self._by_key = {key: tuple(value) for key, value in by_key.items()}
+            self._by_id = {s.id: s for s in active}
+            self._revision = revision
+        self._metrics.subscriptions.labels("active").set(len(active))
+        log.debug("index.reloaded", revision=revision, active=len(active))
+        return True
+
+    async def on_change(self, _subscription_id: str) -> None:
+        """Called by this process's API after a change: the index follows at once."""
+        await self.refresh(force=True)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[SubscriptionIndex]:
+        """Loads the index, then keeps it fresh in the background until the block ends."""
+        await self.refresh(force=True)
+        task = asyncio.create_task(self._follow(), name="subscription-index")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except (StoreUnavailable, OSError) as exc:
+                log.warning("index.refresh_failed", error=str(exc))

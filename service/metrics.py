@@ -1,0 +1,94 @@
+"""Prometheus metrics (SPEC section 7), prefix `webhooks_`, on a registry of the app's own.
+
+No per-subscription label: with thousands of subscriptions that would be thousands of series per
+metric. Per-subscription health is in the API instead.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """Every metric the service exports; one instance per app, passed to whoever counts."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "webhooks_events_consumed", "Kafka records accepted", ["topic", "event"], registry=r
+        )
+        self.events_skipped = Counter(
+            "webhooks_events_skipped",
+            "well-formed events outside the catalog, skipped",
+            ["topic", "event"],
+            registry=r,
+        )
+        self.events_dead_lettered = Counter(
+            "webhooks_events_dead_lettered",
+            "records sent to the dead-letter topic",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "webhooks_deliveries",
+            "deliveries by event and outcome (created, sent, failed, duplicate)",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "webhooks_attempts", "HTTP attempts by result class", ["result"], registry=r
+        )
+        self.attempt_duration = Histogram(
+            "webhooks_attempt_duration_seconds",
+            "time of one HTTP attempt",
+            ["result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "webhooks_end_to_end_latency_seconds",
+            "occurredAt to the first 2xx",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "webhooks_pending_deliveries", "deliveries pending or retrying", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "webhooks_consumer_lag",
+            "records behind the partition's high watermark (never negative)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.offsets_committed = Counter(
+            "webhooks_offsets_committed",
+            "offset commits made after the records were recorded",
+            ["topic"],
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "webhooks_subscriptions", "subscriptions by state", ["state"], registry=r
+        )
+        self.lanes = Gauge("webhooks_lanes", "subscription lanes holding work", registry=r)
+        self.lane_overflow = Counter(
+            "webhooks_lane_overflow",
+            "deliveries left in the store because their lane was full",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
+        )
+
+    def route(self) -> web.RouteDef:
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(self.registry),
+                headers={"Content-Type": CONTENT_TYPE_LATEST},
+            )
+
+        return web.get("/metrics", metrics)

@@ -1,0 +1,376 @@
+"""The management API on both stores: the seed page's shapes, and a clear answer (never a 500)
+to every kind of bad input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from aiohttp.test_utils import TestClient, TestServer
+
+from service import ids
+from service.api.models import CreatedSubscription, SubscriptionList, SubscriptionRow
+from service.api.openapi import document
+from service.app import create_app
+from service.keys import STORE
+from service.settings import Settings
+from service.store import Store
+from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
+from service.store.sql import now_ms
+
+BASE = "/api/identity/webhooks"
+SEED_REQUEST = {
+    "url": "https://your-app.example.com/webhooks/quantum-identity",
+    "events": ["verification.created", "customer.kyc_updated"],
+    "installedBy": "kyc-service@v0.1.0",
+}
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@dataclass
+class Api:
+    client: TestClient[Any, Any]
+    store: Store
+    key: str
+    other_key: str
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    async def call(
+        self,
+        method: str,
+        path: str = "",
+        body: Any = None,
+        *,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, str]:
+        all_headers = {**self.auth(key), **(headers or {})}
+        data = raw
+        if body is not None:
+            data = orjson.dumps(body)
+            all_headers.setdefault("Content-Type", "application/json")
+        async with self.client.request(
+            method, BASE + path, data=data, headers=all_headers
+        ) as response:
+            text = await response.read()
+            payload = orjson.loads(text) if text else None
+            return response.status, payload, response.content_type
+
+
+@pytest.fixture
+async def api(settings_for: Settings) -> AsyncIterator[Api]:
+    settings = settings_for.model_copy(update={"allow_private_targets": False})
+    app = create_app(settings)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        store = app[STORE]
+        _, key = await store.create_api_key("org_a", "tests")
+        _, other = await store.create_api_key("org_b", "tests")
+        yield Api(client, store, key, other)
+    finally:
+        await client.close()
+
+
+async def create(api: Api, **overrides: Any) -> dict[str, Any]:
+    status, body, _ = await api.call("POST", body={**SEED_REQUEST, **overrides})
+    assert status == 201, body
+    assert isinstance(body, dict)
+    return body
+
+
+async def test_registration_answers_the_seed_shape_with_the_secret_once(api: Api) -> None:
+    with structlog.testing.capture_logs() as logs:
+        status, body, content_type = await api.call("POST", body=SEED_REQUEST)
+    assert status == 201
+    assert content_type == "application/json"
+    assert set(body) == {"id", "url", "events", "installedBy", "secret", "active", "createdAt"}
+    CreatedSubscription.model_validate(body)
+    assert body["id"].startswith("whk_")
+    assert body["url"] == SEED_REQUEST["url"]
+    assert body["events"] == SEED_REQUEST["events"]
+    assert body["installedBy"] == "kyc-service@v0.1.0"
+    assert body["secret"].startswith("qe_whsec_")
+    assert body["active"] is True
+    assert RFC3339_MS.match(body["createdAt"])
+    secret = body["secret"]
+    assert secret not in repr(logs)
+
+    _, listed, _ = await api.call("GET")
+    _, one, _ = await api.call("GET", f"/{body['id']}")
+    _, patched, _ = await api.call("PATCH", f"/{body['id']}", {"installedBy": "kyc@2"})
+    for shown in (listed, one, patched):
+        assert secret not in orjson.dumps(shown).decode()
+        assert "secret" not in orjson.dumps(shown).decode()
+
+
+async def test_list_and_get_carry_delivery_health_from_the_deliveries_table(api: Api) -> None:
+    created = await create(api)
+    status, listed, _ = await api.call("GET")
+    assert status == 200
+    SubscriptionList.model_validate(listed)
+    (row,) = listed["rows"]
+    assert row["deliveryCount"] == 0
+    assert row["lastDelivery"] is None
+    assert listed["nextCursor"] is None
+    assert {
+        "id",
+        "url",
+        "events",
+        "installedBy",
+        "active",
+        "createdAt",
+        "deliveryCount",
+        "lastDelivery",
+    } <= set(row)
+
+    events = [
+        IncomingEvent(
+            ids.new_id("evt"), "org_a", "verification.created", now_ms(), b"{}", None, None
+        )
+        for _ in range(3)
+    ]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event) for e in events]
+    await api.store.record_events(events, deliveries, "test", 60_000)
+    at = now_ms()
+    await api.store.record_attempts(
+        [
+            AttemptRecord(
+                deliveries[-1].id,
+                created["id"],
+                1,
+                at,
+                42,
+                200,
+                "2xx",
+                None,
+                "ok",
+                DeliveryStatus.SENT,
+                None,
+            )
+        ]
+    )
+    status, one, _ = await api.call("GET", f"/{created['id']}")
+    assert status == 200
+    SubscriptionRow.model_validate(one)
+    assert one["deliveryCount"] == 3
+    assert one["lastDelivery"]["status"] == "sent"
+    assert one["lastDelivery"]["responseCode"] == 200
+    assert RFC3339_MS.match(one["lastDelivery"]["at"])
+
+
+async def test_paging_with_cursor(api: Api) -> None:
+    made = [(await create(api, url=f"https://h.example.com/{i}"))["id"] for i in range(5)]
+    seen: list[str] = []
+    path = "?limit=2"
+    while True:
+        status, page, _ = await api.call("GET", path)
+        assert status == 200
+        seen += [row["id"] for row in page["rows"]]
+        if page["nextCursor"] is None:
+            break
+        path = f"?limit=2&cursor={page['nextCursor']}"
+    assert seen == made
+
+
+async def test_patch_changes_fields_and_delete_removes(api: Api) -> None:
+    created = await create(api)
+    status, row, _ = await api.call(
+        "PATCH",
+        f"/{created['id']}",
+        {"events": ["review.overridden"], "active": False, "url": "https://new.example.com/h"},
+    )
+    assert status == 200
+    assert row["events"] == ["review.overridden"]
+    assert row["active"] is False
+    assert row["url"] == "https://new.example.com/h"
+    status, body, _ = await api.call("DELETE", f"/{created['id']}")
+    assert status == 204
+    assert body is None
+    status, _, _ = await api.call("GET", f"/{created['id']}")
+    assert status == 404
+    status, _, _ = await api.call("DELETE", f"/{created['id']}")
+    assert status == 404
+
+
+def _fields(body: Any) -> set[str]:
+    return {error["field"] for error in body.get("errors", [])}
+
+
+def _assert_problem(status: int, body: Any, content_type: str, expected: int) -> None:
+    assert status == expected, body
+    assert content_type == "application/problem+json"
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "expected"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"", "application/json", 400),
+        (b'"a string"', "application/json", 422),
+        (b"[1, 2]", "application/json", 422),
+        (b"url=https://x", "application/x-www-form-urlencoded", 415),
+        (b"{}", "text/plain", 415),
+        (b'{"url": "' + b"a" * 70_000 + b'"}', "application/json", 413),
+    ],
+)
+async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expected: int) -> None:
+    status, body, ct = await api.call("POST", raw=raw, headers={"Content-Type": content_type})
+    _assert_problem(status, body, ct, expected)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"events": []}, "events"),
+        ({"events": ["verification.deleted"]}, "events[0]"),
+        ({"events": ["verification.created", "verification.created"]}, "events"),
+        ({"events": "verification.created"}, "events"),
+        ({"events": None}, "events"),
+        ({"url": None}, "url"),
+        ({"url": "/relative/path"}, "url"),
+        ({"url": "ftp://files.example.com/x"}, "url"),
+        ({"url": "http://plain.example.com/x"}, "url"),
+        ({"url": "https://user:pass@hooks.example.com/x"}, "url"),
+        ({"url": "https://hooks.example.com/" + "a" * 2100}, "url"),
+        ({"url": 42}, "url"),
+        ({"url": "https://127.0.0.1/x"}, "url"),
+        ({"url": "https://10.1.2.3/x"}, "url"),
+        ({"url": "https://192.168.0.10/x"}, "url"),
+        ({"url": "https://169.254.169.254/latest/meta-data"}, "url"),
+        ({"url": "https://2130706433/x"}, "url"),
+        ({"url": "https://0x7f000001/x"}, "url"),
+        ({"url": "https://0177.0.0.1/x"}, "url"),
+        ({"url": "https://[::1]/x"}, "url"),
+        ({"url": "https://[::ffff:127.0.0.1]/x"}, "url"),
+        ({"url": "https://[::ffff:a9fe:a9fe]/x"}, "url"),
+        ({"url": "https://localhost/x"}, "url"),
+        ({"installedBy": 7}, "installedBy"),
+    ],
+)
+async def test_invalid_fields_name_the_field(api: Api, change: dict[str, Any], field: str) -> None:
+    status, body, ct = await api.call("POST", body={**SEED_REQUEST, **change})
+    _assert_problem(status, body, ct, 422)
+    assert field in _fields(body), body
+
+
+async def test_url_missing(api: Api) -> None:
+    status, body, ct = await api.call("POST", body={"events": ["verification.created"]})
+    _assert_problem(status, body, ct, 422)
+    assert _fields(body) == {"url"}
+
+
+async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
+    created = await create(api)
+    for change, field in (
+        ({"events": []}, "events"),
+        ({"url": "https://[::1]/"}, "url"),
+        ({"active": "yes"}, "active"),
+        ({"id": "whk_x"}, "id"),
+    ):
+        status, body, ct = await api.call("PATCH", f"/{created['id']}", change)
+        _assert_problem(status, body, ct, 422)
+        assert field in _fields(body)
+    _, row, _ = await api.call("GET", f"/{created['id']}")
+    assert row["events"] == SEED_REQUEST["events"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer qe_key_thisKeyWasNeverIssuedToAnyone"},
+        {"Authorization": "Bearer " + "x" * 5000},
+    ],
+)
+async def test_requests_without_a_valid_key_are_401(api: Api, headers: dict[str, str]) -> None:
+    async with api.client.get(BASE, headers=headers, skip_auto_headers=()) as response:
+        body = await response.json(content_type=None)
+        _assert_problem(response.status, body, response.content_type, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_revoked_key_is_401(api: Api) -> None:
+    record, key = await api.store.create_api_key("org_a", "soon revoked")
+    status, _, _ = await api.call("GET", key=key)
+    assert status == 200
+    await api.store.revoke_api_key(record.id)
+    status, body, ct = await api.call("GET", key=key)
+    _assert_problem(status, body, ct, 401)
+
+
+async def test_another_orgs_subscription_is_404(api: Api) -> None:
+    created = await create(api)
+    path = f"/{created['id']}"
+    for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
+        status, problem, ct = await api.call(method, path, body, key=api.other_key)
+        _assert_problem(status, problem, ct, 404)
+    status, listed, _ = await api.call("GET", key=api.other_key)
+    assert listed["rows"] == []
+    _, row, _ = await api.call("GET", path)
+    assert row["active"] is True
+
+
+@pytest.mark.parametrize("path", ["/whk_01JD2Y8Q0S6M2X0YV1X4J5T7ZK", "/nope", "/%27%3B--"])
+async def test_unknown_ids_are_404(api: Api, path: str) -> None:
+    for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
+        status, problem, ct = await api.call(method, path, body)
+        _assert_problem(status, problem, ct, 404)
+
+
+async def test_bad_query_parameters_are_422(api: Api) -> None:
+    for query, field in (
+        ("?limit=0", "limit"),
+        ("?limit=x", "limit"),
+        ("?cursor=%%%", "cursor"),
+        ("?colour=red", "colour"),
+    ):
+        status, body, ct = await api.call("GET", query)
+        _assert_problem(status, body, ct, 422)
+        assert field in _fields(body)
+
+
+async def test_unknown_route_and_method_are_problems(api: Api) -> None:
+    async with api.client.get("/api/identity/nothing-here", headers=api.auth()) as response:
+        assert response.status == 404
+        assert response.content_type == "application/problem+json"
+    async with api.client.put(BASE, headers=api.auth()) as response:
+        assert response.status == 405
+        assert response.content_type == "application/problem+json"
+
+
+async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
+    async with api.client.get("/openapi.json") as response:
+        assert response.status == 200
+        served = await response.json()
+    assert served == orjson.loads(orjson.dumps(document()))
+    assert served["openapi"].startswith("3.1")
+    app_routes = {
+        (route.method.lower(), route.resource.canonical)
+        for route in api.client.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith(BASE)
+        and route.method != "HEAD"
+    }
+    documented = {
+        (method, path)
+        for path, item in served["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    assert documented == app_routes
+    created = served["components"]["schemas"]["CreatedSubscription"]
+    assert set(created["required"]) == set(CreatedSubscription.model_fields)
