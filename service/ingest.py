@@ -1,0 +1,384 @@
+"""Kafka in: consume, validate, match, record, and only then commit (SPEC section 1).
+
+For each batch from `getmany()`: every record is parsed; bad ones are dead-lettered (and their
+offsets committed only once the dead-letter write is acknowledged); good ones are matched to the
+subscriptions that want them; the events and one delivery per match are written in one
+transaction; then, per partition, the offset after the last recorded record is committed, and the
+new deliveries are handed to the dispatcher. A crash anywhere replays from the last commit, and
+the store's unique (event, subscription) key turns the replay into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from service import ids
+from service.dispatch import Dispatcher
+from service.events import Accepted, Rejected, Skipped, parse_event
+from service.health import Readiness
+from service.matching import SubscriptionIndex
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import Store, StoreUnavailable
+from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
+
+log = structlog.get_logger(__name__)
+
+SIBLING_HEADER = "x-sibling-service"
+# A header value we forward into customers' HTTP requests: a plain token or nothing.
+_SIBLING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_BATCH = 1000
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[IncomingEvent]
+    deliveries: list[NewDelivery]
+    dead: list[tuple[object, str]]  # (ConsumerRecord, reason)
+    last: dict[TopicPartition, int]  # offset after the last record seen, per partition
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._ingest.commit_recorded(set(revoked))
+        self._ingest.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._ingest.joined = True
+        await self._ingest.learn_committed(set(assigned))
+        log.info(
+            "ingest.assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
+        )
+
+
+class Ingest:
+    """The consumer loop. Runs in the background under `running()`."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        index: SubscriptionIndex,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._index = index
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._recorded: dict[TopicPartition, int] = {}  # recorded, not yet committed
+        self._committed: dict[TopicPartition, int] = {}
+        self._stopping = asyncio.Event()
+        self.joined = False
+
+    async def ready(self) -> bool:
+        return self.joined and self._consumer is not None
+
+    def register(self, readiness: Readiness) -> None:
+        readiness.register("consumer", self.ready)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Ingest]:
+        task = asyncio.create_task(self._run(), name="ingest")
+        try:
+            yield self
+        finally:
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self._settings.shutdown_grace)
+            except TimeoutError:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._start()
+                break
+            except KafkaError as exc:
+                log.warning("ingest.kafka_unavailable", error=str(exc))
+                await self._pause_for(2.0)
+        else:
+            return
+        assert self._consumer is not None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    records = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
+                except KafkaError as exc:
+                    log.warning("ingest.fetch_failed", error=str(exc))
+                    await self._pause_for(1.0)
+                    continue
+                if records:
+                    await self._handle(records)
+                self._update_lag()
+        finally:
+            await self.commit_recorded(None)
+            await self._stop()
+
+    async def _pause_for(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _start(self) -> None:
+        s = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            client_id="identity-webhooks-dlq",
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=s.kafka_group_id,
+            client_id="identity-webhooks",
+            enable_auto_commit=False,
+            auto_offset_reset=s.kafka_auto_offset_reset.value,
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes * 4),
+        )
+        try:
+            await producer.start()
+            consumer.subscribe(s.kafka_topics, listener=_Listener(self))
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            await producer.stop()
+            raise
+        self._producer, self._consumer = producer, consumer
+        log.info("ingest.started", topics=s.kafka_topics, group=s.kafka_group_id)
+
+    async def _stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        log.info("ingest.stopped")
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _handle(self, records: dict[TopicPartition, list[object]]) -> None:
+        batch = self._parse(records)
+        await self._dead_letter(batch.dead)
+        created = await self._record(batch)
+        if created:
+            by_event = {e.id: e for e in batch.events}
+            self._dispatcher.submit([_job(d, by_event[d.event_id]) for d in created])
+            for delivery in created:
+                self._metrics.deliveries.labels(delivery.event, "created").inc()
+        duplicates = len(batch.deliveries) - len(created)
+        if duplicates:
+            self._metrics.deliveries.labels("any", "duplicate").inc(duplicates)
+        for tp, offset in batch.last.items():
+            self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
+        await self.commit_recorded(None)
+
+    def _parse(self, records: dict[TopicPartition, list[object]]) -> _Batch:
+        batch = _Batch([], [], [], {})
+        for tp, partition_records in records.items():
+            for record in partition_records:
+                offset: int = record.offset  # type: ignore[attr-defined]
+                batch.last[tp] = offset + 1
+                parsed = parse_event(record.value, self._settings.max_event_bytes)  # type: ignore[attr-defined]
+                if isinstance(parsed, Rejected):
+                    batch.dead.append((record, parsed.reason))
+                    continue
+                if isinstance(parsed, Skipped):
+                    self._metrics.events_skipped.labels(tp.topic, "other").inc()
+                    continue
+                self._accept(parsed, record, tp, offset, batch)
+        return batch
+
+    def _accept(
+        self, event: Accepted, record: object, tp: TopicPartition, offset: int, batch: _Batch
+    ) -> None:
+        self._metrics.events_consumed.labels(tp.topic, event.event).inc()
+        occurred_ms = int(event.occurred_at.timestamp() * 1000)
+        matches = self._index.match(event.org_id, event.event, occurred_ms)
+        if not matches:
+            return
+        batch.events.append(
+            IncomingEvent(
+                id=event.event_id,
+                org_id=event.org_id,
+                event=event.event,
+                occurred_at=occurred_ms,
+                body=event.body,
+                sibling_service=_sibling(record),
+                source=f"{tp.topic}/{tp.partition}/{offset}",
+            )
+        )
+        batch.deliveries.extend(
+            NewDelivery(ids.new_id(ids.DELIVERY), event.event_id, s.id, event.event)
+            for s in matches
+        )
+
+    async def _dead_letter(self, dead: Sequence[tuple[object, str]]) -> None:
+        """Writes rejected records to the DLQ and waits for every acknowledgement; retries
+        until the broker takes them, so their offsets are never committed unwritten."""
+        if not dead:
+            return
+        assert self._producer is not None
+        while True:
+            try:
+                futures = [
+                    await self._producer.send(
+                        self._settings.kafka_dlq_topic,
+                        value=record.value,  # type: ignore[attr-defined]
+                        key=record.key,  # type: ignore[attr-defined]
+                        headers=[
+                            *record.headers,  # type: ignore[attr-defined]
+                            ("x-dlq-reason", reason.encode()),
+                            ("x-dlq-source-topic", record.topic.encode()),  # type: ignore[attr-defined]
+                            ("x-dlq-source-partition", str(record.partition).encode()),  # type: ignore[attr-defined]
+                            ("x-dlq-source-offset", str(record.offset).encode()),  # type: ignore[attr-defined]
+                        ],
+                    )
+                    for record, reason in dead
+                ]
+                await asyncio.gather(*futures)
+                break
+            except KafkaError as exc:
+                log.warning("ingest.dlq_write_failed", error=str(exc), records=len(dead))
+                await asyncio.sleep(1.0)
+        for record, reason in dead:
+            topic: str = record.topic  # type: ignore[attr-defined]
+            self._metrics.events_dead_lettered.labels(topic, reason.split(":")[0]).inc()
+            log.warning(
+                "ingest.dead_lettered",
+                topic=topic,
+                partition=record.partition,  # type: ignore[attr-defined]
+                offset=record.offset,  # type: ignore[attr-defined]
+                reason=reason,
+            )
+
+    async def _record(self, batch: _Batch) -> list[NewDelivery]:
+        """Writes the batch; while the store is away, pauses the partitions and keeps polling
+        (so the group keeps us) until it answers again."""
+        if not batch.events:
+            return []
+        assert self._consumer is not None
+        backoff = 0.2
+        paused: set[TopicPartition] = set()
+        try:
+            while True:
+                try:
+                    return await self._store.record_events(
+                        batch.events,
+                        batch.deliveries,
+                        self._dispatcher.owner,
+                        self._dispatcher.lease_ms(),
+                    )
+                except (StoreUnavailable, OSError) as exc:
+                    self._metrics.store_errors.labels("record_events").inc()
+                    if not paused:
+                        paused = set(self._consumer.assignment())
+                        self._consumer.pause(*paused)
+                        log.warning("ingest.store_unavailable_paused", error=str(exc))
+                    with contextlib.suppress(KafkaError):
+                        await self._consumer.getmany(timeout_ms=int(backoff * 1000))
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            if paused:
+                still_ours = paused & set(self._consumer.assignment())
+                self._consumer.resume(*still_ours)
+                log.info("ingest.store_back_resumed")
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    async def commit_recorded(self, only: set[TopicPartition] | None) -> None:
+        """Commits recorded offsets of partitions this consumer still owns (and, when given,
+        only of those in `only`)."""
+        consumer = self._consumer
+        if consumer is None or not self._recorded:
+            return
+        owned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self._recorded.items()
+            if tp in owned and (only is None or tp in only)
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The records are recorded; a replay after the rebalance is a no-op.
+            log.warning("ingest.commit_failed", error=str(exc))
+            return
+        for tp, offset in offsets.items():
+            if self._recorded.get(tp) == offset:
+                del self._recorded[tp]
+            self._committed[tp] = offset
+            self._metrics.offsets_committed.labels(tp.topic).inc()
+
+    async def learn_committed(self, partitions: set[TopicPartition]) -> None:
+        """The group's committed offsets of newly assigned partitions, for the lag gauge."""
+        if self._consumer is None:
+            return
+        for tp in partitions:
+            with contextlib.suppress(KafkaError):
+                offset = await self._consumer.committed(tp)
+                if offset is not None:
+                    self._committed[tp] = offset
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._recorded.pop(tp, None)
+            self._committed.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            done = self._committed.get(tp)
+            if high is None or done is None:
+                continue
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
+
+    def committed(self) -> dict[TopicPartition, int]:
+        return dict(self._committed)
+
+
+def _sibling(record: object) -> str | None:
+    for key, value in record.headers:  # type: ignore[attr-defined]
+        if key.lower() == SIBLING_HEADER and value:
+            text = value.decode("utf-8", errors="replace").strip()
+            return text if _SIBLING.match(text) else None
+    return None
+
+
+def _job(delivery: NewDelivery, event: IncomingEvent) -> DeliveryJob:
+    return DeliveryJob(
+        id=delivery.id,
+        subscription_id=delivery.subscription_id,
+        event_id=event.id,
+        event=event.event,
+        body=event.body,
+        sibling_service=event.sibling_service,
+        attempts=0,
+        occurred_at=event.occurred_at,
+        created_at=event.occurred_at,
+    )
