@@ -107,7 +107,9 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
+        # Response bodies are only sampled into the attempt log: never ask for compression.
         auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
     )
     try:
         dispatcher = Dispatcher(

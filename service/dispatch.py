@@ -114,6 +114,9 @@ class Lane:
             await self._run(job)
         finally:
             self._held.discard(job.id)
+            # Leave the in-flight set before pumping, or a full lane would never start its
+            # next job (the done-callback runs only after this returns).
+            self.tasks.discard(asyncio.current_task())
             self._pump()
 
 

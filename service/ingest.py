@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -179,6 +181,8 @@ class Ingest:
         batch = self._parse(records)
         await self._dead_letter(batch.dead)
         created = await self._record(batch)
+        if self._settings.crash_after_record and batch.events:
+            os.kill(os.getpid(), signal.SIGKILL)
         if created:
             by_event = {e.id: e for e in batch.events}
             self._dispatcher.submit([_job(d, by_event[d.event_id]) for d in created])

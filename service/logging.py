@@ -51,3 +51,4 @@ def configure_logging(fmt: LogFormat, level: LogLevel) -> None:
     # the consumer loop reports what matters itself.
     logging.getLogger("aiokafka").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
 
+    # Fault injection for the crash-safety test: the process SIGKILLs itself right after its first
+    # batch is recorded, before the offsets are committed. Never set outside tests.
+    crash_after_record: bool = False
+
     # Logs (SPEC section 7)
     log_format: LogFormat = LogFormat.JSON
     log_level: LogLevel = LogLevel.INFO

@@ -39,6 +39,9 @@ def postgres_url() -> str:
     return url
 
 
+CATALOG_TOPICS = ("verification.created", "customer.kyc_updated", "review.overridden")
+
+
 def unique_name(request: pytest.FixtureRequest, prefix: str) -> str:
     """A name no other test (or earlier run) uses: prefix, the test's name, a random suffix."""
     stem = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-")[:40].lower()
@@ -53,6 +56,17 @@ async def kafka_admin(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient
         yield admin
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def topics(kafka_admin: AIOKafkaAdminClient) -> AsyncIterator[list[str]]:
+    run = uuid.uuid4().hex[:8]
+    names = [f"t{run}.identity.{event}" for event in CATALOG_TOPICS] + [f"t{run}.dlq"]
+    await kafka_admin.create_topics([NewTopic(n, 3, 1) for n in names])
+    try:
+        yield names
+    finally:
+        await kafka_admin.delete_topics(names)
 
 
 @pytest.fixture

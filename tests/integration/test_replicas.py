@@ -1,0 +1,183 @@
+"""Crash safety and several replicas, with real service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
+
+from service.samples import sample_event
+from service.settings import Settings, load_settings
+from service.store import Store, open_store
+from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support.process import ServiceProcess
+from tests.support.receiver import Receiver, start_receiver
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async for r in start_receiver():
+        yield r
+
+
+def service_env(settings: Settings, topics: list[str], group: str, **extra: str) -> dict[str, str]:
+    return {
+        "WEBHOOKS_DATABASE_URL": settings.database_url,
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+        "WEBHOOKS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "WEBHOOKS_KAFKA_TOPICS": ",".join(topics[:3]),
+        "WEBHOOKS_KAFKA_DLQ_TOPIC": topics[3],
+        "WEBHOOKS_KAFKA_GROUP_ID": group,
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
+        "WEBHOOKS_LEASE": "1s",
+        "WEBHOOKS_POLL_INTERVAL": "100ms",
+        "WEBHOOKS_INDEX_REFRESH": "500ms",
+        "WEBHOOKS_SHUTDOWN_GRACE": "2s",
+        **extra,
+    }
+
+
+async def produce(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    events = []
+    try:
+        for i in range(count):
+            event = sample_event("verification.created", "org_r", datetime.now(UTC))
+            event["data"]["customerId"] = f"cus_{i}"
+            events.append(event)
+            await producer.send(topic, orjson.dumps(event), key=f"cus_{i}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return events
+
+
+async def delivery_rows(store: Store, subscription_ids: list[str]) -> int:
+    health = await store.health(subscription_ids)
+    return sum(h.delivery_count for h in health.values())
+
+
+def delivered_pairs(receiver: Receiver) -> set[tuple[str, str]]:
+    return {(r.path, orjson.loads(r.body)["id"]) for r in receiver.requests}
+
+
+async def test_sigkill_before_commit_loses_nothing_and_duplicates_no_record(
+    store: Store,
+    settings_for: Settings,
+    topics: list[str],
+    kafka_bootstrap: str,
+    kafka_admin: AIOKafkaAdminClient,
+    receiver: Receiver,
+) -> None:
+    settings = settings_for.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap})
+    subs = [
+        await store.create_subscription(
+            "org_r", receiver.url(path), ("verification.created",), None
+        )
+        for path in ("one", "two")
+    ]
+    group = f"crash-{uuid.uuid4().hex[:8]}"
+    events = await produce(kafka_bootstrap, topics[0], 20)
+
+    doomed = ServiceProcess(
+        service_env(settings, topics, group, WEBHOOKS_CRASH_AFTER_RECORD="true")
+    )
+    await doomed.start()
+    code = await doomed.wait(timeout=60)
+    assert code == -9, "".join(doomed.logs[-20:])
+    recorded = await delivery_rows(store, [s.id for s in subs])
+    assert recorded > 0
+    offsets = await kafka_admin.list_consumer_group_offsets(group)
+    assert all(meta.offset <= 0 for meta in offsets.values()), offsets
+
+    survivor = ServiceProcess(service_env(settings, topics, group))
+    await survivor.start()
+    try:
+        expected = {(path, e["id"]) for path in ("one", "two") for e in events}
+        await receiver.wait_for(
+            lambda: delivered_pairs(receiver) >= expected,
+            timeout=60,
+            what="every event at every subscription",
+        )
+        assert delivered_pairs(receiver) == expected
+        assert await delivery_rows(store, [s.id for s in subs]) == len(expected)
+        # Each (event, subscription) kept its one delivery id, across the crash and replay.
+        ids: dict[tuple[str, str], set[str]] = {}
+        for r in receiver.requests:
+            key = (r.path, orjson.loads(r.body)["id"])
+            ids.setdefault(key, set()).add(r.headers["X-Identity-Delivery"])
+        assert all(len(v) == 1 for v in ids.values())
+    finally:
+        assert await survivor.stop() == 0
+    assert any('"dispatch.drained"' in line for line in survivor.logs)
+
+
+async def test_two_replicas_on_postgres_split_partitions_and_record_each_pair_once(
+    fresh_postgres_url: str,
+    topics: list[str],
+    kafka_bootstrap: str,
+    receiver: Receiver,
+) -> None:
+    # Several replicas share work only on PostgreSQL; SQLite is the one-process store.
+    settings = load_settings(
+        database_url=fresh_postgres_url,
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        kafka_bootstrap_servers=kafka_bootstrap,
+    )
+    store = await open_store(settings, run_migrations=False)
+    subs = [
+        await store.create_subscription(
+            "org_r", receiver.url(path), ("verification.created",), None
+        )
+        for path in ("one", "two", "three")
+    ]
+    group = f"pair-{uuid.uuid4().hex[:8]}"
+    replicas = [ServiceProcess(service_env(settings, topics, group)) for _ in range(2)]
+    try:
+        for replica in replicas:
+            await replica.start()
+        for replica in replicas:
+            await replica.wait_ready()
+        # Both hold partitions once the group has settled.
+        async with asyncio.timeout(30):
+            while not all(_assigned(r) for r in replicas):
+                await asyncio.sleep(0.1)
+        first, second = (_assigned(r) for r in replicas)
+        assert first
+        assert second
+        assert not first & second
+        events = await produce(kafka_bootstrap, topics[0], 60)
+        expected = {(path, e["id"]) for path in ("one", "two", "three") for e in events}
+        await receiver.wait_for(
+            lambda: delivered_pairs(receiver) >= expected, timeout=60, what="every pair"
+        )
+        await asyncio.sleep(1.0)
+        assert await delivery_rows(store, [s.id for s in subs]) == len(expected)
+        by_id: dict[str, int] = {}
+        for r in receiver.requests:
+            by_id[r.headers["X-Identity-Delivery"]] = (
+                by_id.get(r.headers["X-Identity-Delivery"], 0) + 1
+            )
+        assert len(by_id) == len(expected)
+    finally:
+        for replica in replicas:
+            await replica.stop()
+        await store.close()
+
+
+def _assigned(replica: ServiceProcess) -> set[str]:
+    """The partitions of the replica's latest assignment, from its logs."""
+    latest: set[str] = set()
+    for line in replica.logs:
+        if '"ingest.assigned"' in line:
+            latest = set(orjson.loads(line)["partitions"])
+    return latest
