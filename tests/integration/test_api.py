@@ -14,14 +14,22 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from service import ids
-from service.api.models import CreatedSubscription, SubscriptionList, SubscriptionRow
+from service.api.models import (
+    CreatedSubscription,
+    SubscriptionList,
+    SubscriptionRow,
+)
+from service.api.models import (
+    TestResult as ApiTestResult,
+)
 from service.api.openapi import document
-from service.app import create_app
+from service.app import Roles, create_app
 from service.keys import STORE
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.store.sql import now_ms
+from tests.support.receiver import start_receiver
 
 BASE = "/api/identity/webhooks"
 SEED_REQUEST = {
@@ -68,7 +76,8 @@ class Api:
 @pytest.fixture
 async def api(settings_for: Settings) -> AsyncIterator[Api]:
     settings = settings_for.model_copy(update={"allow_private_targets": False})
-    app = create_app(settings)
+    # The API process of a split deployment: no consumer (its pipeline is tested elsewhere).
+    app = create_app(settings, Roles(consumer=False))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -374,3 +383,37 @@ async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
     assert documented == app_routes
     created = served["components"]["schemas"]["CreatedSubscription"]
     assert set(created["required"]) == set(CreatedSubscription.model_fields)
+
+
+async def test_the_test_call_delivers_and_shows_in_health(settings_for: Settings) -> None:
+    """`POST /{id}/test` goes through the dispatcher to a real receiver and waits for it."""
+    async for receiver in start_receiver():
+        app = create_app(settings_for, Roles(consumer=False))
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            _, key = await app[STORE].create_api_key("org_t", None)
+            api = Api(client, app[STORE], key, key)
+            created = await create(api, url=receiver.url("ok"))
+            status, result, _ = await api.call("POST", f"/{created['id']}/test")
+            assert status == 200
+            ApiTestResult.model_validate(result)
+            assert result["status"] == "sent"
+            assert result["responseCode"] == 200
+            assert result["error"] is None
+            (request,) = receiver.at("ok")
+            assert request.headers["X-Identity-Delivery"] == result["deliveryId"]
+            assert request.headers["X-Identity-Event"] == "webhook.test"
+            _, row, _ = await api.call("GET", f"/{created['id']}")
+            assert row["deliveryCount"] == 1
+            assert row["lastDelivery"]["status"] == "sent"
+            status, _, _ = await api.call("POST", f"/{created['id']}/test", key=api.key + "x")
+            assert status == 401
+
+            async with client.get("/metrics") as response:
+                text = await response.text()
+            assert 'webhooks_attempts_total{result="2xx"} 1.0' in text
+            assert "webhooks_attempt_duration_seconds_bucket" in text
+            assert 'webhooks_deliveries_total{event="webhook.test",outcome="sent"} 1.0' in text
+        finally:
+            await client.close()
