@@ -29,6 +29,7 @@ from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import open_store
+from service.supervise import Fatal
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 INDEX: web.AppKey[SubscriptionIndex] = web.AppKey("index", SubscriptionIndex)
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest", Ingest)
+FATAL: web.AppKey[Fatal] = web.AppKey("fatal", Fatal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app[SETTINGS] = settings
     app[READINESS] = Readiness()
     app[METRICS] = Metrics()
+    app[FATAL] = Fatal()
     app.add_routes([*health_routes(app[READINESS]), app[METRICS].route()])
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_store)
@@ -119,6 +122,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
             session=session,
             metrics=app[METRICS],
             owner=instance_id(),
+            fatal=app[FATAL],
         )
         async with dispatcher.running():
             app[DISPATCHER] = dispatcher
@@ -135,6 +139,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         index=app[INDEX],
         dispatcher=app[DISPATCHER],
         metrics=app[METRICS],
+        fatal=app[FATAL],
     )
     ingest.register(app[READINESS])
     async with ingest.running():

@@ -42,6 +42,7 @@ from service.store.models import (
     Subscription,
 )
 from service.store.sql import now_ms
+from service.supervise import Fatal
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +183,7 @@ class Dispatcher:
         session: aiohttp.ClientSession,
         metrics: Metrics,
         owner: str,
+        fatal: Fatal | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -200,6 +202,7 @@ class Dispatcher:
         self._accepting = True
         self._wake = asyncio.Event()
         self._direct: set[asyncio.Task[Any]] = set()
+        self._fatal = fatal or Fatal()
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -435,6 +438,8 @@ class Dispatcher:
         recorder = asyncio.create_task(self._recorder.run(), name="recorder")
         claimer = asyncio.create_task(self._claim_loop(), name="claimer")
         housekeeping = asyncio.create_task(self._housekeeping(), name="housekeeping")
+        for task in (recorder, claimer, housekeeping):
+            self._fatal.watch(task)
         try:
             yield self
         finally:

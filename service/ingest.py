@@ -31,6 +31,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Store, StoreUnavailable
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
+from service.supervise import Fatal
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +76,10 @@ class Ingest:
         index: SubscriptionIndex,
         dispatcher: Dispatcher,
         metrics: Metrics,
+        fatal: Fatal | None = None,
     ) -> None:
         self._settings = settings
+        self._fatal = fatal or Fatal()
         self._store = store
         self._index = index
         self._dispatcher = dispatcher
@@ -97,6 +100,7 @@ class Ingest:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Ingest]:
         task = asyncio.create_task(self._run(), name="ingest")
+        self._fatal.watch(task)
         try:
             yield self
         finally:
