@@ -92,7 +92,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
-    index = SubscriptionIndex(app[STORE], app[METRICS], app[SETTINGS].index_refresh)
+    index = SubscriptionIndex(app[STORE], app[SETTINGS].index_refresh)
     async with index.running():
         app[INDEX] = index
         app[ON_CHANGE] = index.on_change

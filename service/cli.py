@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TOLERANCE,
         help="seconds t= may differ from now (default %(default)g)",
     )
+    commands.add_parser(
+        "migrate",
+        help="bring the database schema up to date",
+        description="Upgrade WEBHOOKS_DATABASE_URL's schema to the newest revision; safe to repeat.",
+    )
+    _api_key_parser(commands)
+    _produce_parser(commands)
     return parser
 
 

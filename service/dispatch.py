@@ -488,6 +488,8 @@ class Dispatcher:
         while True:
             try:
                 self._metrics.pending.set(await self._store.pending_count())
+                for state, count in (await self._store.subscription_counts()).items():
+                    self._metrics.subscriptions.labels(state).set(count)
                 if time.monotonic() - last_purge > 3600:
                     cutoff = now_ms() - int(self._settings.retention * 1000)
                     removed = await self._store.purge(cutoff)

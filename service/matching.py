@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from service.metrics import Metrics
 from service.store import Store, StoreUnavailable
 from service.store.models import Subscription
 
@@ -24,9 +23,8 @@ log = structlog.get_logger(__name__)
 class SubscriptionIndex:
     """Active subscriptions by (org, event) and by id."""
 
-    def __init__(self, store: Store, metrics: Metrics, refresh_interval: float = 2.0) -> None:
+    def __init__(self, store: Store, refresh_interval: float = 2.0) -> None:
         self._store = store
-        self._metrics = metrics
         self._interval = refresh_interval
         self._revision: int | None = None
         self._by_key: dict[tuple[str, str], tuple[Subscription, ...]] = {}
@@ -55,7 +53,6 @@ class SubscriptionIndex:
             self._by_key = {key: tuple(value) for key, value in by_key.items()}
             self._by_id = {s.id: s for s in active}
             self._revision = revision
-        self._metrics.subscriptions.labels("active").set(len(active))
         log.debug("index.reloaded", revision=revision, active=len(active))
         return True
 

@@ -106,6 +106,10 @@ class Store(abc.ABC):
     async def active_subscriptions(self) -> list[Subscription]: ...
 
     @abc.abstractmethod
+    async def subscription_counts(self) -> dict[str, int]:
+        """Subscriptions not deleted, by state: `active` and `deactivated`."""
+
+    @abc.abstractmethod
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
         """Marks it inactive with a reason and fails its open deliveries."""
 

@@ -357,6 +357,17 @@ class SqlStore(Store, abc.ABC):
             )
         return [self._subscription(row) for row in rows]
 
+    async def subscription_counts(self) -> dict[str, int]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT active, count(*) AS n FROM subscriptions WHERE deleted_at IS NULL "
+                "GROUP BY active"
+            )
+        counts = {"active": 0, "deactivated": 0}
+        for row in rows:
+            counts["active" if row["active"] else "deactivated"] = int(row["n"])
+        return counts
+
     # -- pipeline ---------------------------------------------------------------------------
 
     @staticmethod
