@@ -15,7 +15,7 @@ import asyncpg
 from service.store.base import StoreUnavailable
 from service.store.crypto import SecretBox
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.store.sql import _JOB_COLUMNS, _OPEN, Row, SqlStore, now_ms
+from service.store.sql import _JOB_COLUMNS, Row, SqlStore, now_ms
 
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
 
@@ -143,19 +143,11 @@ class PostgresStore(SqlStore):
         subscription_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[DeliveryJob]:
-        now = now_ms()
-        conditions = [_OPEN, "next_attempt_at <= $1", "(lease_until IS NULL OR lease_until < $1)"]
-        args: list[Any] = [now, owner, now + lease_ms, limit]
-        if subscription_id is not None:
-            args.append(subscription_id)
-            conditions.append(f"subscription_id = ${len(args)}")
-        if exclude:
-            args.append(list(exclude))
-            conditions.append(f"NOT (subscription_id = ANY(${len(args)}::text[]))")
+        where, args = self._due(owner, limit, lease_ms, subscription_id, exclude)
         async with self._pg.transaction() as conn:
             rows = await conn.fetch(
                 "WITH due AS (SELECT id FROM deliveries "
-                f"WHERE {' AND '.join(conditions)} ORDER BY next_attempt_at LIMIT $4 "
+                f"WHERE {where} ORDER BY next_attempt_at LIMIT $4 "
                 "FOR UPDATE SKIP LOCKED), claimed AS (UPDATE deliveries d "
                 "SET lease_owner = $2, lease_until = $3 FROM due WHERE d.id = due.id "
                 "RETURNING d.*) "

@@ -384,6 +384,27 @@ class SqlStore(Store, abc.ABC):
             created_at=row["created_at"],
         )
 
+    def _due(
+        self,
+        owner: str,
+        limit: int,
+        lease_ms: int,
+        subscription_id: str | None,
+        exclude: Sequence[str],
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of due, unleased deliveries and its arguments: $1 now, $2 owner,
+        $3 lease end, $4 limit, then the optional filters."""
+        now = now_ms()
+        conditions = [_OPEN, "next_attempt_at <= $1", "(lease_until IS NULL OR lease_until < $1)"]
+        args: list[Any] = [now, owner, now + lease_ms, limit]
+        if subscription_id is not None:
+            args.append(subscription_id)
+            conditions.append(f"subscription_id = ${len(args)}")
+        if exclude:
+            args.append(self._db.list_param(exclude))
+            conditions.append(f"NOT (subscription_id {self._db.in_list(f'${len(args)}')})")
+        return " AND ".join(conditions), args
+
     async def jobs(self, delivery_ids: Sequence[str]) -> list[DeliveryJob]:
         if not delivery_ids:
             return []

@@ -22,7 +22,7 @@ import orjson
 from service.store.base import StoreUnavailable
 from service.store.crypto import SecretBox
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.store.sql import _JOB_COLUMNS, _OPEN, Row, SqlStore, now_ms
+from service.store.sql import _JOB_COLUMNS, Row, SqlStore, now_ms
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -161,19 +161,11 @@ class SqliteStore(SqlStore):
         subscription_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[DeliveryJob]:
-        now = now_ms()
-        conditions = [_OPEN, "next_attempt_at <= $1", "(lease_until IS NULL OR lease_until < $1)"]
-        args: list[Any] = [now, owner, now + lease_ms, limit]
-        if subscription_id is not None:
-            args.append(subscription_id)
-            conditions.append(f"subscription_id = ${len(args)}")
-        if exclude:
-            args.append(self._sqlite.list_param(exclude))
-            conditions.append(f"subscription_id NOT {self._sqlite.in_list(f'${len(args)}')}")
+        where, args = self._due(owner, limit, lease_ms, subscription_id, exclude)
         async with self._sqlite.transaction() as conn:
             claimed = await conn.fetch(
                 "UPDATE deliveries SET lease_owner = $2, lease_until = $3 WHERE id IN ("
-                f"SELECT id FROM deliveries WHERE {' AND '.join(conditions)} "
+                f"SELECT id FROM deliveries WHERE {where} "
                 "ORDER BY next_attempt_at LIMIT $4) RETURNING id",
                 *args,
             )
