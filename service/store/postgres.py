@@ -17,7 +17,16 @@ from service.store.crypto import SecretBox
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
 from service.store.sql import _JOB_COLUMNS, Row, SqlStore, now_ms
 
-_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
+# Errors that mean "the database is away", not "the statement is wrong": callers back off and
+# retry on StoreUnavailable, and let anything else surface as the bug it is.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+)
 
 
 class _PgConn:
@@ -53,6 +62,8 @@ class _PgDatabase:
         try:
             async with connection.transaction():
                 yield _PgConn(connection)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
         finally:
             await self._pool.release(connection)
 
@@ -64,6 +75,8 @@ class _PgDatabase:
             raise StoreUnavailable(str(exc)) from exc
         try:
             yield _PgConn(connection)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
         finally:
             await self._pool.release(connection)
 

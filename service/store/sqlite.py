@@ -8,6 +8,7 @@ whole of a transaction keeps another coroutine's statement out of it. WAL journa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -67,10 +68,14 @@ class _SqliteDatabase:
                 raise StoreUnavailable(str(exc)) from exc
             try:
                 yield self._conn
-            except BaseException:
-                await self._connection.execute("ROLLBACK")
+                await self._connection.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Locked, disk full, I/O error: the database is away, not the query wrong.
+                    raise StoreUnavailable(str(exc)) from exc
                 raise
-            await self._connection.execute("COMMIT")
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_SqliteConn]:
