@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate",
         help="bring the database schema up to date",
-        description="Upgrade WEBHOOKS_DATABASE_URL's schema to the newest revision; safe to repeat.",
+        description="Upgrade the schema of WEBHOOKS_DATABASE_URL to the newest revision; "
+        "safe to repeat.",
     )
     _api_key_parser(commands)
     _produce_parser(commands)
@@ -340,9 +341,13 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
             args.invalid, args.org, datetime.now(UTC), events, settings.max_event_bytes
         )
         for poison in poisons:
-            yield topics[poison.event], None, poison.value, headers
+            yield topics[poison.event], poison.key, poison.value, headers
 
     return asyncio.run(_publish(settings, records(), args.count, args.invalid, args.rate))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _topic_for(event: str, topics: Sequence[str]) -> str | None:
@@ -415,10 +420,9 @@ async def _publish(
             file=sys.stderr,
         )
         return 1
-    extra = f" and {invalid} invalid records" if invalid else ""
-    print(
-        f"produced {events} events{extra} in {elapsed:.2f} s ({total / max(elapsed, 1e-6):.0f}/s)"
-    )
+    extra = f" and {_plural(invalid, 'invalid record')}" if invalid else ""
+    rate_done = total / max(elapsed, 1e-6)
+    print(f"produced {_plural(events, 'event')}{extra} in {elapsed:.2f} s ({rate_done:.0f}/s)")
     return 0
 
 

@@ -78,6 +78,7 @@ class Poison:
 
     event: str
     reason: str
+    key: bytes
     value: bytes | None
 
 
@@ -117,20 +118,21 @@ def poison_records(
 
 def _poison(kind: str, event: str, org_id: str, now: datetime, max_bytes: int) -> Poison:
     envelope = sample_event(event, org_id, now)
+    key = record_key(envelope)
     if kind == "invalid_json":
-        return Poison(event, "invalid_json", orjson.dumps(envelope)[:-7])
+        return Poison(event, "invalid_json", key, orjson.dumps(envelope)[:-7])
     if kind == "not_an_object":
-        return Poison(event, "not_an_object", orjson.dumps([envelope]))
+        return Poison(event, "not_an_object", key, orjson.dumps([envelope]))
     if kind == "missing_field":
         del envelope["orgId"]
-        return Poison(event, "missing_field:orgId", orjson.dumps(envelope))
+        return Poison(event, "missing_field:orgId", key, orjson.dumps(envelope))
     if kind == "invalid_field":
         name, bad = _BROKEN_FIELD[event]
         envelope["data"][name] = bad
-        return Poison(event, f"invalid_field:data.{name}", orjson.dumps(envelope))
+        return Poison(event, f"invalid_field:data.{name}", key, orjson.dumps(envelope))
     if kind == "invalid_utf8":
-        return Poison(event, "invalid_utf8", b"\xff\xfe" + orjson.dumps(envelope))
+        return Poison(event, "invalid_utf8", key, b"\xff\xfe" + orjson.dumps(envelope))
     if kind == "empty":
-        return Poison(event, "empty", None)
+        return Poison(event, "empty", key, None)  # a tombstone
     envelope["data"]["padding"] = "x" * max_bytes
-    return Poison(event, "too_large", orjson.dumps(envelope))
+    return Poison(event, "too_large", key, orjson.dumps(envelope))
