@@ -50,6 +50,7 @@ USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_BYTES = 1024
 RECORD_BATCH = 500
+CLAIM_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,36 +61,51 @@ class Outcome:
 
 
 class Lane:
-    """One subscription's bounded queue and bounded concurrency."""
+    """One subscription's bounded queue and bounded concurrency.
+
+    A lane whose endpoint keeps failing drops to one request in flight (probing) until a success,
+    so a dead endpoint holds one pooled connection, not `concurrency` of them, while it retries.
+    """
+
+    PROBE_AFTER_FAILURES = 3
 
     def __init__(
         self,
         subscription_id: str,
         concurrency: int,
         capacity: int,
-        run: Callable[[DeliveryJob], Coroutine[Any, Any, None]],
+        run: Callable[[DeliveryJob], Coroutine[Any, Any, bool]],
+        on_room: Callable[[], None],
     ) -> None:
         self.subscription_id = subscription_id
         self._concurrency = concurrency
         self._capacity = capacity
         self._run = run
+        self._on_room = on_room
         self._queue: deque[DeliveryJob] = deque()
         self._held: set[str] = set()  # queued or in flight
+        self._failures = 0
+        self.backlogged = False  # jobs were turned away and wait in the store
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def idle(self) -> bool:
-        return not self._held
+        return not self._held and not self.backlogged
 
     @property
     def room(self) -> int:
         return self._capacity - len(self._queue)
+
+    @property
+    def concurrency(self) -> int:
+        return 1 if self._failures >= self.PROBE_AFTER_FAILURES else self._concurrency
 
     def offer(self, job: DeliveryJob) -> bool:
         """Takes the job unless the queue is full; a job already held counts as taken."""
         if job.id in self._held:
             return True
         if len(self._queue) >= self._capacity:
+            self.backlogged = True
             return False
         self._queue.append(job)
         self._held.add(job.id)
@@ -104,16 +120,20 @@ class Lane:
         return dropped
 
     def _pump(self) -> None:
-        while self._queue and len(self.tasks) < self._concurrency:
+        while self._queue and len(self.tasks) < self.concurrency:
             job = self._queue.popleft()
             task = asyncio.create_task(self._attempt(job), name=f"attempt-{job.id}")
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+        if self.backlogged and self.room * 2 >= self._capacity:
+            self._on_room()
 
     async def _attempt(self, job: DeliveryJob) -> None:
+        ok = False
         try:
-            await self._run(job)
+            ok = await self._run(job)
         finally:
+            self._failures = 0 if ok else self._failures + 1
             self._held.discard(job.id)
             # Leave the in-flight set before pumping, or a full lane would never start its
             # next job (the done-callback runs only after this returns).
@@ -131,12 +151,12 @@ class Recorder:
         self._releases: list[str] = []
         self._wake = asyncio.Event()
 
-    async def record(self, attempt: AttemptRecord) -> dict[str, int | None]:
-        """Queues the attempt and waits until it is durable; returns the failure clocks."""
+    def submit(self, attempt: AttemptRecord) -> asyncio.Future[dict[str, int | None]]:
+        """Queues the attempt; the future resolves, with the failure clocks, once durable."""
         future: asyncio.Future[dict[str, int | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((attempt, future))
         self._wake.set()
-        return await future
+        return future
 
     def release(self, delivery_ids: Sequence[str]) -> None:
         self._releases.extend(delivery_ids)
@@ -202,6 +222,7 @@ class Dispatcher:
         self._accepting = True
         self._wake = asyncio.Event()
         self._direct: set[asyncio.Task[Any]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
         self._fatal = fatal or Fatal()
 
     # -- intake ------------------------------------------------------------------------------
@@ -221,6 +242,7 @@ class Dispatcher:
                     self._settings.lane_concurrency,
                     self._settings.lane_queue_size,
                     self._deliver,
+                    self.wake,
                 )
                 self._lanes[job.subscription_id] = lane
             if not lane.offer(job):
@@ -234,17 +256,39 @@ class Dispatcher:
 
     # -- the attempt -------------------------------------------------------------------------
 
-    async def _deliver(self, job: DeliveryJob) -> None:
+    async def _deliver(self, job: DeliveryJob) -> bool:
+        """A lane's attempt: the lane's slot is free again once the HTTP exchange is over; the
+        outcome is recorded in the background (the lease covers the delivery until then)."""
         subscription = self._index.get(job.subscription_id)
         if subscription is None:
             # Deleted or deactivated since it was queued: the store already closed the
             # delivery; give the lease back in case it did not.
             self._recorder.release([job.id])
-            return
-        await self.attempt(job, subscription)
+            return True
+        record, durable = await self._send(job, subscription)
+        task = asyncio.create_task(self._finish(record, job, durable))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return record.new_status is DeliveryStatus.SENT
 
     async def attempt(self, job: DeliveryJob, subscription: Subscription) -> AttemptRecord:
         """Signs, sends, classifies and durably records one attempt."""
+        record, durable = await self._send(job, subscription)
+        await self._finish(record, job, durable)
+        return record
+
+    async def _finish(
+        self,
+        record: AttemptRecord,
+        job: DeliveryJob,
+        durable: asyncio.Future[dict[str, int | None]],
+    ) -> None:
+        await self._after(record, job, await durable)
+
+    async def _send(
+        self, job: DeliveryJob, subscription: Subscription
+    ) -> tuple[AttemptRecord, asyncio.Future[dict[str, int | None]]]:
+        """Signs, sends and classifies one attempt, and queues its record."""
         number = job.attempts + 1
         status: int | None = None
         excerpt: str | None = None
@@ -291,9 +335,7 @@ class Dispatcher:
         )
         self._metrics.attempts.labels(result.value).inc()
         self._metrics.attempt_duration.labels(result.value).observe(duration)
-        clocks = await self._recorder.record(record)
-        await self._after(record, job, clocks)
-        return record
+        return record, self._recorder.submit(record)
 
     def _headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
         headers = {
@@ -470,11 +512,20 @@ class Dispatcher:
             self._forget_idle_lanes()
 
     async def _claim_once(self) -> None:
-        full = [sid for sid, lane in self._lanes.items() if lane.room <= 0]
-        capacity = self._settings.lane_queue_size
-        jobs = await self._store.claim_due(
-            self.owner, max(capacity, 200), self._lease_ms, exclude=full
-        )
+        """Backlogged lanes with room take their own due deliveries, as many as fit; then
+        everyone else's due work (retries, leftovers, a crashed replica's) is claimed."""
+        busy = [sid for sid, lane in self._lanes.items() if lane.backlogged or lane.room <= 0]
+        for sid in busy:
+            lane = self._lanes[sid]
+            if not lane.backlogged or lane.room * 2 < self._settings.lane_queue_size:
+                continue
+            wanted = lane.room
+            jobs = await self._store.claim_due(
+                self.owner, wanted, self._lease_ms, subscription_id=sid
+            )
+            lane.backlogged = len(jobs) >= wanted
+            self.submit(jobs)
+        jobs = await self._store.claim_due(self.owner, CLAIM_BATCH, self._lease_ms, exclude=busy)
         if jobs:
             self.submit(jobs)
 
@@ -517,6 +568,8 @@ class Dispatcher:
         cut_ids = [t.get_name().removeprefix("attempt-") for t in cut_short]
         self._recorder.release(queued + cut_ids)
         await self._recorder.flush()
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
         log.info(
             "dispatch.drained",
             finished_in_flight=len(finished),

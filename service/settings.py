@@ -129,12 +129,12 @@ class Settings(BaseSettings):
     delivery_connect_timeout: Duration = 3.0
     disable_after: Duration = 5 * 86400.0
     allow_private_targets: bool = False
-    lane_concurrency: int = Field(4, ge=1, le=256)
-    lane_queue_size: int = Field(100, ge=1, le=100_000)
+    lane_concurrency: int = Field(10, ge=1, le=256)
+    lane_queue_size: int = Field(200, ge=1, le=100_000)
     max_connections: int = Field(512, ge=1)
     shutdown_grace: Duration = 10.0
     # How long a replica holds a delivery it took; a crashed replica's work is retaken after it.
-    # Must outlast a full lane queue (queue size x timeout / concurrency = 250 s by default).
+    # Must outlast a full lane queue: at worst queue size x timeout / concurrency (200 s).
     lease: Duration = 300.0
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
