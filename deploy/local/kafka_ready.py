@@ -6,6 +6,7 @@ Exits 0 once the cluster metadata lists at least one broker and a controller, 1 
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 
@@ -36,4 +37,6 @@ async def main(bootstrap: str, timeout: float) -> int:
 
 
 if __name__ == "__main__":
+    # Refused connections are expected while the broker starts; only the verdict matters.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     sys.exit(asyncio.run(main(sys.argv[1], float(sys.argv[2]))))
