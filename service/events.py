@@ -86,6 +86,11 @@ Timestamp = Annotated[
 """An RFC 3339 timestamp string with an offset, parsed to an aware datetime in UTC."""
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+# Identifiers we store as text and index: no control characters (PostgreSQL text cannot hold NUL,
+# and a record that cannot be stored must be dead-lettered, not crash the consumer).
+Identifier = Annotated[
+    StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1F\x7F]+$")
+]
 
 
 class _Model(BaseModel):
@@ -141,10 +146,10 @@ DATA_MODELS: Mapping[str, type[_Model]] = {
 class Envelope(_Model):
     """The record value: `{id, event, occurredAt, orgId, data}`, extra top-level fields kept."""
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)]
-    event: NonEmptyStr
+    id: Identifier
+    event: Identifier
     occurredAt: Timestamp
-    orgId: NonEmptyStr
+    orgId: Identifier
     data: dict[str, Any]
 
 

@@ -11,6 +11,8 @@ from service.events import CATALOG
 
 MAX_URL_LENGTH = 2048
 MAX_INSTALLED_BY = 200
+# Free text we store: printable, no control characters (PostgreSQL text cannot hold NUL).
+_PRINTABLE = r"^[^\x00-\x1F\x7F]*$"
 
 EventName = Literal["verification.created", "customer.kyc_updated", "review.overridden"]
 assert set(EventName.__args__) == set(CATALOG)  # type: ignore[attr-defined]
@@ -35,7 +37,7 @@ class _Request(BaseModel):
 class CreateSubscription(_Request):
     url: StrictStr = Field(max_length=MAX_URL_LENGTH)
     events: list[EventName]
-    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY)
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     _events = field_validator("events")(_events_rule)
 
@@ -44,7 +46,7 @@ class PatchSubscription(_Request):
     url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH)
     events: list[EventName] | None = None
     active: StrictBool | None = None
-    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY)
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     @field_validator("events")
     @classmethod

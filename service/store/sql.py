@@ -11,6 +11,7 @@ import abc
 import base64
 import binascii
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,9 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_CURSOR_ID = re.compile(rf"^{ids.SUBSCRIPTION}_[0-9A-Z]{{26}}$")
+
+
 def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
@@ -57,7 +61,7 @@ def decode_cursor(cursor: str) -> str:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor this API returned") from None
-    if not raw.startswith(f"{ids.SUBSCRIPTION}_") or len(raw) > 64:
+    if not _CURSOR_ID.match(raw):
         raise ValueError("not a cursor this API returned")
     return raw
 

@@ -3,6 +3,7 @@ to every kind of bad input."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -266,6 +267,8 @@ async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expecte
         ({"url": "https://[::ffff:a9fe:a9fe]/x"}, "url"),
         ({"url": "https://localhost/x"}, "url"),
         ({"installedBy": 7}, "installedBy"),
+        ({"installedBy": "kyc\u0000service"}, "installedBy"),
+        ({"url": "https://hooks.example.com/a\u0000b"}, "url"),
     ],
 )
 async def test_invalid_fields_name_the_field(api: Api, change: dict[str, Any], field: str) -> None:
@@ -341,7 +344,9 @@ async def test_unknown_ids_are_404(api: Api, path: str) -> None:
 
 
 async def test_bad_query_parameters_are_422(api: Api) -> None:
+    nul_cursor = base64.urlsafe_b64encode(b"whk_\x00").decode()
     for query, field in (
+        (f"?cursor={nul_cursor}", "cursor"),
         ("?limit=0", "limit"),
         ("?limit=x", "limit"),
         ("?cursor=%%%", "cursor"),

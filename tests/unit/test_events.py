@@ -409,3 +409,17 @@ def test_extra_fields_named_like_model_internals_are_plain_data(name: str) -> No
     value[name] = 1
     value["data"][name] = 2
     assert json.loads(accepted(encode(value)).body) == value
+
+
+def test_control_characters_in_identifiers_are_rejected() -> None:
+    """PostgreSQL text cannot hold NUL: such a record must be dead-lettered, not stored."""
+    for field in ("id", "event", "orgId"):
+        envelope: dict[str, Any] = {
+            "id": "evt_1",
+            "event": "verification.created",
+            "occurredAt": "2026-05-24T08:15:12.481Z",
+            "orgId": "org_1",
+            "data": {},
+        }
+        envelope[field] = envelope[field] + "\u0000"
+        assert parse_event(orjson.dumps(envelope), 10_000) == Rejected(f"invalid_field:{field}")
