@@ -446,7 +446,9 @@ class Dispatcher:
             sibling_service=None,
             source="api:test",
         )
-        delivery = NewDelivery(ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT)
+        delivery = NewDelivery(
+            ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT, subscription.org_id
+        )
         await self._store.record_events([event], [delivery], self.owner, self._lease_ms)
         job = DeliveryJob(
             id=delivery.id,

@@ -235,7 +235,7 @@ class Ingest:
             )
         )
         batch.deliveries.extend(
-            NewDelivery(ids.new_id(ids.DELIVERY), event.event_id, s.id, event.event)
+            NewDelivery(ids.new_id(ids.DELIVERY), event.event_id, s.id, event.event, event.org_id)
             for s in matches
         )
 

@@ -78,6 +78,7 @@ class NewDelivery:
     event_id: str
     subscription_id: str
     event: str
+    org_id: str
 
 
 @dataclass(frozen=True, slots=True)

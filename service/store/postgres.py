@@ -15,7 +15,7 @@ import asyncpg
 from service.store.base import StoreUnavailable
 from service.store.crypto import SecretBox
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.store.sql import _JOB_COLUMNS, Row, SqlStore, now_ms
+from service.store.sql import _JOB_COLUMNS, _JOIN_EVENTS, Row, SqlStore, now_ms
 
 # Errors that mean "the database is away", not "the statement is wrong": callers back off and
 # retry on StoreUnavailable, and let anything else surface as the bug it is.
@@ -117,7 +117,7 @@ class PostgresStore(SqlStore):
                 "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
                 "source, received_at) SELECT *, $8::bigint FROM unnest($1::text[], $2::text[], "
                 "$3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::text[]) "
-                "ON CONFLICT (id) DO NOTHING",
+                "ON CONFLICT (org_id, id) DO NOTHING",
                 [e.id for e in events],
                 [e.org_id for e in events],
                 [e.event for e in events],
@@ -130,16 +130,17 @@ class PostgresStore(SqlStore):
             if not deliveries:
                 return []
             rows = await conn.fetch(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event, status, attempts, "
-                "next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
-                "SELECT d.id, d.event_id, d.subscription_id, d.event, 'pending', 0, $5, $5, $5, "
-                "$6, $7 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
-                "AS d(id, event_id, subscription_id, event) "
+                "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+                "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
+                "SELECT d.id, d.event_id, d.subscription_id, d.event, d.org_id, 'pending', 0, "
+                "$6, $6, $6, $7, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+                "$5::text[]) AS d(id, event_id, subscription_id, event, org_id) "
                 "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
                 [d.id for d in deliveries],
                 [d.event_id for d in deliveries],
                 [d.subscription_id for d in deliveries],
                 [d.event for d in deliveries],
+                [d.org_id for d in deliveries],
                 now,
                 lease_owner,
                 now + lease_ms,
@@ -164,7 +165,7 @@ class PostgresStore(SqlStore):
                 "FOR UPDATE SKIP LOCKED), claimed AS (UPDATE deliveries d "
                 "SET lease_owner = $2, lease_until = $3 FROM due WHERE d.id = due.id "
                 "RETURNING d.*) "
-                f"SELECT {_JOB_COLUMNS} FROM claimed d JOIN events e ON e.id = d.event_id "
+                f"SELECT {_JOB_COLUMNS} FROM claimed d {_JOIN_EVENTS} "
                 "ORDER BY d.next_attempt_at",
                 *args,
             )

@@ -101,6 +101,7 @@ _JOB_COLUMNS = (
     "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
     "e.occurred_at, d.created_at"
 )
+_JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
 _OPEN = "status IN ('pending', 'retrying')"
 _BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
 
@@ -414,7 +415,7 @@ class SqlStore(Store, abc.ABC):
             return []
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id "
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d {_JOIN_EVENTS} "
                 f"WHERE d.id {self._db.in_list('$1')}",
                 self._db.list_param(delivery_ids),
             )
@@ -511,8 +512,8 @@ class SqlStore(Store, abc.ABC):
                 finished_before,
             )
             await conn.execute(
-                "DELETE FROM events WHERE received_at < $1 AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+                "DELETE FROM events WHERE received_at < $1 AND NOT EXISTS (SELECT 1 FROM "
+                "deliveries d WHERE d.event_id = events.id AND d.org_id = events.org_id)",
                 finished_before,
             )
         return removed

@@ -23,7 +23,7 @@ import orjson
 from service.store.base import StoreUnavailable
 from service.store.crypto import SecretBox
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.store.sql import _JOB_COLUMNS, Row, SqlStore, now_ms
+from service.store.sql import _JOB_COLUMNS, _JOIN_EVENTS, Row, SqlStore, now_ms
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -125,7 +125,7 @@ class SqliteStore(SqlStore):
             await conn.executemany(
                 "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
                 "source, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (id) DO NOTHING",
+                "ON CONFLICT (org_id, id) DO NOTHING",
                 [
                     (
                         e.id,
@@ -143,13 +143,16 @@ class SqliteStore(SqlStore):
             if not deliveries:
                 return []
             rows = await conn.fetch(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event, status, attempts, "
-                "next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
+                "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+                "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
                 "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-                "json_extract(value, '$[2]'), json_extract(value, '$[3]'), 'pending', 0, "
+                "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
+                "json_extract(value, '$[4]'), 'pending', 0, "
                 "$2, $2, $2, $3, $4 FROM json_each($1) WHERE true "
                 "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-                orjson.dumps([(d.id, d.event_id, d.subscription_id, d.event) for d in deliveries]),
+                orjson.dumps(
+                    [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries]
+                ),
                 now,
                 lease_owner,
                 now + lease_ms,
@@ -177,7 +180,7 @@ class SqliteStore(SqlStore):
             if not claimed:
                 return []
             rows = await conn.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id "
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d {_JOIN_EVENTS} "
                 f"WHERE d.id {self._sqlite.in_list('$1')} ORDER BY d.next_attempt_at",
                 self._sqlite.list_param([row["id"] for row in claimed]),
             )

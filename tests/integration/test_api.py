@@ -148,7 +148,9 @@ async def test_list_and_get_carry_delivery_health_from_the_deliveries_table(api:
         )
         for _ in range(3)
     ]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event) for e in events]
+    deliveries = [
+        NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event, e.org_id) for e in events
+    ]
     await api.store.record_events(events, deliveries, "test", 60_000)
     at = now_ms()
     await api.store.record_attempts(

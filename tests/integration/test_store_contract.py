@@ -151,10 +151,10 @@ async def test_update_changes_only_given_fields_and_bumps_revision(store: Store)
 async def test_record_events_is_idempotent_per_event_and_subscription(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
-    first = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    first = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     created = await store.record_events([event], [first], "me", 60_000)
     assert created == [first]
-    replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     assert await store.record_events([event], [replay], "me", 60_000) == []
     health = await store.health([sub.id])
     assert health[sub.id].delivery_count == 1
@@ -163,10 +163,24 @@ async def test_record_events_is_idempotent_per_event_and_subscription(store: Sto
     assert job.event == "verification.created"
 
 
+async def test_an_event_id_reused_by_another_org_never_crosses_over(store: Store) -> None:
+    mine = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    theirs = await store.create_subscription("org_b", "https://b.example/h", EVENTS, None)
+    ours = incoming("org_a")
+    hostile = IncomingEvent(
+        ours.id, "org_b", ours.event, ours.occurred_at, b'{"org":"b"}', None, None
+    )
+    d_ours = NewDelivery(ids.new_id("whd"), ours.id, mine.id, ours.event, "org_a")
+    d_theirs = NewDelivery(ids.new_id("whd"), hostile.id, theirs.id, hostile.event, "org_b")
+    await store.record_events([ours, hostile], [d_ours, d_theirs], "me", 60_000)
+    jobs = {job.id: job.body for job in await store.jobs([d_ours.id, d_theirs.id])}
+    assert jobs == {d_ours.id: ours.body, d_theirs.id: b'{"org":"b"}'}
+
+
 async def test_leases_keep_two_claimers_apart(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     events = [incoming() for _ in range(20)]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event) for e in events]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
     await store.record_events(events, deliveries, "ingest", 60_000)
     # Leased by ingest: nobody else may claim them.
     assert await store.claim_due("other", 100, 60_000) == []
@@ -182,7 +196,7 @@ async def test_leases_keep_two_claimers_apart(store: Store) -> None:
 async def test_expired_leases_are_claimable(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "crashed-replica", 0)
     await asyncio.sleep(0.01)
     (job,) = await store.claim_due("survivor", 10, 60_000)
@@ -193,8 +207,8 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     one = await store.create_subscription("org_a", "https://a.example/1", EVENTS, None)
     two = await store.create_subscription("org_a", "https://a.example/2", EVENTS, None)
     event = incoming()
-    d1 = NewDelivery(ids.new_id("whd"), event.id, one.id, event.event)
-    d2 = NewDelivery(ids.new_id("whd"), event.id, two.id, event.event)
+    d1 = NewDelivery(ids.new_id("whd"), event.id, one.id, event.event, event.org_id)
+    d2 = NewDelivery(ids.new_id("whd"), event.id, two.id, event.event, event.org_id)
     await store.record_events([event], [d1, d2], "x", 0)
     await asyncio.sleep(0.01)
     assert [j.id for j in await store.claim_due("me", 10, 60_000, exclude=[one.id])] == [d2.id]
@@ -207,7 +221,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
 async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "me", 60_000)
     t0 = now_ms()
     clocks = await store.record_attempts([attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)])
@@ -235,7 +249,7 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
 async def test_delete_cancels_open_deliveries(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "me", 0)
     assert await store.pending_count() == 1
     assert await store.delete_subscription("org_a", sub.id) is True
@@ -250,7 +264,7 @@ async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
 ) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event)
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "me", 0)
     assert await store.deactivate_subscription(sub.id, "410 Gone") is True
     assert await store.deactivate_subscription(sub.id, "410 Gone") is False
@@ -280,8 +294,12 @@ async def test_subscription_counts_by_state(store: Store) -> None:
 async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     done_event, open_event = incoming(), incoming()
-    done = NewDelivery(ids.new_id("whd"), done_event.id, sub.id, done_event.event)
-    still_open = NewDelivery(ids.new_id("whd"), open_event.id, sub.id, open_event.event)
+    done = NewDelivery(
+        ids.new_id("whd"), done_event.id, sub.id, done_event.event, done_event.org_id
+    )
+    still_open = NewDelivery(
+        ids.new_id("whd"), open_event.id, sub.id, open_event.event, open_event.org_id
+    )
     await store.record_events([done_event, open_event], [done, still_open], "me", 60_000)
     await store.record_attempts([attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)])
     assert await store.purge(now_ms()) == 1

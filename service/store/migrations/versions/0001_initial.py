@@ -51,10 +51,12 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger, nullable=False),
     )
     op.execute("INSERT INTO store_meta (name, value) VALUES ('subscriptions_revision', 0)")
+    # Keyed by (org, id): an event id reused by another org is another event, so one org's
+    # body can never be delivered to another org's subscription.
     op.create_table(
         "events",
+        sa.Column("org_id", sa.Text, primary_key=True),
         sa.Column("id", sa.Text, primary_key=True),
-        sa.Column("org_id", sa.Text, nullable=False),
         sa.Column("event", sa.Text, nullable=False),
         sa.Column("occurred_at", sa.BigInteger, nullable=False),
         sa.Column("body", sa.LargeBinary, nullable=False),
@@ -66,6 +68,7 @@ def upgrade() -> None:
         "deliveries",
         sa.Column("id", sa.Text, primary_key=True),
         sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("org_id", sa.Text, nullable=False),
         sa.Column("subscription_id", sa.Text, nullable=False),
         sa.Column("event", sa.Text, nullable=False),
         sa.Column("status", sa.Text, nullable=False),
