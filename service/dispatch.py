@@ -266,10 +266,14 @@ class Dispatcher:
             self._recorder.release([job.id])
             return True
         record, durable = await self._send(job, subscription)
+        if record.new_status is DeliveryStatus.SENT:
+            # The common case needs no task: count it once it is durable.
+            durable.add_done_callback(lambda _: self._count_sent(job))
+            return True
         task = asyncio.create_task(self._finish(record, job, durable))
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
-        return record.new_status is DeliveryStatus.SENT
+        return False
 
     async def attempt(self, job: DeliveryJob, subscription: Subscription) -> AttemptRecord:
         """Signs, sends, classifies and durably records one attempt."""
@@ -394,19 +398,21 @@ class Dispatcher:
             next_attempt_at=next_at,
         )
 
+    def _count_sent(self, job: DeliveryJob) -> None:
+        self._metrics.deliveries.labels(job.event, "sent").inc()
+        self._metrics.end_to_end.observe(max(0.0, time.time() - job.occurred_at / 1000))
+
     async def _after(
         self, record: AttemptRecord, job: DeliveryJob, clocks: dict[str, int | None]
     ) -> None:
+        if record.new_status is DeliveryStatus.SENT:
+            self._count_sent(job)
+            return
         bound = log.bind(
             delivery_id=record.delivery_id,
             subscription_id=record.subscription_id,
             event_id=job.event_id,
         )
-        if record.new_status is DeliveryStatus.SENT:
-            self._metrics.deliveries.labels(job.event, "sent").inc()
-            self._metrics.end_to_end.observe(max(0.0, time.time() - job.occurred_at / 1000))
-            bound.debug("delivery.sent", attempt=record.number, status=record.status_code)
-            return
         bound.info(
             "delivery.attempt_failed",
             attempt=record.number,
