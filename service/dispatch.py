@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -93,6 +94,10 @@ class Lane:
         return not self._held and not self.backlogged
 
     @property
+    def held(self) -> set[str]:
+        return self._held
+
+    @property
     def room(self) -> int:
         return self._capacity - len(self._queue)
 
@@ -150,6 +155,7 @@ class Recorder:
         self._pending: list[tuple[AttemptRecord, asyncio.Future[dict[str, int | None]]]] = []
         self._releases: list[str] = []
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def submit(self, attempt: AttemptRecord) -> asyncio.Future[dict[str, int | None]]:
         """Queues the attempt; the future resolves, with the failure clocks, once durable."""
@@ -162,33 +168,57 @@ class Recorder:
         self._releases.extend(delivery_ids)
         self._wake.set()
 
+    def unrecorded(self) -> list[str]:
+        return [attempt.delivery_id for attempt, _ in self._pending]
+
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
-    async def flush(self) -> None:
-        """Writes everything queued, retrying while the store is away."""
+    async def flush(self, deadline: float | None = None) -> bool:
+        """Writes everything queued, retrying while the store is away (until `deadline`, a
+        loop time, when given). True when nothing is left. One flush at a time: the final
+        flush of a drain must not race the background one."""
+        async with self._lock:
+            return await self._flush(deadline)
+
+    async def _flush(self, deadline: float | None) -> bool:
+        loop = asyncio.get_running_loop()
         backoff = 0.1
         while self._pending or self._releases:
+            if deadline is not None and loop.time() >= deadline:
+                return False
             batch, self._pending = self._pending[:RECORD_BATCH], self._pending[RECORD_BATCH:]
-            releases, self._releases = self._releases, []
             try:
                 clocks = await self._store.record_attempts([a for a, _ in batch])
-                await self._store.release(releases)
             except (StoreUnavailable, OSError) as exc:
                 self._metrics.store_errors.labels("record_attempts").inc()
                 log.warning("recorder.store_unavailable", error=str(exc), retry_in=backoff)
                 self._pending[:0] = batch
-                self._releases[:0] = releases
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except Exception as exc:
+                # Not an outage: a bug or data the store refuses. Whoever waits learns of it
+                # (the process then stops, and the leases let the deliveries be retried).
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
             backoff = 0.1
             for _, future in batch:
                 if not future.done():
                     future.set_result(clocks)
+            releases, self._releases = self._releases, []
+            try:
+                await self._store.release(releases)
+            except (StoreUnavailable, OSError):
+                # Recorded outcomes stay recorded; only the lease hand-back is retried.
+                self._releases[:0] = releases
+                await asyncio.sleep(backoff)
+        return True
 
 
 class Dispatcher:
@@ -320,7 +350,7 @@ class Dispatcher:
         except TargetRejected as exc:
             error = f"refused: {exc.reason}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            error = printable(f"{type(exc).__name__}: {exc}"[:500])
         duration = time.time() - started
         result = classify(status, timed_out=timed_out)
         if result is not ResultClass.OK and error is None:
@@ -497,17 +527,19 @@ class Dispatcher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await self._drain()
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+            await self._drain(recorder)
 
     def wake(self) -> None:
         """Claim now rather than at the next interval."""
         self._wake.set()
 
     async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
         while True:
+            if loop.time() - renewed > self._settings.lease / 3:
+                renewed = loop.time()
+                await self._renew_leases()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.poll_interval):
                     await self._wake.wait()
@@ -518,6 +550,16 @@ class Dispatcher:
                 self._metrics.store_errors.labels("claim").inc()
                 log.warning("dispatch.claim_failed", error=str(exc))
             self._forget_idle_lanes()
+
+    async def _renew_leases(self) -> None:
+        """Keeps the leases of everything this process holds (queued, in flight, unrecorded)
+        from expiring, however long a slow lane takes, so no other replica sends it too."""
+        held = {i for lane in self._lanes.values() for i in lane.held}
+        held.update(self._recorder.unrecorded())
+        try:
+            await self._store.renew(sorted(held), self.owner, self._lease_ms)
+        except (StoreUnavailable, OSError) as exc:
+            log.warning("dispatch.renew_failed", error=str(exc))
 
     async def _claim_once(self) -> None:
         """Backlogged lanes with room take their own due deliveries, as many as fit; then
@@ -559,9 +601,11 @@ class Dispatcher:
                 log.warning("housekeeping.failed", error=str(exc))
             await asyncio.sleep(5)
 
-    async def _drain(self) -> None:
-        """SIGTERM: stop taking work, give in-flight attempts `shutdown_grace`, and leave the
-        rest pending in the store with their leases given back."""
+    async def _drain(self, recorder: asyncio.Task[None]) -> None:
+        """SIGTERM: stop taking work, give in-flight attempts `shutdown_grace`, record what
+        finished, and leave the rest pending in the store with their leases given back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_grace
         self._accepting = False
         queued = [i for lane in self._lanes.values() for i in lane.drain_queue()]
         in_flight = {t for lane in self._lanes.values() for t in lane.tasks} | self._direct
@@ -575,14 +619,22 @@ class Dispatcher:
             await asyncio.gather(*cut_short, return_exceptions=True)
         cut_ids = [t.get_name().removeprefix("attempt-") for t in cut_short]
         self._recorder.release(queued + cut_ids)
-        await self._recorder.flush()
+        # The background writer may be mid-batch: the lock inside flush waits for it, and only
+        # then is it stopped, so no write is cancelled halfway.
+        complete = await self._recorder.flush(deadline=max(deadline, loop.time() + 2.0))
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
         if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
+            _, stuck = await asyncio.wait(self._finishing, timeout=1.0)
+            for task in stuck:
+                task.cancel()
         log.info(
             "dispatch.drained",
             finished_in_flight=len(finished),
             cut_short=len(cut_short),
             left_pending=len(queued) + len(cut_short),
+            unrecorded=0 if complete else "some: their leases expire and they are retried",
         )
 
 
@@ -595,4 +647,13 @@ async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
         if not chunk:
             break
         data += chunk
-    return bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+    return printable(bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")
+
+
+def printable(text: str) -> str:
+    """What an endpoint sends us is stored and logged: no NUL (PostgreSQL text refuses it) and
+    no other control characters."""
+    return _CONTROL.sub("\ufffd", text)

@@ -75,7 +75,11 @@ def _rfc3339(value: object) -> datetime:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("expected an RFC 3339 timestamp such as 2026-05-24T08:15:12.481Z")
     # Python 3.11 reads `Z` but not the lower-case `t`/`z` that RFC 3339 also allows.
-    return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is before year 1 in UTC.
+        raise ValueError("the timestamp is out of range") from None
 
 
 Timestamp = Annotated[
@@ -179,7 +183,15 @@ class Rejected:
 
 
 def parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Rejected:
-    """Classify one Kafka record value. Never raises, whatever the bytes."""
+    """Classify one Kafka record value. Never raises, whatever the bytes: a record that trips
+    an unforeseen error is dead-lettered, never allowed to crash the consumer on every replay."""
+    try:
+        return _parse_event(value, max_bytes)
+    except Exception:  # noqa: BLE001 - the poison-record backstop
+        return Rejected("unparseable")
+
+
+def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Rejected:
     if not value:
         return Rejected("empty")
     if len(value) > max_bytes:

@@ -17,6 +17,7 @@ import re
 import signal
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -182,21 +183,27 @@ class Ingest:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _handle(self, records: dict[TopicPartition, list[object]]) -> None:
+        # One cheap revision read per batch: a subscription made a moment ago by another
+        # process's API is matched already (SPEC 1: events at or after its createdAt).
+        with contextlib.suppress(StoreUnavailable, OSError):
+            await self._index.refresh()
         batch = self._parse(records)
         await self._dead_letter(batch.dead)
         created = await self._record(batch)
         if self._settings.crash_after_record and batch.events:
             os.kill(os.getpid(), signal.SIGKILL)
         if created:
-            by_event = {e.id: e for e in batch.events}
-            self._dispatcher.submit([_job(d, by_event[d.event_id]) for d in created])
+            by_event = {(e.org_id, e.id): e for e in batch.events}
+            self._dispatcher.submit([_job(d, by_event[(d.org_id, d.event_id)]) for d in created])
             for delivery in created:
                 self._metrics.deliveries.labels(delivery.event, "created").inc()
         duplicates = len(batch.deliveries) - len(created)
         if duplicates:
             self._metrics.deliveries.labels("any", "duplicate").inc(duplicates)
+        owned = self._consumer.assignment() if self._consumer is not None else set()
         for tp, offset in batch.last.items():
-            self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
+            if tp in owned:  # a partition revoked meanwhile is someone else's to commit
+                self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
         await self.commit_recorded(None)
 
     def _parse(self, records: dict[TopicPartition, list[object]]) -> _Batch:
@@ -240,32 +247,29 @@ class Ingest:
         )
 
     async def _dead_letter(self, dead: Sequence[tuple[object, str]]) -> None:
-        """Writes rejected records to the DLQ and waits for every acknowledgement; retries
-        until the broker takes them, so their offsets are never committed unwritten."""
+        """Writes rejected records to the DLQ and waits for every acknowledgement, so their
+        offsets are never committed unwritten. Retriable errors are retried (only the records
+        not yet acknowledged); a record the broker can never take (too large) goes without its
+        value, with its size in `x-dlq-value-dropped`."""
         if not dead:
             return
         assert self._producer is not None
-        while True:
-            try:
-                futures = [
-                    await self._producer.send(
-                        self._settings.kafka_dlq_topic,
-                        value=record.value,  # type: ignore[attr-defined]
-                        key=record.key,  # type: ignore[attr-defined]
-                        headers=[
-                            *record.headers,  # type: ignore[attr-defined]
-                            ("x-dlq-reason", reason.encode()),
-                            ("x-dlq-source-topic", record.topic.encode()),  # type: ignore[attr-defined]
-                            ("x-dlq-source-partition", str(record.partition).encode()),  # type: ignore[attr-defined]
-                            ("x-dlq-source-offset", str(record.offset).encode()),  # type: ignore[attr-defined]
-                        ],
-                    )
-                    for record, reason in dead
-                ]
-                await asyncio.gather(*futures)
-                break
-            except KafkaError as exc:
-                log.warning("ingest.dlq_write_failed", error=str(exc), records=len(dead))
+        todo = [(record, reason, False) for record, reason in dead]
+        while todo:
+            failed: list[tuple[object, str, bool]] = []
+            sends = [self._send_dead(record, reason, drop) for record, reason, drop in todo]
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            for (record, reason, drop), outcome in zip(todo, outcomes, strict=True):
+                if isinstance(outcome, KafkaError):
+                    retriable = bool(getattr(outcome, "retriable", False))
+                    if not retriable and drop:
+                        raise outcome  # even an empty value is refused: a broker problem
+                    failed.append((record, reason, drop or not retriable))
+                    log.warning("ingest.dlq_write_failed", error=str(outcome), retriable=retriable)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+            todo = failed
+            if todo:
                 await asyncio.sleep(1.0)
         for record, reason in dead:
             topic: str = record.topic  # type: ignore[attr-defined]
@@ -278,6 +282,24 @@ class Ingest:
                 reason=reason,
             )
 
+    async def _send_dead(self, record: Any, reason: str, drop_value: bool) -> None:
+        assert self._producer is not None
+        value: bytes | None = record.value
+        headers = [
+            *record.headers,
+            ("x-dlq-reason", reason.encode()),
+            ("x-dlq-source-topic", record.topic.encode()),
+            ("x-dlq-source-partition", str(record.partition).encode()),
+            ("x-dlq-source-offset", str(record.offset).encode()),
+        ]
+        if drop_value:
+            headers.append(("x-dlq-value-dropped", str(len(value or b"")).encode()))
+            value = None
+        ack = await self._producer.send(
+            self._settings.kafka_dlq_topic, value=value, key=record.key, headers=headers
+        )
+        await ack
+
     async def _record(self, batch: _Batch) -> list[NewDelivery]:
         """Writes the batch; while the store is away, pauses the partitions and keeps polling
         (so the group keeps us) until it answers again."""
@@ -285,7 +307,7 @@ class Ingest:
             return []
         assert self._consumer is not None
         backoff = 0.2
-        paused: set[TopicPartition] = set()
+        paused = False
         try:
             while True:
                 try:
@@ -298,17 +320,29 @@ class Ingest:
                 except (StoreUnavailable, OSError) as exc:
                     self._metrics.store_errors.labels("record_events").inc()
                     if not paused:
-                        paused = set(self._consumer.assignment())
-                        self._consumer.pause(*paused)
                         log.warning("ingest.store_unavailable_paused", error=str(exc))
-                    with contextlib.suppress(KafkaError):
-                        await self._consumer.getmany(timeout_ms=int(backoff * 1000))
+                    paused = True
+                    await self._poll_paused(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
             if paused:
-                still_ours = paused & set(self._consumer.assignment())
-                self._consumer.resume(*still_ours)
+                self._consumer.resume(*self._consumer.assignment())
                 log.info("ingest.store_back_resumed")
+
+    async def _poll_paused(self, seconds: float) -> None:
+        """Polls with every partition paused, so the group keeps us. A rebalance meanwhile
+        hands out partitions unpaused: whatever they return is not ours to take yet, so each
+        such partition is rewound to its first returned offset and paused again."""
+        assert self._consumer is not None
+        self._consumer.pause(*self._consumer.assignment())
+        try:
+            got = await self._consumer.getmany(timeout_ms=int(seconds * 1000))
+        except KafkaError:
+            return
+        for tp, records in got.items():
+            if records:
+                self._consumer.seek(tp, records[0].offset)
+        self._consumer.pause(*self._consumer.assignment())
 
     # -- offsets -----------------------------------------------------------------------------
 

@@ -203,7 +203,7 @@ class SubscriptionApi:
         limit = DEFAULT_LIMIT
         if "limit" in query:
             text = query["limit"]
-            if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
                 errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
             else:
                 limit = int(text)

@@ -141,6 +141,10 @@ class Store(abc.ABC):
         """Leases up to `limit` due open deliveries nobody holds (or whose lease expired)."""
 
     @abc.abstractmethod
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
+        """Extends `owner`'s leases on deliveries it still holds."""
+
+    @abc.abstractmethod
     async def release(self, delivery_ids: Sequence[str]) -> None:
         """Gives leases back so the deliveries are claimable at once."""
 

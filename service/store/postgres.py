@@ -26,6 +26,9 @@ _UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
+    # Transient by nature: the transaction is retried as a whole.
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
 )
 
 

@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import orjson
+import structlog
 
 from service import ids
 from service.store.base import Page, Store, SubscriptionChanges
@@ -34,6 +35,7 @@ from service.store.models import (
 )
 
 Row = Mapping[str, Any]
+log = structlog.get_logger(__name__)
 
 API_KEY_PREFIX = "qe_key_"
 SECRET_PREFIX = "qe_whsec_"  # noqa: S105 - a prefix, not a secret
@@ -171,6 +173,18 @@ class SqlStore(Store, abc.ABC):
         return changed > 0
 
     # -- subscriptions ----------------------------------------------------------------------
+
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
+        if not delivery_ids:
+            return
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET lease_until = $3 "
+                f"WHERE id {self._db.in_list('$1')} AND lease_owner = $2",
+                self._db.list_param(delivery_ids),
+                owner,
+                now_ms() + lease_ms,
+            )
 
     def _subscription(self, row: Row) -> Subscription:
         return Subscription(
@@ -360,7 +374,15 @@ class SqlStore(Store, abc.ABC):
                 "WHERE active = $1 AND deleted_at IS NULL ORDER BY id",
                 True,
             )
-        return [self._subscription(row) for row in rows]
+        active = []
+        for row in rows:
+            try:
+                active.append(self._subscription(row))
+            except ValueError as exc:
+                # A secret sealed with a key this replica lacks (mid-rotation): skip that one
+                # subscription rather than stop matching for everyone.
+                log.error("subscription.undecryptable", subscription_id=row["id"], error=str(exc))
+        return active
 
     async def subscription_counts(self) -> dict[str, int]:
         async with self._db.connection() as conn:
@@ -400,7 +422,15 @@ class SqlStore(Store, abc.ABC):
         """The WHERE clause of due, unleased deliveries and its arguments: $1 now, $2 owner,
         $3 lease end, $4 limit, then the optional filters."""
         now = now_ms()
-        conditions = [_OPEN, "next_attempt_at <= $1", "(lease_until IS NULL OR lease_until < $1)"]
+        conditions = [
+            _OPEN,
+            "next_attempt_at <= $1",
+            "(lease_until IS NULL OR lease_until < $1)",
+            # A paused subscription's deliveries wait (PATCH active=false); they go out again
+            # when it is re-enabled.
+            "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
+            "AND s.active)",
+        ]
         args: list[Any] = [now, owner, now + lease_ms, limit]
         if subscription_id is not None:
             args.append(subscription_id)
@@ -438,24 +468,27 @@ class SqlStore(Store, abc.ABC):
         if not attempts:
             return {}
         clocks = _failure_clocks(attempts)
+        # Locks are taken in one order everywhere — subscriptions (by id), then deliveries (by
+        # id) — as deactivate and delete do, so concurrent writers cannot deadlock.
+        ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
+        result: dict[str, int | None] = {}
         async with self._db.transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
-                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [
-                    (
-                        a.delivery_id,
-                        a.number,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.result,
-                        a.error,
-                        a.response_excerpt,
+            for subscription_id, (reset, first_failure) in sorted(clocks.items()):
+                if first_failure is None:
+                    await conn.execute(
+                        "UPDATE subscriptions SET failing_since = NULL WHERE id = $1",
+                        subscription_id,
                     )
-                    for a in attempts
-                ],
-            )
+                    result[subscription_id] = None
+                    continue
+                row = await conn.fetchrow(
+                    "UPDATE subscriptions SET failing_since = "
+                    + ("$2" if reset else "COALESCE(failing_since, $2)")
+                    + " WHERE id = $1 RETURNING failing_since",
+                    subscription_id,
+                    first_failure,
+                )
+                result[subscription_id] = None if row is None else row["failing_since"]
             await conn.executemany(
                 "UPDATE deliveries SET status = $2, attempts = $3, last_attempt_at = $4, "
                 "last_status_code = $5, last_error = $6, "
@@ -473,26 +506,26 @@ class SqlStore(Store, abc.ABC):
                         a.next_attempt_at,
                         a.started_at + a.duration_ms,
                     )
-                    for a in attempts
+                    for a in ordered
                 ],
             )
-            result: dict[str, int | None] = {}
-            for subscription_id, (reset, first_failure) in clocks.items():
-                if first_failure is None:
-                    await conn.execute(
-                        "UPDATE subscriptions SET failing_since = NULL WHERE id = $1",
-                        subscription_id,
+            await conn.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
+                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    (
+                        a.delivery_id,
+                        a.number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.result,
+                        a.error,
+                        a.response_excerpt,
                     )
-                    result[subscription_id] = None
-                    continue
-                row = await conn.fetchrow(
-                    "UPDATE subscriptions SET failing_since = "
-                    + ("$2" if reset else "COALESCE(failing_since, $2)")
-                    + " WHERE id = $1 RETURNING failing_since",
-                    subscription_id,
-                    first_failure,
-                )
-                result[subscription_id] = None if row is None else row["failing_since"]
+                    for a in ordered
+                ],
+            )
         return result
 
     async def pending_count(self) -> int:

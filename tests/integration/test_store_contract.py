@@ -193,6 +193,32 @@ async def test_leases_keep_two_claimers_apart(store: Store) -> None:
     assert await store.claim_due("c", 100, 60_000) == []
 
 
+async def test_a_paused_subscriptions_deliveries_wait_until_it_is_enabled(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
+    await store.record_events([event], [delivery], "me", 0)
+    await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=False))
+    await asyncio.sleep(0.01)
+    assert await store.claim_due("me", 10, 60_000) == []
+    assert await store.pending_count() == 1
+    await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=True))
+    assert [job.id for job in await store.claim_due("me", 10, 60_000)] == [delivery.id]
+
+
+async def test_leases_are_renewed_only_by_their_owner(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
+    await store.record_events([event], [delivery], "me", 50)
+    await store.renew([delivery.id], "someone-else", 60_000)
+    await asyncio.sleep(0.1)
+    assert [job.id for job in await store.claim_due("thief", 10, 0)] == [delivery.id]
+    await store.renew([delivery.id], "thief", 60_000)
+    await asyncio.sleep(0.01)
+    assert await store.claim_due("me", 10, 60_000) == []
+
+
 async def test_expired_leases_are_claimable(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()

@@ -49,7 +49,13 @@ class FakeConsumer:
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
         self.log.append("poll")
+        # A rebalance hands the partition back unpaused once: records arrive while paused.
+        if self.log.count("poll") == 2:
+            return {TP: [Record(41, b"{}"), Record(42, b"{}")]}
         return {}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.log.append(f"seek {offset}")
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.log.append(f"commit {offsets[TP]}")
@@ -93,6 +99,9 @@ class FakeDispatcher:
 class FakeIndex:
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
+
+    async def refresh(self) -> bool:
+        return False
 
     def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
         return (self.subscription,) if org_id == self.subscription.org_id else ()
@@ -149,6 +158,9 @@ async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
     assert consumer.log[0] == "store down"
     assert consumer.log[1] == "pause"
     assert consumer.log.count("poll") == 3
+    # What a poll returned while we could not record is rewound, not skipped.
+    second_poll = [i for i, entry in enumerate(consumer.log) if entry == "poll"][1]
+    assert consumer.log[second_poll + 1] == "seek 41"
     assert consumer.log.count("store down") == 3
     # Nothing was committed until the record went in, and the partitions came back.
     first_commit = consumer.log.index("commit 1")
