@@ -53,6 +53,18 @@ test-unit: setup
 run: setup
 	@deploy/local/demo.sh || test $$? -eq 130
 
+# The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each (~20 min),
+# or scenarios 1, 2 and 5 once and short (`bench-quick`, ~2 min). Results in var/bench/.
+bench: setup $(VENV)/.bench
+	deploy/local/with-services.sh $(PY) -m tests.bench $(BENCH_ARGS)
+
+bench-quick: setup $(VENV)/.bench
+	deploy/local/with-services.sh $(PY) -m tests.bench --quick $(BENCH_ARGS)
+
+$(VENV)/.bench: pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
 clean:
 	-deploy/local/kafka.sh stop
 	-deploy/local/postgres.sh stop

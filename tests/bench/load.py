@@ -1,0 +1,180 @@
+"""Load: the open-model event generator, and the raw HTTP client that measures the floor.
+
+The generator schedules event n of a phase at `phase start + n / rate` and sends it when that
+time comes, whatever the service does (an open model: a slow service sees a backlog, never a
+slower arrival rate). Each envelope carries its schedule as the extra top-level field
+`benchScheduledAt` (epoch seconds), which the service keeps and delivers as-is; latency is
+measured from that time, so a late generator would show up as latency, and its own lateness is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from service.samples import sample_event
+from service.settings import SignatureHeaders
+from service.signing import signature_headers
+from tests.bench.stack import CATALOG, ORG, Topics
+
+SLEEP_QUANTUM = 0.001
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    rate: float  # events per second
+    seconds: float
+
+
+@dataclass
+class Produced:
+    """What the generator sent: per event, its id, phase and scheduled time."""
+
+    ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    phase: list[str] = field(default_factory=list)
+    scheduled: list[float] = field(default_factory=list)
+    acked: int = 0
+    failed: int = 0
+    max_lateness_s: float = 0.0
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase -> (start, end)
+
+    def scheduled_of(self) -> dict[str, float]:
+        return dict(zip(self.ids, self.scheduled, strict=True))
+
+    def ids_in(self, phases: set[str] | None = None) -> list[str]:
+        if phases is None:
+            return list(self.ids)
+        return [i for i, p in zip(self.ids, self.phase, strict=True) if p in phases]
+
+
+class OpenLoad:
+    """Produces catalog events to the run's topics on a fixed schedule."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self.produced = Produced()
+        self._producer: AIOKafkaProducer | None = None
+        self._resume_at = 0.0
+
+    async def __aenter__(self) -> OpenLoad:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, acks=1, linger_ms=2, max_batch_size=65536
+        )
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def _acked(self, future: asyncio.Future[object]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.produced.failed += 1
+        else:
+            self.produced.acked += 1
+
+    async def run(self, phases: Sequence[Phase], stop: asyncio.Event | None = None) -> None:
+        """Sends every phase's events on schedule (or until `stop` is set). A
+        second call carries on where the first one's schedule ended, without a gap."""
+        assert self._producer is not None
+        producer = self._producer
+        produced = self.produced
+        events = itertools.cycle(CATALOG)
+        start = max(time.time() + 0.005, self._resume_at)
+        for phase in phases:
+            end = start + phase.seconds
+            produced.windows[phase.name] = (start, end)
+            if phase.rate <= 0:
+                await asyncio.sleep(max(0.0, end - time.time()))
+                start = end
+                continue
+            step = 1.0 / phase.rate
+            n = 0
+            due = start
+            while due < end:
+                if stop is not None and stop.is_set():
+                    produced.windows[phase.name] = (start, due)
+                    self._resume_at = due
+                    return
+                now = time.time()
+                while due <= now and due < end:
+                    name = next(events)
+                    envelope = sample_event(name, ORG, datetime.fromtimestamp(due, UTC))
+                    envelope["benchScheduledAt"] = due
+                    value = orjson.dumps(envelope)
+                    key = envelope["data"]["customerId"].encode()
+                    future = await producer.send(self._topics.catalog[name], value, key=key)
+                    future.add_done_callback(self._acked)
+                    produced.ids.append(envelope["id"])
+                    produced.names.append(name)
+                    produced.phase.append(phase.name)
+                    produced.scheduled.append(due)
+                    lateness = now - due
+                    produced.max_lateness_s = max(produced.max_lateness_s, lateness)
+                    n += 1
+                    due = start + n * step
+                await asyncio.sleep(max(SLEEP_QUANTUM, due - time.time()))
+            start = end
+        self._resume_at = start
+
+    async def flush(self) -> None:
+        assert self._producer is not None
+        await self._producer.flush()
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    sent: int
+    answered_2xx: int
+    seconds: float
+
+
+async def raw_floor(
+    url: str, *, seconds: float, concurrency: int, secret: str = "qe_whsec_" + "0" * 64
+) -> FloorResult:
+    """POSTs signed catalog envelopes to `url` as fast as `concurrency` requests in flight allow,
+    with the service's headers, signatures and one pooled session: no Kafka, no store."""
+    now = datetime.now(UTC)
+    bodies = [
+        orjson.dumps(sample_event(name, ORG, now))
+        for name in itertools.islice(itertools.cycle(CATALOG), 3000)
+    ]
+    sent = answered = 0
+    deadline = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(offset: int) -> None:
+            nonlocal sent, answered
+            i = offset
+            while time.monotonic() < deadline:
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Identity-Event": "verification.created",
+                    "X-Identity-Delivery": f"whd_floor{i}",
+                    **signature_headers(SignatureHeaders.BOTH, [secret], body, int(time.time())),
+                }
+                sent += 1
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status < 300:
+                        answered += 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.monotonic() - began
+    return FloorResult(sent, answered, elapsed)
