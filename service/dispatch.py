@@ -367,14 +367,14 @@ class Dispatcher:
             excerpt=excerpt,
             retry_after=retry_after,
         )
-        self._metrics.attempts.labels(result.value).inc()
-        self._metrics.attempt_duration.labels(result.value).observe(duration)
+        self._metrics.child(self._metrics.attempts, result.value).inc()
+        self._metrics.child(self._metrics.attempt_duration, result.value).observe(duration)
         return record, self._recorder.submit(record)
 
     def _headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
+        # The User-Agent is the session's default header (see `app.py`), not repeated here.
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
             "X-Identity-Event": job.event,
             "X-Identity-Delivery": job.id,
             **signature_headers(
@@ -429,7 +429,7 @@ class Dispatcher:
         )
 
     def _count_sent(self, job: DeliveryJob) -> None:
-        self._metrics.deliveries.labels(job.event, "sent").inc()
+        self._metrics.child(self._metrics.deliveries, job.event, "sent").inc()
         self._metrics.end_to_end.observe(max(0.0, time.time() - job.occurred_at / 1000))
 
     async def _after(

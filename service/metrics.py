@@ -6,9 +6,13 @@ metric. Per-subscription health is in the API instead.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
@@ -18,6 +22,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.events_consumed = Counter(
             "webhooks_events_consumed", "Kafka records accepted", ["topic", "event"], registry=r
@@ -83,6 +88,15 @@ class Metrics:
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )
+
+    def child(self, metric: M, *values: str) -> M:
+        """`metric.labels(*values)`, remembered: the hot path counts every delivery, and
+        `labels()` takes a lock and builds a key each time. Only for bounded label values."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def route(self) -> web.RouteDef:
         async def metrics(_: web.Request) -> web.Response:

@@ -151,6 +151,7 @@ async def store_deliveries(database_url: str) -> list[StoreRow]:
 @dataclass(frozen=True)
 class ProcStats:
     cpu_s: float  # user + system, all threads
+    system_s: float  # of which in the kernel
     rss_mb: float
     peak_rss_mb: float  # VmHWM
 
@@ -160,6 +161,7 @@ def proc_stats(pid: int) -> ProcStats:
         # Fields after the command name, which is in parentheses and may contain spaces.
         fields = stat.read().rsplit(b")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    system = int(fields[12]) / CLK_TCK
     rss = peak = 0.0
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -167,7 +169,7 @@ def proc_stats(pid: int) -> ProcStats:
                 rss = int(line.split()[1]) / 1024
             elif line.startswith("VmHWM:"):
                 peak = int(line.split()[1]) / 1024
-    return ProcStats(cpu, rss, peak)
+    return ProcStats(cpu, system, rss, peak)
 
 
 @dataclass

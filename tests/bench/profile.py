@@ -1,0 +1,137 @@
+"""`python -m tests.bench.profile`: where the service's CPU goes at a fixed rate.
+
+Runs the service as the bench does (fresh topics and store, one subscription, the bench
+receiver), produces at `--rate` events/s, and samples the service with py-spy during the steady
+phase. Only samples holding the GIL count (py-spy `--gil`): waiting in epoll or in aiosqlite's
+queue would otherwise look busy; C work that releases the GIL (SQLite's own) is left out. Writes the
+collapsed stacks to var/bench/profile-<timestamp>.txt and prints the share of samples by
+package (inclusive: a frame anywhere in the stack) and the top functions by self time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.bench.load import Phase
+from tests.bench.runner import OK, ServiceRun
+from tests.bench.stack import VAR, Backends
+
+# Inclusive buckets, first match wins when reading a stack from its leaf upwards.
+BUCKETS = (
+    ("aiohttp client", ("aiohttp/client", "aiohttp/connector", "aiohttp/streams", "aiohttp/http")),
+    ("aiokafka", ("aiokafka/",)),
+    ("store", ("service/store/", "aiosqlite/", "asyncpg/", "sqlite3")),
+    ("prometheus", ("prometheus_client/",)),
+    ("signing", ("service/signing",)),
+    ("parse", ("service/events", "pydantic", "orjson")),
+    ("dispatch", ("service/dispatch",)),
+    ("ingest", ("service/ingest", "service/matching")),
+    ("event loop", ("asyncio/",)),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.profile", description=__doc__)
+    parser.add_argument("--rate", type=float, default=1500.0, help="events/s (%(default)s)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady phase (%(default)s)")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--lane-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--cost-only", action="store_true", help="no py-spy: only CPU per delivery and lag"
+    )
+    return parser
+
+
+def _bucket(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, needles in BUCKETS:
+            if any(n in frame for n in needles):
+                return name
+    return "other"
+
+
+def summarize(collapsed: Path, top: int = 25) -> str:
+    total = 0
+    buckets: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        buckets[_bucket(stack)] += count
+        leaves[stack.split(";")[-1]] += count
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples", "", "by package (the innermost known frame of each sample):"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in buckets.most_common()]
+    lines += ["", f"top {top} functions by self time:"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in leaves.most_common(top)]
+    return "\n".join(lines)
+
+
+async def _profile(args: argparse.Namespace, out: Path) -> None:
+    backends = Backends(
+        kafka=os.environ.get("WEBHOOKS_TEST_KAFKA", "127.0.0.1:9092"),
+        postgres=os.environ.get(
+            "WEBHOOKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:54329/webhooks"
+        ),
+    )
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+    env = {"WEBHOOKS_LANE_CONCURRENCY": str(args.lane_concurrency)}
+    async with ServiceRun(backends, args.store, {"s0": OK}, env=env) as run:
+        warmup = asyncio.create_task(run.produce([Phase("warmup", args.rate, 5.0)]))
+        await warmup
+        command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
+        command += ["-r", "250", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
+        spy_process = None
+        if not args.cost_only:
+            spy_process = await asyncio.create_subprocess_exec(
+                *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        first = run.service.stats()
+        before = first.cpu_s
+        started = time.time()
+        await run.produce([Phase("steady", args.rate, args.seconds)])
+        last = run.service.stats()
+        cpu = last.cpu_s - before
+        system = last.system_s - first.system_s
+        elapsed = time.time() - started
+        if spy_process is not None:
+            await spy_process.wait()
+        owed = await run.outstanding()
+        await run.wait_delivered(30)
+        result = await run.finish()
+    print(
+        f"{args.rate:,.0f} ev/s for {args.seconds:g} s on {args.store}: service CPU "
+        f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * elapsed) * 1e6:,.0f} us per "
+        f"delivery ({system / cpu:.0%} of it in the kernel), owed {owed} at the end, "
+        f"ledger balanced: {result.ledger.balanced}"
+    )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    VAR.mkdir(parents=True, exist_ok=True)
+    out = VAR / f"profile-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+    asyncio.run(_profile(args, out))
+    if args.cost_only:
+        return
+    print(summarize(out))
+    print(f"\ncollapsed stacks: {out}")
+
+
+if __name__ == "__main__":
+    main()
