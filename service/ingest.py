@@ -147,8 +147,7 @@ class Ingest:
                     continue
                 if records:
                     await self._handle(records)
-                if asyncio.get_running_loop().time() - self._last_commit >= COMMIT_INTERVAL:
-                    await self.commit_recorded(None)
+                await self.commit_if_due()
                 self._update_lag()
         finally:
             await self.commit_recorded(None)
@@ -383,6 +382,11 @@ class Ingest:
         self._consumer.pause(*self._consumer.assignment())
 
     # -- offsets -----------------------------------------------------------------------------
+
+    async def commit_if_due(self) -> None:
+        """Commits what is recorded when COMMIT_INTERVAL has passed since the last commit."""
+        if asyncio.get_running_loop().time() - self._last_commit >= COMMIT_INTERVAL:
+            await self.commit_recorded(None)
 
     async def commit_recorded(self, only: set[TopicPartition] | None) -> None:
         """Commits recorded offsets of partitions this consumer still owns (and, when given,

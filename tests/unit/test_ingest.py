@@ -12,7 +12,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from service.dispatch import Dispatcher
-from service.ingest import Ingest
+from service.ingest import COMMIT_INTERVAL, Ingest
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
@@ -147,6 +147,8 @@ async def test_commit_comes_after_record_and_covers_the_batch() -> None:
     await ingest._handle(
         {TP: [Record(7, event()), Record(8, event("org_other")), Record(9, event())]}
     )
+    assert consumer.log == ["recorded"]
+    await ingest.commit_if_due()
     assert consumer.log == ["recorded", "commit 10"]
     assert len(store.recorded) == 2
     assert [job.id for job in dispatcher.submitted] == [d.id for d in store.recorded]
@@ -155,6 +157,7 @@ async def test_commit_comes_after_record_and_covers_the_batch() -> None:
 async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
     ingest, consumer, _, dispatcher = make(failures=3)
     await ingest._handle({TP: [Record(0, event())]})
+    await ingest.commit_if_due()
     assert consumer.log[0] == "store down"
     assert consumer.log[1] == "pause"
     assert consumer.log.count("poll") == 3
@@ -173,9 +176,23 @@ async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
 async def test_a_batch_of_only_unmatched_events_still_commits() -> None:
     ingest, consumer, store, _ = make(failures=5)
     await ingest._handle({TP: [Record(3, event("org_nobody"))]})
+    await ingest.commit_if_due()
     # No store write was needed, so an outage does not hold the offset back.
     assert consumer.log == ["commit 4"]
     assert store.failures == 5
+
+
+async def test_offsets_are_committed_at_most_every_commit_interval() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    await ingest._handle({TP: [Record(1, event())]})
+    await ingest.commit_if_due()
+    await ingest._handle({TP: [Record(2, event())]})
+    await ingest.commit_if_due()  # too soon: one broker round trip covers many batches
+    assert consumer.log == ["recorded", "commit 2", "recorded"]
+    ingest._last_commit -= COMMIT_INTERVAL
+    await ingest.commit_if_due()
+    assert consumer.log[-1] == "commit 3"
+    assert consumer.committed == {TP: 3}
 
 
 async def test_commits_skip_partitions_no_longer_owned() -> None:
