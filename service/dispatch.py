@@ -66,9 +66,17 @@ class Lane:
 
     A lane whose endpoint keeps failing drops to one request in flight (probing) until a success,
     so a dead endpoint holds one pooled connection, not `concurrency` of them, while it retries.
+    After `BREAK_AFTER_FAILURES` failures in a row its circuit opens: it waits a cooldown (1 s,
+    doubling up to 10 s) between attempts, so a dead endpoint with a large backlog due gets a
+    probe every few seconds rather than a thousand doomed requests a second that take CPU from
+    every other lane. Waiting deliveries keep their leases and attempt counts (no attempt was
+    made); the first success, or a successful `/test`, closes the circuit.
     """
 
     PROBE_AFTER_FAILURES = 3
+    BREAK_AFTER_FAILURES = 10
+    COOLDOWN_START = 1.0
+    COOLDOWN_MAX = 10.0
 
     def __init__(
         self,
@@ -86,6 +94,9 @@ class Lane:
         self._queue: deque[DeliveryJob] = deque()
         self._held: set[str] = set()  # queued or in flight
         self._failures = 0
+        self._cooldown = 0.0
+        self._resume_at = 0.0  # loop time the open circuit allows the next attempt
+        self._resume: asyncio.TimerHandle | None = None
         self.backlogged = False  # jobs were turned away and wait in the store
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -104,6 +115,29 @@ class Lane:
     @property
     def concurrency(self) -> int:
         return 1 if self._failures >= self.PROBE_AFTER_FAILURES else self._concurrency
+
+    @property
+    def circuit_open(self) -> bool:
+        return self._resume_at > asyncio.get_running_loop().time()
+
+    def succeeded(self) -> None:
+        """The endpoint answered 2xx through `/test`: full speed again."""
+        self._close()
+        self._pump()
+
+    def _close(self) -> None:
+        self._failures = 0
+        self._cooldown = 0.0
+        self._resume_at = 0.0
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.BREAK_AFTER_FAILURES:
+            self._cooldown = min(self.COOLDOWN_MAX, max(self.COOLDOWN_START, self._cooldown * 2))
+            self._resume_at = asyncio.get_running_loop().time() + self._cooldown
 
     def offer(self, job: DeliveryJob) -> bool:
         """Takes the job unless the queue is full; a job already held counts as taken."""
@@ -125,6 +159,10 @@ class Lane:
         return dropped
 
     def _pump(self) -> None:
+        if self._queue and self.circuit_open:
+            if self._resume is None:
+                self._resume = asyncio.get_running_loop().call_at(self._resume_at, self._reopen)
+            return
         while self._queue and len(self.tasks) < self.concurrency:
             job = self._queue.popleft()
             task = asyncio.create_task(self._attempt(job), name=f"attempt-{job.id}")
@@ -133,12 +171,19 @@ class Lane:
         if self.backlogged and self.room * 2 >= self._capacity:
             self._on_room()
 
+    def _reopen(self) -> None:
+        self._resume = None
+        self._pump()
+
     async def _attempt(self, job: DeliveryJob) -> None:
         ok = False
         try:
             ok = await self._run(job)
         finally:
-            self._failures = 0 if ok else self._failures + 1
+            if ok:
+                self._close()
+            else:
+                self._failed()
             self._held.discard(job.id)
             # Leave the in-flight set before pumping, or a full lane would never start its
             # next job (the done-callback runs only after this returns).
@@ -309,6 +354,9 @@ class Dispatcher:
         """Signs, sends, classifies and durably records one attempt."""
         record, durable = await self._send(job, subscription)
         await self._finish(record, job, durable)
+        lane = self._lanes.get(subscription.id)
+        if lane is not None and record.new_status is DeliveryStatus.SENT:
+            lane.succeeded()
         return record
 
     async def _finish(
@@ -583,6 +631,9 @@ class Dispatcher:
         for sid in [sid for sid, lane in self._lanes.items() if lane.idle and not lane.tasks]:
             del self._lanes[sid]
         self._metrics.lanes.set(len(self._lanes))
+        self._metrics.lanes_circuit_open.set(
+            sum(lane.circuit_open for lane in self._lanes.values())
+        )
 
     async def _housekeeping(self) -> None:
         last_purge = 0.0

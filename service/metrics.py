@@ -80,6 +80,11 @@ class Metrics:
             "webhooks_subscriptions", "subscriptions by state", ["state"], registry=r
         )
         self.lanes = Gauge("webhooks_lanes", "subscription lanes holding work", registry=r)
+        self.lanes_circuit_open = Gauge(
+            "webhooks_lanes_circuit_open",
+            "lanes whose endpoint failed so often that they wait between attempts",
+            registry=r,
+        )
         self.lane_overflow = Counter(
             "webhooks_lane_overflow",
             "deliveries left in the store because their lane was full",

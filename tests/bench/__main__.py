@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service.settings import Settings
 from tests.bench import report, scenarios
 from tests.bench.scenarios import Bench, Plan, timed
 from tests.bench.stack import VAR, Backends
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:54329/webhooks"
-SHIPPED_LANE_CONCURRENCY = 4
+# The service's default, measured apart as 'defaults'.
+SHIPPED_LANE_CONCURRENCY: int = Settings.model_fields["lane_concurrency"].default
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=64,
         help="WEBHOOKS_LANE_CONCURRENCY for the service, and the floor client's concurrency per "
-        "subscription (default %(default)s; the service ships with 4, measured apart as "
+        f"subscription (default %(default)s; the service ships with {SHIPPED_LANE_CONCURRENCY}, "
+        "measured apart as "
         "'defaults')",
     )
     parser.add_argument(

@@ -1,0 +1,123 @@
+"""A lane's bounded concurrency, its probing mode and its circuit breaker, with a fake sender."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.dispatch import Lane
+from service.store.models import DeliveryJob
+
+
+def job(n: int) -> DeliveryJob:
+    return DeliveryJob(
+        id=f"whd_{n}",
+        subscription_id="whk_1",
+        event_id=f"evt_{n}",
+        event="verification.created",
+        body=b"{}",
+        sibling_service=None,
+        attempts=0,
+        occurred_at=0,
+        created_at=0,
+    )
+
+
+class Endpoint:
+    """Answers as `healthy` says; notes each attempt and the most in flight at once."""
+
+    def __init__(self, *, healthy: bool) -> None:
+        self.healthy = healthy
+        self.attempts: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def run(self, job: DeliveryJob) -> bool:
+        self.attempts.append(job.id)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.001)
+        self.in_flight -= 1
+        return self.healthy
+
+
+@pytest.fixture
+def fast_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Lane, "COOLDOWN_START", 0.5)
+    monkeypatch.setattr(Lane, "COOLDOWN_MAX", 1.0)
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_a_healthy_lane_sends_up_to_its_concurrency_at_once() -> None:
+    endpoint = Endpoint(healthy=True)
+    lane = Lane("whk_1", 4, 100, endpoint.run, lambda: None)
+    for n in range(20):
+        assert lane.offer(job(n))
+    await settle()
+    assert len(endpoint.attempts) == 20
+    assert endpoint.most_in_flight == 4
+    assert lane.idle
+
+
+async def test_a_full_queue_turns_jobs_away_and_marks_the_lane_backlogged() -> None:
+    endpoint = Endpoint(healthy=True)
+    lane = Lane("whk_1", 1, 2, endpoint.run, lambda: None)
+    taken = [lane.offer(job(n)) for n in range(5)]
+    # The first starts at once (it left the queue), two wait, the rest stay in the store.
+    assert taken == [True, True, True, False, False]
+    assert lane.backlogged
+
+
+@pytest.mark.usefixtures("fast_breaker")
+async def test_a_failing_endpoint_opens_the_circuit_then_gets_one_probe_per_cooldown() -> None:
+    endpoint = Endpoint(healthy=False)
+    lane = Lane("whk_1", 8, 100, endpoint.run, lambda: None)
+    for n in range(50):
+        lane.offer(job(n))
+    await settle()
+    # Probing (one at a time) after 3 failures; the circuit opens after 10 in a row.
+    assert lane.circuit_open
+    opened_at = len(endpoint.attempts)
+    assert Lane.BREAK_AFTER_FAILURES <= opened_at < Lane.BREAK_AFTER_FAILURES + 8
+    await settle(0.1)
+    assert len(endpoint.attempts) == opened_at  # nothing sent during the cooldown
+    await settle(0.5)
+    assert len(endpoint.attempts) == opened_at + 1  # one probe after 0.5 s (the next at 1.5 s)
+    assert lane.circuit_open
+    # Nothing was dropped: the waiting jobs are still held by the lane.
+    assert len(lane.held) == 50 - len(endpoint.attempts)
+
+
+@pytest.mark.usefixtures("fast_breaker")
+async def test_a_successful_probe_closes_the_circuit_and_the_backlog_flows() -> None:
+    endpoint = Endpoint(healthy=False)
+    lane = Lane("whk_1", 8, 100, endpoint.run, lambda: None)
+    for n in range(50):
+        lane.offer(job(n))
+    await settle()
+    assert lane.circuit_open
+    endpoint.healthy = True
+    await settle(0.6)  # the next probe succeeds
+    assert not lane.circuit_open
+    assert len(endpoint.attempts) == 50
+    assert endpoint.most_in_flight == 8  # full concurrency again
+    assert lane.idle
+
+
+@pytest.mark.usefixtures("fast_breaker")
+async def test_a_successful_test_send_closes_the_circuit_at_once() -> None:
+    endpoint = Endpoint(healthy=False)
+    lane = Lane("whk_1", 8, 100, endpoint.run, lambda: None)
+    for n in range(30):
+        lane.offer(job(n))
+    await settle()
+    assert lane.circuit_open
+    endpoint.healthy = True
+    lane.succeeded()  # what the dispatcher calls after a 2xx to POST .../test
+    await settle()
+    assert not lane.circuit_open
+    assert len(endpoint.attempts) == 30
