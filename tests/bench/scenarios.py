@@ -32,7 +32,8 @@ LAG_TOLERANCE_S = 1.0
 RAMP_LAG_TOLERANCE_S = 0.25
 PAIRED_FLOOR_S = 4.0
 RECOVERED_DELAY_S = 0.005
-CONFIRM_FROM = 0.9
+CONFIRM_FROM = 0.95
+CONFIRM_BACKOFF = 0.9  # the next confirming run's rate after one fell behind
 HANG_TIMEOUT = "2s"
 CONNECT_TIMEOUT = "1s"  # may not exceed the delivery timeout
 # Short enough that a recovered endpoint is retried soon, long enough (about 8 minutes in all)
@@ -68,8 +69,8 @@ class Plan:
             quick=False,
             runs=3,
             floor_s=8.0,
-            ramp_start=1000.0,
-            ramp_factor=1.25,
+            ramp_start=1500.0,
+            ramp_factor=1.12,
             ramp_step_s=5.0,
             warmup_s=3.0,
             steady_s=60.0,
@@ -272,7 +273,7 @@ async def max_throughput(
     bench: Bench, store: str, fanout: int, env: dict[str, str], start: float
 ) -> dict[str, Any]:
     """Scenario 2/3: a ramp finds the rate; then `runs` runs of `steady_s` (60 s; 15 s at fan-out
-    10) at 90% of it confirm it (a run that falls behind sends the next one 15% lower and does
+    10) at 95% of it confirm it (a run that falls behind sends the next one 10% lower and does
     not count)."""
     plan = bench.plan
     steady_s = plan.steady_s if fanout == 1 else plan.fanout10_steady_s
@@ -310,7 +311,7 @@ async def max_throughput(
             f"kept_up={record['kept_up']}, void={record['void']}"
         )
         if not record["kept_up"]:
-            rate *= 0.85
+            rate *= CONFIRM_BACKOFF
     counted = [r for r in confirm if r["kept_up"] and not r["void"]]
     return {
         "ramp": found,
