@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         default=100_000,
         help="deliveries piled up for the dead endpoint in scenario 6 (default %(default)s)",
     )
+    parser.add_argument(
+        "--fetch-wait",
+        default="10ms",
+        help="WEBHOOKS_KAFKA_FETCH_WAIT for every scenario but latency, which runs with the "
+        "shipped 0 (default %(default)s)",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--out", type=Path, default=VAR, help="results folder (%(default)s)")
     return parser
@@ -73,7 +79,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.no_postgres
         else os.environ.get("WEBHOOKS_TEST_POSTGRES", DEFAULT_POSTGRES),
     )
-    bench = Bench(backends, plan, args.lane_concurrency, _progress)
+    bench = Bench(backends, plan, args.lane_concurrency, _progress, args.fetch_wait)
     quick_set = {"floor", "max", "isolation"}
     everything = {"floor", "max", "defaults", "fanout10", "latency", "isolation", "backlog"}
     wanted = set(args.only.split(",")) if args.only else (quick_set if args.quick else everything)
@@ -84,6 +90,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "machine": report.machine(),
         "lane_concurrency": args.lane_concurrency,
+        "fetch_wait": args.fetch_wait,
         "plan": plan.__dict__,
         "scenarios": {},
     }

@@ -12,7 +12,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from service.dispatch import Dispatcher
-from service.ingest import COMMIT_INTERVAL, Ingest
+from service.ingest import COMMIT_INTERVAL, Ingest, _fetch_options
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
@@ -202,3 +202,11 @@ async def test_commits_skip_partitions_no_longer_owned() -> None:
     ingest._recorded[TP] = 3
     await ingest.commit_recorded(None)
     assert consumer.committed == {TP: 3}
+
+
+def test_the_fetch_wait_setting_picks_the_fetch_options() -> None:
+    # 0: aiokafka's own defaults, an answer as soon as any record is there.
+    assert _fetch_options(0.0) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
+    # Above 0: fuller fetches, held at most that long.
+    assert _fetch_options(0.01) == {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 10}
+    assert _fetch_options(0.0001)["fetch_max_wait_ms"] == 1
