@@ -184,7 +184,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         ("SQLite\nfan-out 1", "max_deliveries_per_s_sqlite"),
         ("PostgreSQL\nfan-out 1", "max_deliveries_per_s_postgres"),
         ("SQLite\nfan-out 10", "max_deliveries_per_s_fanout10"),
-        ("SQLite, lane\nconcurrency 4", "max_deliveries_per_s_sqlite_default_lanes"),
+        ("SQLite, shipped\nsettings (ramp)", "max_deliveries_per_s_sqlite_default_lanes"),
     ]
     shown = [(label, spans[key]) for label, key in bars if spans.get(key, {}).get("median")]
     medians = [span["median"] for _, span in shown]
