@@ -37,7 +37,8 @@ install() {
 
 # As root, everything that touches the data dir runs as `postgres`.
 as_owner() {
-  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # From `/`: the caller's directory may be one `postgres` cannot enter (a private temp dir).
+  if [[ $EUID -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 datadir() {
