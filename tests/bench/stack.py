@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.fernet import Fernet
@@ -27,7 +26,7 @@ from pydantic import SecretStr
 
 from service.settings import load_settings
 from service.store import open_store
-from tests.support.process import free_port
+from tests.support.process import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "bench"
@@ -203,18 +202,13 @@ class ServiceChild:
         await self._wait_ready()
 
     async def _wait_ready(self, timeout: float = 60) -> None:
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-            while True:
-                assert self.process is not None
-                if self.process.returncode is not None:
-                    tail = self.log_path.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the service exited during start-up:\n{tail}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
+        assert self.process is not None
+
+        def exited() -> BaseException:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            return RuntimeError(f"the service exited during start-up:\n{tail}")
+
+        await wait_ready(self.port, self.process, exited, timeout)
 
     def stats(self) -> ProcStats:
         return proc_stats(self.pid)

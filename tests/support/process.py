@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
@@ -17,6 +17,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def wait_ready(
+    port: int,
+    process: asyncio.subprocess.Process,
+    exited: Callable[[], BaseException],
+    timeout: float = 60,
+) -> None:
+    """Polls the service's /readyz until it answers 200; raises `exited()` if the process ends
+    first, TimeoutError after `timeout`."""
+    url = f"http://127.0.0.1:{port}/readyz"
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        while True:
+            if process.returncode is not None:
+                raise exited()
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
 
 
 class ServiceProcess:
@@ -54,19 +76,13 @@ class ServiceProcess:
             self.logs.append(line.decode(errors="replace"))
 
     async def wait_ready(self, timeout: float = 60) -> None:
-        url = f"http://127.0.0.1:{self.port}/readyz"
-        async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
-            while True:
-                assert self.process is not None
-                if self.process.returncode is not None:
-                    raise AssertionError("service exited:\n" + "".join(self.logs[-30:]))
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
+        assert self.process is not None
+        await wait_ready(
+            self.port,
+            self.process,
+            lambda: AssertionError("service exited:\n" + "".join(self.logs[-30:])),
+            timeout,
+        )
 
     async def wait(self, timeout: float = 60) -> int:
         assert self.process is not None
