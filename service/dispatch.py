@@ -342,8 +342,9 @@ class Dispatcher:
             return True
         record, durable = await self._send(job, subscription)
         if record.new_status is DeliveryStatus.SENT:
-            # The common case needs no task: count it once it is durable.
-            durable.add_done_callback(lambda _: self._count_sent(job))
+            # The common case needs no task: count it once it is durable (a failed write
+            # stops the process through the recorder; it is not counted as sent).
+            durable.add_done_callback(lambda done: self._count_if_durable(done, job))
             return True
         task = asyncio.create_task(self._finish(record, job, durable))
         self._finishing.add(task)
@@ -475,6 +476,10 @@ class Dispatcher:
             new_status=new_status,
             next_attempt_at=next_at,
         )
+
+    def _count_if_durable(self, done: asyncio.Future[Any], job: DeliveryJob) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._count_sent(job)
 
     def _count_sent(self, job: DeliveryJob) -> None:
         self._metrics.child(self._metrics.deliveries, job.event, "sent").inc()

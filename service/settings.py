@@ -112,9 +112,8 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("identity.webhooks.dlq", min_length=1)
     kafka_auto_offset_reset: OffsetReset = OffsetReset.EARLIEST
     max_event_bytes: int = Field(256 * 1024, gt=0)
-    # 0: the broker answers a fetch as soon as any record is there (lowest latency, nearly free
-    # when idle). Above 0: it may hold the fetch this long to gather 64 KiB, so that at high rates
-    # fewer, fuller batches cost less CPU per delivery (see the README's Performance section).
+    # How long the broker may hold a fetch to gather 64 KiB; 0 answers at once (see
+    # `ingest._fetch_options` for the trade-off).
     kafka_fetch_wait: Duration = Field(0.0, ge=0.0, le=0.5)
 
     # Store (SPEC section 4)

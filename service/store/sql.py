@@ -475,8 +475,11 @@ class SqlStore(Store, abc.ABC):
         async with self._db.transaction() as conn:
             for subscription_id, (reset, first_failure) in sorted(clocks.items()):
                 if first_failure is None:
+                    # Only a row that was failing is written: the healthy common case
+                    # leaves the subscription row (and its lock) alone.
                     await conn.execute(
-                        "UPDATE subscriptions SET failing_since = NULL WHERE id = $1",
+                        "UPDATE subscriptions SET failing_since = NULL "
+                        "WHERE id = $1 AND failing_since IS NOT NULL",
                         subscription_id,
                     )
                     result[subscription_id] = None
