@@ -14,13 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
+from tests.support.postgres import scratch_database
 
 
 @pytest.fixture(scope="session")
@@ -87,48 +87,21 @@ async def topic(
 TEST_ENCRYPTION_KEY = "lYb3Qx0kVQ8m0mB2n4yXbVZ5hJ1e9Wq3cS7aT6uR8dE="
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="session")
 async def postgres_template(postgres_url: str) -> AsyncIterator[str]:
     """A database migrated once per session; each test gets a fresh copy of it."""
     name = f"webhooks_tmpl_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    await migrate(_with_database(postgres_url, name))
-    try:
+    async with scratch_database(postgres_url, name) as url:
+        await migrate(url)
         yield name
-    finally:
-        admin = await asyncpg.connect(postgres_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture
 async def fresh_postgres_url(postgres_url: str, postgres_template: str) -> AsyncIterator[str]:
     """A new, migrated database of its own for one test, dropped after it."""
     name = f"webhooks_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(postgres_url, name)
-    finally:
-        admin = await asyncpg.connect(postgres_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with scratch_database(postgres_url, name, template=postgres_template) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -21,10 +21,11 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from service.samples import sample_event
+from service.events import CATALOG
+from service.samples import record_key, sample_event
 from service.settings import SignatureHeaders
 from service.signing import signature_headers
-from tests.bench.stack import CATALOG, ORG, Topics
+from tests.bench.stack import ORG, Topics
 
 SLEEP_QUANTUM = 0.001
 
@@ -38,11 +39,10 @@ class Phase:
 
 @dataclass
 class Produced:
-    """What the generator sent: per event, its id, phase and scheduled time."""
+    """What the generator sent: per event, its id, name and scheduled time; each phase's window."""
 
     ids: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
-    phase: list[str] = field(default_factory=list)
     scheduled: list[float] = field(default_factory=list)
     acked: int = 0
     failed: int = 0
@@ -51,11 +51,6 @@ class Produced:
 
     def scheduled_of(self) -> dict[str, float]:
         return dict(zip(self.ids, self.scheduled, strict=True))
-
-    def ids_in(self, phases: set[str] | None = None) -> list[str]:
-        if phases is None:
-            return list(self.ids)
-        return [i for i, p in zip(self.ids, self.phase, strict=True) if p in phases]
 
 
 class OpenLoad:
@@ -114,14 +109,13 @@ class OpenLoad:
                     envelope = sample_event(name, ORG, datetime.fromtimestamp(due, UTC))
                     envelope["benchScheduledAt"] = due
                     value = orjson.dumps(envelope)
-                    key = envelope["data"]["customerId"].encode()
+                    key = record_key(envelope)
                     future = await producer.send(self._topics.catalog[name], value, key=key)
                     future.add_done_callback(self._acked)
                     produced.ids.append(envelope["id"])
                     produced.names.append(name)
-                    produced.phase.append(phase.name)
                     produced.scheduled.append(due)
-                    lateness = now - due
+                    lateness = time.time() - due
                     produced.max_lateness_s = max(produced.max_lateness_s, lateness)
                     n += 1
                     due = start + n * step

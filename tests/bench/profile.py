@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -81,19 +80,13 @@ def summarize(collapsed: Path, top: int = 25) -> str:
 
 
 async def _profile(args: argparse.Namespace, out: Path) -> None:
-    backends = Backends(
-        kafka=os.environ.get("WEBHOOKS_TEST_KAFKA", "127.0.0.1:9092"),
-        postgres=os.environ.get(
-            "WEBHOOKS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:54329/webhooks"
-        ),
-    )
+    backends = Backends.from_env(postgres=args.store == "postgres")
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     env = {"WEBHOOKS_LANE_CONCURRENCY": str(args.lane_concurrency)}
     async with ServiceRun(backends, args.store, {"s0": OK}, env=env) as run:
-        warmup = asyncio.create_task(run.produce([Phase("warmup", args.rate, 5.0)]))
-        await warmup
+        await run.produce([Phase("warmup", args.rate, 5.0)])
         command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
         command += ["-r", "250", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
         spy_process = None
@@ -116,7 +109,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> None:
         result = await run.finish()
     print(
         f"{args.rate:,.0f} ev/s for {args.seconds:g} s on {args.store}: service CPU "
-        f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * elapsed) * 1e6:,.0f} us per "
+        f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * args.seconds) * 1e6:,.0f} us per "
         f"delivery ({system / cpu:.0%} of it in the kernel), owed {owed} at the end, "
         f"ledger balanced: {result.ledger.balanced}"
     )

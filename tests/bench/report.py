@@ -150,7 +150,7 @@ def _series(results: dict[str, Any]) -> list[tuple[str, list[float]]]:
     isolation = scenarios.get("isolation")
     if isolation:
         for key, label in (("with_hang", "9 healthy + 1 hanging"), ("without", "9 healthy")):
-            counted = [p for p in isolation["pairs"] if not p["void"]]
+            counted = [p for p in isolation["pairs"] if p["counted"]]
             pooled = [x for pair in counted for x in pair[key].get("latencies_ms", [])]
             out.append((f"isolation: {label}", pooled))
     return [(label, values) for label, values in out if values]

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from service.events import CATALOG
 from tests.bench.ledger import Ledger, balance, first_arrivals
 from tests.bench.load import OpenLoad, Phase, Produced
 from tests.bench.receiver import Receipts, ReceiverProcess
 from tests.bench.stack import (
-    CATALOG,
     VAR,
     Backends,
     ServiceChild,
@@ -29,7 +29,6 @@ from tests.bench.stack import (
     fresh_topics,
     new_encryption_key,
     new_run_id,
-    proc_stats,
     service_env,
     store_deliveries,
 )
@@ -42,10 +41,7 @@ HANG = "hang"  # answers only after `hang_seconds`, long past the service's time
 @dataclass(frozen=True)
 class Sample:
     at: float
-    cpu_s: float
     rss_mb: float
-    ok: dict[str, int]
-    seen: dict[str, int]
 
 
 @dataclass
@@ -60,7 +56,6 @@ class RunResult:
     cpu_s: float  # service CPU from the start of the load until everything was delivered
     delivered_in_cpu_window: int
     peak_rss_mb: float
-    receiver_cpu_s: float
     drained_after_s: float | None  # from the end of the load until all was delivered
 
     @property
@@ -97,6 +92,7 @@ class ServiceRun:
         self._cpu_end_at: float | None = None
         self._load_end = 0.0
         self._drained_after: float | None = None
+        self._drained_paths: set[str] = set()
 
     @property
     def service(self) -> ServiceChild:
@@ -165,9 +161,7 @@ class ServiceRun:
 
     async def _sample(self) -> None:
         while True:
-            stats = self.service.stats()
-            ok, seen = await self.receiver.stats()
-            self.samples.append(Sample(time.time(), stats.cpu_s, stats.rss_mb, ok, seen))
+            self.samples.append(Sample(time.time(), self.service.stats().rss_mb))
             await asyncio.sleep(self.sample_every)
 
     async def produce(self, phases: Sequence[Phase], stop: asyncio.Event | None = None) -> None:
@@ -210,6 +204,7 @@ class ServiceRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await self.outstanding(paths) <= 0:
+                self._drained_paths |= paths
                 self._drained_after = time.time() - self._load_end
                 self._cpu_end = self.service.stats().cpu_s
                 self._cpu_end_at = time.time()
@@ -220,26 +215,31 @@ class ServiceRun:
     async def finish(self) -> RunResult:
         """Stops the service gracefully, then balances the ledger against receiver and store."""
         await self._stop_sampler()
+        # Every send resolved (acknowledged or failed) before the ledger reads the counts.
+        await self.load.flush()
         cpu_end = self._cpu_end
+        stop_at = time.time()
         last = await self.service.stop()
         assert last is not None, "the service had already exited"
         if cpu_end is None:
             cpu_end = last.cpu_s
         receipts = await self.receiver.dump()
-        receiver_cpu = proc_stats(self.receiver.pid).cpu_s
         rows = await store_deliveries(self._database_url)
         produced = self.load.produced
+        unresolved = len(produced.ids) - produced.acked - produced.failed
+        first, duplicates = first_arrivals(receipts, self.paths)
         ledger = balance(
             expected_pairs=self.expected_pairs(),
-            produce_failed=produced.failed,
+            produce_failed=produced.failed + unresolved,
             paths=self.paths,
-            receipts=receipts,
+            first=first,
+            duplicates=duplicates,
             store_rows=rows,
             names=self.names,
+            drained=self.paths <= self._drained_paths,
         )
-        first, _ = first_arrivals(receipts, self.paths)
         # Every 2xx answer up to the moment the CPU figure was read, whatever the path.
-        until = self._cpu_end_at or time.time()
+        until = self._cpu_end_at or stop_at
         delivered = sum(
             1
             for at, s in zip(receipts.at, receipts.status, strict=True)
@@ -256,6 +256,5 @@ class ServiceRun:
             cpu_s=cpu_end - self._cpu_start,
             delivered_in_cpu_window=delivered,
             peak_rss_mb=last.peak_rss_mb,
-            receiver_cpu_s=receiver_cpu,
             drained_after_s=self._drained_after,
         )

@@ -24,14 +24,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from service.events import CATALOG
 from service.settings import load_settings
 from service.store import open_store
+from tests.support.postgres import scratch_database
 from tests.support.process import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "bench"
-CATALOG = ("verification.created", "customer.kyc_updated", "review.overridden")
 ORG = "org_bench"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:54329/webhooks"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,6 +43,16 @@ class Backends:
 
     kafka: str
     postgres: str | None
+
+    @classmethod
+    def from_env(cls, *, postgres: bool = True) -> Backends:
+        """Where `deploy/local/with-services.sh` leaves them, or the local defaults."""
+        return cls(
+            kafka=os.environ.get("WEBHOOKS_TEST_KAFKA", "127.0.0.1:9092"),
+            postgres=os.environ.get("WEBHOOKS_TEST_POSTGRES", DEFAULT_POSTGRES)
+            if postgres
+            else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,6 @@ async def fresh_topics(bootstrap: str, run: str) -> AsyncIterator[Topics]:
         await admin.close()
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
 def _remove_sqlite(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -89,20 +96,8 @@ async def fresh_database(store: str, backends: Backends, run: str) -> AsyncItera
             _remove_sqlite(path)
         return
     assert backends.postgres is not None, "PostgreSQL is not configured"
-    name = f"bench_{run}"
-    admin = await asyncpg.connect(backends.postgres)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(backends.postgres, name)
-    finally:
-        admin = await asyncpg.connect(backends.postgres)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with scratch_database(backends.postgres, f"bench_{run}") as url:
+        yield url
 
 
 async def create_subscriptions(
