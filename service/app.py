@@ -1,16 +1,19 @@
-"""`create_app(settings)`: wires the service's resources as aiohttp cleanup contexts.
+"""`create_app(settings)` wires the service's resources as aiohttp cleanup contexts, and `serve`
+runs it until a signal or a crashed background task.
 
-Each resource is a cleanup context added in dependency order — store, subscription index, HTTP
-session and dispatcher, consumer — so cleanup runs in reverse order (stop consuming first, then
-drain deliveries, then close the session and the store) and runs even when a later start-up step
-failed (STYLE lesson 1). Handlers reach the resources through the typed keys of `service.keys`.
-Data flows one way: ingest → store → dispatch → store; the API talks to the store and, for
-`/test`, to dispatch.
+Each resource is a cleanup context added in dependency order — store, subscription index,
+housekeeping, HTTP session and dispatcher, consumer — so cleanup runs in reverse order (stop
+consuming first, then drain deliveries, then close the session and the store) and runs even when
+a later start-up step failed (STYLE lesson 1). Handlers reach the resources through the typed keys
+of `service.appkeys`. Data flows one way: ingest → store → delivery → store; the API talks to the
+store and, for `/test`, to delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +23,24 @@ import structlog
 from aiohttp import web
 
 from service.api.setup import setup_api
-from service.dispatch import USER_AGENT, Dispatcher
+from service.appkeys import (
+    DISPATCHER,
+    FATAL,
+    INDEX,
+    INGEST,
+    METRICS,
+    ON_CHANGE,
+    READINESS,
+    SETTINGS,
+    STORE,
+    TESTER,
+)
+from service.delivery.attempt import USER_AGENT, Sender
+from service.delivery.dispatcher import Dispatcher
+from service.delivery.housekeeping import Housekeeping
 from service.egress import make_connector
 from service.health import Readiness, health_routes
-from service.ingest import Ingest
-from service.keys import ON_CHANGE, READINESS, SETTINGS, STORE, TESTER
+from service.ingest import Ingest, Lease
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
@@ -32,12 +48,6 @@ from service.store import open_store
 from service.supervise import Fatal
 
 log = structlog.get_logger(__name__)
-
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
-INDEX: web.AppKey[SubscriptionIndex] = web.AppKey("index", SubscriptionIndex)
-DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher", Dispatcher)
-INGEST: web.AppKey[Ingest] = web.AppKey("ingest", Ingest)
-FATAL: web.AppKey[Fatal] = web.AppKey("fatal", Fatal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +71,43 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_index)
+    app.cleanup_ctx.append(_housekeeping)
     app.cleanup_ctx.append(_dispatcher)
     if roles.consumer:
         app.cleanup_ctx.append(_ingest)
     if roles.api:
         setup_api(app)
     return app
+
+
+async def serve(settings: Settings, roles: Roles) -> int:
+    """Runs the app until SIGTERM or SIGINT (exit 0) or until a background task crashes (exit
+    1, so that the orchestrator restarts the process); cleanup drains either way."""
+    app = create_app(settings, roles)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before start-up, so a SIGTERM during it still ends in an orderly cleanup.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    fatal = app[FATAL]
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        log.info("http.listening", host=settings.http_host, port=settings.http_port)
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(fatal.event.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+        log.info("service.stopping", reason=fatal.reason or "signal")
+    except OSError as exc:
+        log.error("service.start_failed", error=str(exc))
+        return 1
+    finally:
+        await runner.cleanup()
+    return 1 if fatal.reason else 0
 
 
 def instance_id() -> str:
@@ -99,6 +140,12 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    housekeeping = Housekeeping(app[STORE], app[METRICS], app[SETTINGS].retention)
+    async with housekeeping.running(app[FATAL]):
+        yield
+
+
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     connector = make_connector(
@@ -115,11 +162,18 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("Accept-Encoding",),
     )
     try:
+        sender = Sender(
+            session,
+            header_formats=settings.signature_headers,
+            timeout=settings.delivery_timeout,
+            connect_timeout=settings.delivery_connect_timeout,
+            allow_private=settings.allow_private_targets,
+        )
         dispatcher = Dispatcher(
             settings=settings,
             store=app[STORE],
             index=app[INDEX],
-            session=session,
+            sender=sender,
             metrics=app[METRICS],
             owner=instance_id(),
             fatal=app[FATAL],
@@ -133,11 +187,13 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ingest(app: web.Application) -> AsyncIterator[None]:
+    dispatcher = app[DISPATCHER]
     ingest = Ingest(
         settings=app[SETTINGS],
         store=app[STORE],
         index=app[INDEX],
-        dispatcher=app[DISPATCHER],
+        submit=dispatcher.submit,
+        lease=Lease(dispatcher.owner, dispatcher.lease_ms),
         metrics=app[METRICS],
         fatal=app[FATAL],
     )

@@ -1,24 +1,21 @@
-"""The `identity-webhooks` command line (SPEC section 6)."""
+"""The `identity-webhooks` command line (SPEC section 6): argument parsing, and a call into the
+module that does each command's work."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
 import structlog
 
 from service.errors import SignatureError
 from service.events import CATALOG, format_time
 from service.logging import configure_logging
-from service.samples import poison_records, record_key, sample_event
 from service.settings import Settings, SettingsError, load_settings
 from service.signing import DEFAULT_TOLERANCE, verify_signature
 
@@ -214,40 +211,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here so that light commands such as `verify` start without the whole service.
-    from aiohttp import web  # noqa: PLC0415
+    from service.app import Roles, serve  # noqa: PLC0415
 
-    from service.app import FATAL, Roles, create_app  # noqa: PLC0415
-
-    roles = Roles(api=not args.no_api, consumer=not args.no_consumer)
-
-    async def run() -> int:
-        app = create_app(settings, roles)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        # Before start-up, so a SIGTERM during it still ends in an orderly cleanup.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        fatal = app[FATAL]
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, settings.http_host, settings.http_port)
-            await site.start()
-            log.info("http.listening", host=settings.http_host, port=settings.http_port)
-            stopped = asyncio.create_task(stop.wait())
-            failed = asyncio.create_task(fatal.event.wait())
-            await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            failed.cancel()
-            log.info("service.stopping", reason=fatal.reason or "signal")
-        except OSError as exc:
-            log.error("service.start_failed", error=str(exc))
-            return 1
-        finally:
-            await runner.cleanup()
-        return 1 if fatal.reason else 0
-
-    return asyncio.run(run())
+    return asyncio.run(serve(settings, Roles(api=not args.no_api, consumer=not args.no_consumer)))
 
 
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:
@@ -312,118 +278,20 @@ def _rfc3339(epoch_ms: int) -> str:
     return format_time(datetime.fromtimestamp(epoch_ms / 1000, UTC))
 
 
-Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
-"""What `produce` sends: topic, key, value, headers."""
-
-
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    events: list[str] = list(dict.fromkeys(args.events or CATALOG))
-    topics: dict[str, str] = {}
-    for event in events:
-        topic = _topic_for(event, settings.kafka_topics)
-        if topic is None:
-            print(
-                f"no topic in WEBHOOKS_KAFKA_TOPICS ({','.join(settings.kafka_topics)}) "
-                f"ends with {event!r}",
-                file=sys.stderr,
-            )
-            return 2
-        topics[event] = topic
-    headers = (
-        [] if not args.sibling_service else [("x-sibling-service", args.sibling_service.encode())]
-    )
+    from service.produce import produce  # noqa: PLC0415 - aiokafka only for the command that uses it
 
-    def records() -> Iterator[Record]:
-        for i in range(args.count):
-            envelope = sample_event(events[i % len(events)], args.org, datetime.now(UTC))
-            yield topics[envelope["event"]], record_key(envelope), orjson.dumps(envelope), headers
-        poisons = poison_records(
-            args.invalid, args.org, datetime.now(UTC), events, settings.max_event_bytes
+    return asyncio.run(
+        produce(
+            settings,
+            count=args.count,
+            rate=args.rate,
+            org=args.org,
+            events=args.events,
+            sibling_service=args.sibling_service,
+            invalid=args.invalid,
         )
-        for poison in poisons:
-            yield topics[poison.event], poison.key, poison.value, headers
-
-    return asyncio.run(_publish(settings, records(), args.count, args.invalid, args.rate))
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _topic_for(event: str, topics: Sequence[str]) -> str | None:
-    """The configured topic named for `event`: `identity.verification.created` for
-    `verification.created`, or any topic that ends with `.<event>`."""
-    for topic in topics:
-        if topic == event or topic.endswith("." + event):
-            return topic
-    return None
-
-
-async def _publish(
-    settings: Settings, records: Iterator[Record], events: int, invalid: int, rate: float
-) -> int:
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
-    from aiokafka.errors import KafkaError  # noqa: PLC0415
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="identity-webhooks-produce",
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        # A poison record of --invalid may be just over WEBHOOKS_MAX_EVENT_BYTES.
-        max_request_size=max(1024 * 1024, settings.max_event_bytes * 2),
     )
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        await producer.stop()
-        print(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
-        return 1
-    pending: set[asyncio.Future[object]] = set()
-    failures: list[BaseException] = []
-
-    def settled(future: asyncio.Future[object]) -> None:
-        pending.discard(future)
-        error = None if future.cancelled() else future.exception()
-        if error is not None:
-            failures.append(error)
-
-    loop = asyncio.get_running_loop()
-    started = time.perf_counter()
-    start = loop.time()
-    try:
-        for i, (topic, key, value, headers) in enumerate(records):
-            if rate:
-                # Open model: record i leaves at start + i/rate, however long earlier sends took.
-                delay = start + i / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            try:
-                future = await producer.send(topic, value=value, key=key, headers=headers)
-            except KafkaError as exc:
-                failures.append(exc)
-                continue
-            pending.add(future)
-            future.add_done_callback(settled)
-        if pending:
-            await asyncio.wait(list(pending))
-    finally:
-        await producer.stop()
-    elapsed = time.perf_counter() - started
-    total = events + invalid
-    if failures:
-        print(
-            f"{len(failures)} of {total} records were not produced in {elapsed:.2f} s; "
-            f"the first error: {failures[0]!r}",
-            file=sys.stderr,
-        )
-        return 1
-    extra = f" and {_plural(invalid, 'invalid record')}" if invalid else ""
-    rate_done = total / max(elapsed, 1e-6)
-    print(f"produced {_plural(events, 'event')}{extra} in {elapsed:.2f} s ({rate_done:.0f}/s)")
-    return 0
 
 
 _COMMANDS: dict[str, Command] = {

@@ -3,29 +3,31 @@
 For each batch from `getmany()`: every record is parsed; bad ones are dead-lettered (and their
 offsets committed only once the dead-letter write is acknowledged); good ones are matched to the
 subscriptions that want them; the events and one delivery per match are written in one
-transaction; the new deliveries are handed to the dispatcher; and, per partition, the offset after
-the last recorded record becomes committable: it is committed within COMMIT_INTERVAL, before a
-partition is revoked, and on stop. A crash anywhere replays from the last commit, and
-the store's unique (event, subscription) key turns the replay into a no-op.
+transaction; the new deliveries are handed to delivery (the `submit` callable); and, per
+partition, the offset after the last recorded record becomes committable: it is committed within
+COMMIT_INTERVAL, before a partition is revoked, and on stop. A crash anywhere replays from the
+last commit, and the store's unique (event, subscription) key turns the replay into a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import signal
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from service import ids
-from service.dispatch import Dispatcher
 from service.events import Accepted, Rejected, Skipped, parse_event
 from service.health import Readiness
 from service.matching import SubscriptionIndex
@@ -51,15 +53,29 @@ COMMIT_INTERVAL = 0.25
 FETCH_BATCH_BYTES = 64 * 1024
 
 
+Record = ConsumerRecord[bytes, bytes]
+Records = dict[TopicPartition, list[Record]]
+Submit = Callable[[Sequence[DeliveryJob]], None]
+"""Hands new deliveries, leased to this process, to delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who new deliveries are leased to, and for how long, as ingest records them."""
+
+    owner: str
+    ms: int
+
+
 @dataclass(slots=True)
 class _Batch:
     events: list[IncomingEvent]
     deliveries: list[NewDelivery]
-    dead: list[tuple[object, str]]  # (ConsumerRecord, reason)
+    dead: list[tuple[Record, str]]  # (record, reason)
     last: dict[TopicPartition, int]  # offset after the last record seen, per partition
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, ingest: Ingest) -> None:
         self._ingest = ingest
 
@@ -84,7 +100,8 @@ class Ingest:
         settings: Settings,
         store: Store,
         index: SubscriptionIndex,
-        dispatcher: Dispatcher,
+        submit: Submit,
+        lease: Lease,
         metrics: Metrics,
         fatal: Fatal | None = None,
     ) -> None:
@@ -92,7 +109,8 @@ class Ingest:
         self._fatal = fatal or Fatal()
         self._store = store
         self._index = index
-        self._dispatcher = dispatcher
+        self._submit = submit
+        self._lease = lease
         self._metrics = metrics
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -152,13 +170,11 @@ class Ingest:
             await self.commit_recorded(None)
             await self._stop()
 
-    async def _fetch(self) -> dict[TopicPartition, list[object]]:
+    async def _fetch(self) -> Records:
         """Up to MAX_BATCH records: waits up to half a second for the first, then lingers
         BATCH_LINGER for more."""
         assert self._consumer is not None
-        records: dict[TopicPartition, list[object]] = await self._consumer.getmany(
-            timeout_ms=500, max_records=MAX_BATCH
-        )
+        records: Records = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
         count = sum(len(r) for r in records.values())
         if not count:
             return records
@@ -193,7 +209,7 @@ class Ingest:
             auto_offset_reset=s.kafka_auto_offset_reset.value,
             isolation_level="read_committed",
             max_partition_fetch_bytes=max(1024 * 1024, s.max_event_bytes * 4),
-            **_fetch_options(s.kafka_fetch_wait),
+            **fetch_options(s.kafka_fetch_wait),
         )
         try:
             await producer.start()
@@ -215,7 +231,7 @@ class Ingest:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _handle(self, records: dict[TopicPartition, list[object]]) -> None:
+    async def _handle(self, records: Records) -> None:
         # One cheap revision read per batch: a subscription made a moment ago by another
         # process's API is matched already (SPEC 1: events at or after its createdAt).
         with contextlib.suppress(StoreUnavailable, OSError):
@@ -223,11 +239,9 @@ class Ingest:
         batch = self._parse(records)
         await self._dead_letter(batch.dead)
         created = await self._record(batch)
-        if self._settings.crash_after_record and batch.events:
-            os.kill(os.getpid(), signal.SIGKILL)
         if created:
             by_event = {(e.org_id, e.id): e for e in batch.events}
-            self._dispatcher.submit([_job(d, by_event[(d.org_id, d.event_id)]) for d in created])
+            self._submit([_job(d, by_event[(d.org_id, d.event_id)]) for d in created])
             for delivery in created:
                 self._metrics.child(self._metrics.deliveries, delivery.event, "created").inc()
         duplicates = len(batch.deliveries) - len(created)
@@ -238,13 +252,13 @@ class Ingest:
             if tp in owned:  # a partition revoked meanwhile is someone else's to commit
                 self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
 
-    def _parse(self, records: dict[TopicPartition, list[object]]) -> _Batch:
+    def _parse(self, records: Records) -> _Batch:
         batch = _Batch([], [], [], {})
         for tp, partition_records in records.items():
             for record in partition_records:
-                offset: int = record.offset  # type: ignore[attr-defined]
+                offset = record.offset
                 batch.last[tp] = offset + 1
-                parsed = parse_event(record.value, self._settings.max_event_bytes)  # type: ignore[attr-defined]
+                parsed = parse_event(record.value, self._settings.max_event_bytes)
                 if isinstance(parsed, Rejected):
                     batch.dead.append((record, parsed.reason))
                     continue
@@ -255,7 +269,7 @@ class Ingest:
         return batch
 
     def _accept(
-        self, event: Accepted, record: object, tp: TopicPartition, offset: int, batch: _Batch
+        self, event: Accepted, record: Record, tp: TopicPartition, offset: int, batch: _Batch
     ) -> None:
         self._metrics.child(self._metrics.events_consumed, tp.topic, event.event).inc()
         occurred_ms = int(event.occurred_at.timestamp() * 1000)
@@ -278,7 +292,7 @@ class Ingest:
             for s in matches
         )
 
-    async def _dead_letter(self, dead: Sequence[tuple[object, str]]) -> None:
+    async def _dead_letter(self, dead: Sequence[tuple[Record, str]]) -> None:
         """Writes rejected records to the DLQ and waits for every acknowledgement, so their
         offsets are never committed unwritten. Retriable errors are retried (only the records
         not yet acknowledged); a record the broker can never take (too large) goes without its
@@ -288,7 +302,7 @@ class Ingest:
         assert self._producer is not None
         todo = [(record, reason, False) for record, reason in dead]
         while todo:
-            failed: list[tuple[object, str, bool]] = []
+            failed: list[tuple[Record, str, bool]] = []
             sends = [self._send_dead(record, reason, drop) for record, reason, drop in todo]
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
             for (record, reason, drop), outcome in zip(todo, outcomes, strict=True):
@@ -304,17 +318,16 @@ class Ingest:
             if todo:
                 await asyncio.sleep(1.0)
         for record, reason in dead:
-            topic: str = record.topic  # type: ignore[attr-defined]
-            self._metrics.events_dead_lettered.labels(topic, reason.split(":")[0]).inc()
+            self._metrics.events_dead_lettered.labels(record.topic, reason.split(":")[0]).inc()
             log.warning(
                 "ingest.dead_lettered",
-                topic=topic,
-                partition=record.partition,  # type: ignore[attr-defined]
-                offset=record.offset,  # type: ignore[attr-defined]
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
                 reason=reason,
             )
 
-    async def _send_dead(self, record: Any, reason: str, drop_value: bool) -> None:
+    async def _send_dead(self, record: Record, reason: str, drop_value: bool) -> None:
         assert self._producer is not None
         value: bytes | None = record.value
         headers = [
@@ -346,8 +359,8 @@ class Ingest:
                     return await self._store.record_events(
                         batch.events,
                         batch.deliveries,
-                        self._dispatcher.owner,
-                        self._dispatcher.lease_ms(),
+                        self._lease.owner,
+                        self._lease.ms,
                     )
                 except (StoreUnavailable, OSError) as exc:
                     self._metrics.store_errors.labels("record_events").inc()
@@ -438,11 +451,8 @@ class Ingest:
                 continue
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
 
-    def committed(self) -> dict[TopicPartition, int]:
-        return dict(self._committed)
 
-
-def _fetch_options(wait: float) -> dict[str, int]:
+def fetch_options(wait: float) -> dict[str, int]:
     """WEBHOOKS_KAFKA_FETCH_WAIT. 0 keeps aiokafka's defaults: the broker answers as soon as one
     byte is there (or after 500 ms when idle). Above 0 the broker holds a fetch until 64 KiB are
     there or `wait` has passed: measured at 2,500 events/s, 10 ms cost about 6% less CPU per
@@ -453,8 +463,8 @@ def _fetch_options(wait: float) -> dict[str, int]:
     return {"fetch_min_bytes": FETCH_BATCH_BYTES, "fetch_max_wait_ms": max(1, int(wait * 1000))}
 
 
-def _sibling(record: object) -> str | None:
-    for key, value in record.headers:  # type: ignore[attr-defined]
+def _sibling(record: Record) -> str | None:
+    for key, value in record.headers:
         if key.lower() == SIBLING_HEADER and value:
             text = value.decode("utf-8", errors="replace").strip()
             return text if _SIBLING.match(text) else None
@@ -471,5 +481,4 @@ def _job(delivery: NewDelivery, event: IncomingEvent) -> DeliveryJob:
         sibling_service=event.sibling_service,
         attempts=0,
         occurred_at=event.occurred_at,
-        created_at=event.occurred_at,
     )

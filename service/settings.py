@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.signing import SignatureHeaders
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -62,14 +64,6 @@ DurationList = Annotated[list[float], NoDecode, BeforeValidator(_duration_list)]
 class OffsetReset(enum.StrEnum):
     EARLIEST = "earliest"
     LATEST = "latest"
-
-
-class SignatureHeaders(enum.StrEnum):
-    """Which signature headers a delivery carries (SPEC section 2)."""
-
-    LEGACY = "legacy"
-    BOTH = "both"
-    QUANTUM = "quantum"
 
 
 class LogFormat(enum.StrEnum):
@@ -141,10 +135,6 @@ class Settings(BaseSettings):
     lease: Duration = 300.0
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
-
-    # Fault injection for the crash-safety test: the process SIGKILLs itself right after its first
-    # batch is recorded, before the offsets are committed. Never set outside tests.
-    crash_after_record: bool = False
 
     # Logs (SPEC section 7)
     log_format: LogFormat = LogFormat.JSON

@@ -10,13 +10,22 @@ never JSON re-serialised on either side.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import re
 import time
 from collections.abc import Sequence
 
 from service.errors import SignatureError
-from service.settings import SignatureHeaders
+
+
+class SignatureHeaders(enum.StrEnum):
+    """Which signature headers a delivery carries (SPEC section 2)."""
+
+    LEGACY = "legacy"
+    BOTH = "both"
+    QUANTUM = "quantum"
+
 
 LEGACY_HEADER = "X-Identity-Signature"
 QUANTUM_HEADER = "X-Quantum-Signature"

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from service.api.problems import problem
-from service.keys import STORE
+from service.appkeys import STORE
 
 ORG: web.RequestKey[str] = web.RequestKey("org", str)
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{8,200})$")

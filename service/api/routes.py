@@ -20,15 +20,16 @@ from service.api.models import (
     PatchSubscription,
     SubscriptionList,
     SubscriptionRow,
+    TestResult,
 )
+from service.api.paging import decode_cursor, encode_cursor
 from service.api.problems import invalid, problem
+from service.appkeys import ON_CHANGE, SETTINGS, STORE, TESTER
 from service.egress import vet_url
 from service.errors import TargetRejected
 from service.events import format_time
-from service.keys import ON_CHANGE, SETTINGS, STORE, TESTER
 from service.store import Store, SubscriptionChanges
-from service.store.models import Health, Subscription
-from service.store.sql import decode_cursor
+from service.store.models import AttemptRecord, DeliverySummary, Subscription
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
@@ -138,8 +139,8 @@ class SubscriptionApi:
             await on_change(subscription_id)
 
     @staticmethod
-    def _row(subscription: Subscription, health: Health) -> SubscriptionRow:
-        last = health.last_delivery
+    def _row(subscription: Subscription, summary: DeliverySummary) -> SubscriptionRow:
+        last = summary.last_delivery
         return SubscriptionRow.model_validate(
             {
                 "id": subscription.id,
@@ -148,7 +149,7 @@ class SubscriptionApi:
                 "installedBy": subscription.installed_by,
                 "active": subscription.active,
                 "createdAt": iso(subscription.created_at),
-                "deliveryCount": health.delivery_count,
+                "deliveryCount": summary.delivery_count,
                 "lastDelivery": None
                 if last is None
                 else {
@@ -163,8 +164,8 @@ class SubscriptionApi:
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
-        health = await _store(request).health([s.id for s in subscriptions])
-        return [self._row(s, health[s.id]) for s in subscriptions]
+        summaries = await _store(request).delivery_summaries([s.id for s in subscriptions])
+        return [self._row(s, summaries[s.id]) for s in subscriptions]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -216,9 +217,9 @@ class SubscriptionApi:
         if errors:
             return invalid(errors)
         page = await _store(request).list_subscriptions(request[ORG], limit, after)
-        return _json(
-            SubscriptionList(rows=await self._rows(request, page.rows), nextCursor=page.next_cursor)
-        )
+        rows = await self._rows(request, page.rows)
+        cursor = None if page.next_after is None else encode_cursor(page.next_after)
+        return _json(SubscriptionList(rows=rows, nextCursor=cursor))
 
     async def get(self, request: web.Request) -> web.Response:
         subscription_id = self._id(request)
@@ -286,4 +287,14 @@ class SubscriptionApi:
         tester = request.config_dict.get(TESTER)
         if tester is None:
             return problem(503, "this process runs without the dispatcher")
-        return _json(await tester.send_test(found))
+        return _json(_test_result(await tester.send_test(found)))
+
+
+def _test_result(record: AttemptRecord) -> TestResult:
+    return TestResult(
+        deliveryId=record.delivery_id,
+        status=record.new_status.value,
+        responseCode=record.status_code,
+        durationMs=record.duration_ms,
+        error=record.error,
+    )

@@ -1,4 +1,5 @@
-"""The store: one interface (`base.Store`), SQLite and PostgreSQL implementations, migrations."""
+"""The store: one interface (`base.Store`), one SQL implementation over a SQLite and a PostgreSQL
+driver, and migrations."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ async def open_store(settings: Settings, *, run_migrations: bool = True) -> Stor
     if run_migrations:
         await migrate(settings.database_url)
     if settings.is_postgres:
-        from service.store.postgres import PostgresStore  # noqa: PLC0415 - driver only when used
+        from service.store.postgres import open_postgres  # noqa: PLC0415 - driver only when used
 
-        return await PostgresStore.open(settings.database_url, box)
-    from service.store.sqlite import SqliteStore  # noqa: PLC0415
+        return await open_postgres(settings.database_url, box)
+    from service.store.sqlite import open_sqlite  # noqa: PLC0415
 
-    return await SqliteStore.open(sqlite_path(settings.database_url), box)
+    return await open_sqlite(sqlite_path(settings.database_url), box)

@@ -1,5 +1,5 @@
-"""The store's one interface. `sqlite.py` and `postgres.py` implement it (mostly through the
-shared SQL in `sql.py`); a contract test suite runs against both."""
+"""The store's one interface. `sql.SqlStore` implements it for both databases, over the thin
+drivers of `sqlite.py` and `postgres.py`; a contract test suite runs against both."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from service.store.models import (
     ApiKey,
     AttemptRecord,
     DeliveryJob,
-    Health,
+    DeliverySummary,
     IncomingEvent,
     NewDelivery,
     Subscription,
@@ -40,12 +40,16 @@ class SubscriptionChanges:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page of a listing; `next_after` is the id the next page starts after (None: the
+    last page). The API turns it into an opaque cursor."""
+
     rows: list[Subscription]
-    next_cursor: str | None
+    next_after: str | None
 
 
 class StoreUnavailable(Exception):
-    """The database did not answer; the caller pauses and tries again."""
+    """The database is away (down, locked, failing over, out of connections or disk); the
+    caller pauses and tries again, and the API answers 503."""
 
 
 class Store(abc.ABC):
@@ -96,7 +100,10 @@ class Store(abc.ABC):
         """Soft-deletes it and cancels its open deliveries."""
 
     @abc.abstractmethod
-    async def health(self, subscription_ids: Sequence[str]) -> dict[str, Health]: ...
+    async def delivery_summaries(
+        self, subscription_ids: Sequence[str]
+    ) -> dict[str, DeliverySummary]:
+        """Per subscription, how many deliveries it has had and how the latest one went."""
 
     @abc.abstractmethod
     async def subscriptions_revision(self) -> int:
@@ -124,9 +131,6 @@ class Store(abc.ABC):
     ) -> list[NewDelivery]:
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
         exists is left alone. Returns the deliveries that are new, leased to `lease_owner`."""
-
-    @abc.abstractmethod
-    async def jobs(self, delivery_ids: Sequence[str]) -> list[DeliveryJob]: ...
 
     @abc.abstractmethod
     async def claim_due(

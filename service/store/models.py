@@ -17,9 +17,6 @@ class DeliveryStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-
-
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     id: str
@@ -54,7 +51,9 @@ class LastDelivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Health:
+class DeliverySummary:
+    """A subscription's deliveries at a glance, for the API's rows."""
+
     delivery_count: int
     last_delivery: LastDelivery | None
 
@@ -93,7 +92,6 @@ class DeliveryJob:
     sibling_service: str | None
     attempts: int
     occurred_at: int
-    created_at: int
 
 
 @dataclass(frozen=True, slots=True)

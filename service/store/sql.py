@@ -1,36 +1,38 @@
-"""The store in SQL that both databases speak, over a small driver adapter.
+"""The store in the SQL that SQLite and PostgreSQL both speak: one `SqlStore`, over a thin
+`Driver` per database (`sqlite.py`, `postgres.py`).
 
-Statements are written with `$n` placeholders (asyncpg's); the SQLite adapter rewrites them to
-`?n`. Where the databases differ (bulk inserts, leases), `sqlite.py` and `postgres.py` override the
-method. Times are epoch milliseconds.
+A driver owns only what really differs: how a connection and a transaction are had, the
+placeholders (statements are written with `$n`, asyncpg's; the SQLite driver rewrites them), the
+row source of a bulk insert (`json_each` or `unnest`), the lock clause of a claim
+(`FOR UPDATE SKIP LOCKED` where replicas compete) and which of its errors mean "the database is
+away". Those errors become `StoreUnavailable` here, in one place, for every statement. Times are
+epoch milliseconds.
 """
 
 from __future__ import annotations
 
-import abc
-import base64
-import binascii
 import hashlib
-import re
 import secrets
-import time
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 import orjson
 import structlog
 
 from service import ids
-from service.store.base import Page, Store, SubscriptionChanges
+from service.clock import now_ms
+from service.store.base import Page, Store, StoreUnavailable, SubscriptionChanges
 from service.store.crypto import SecretBox
 from service.store.models import (
     ApiKey,
     AttemptRecord,
     DeliveryJob,
     DeliveryStatus,
-    Health,
+    DeliverySummary,
+    IncomingEvent,
     LastDelivery,
+    NewDelivery,
     Subscription,
 )
 
@@ -41,31 +43,9 @@ API_KEY_PREFIX = "qe_key_"
 SECRET_PREFIX = "qe_whsec_"  # noqa: S105 - a prefix, not a secret
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def hash_api_key(key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is as safe as a slow one and keeps auth cheap.
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-_CURSOR_ID = re.compile(rf"^{ids.SUBSCRIPTION}_[0-9A-Z]{{26}}$")
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The id a cursor points after; ValueError for anything this service did not hand out."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor this API returned") from None
-    if not _CURSOR_ID.match(raw):
-        raise ValueError("not a cursor this API returned")
-    return raw
 
 
 class Conn(Protocol):
@@ -81,16 +61,36 @@ class Conn(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
 
-class Database(Protocol):
+Column = tuple[str, str]
+"""A bulk insert's column: its name and its PostgreSQL type (`text`, `bigint` or `bytea`)."""
+
+
+class Driver(Protocol):
+    """What differs between the two databases; everything else is `SqlStore`'s."""
+
+    lock_due: str
+    """Appended to the SELECT of due deliveries a claim takes: `FOR UPDATE SKIP LOCKED` where
+    several replicas claim at once, empty where one process owns the database."""
+
     def transaction(self) -> AbstractAsyncContextManager[Conn]: ...
 
     def connection(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    def unavailable(self, exc: Exception) -> bool:
+        """True when `exc` means the database is away (down, locked, failing over, out of
+        connections or disk), not that the statement is wrong."""
 
     def in_list(self, placeholder: str) -> str:
         """SQL that is true when a column is in the list passed as `placeholder`, after `IN`
         or `= ANY`: the caller writes `column <in_list>`."""
 
     def list_param(self, values: Sequence[str]) -> Any: ...
+
+    def row_source(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Any]], first: int
+    ) -> tuple[str, list[Any]]:
+        """A `SELECT` of `rows` as a table with `columns`, for `INSERT … SELECT`; its
+        parameters are numbered from `$first`, and returned to be passed in that order."""
 
     async def close(self) -> None: ...
 
@@ -101,25 +101,61 @@ _SUBSCRIPTION_COLUMNS = (
 )
 _JOB_COLUMNS = (
     "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
-    "e.occurred_at, d.created_at"
+    "e.occurred_at"
 )
 _JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
 _OPEN = "status IN ('pending', 'retrying')"
 _BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
+_EVENT_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("org_id", "text"),
+    ("event", "text"),
+    ("occurred_at", "bigint"),
+    ("body", "bytea"),
+    ("sibling_service", "text"),
+    ("source", "text"),
+)
+_DELIVERY_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("event_id", "text"),
+    ("subscription_id", "text"),
+    ("event", "text"),
+    ("org_id", "text"),
+)
 
 
-class SqlStore(Store, abc.ABC):
-    """The shared implementation; subclasses supply the adapter and the dialect's bulk paths."""
+class SqlStore(Store):
+    """The store on either database, through its driver."""
 
-    def __init__(self, db: Database, box: SecretBox) -> None:
-        self._db = db
+    def __init__(self, driver: Driver, box: SecretBox) -> None:
+        self._driver = driver
         self._box = box
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._driver.transaction() as conn:
+                yield conn
+        except Exception as exc:
+            if self._driver.unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._driver.connection() as conn:
+                yield conn
+        except Exception as exc:
+            if self._driver.unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
     async def close(self) -> None:
-        await self._db.close()
+        await self._driver.close()
 
     async def ping(self) -> bool:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow("SELECT 1 AS one")
         return row is not None and row["one"] == 1
 
@@ -135,7 +171,7 @@ class SqlStore(Store, abc.ABC):
             created_at=now_ms(),
             revoked_at=None,
         )
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO api_keys (id, org_id, name, key_hash, prefix, created_at) "
                 "VALUES ($1, $2, $3, $4, $5, $6)",
@@ -149,7 +185,7 @@ class SqlStore(Store, abc.ABC):
         return record, key
 
     async def org_for_api_key(self, key: str) -> str | None:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT org_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
                 hash_api_key(key),
@@ -157,14 +193,14 @@ class SqlStore(Store, abc.ABC):
         return None if row is None else str(row["org_id"])
 
     async def list_api_keys(self) -> list[ApiKey]:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT id, org_id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY id"
             )
         return [ApiKey(**dict(row)) for row in rows]
 
     async def revoke_api_key(self, key_id: str) -> bool:
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             changed = await conn.execute(
                 "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
                 key_id,
@@ -177,11 +213,11 @@ class SqlStore(Store, abc.ABC):
     async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
         if not delivery_ids:
             return
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE deliveries SET lease_until = $3 "
-                f"WHERE id {self._db.in_list('$1')} AND lease_owner = $2",
-                self._db.list_param(delivery_ids),
+                f"WHERE id {self._driver.in_list('$1')} AND lease_owner = $2",
+                self._driver.list_param(delivery_ids),
                 owner,
                 now_ms() + lease_ms,
             )
@@ -219,7 +255,7 @@ class SqlStore(Store, abc.ABC):
             failing_since=None,
             secret=secret,
         )
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO subscriptions (id, org_id, url, events, installed_by, secret_enc, "
                 "active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -237,7 +273,7 @@ class SqlStore(Store, abc.ABC):
         return subscription
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
                 "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
@@ -247,7 +283,7 @@ class SqlStore(Store, abc.ABC):
         return None if row is None else self._subscription(row)
 
     async def list_subscriptions(self, org_id: str, limit: int, after: str | None) -> Page:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
                 "WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
@@ -257,7 +293,7 @@ class SqlStore(Store, abc.ABC):
             )
         subscriptions = [self._subscription(row) for row in rows[:limit]]
         more = len(rows) > limit
-        return Page(subscriptions, encode_cursor(subscriptions[-1].id) if more else None)
+        return Page(subscriptions, subscriptions[-1].id if more else None)
 
     async def update_subscription(
         self, org_id: str, subscription_id: str, changes: SubscriptionChanges
@@ -269,7 +305,7 @@ class SqlStore(Store, abc.ABC):
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
             assignments += ["deactivated_reason = NULL", "failing_since = NULL"]
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             row = await conn.fetchrow(
                 f"UPDATE subscriptions SET {', '.join(['updated_at = $3', *assignments])} "
                 "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
@@ -285,7 +321,7 @@ class SqlStore(Store, abc.ABC):
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         now = now_ms()
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             changed = await conn.execute(
                 "UPDATE subscriptions SET deleted_at = $3, active = $4, updated_at = $3 "
                 "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
@@ -308,7 +344,7 @@ class SqlStore(Store, abc.ABC):
 
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
         now = now_ms()
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             changed = await conn.execute(
                 "UPDATE subscriptions SET active = $3, deactivated_reason = $2, updated_at = $4 "
                 "WHERE id = $1 AND active = $5 AND deleted_at IS NULL",
@@ -330,12 +366,14 @@ class SqlStore(Store, abc.ABC):
                 await conn.execute(_BUMP_REVISION)
         return changed > 0
 
-    async def health(self, subscription_ids: Sequence[str]) -> dict[str, Health]:
+    async def delivery_summaries(
+        self, subscription_ids: Sequence[str]
+    ) -> dict[str, DeliverySummary]:
         if not subscription_ids:
             return {}
-        in_ids = self._db.in_list("$1")
-        ids_param = self._db.list_param(subscription_ids)
-        async with self._db.connection() as conn:
+        in_ids = self._driver.in_list("$1")
+        ids_param = self._driver.list_param(subscription_ids)
+        async with self._connection() as conn:
             counts = await conn.fetch(
                 "SELECT subscription_id, count(*) AS n FROM deliveries "
                 f"WHERE subscription_id {in_ids} AND status <> 'cancelled' "
@@ -358,17 +396,19 @@ class SqlStore(Store, abc.ABC):
             )
             for row in lasts
         }
-        return {sid: Health(count_of.get(sid, 0), last_of.get(sid)) for sid in subscription_ids}
+        return {
+            sid: DeliverySummary(count_of.get(sid, 0), last_of.get(sid)) for sid in subscription_ids
+        }
 
     async def subscriptions_revision(self) -> int:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
             )
         return 0 if row is None else int(row["value"])
 
     async def active_subscriptions(self) -> list[Subscription]:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
                 "WHERE active = $1 AND deleted_at IS NULL ORDER BY id",
@@ -385,7 +425,7 @@ class SqlStore(Store, abc.ABC):
         return active
 
     async def subscription_counts(self) -> dict[str, int]:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT active, count(*) AS n FROM subscriptions WHERE deleted_at IS NULL "
                 "GROUP BY active"
@@ -408,7 +448,6 @@ class SqlStore(Store, abc.ABC):
             sibling_service=row["sibling_service"],
             attempts=row["attempts"],
             occurred_at=row["occurred_at"],
-            created_at=row["created_at"],
         )
 
     def _due(
@@ -436,30 +475,92 @@ class SqlStore(Store, abc.ABC):
             args.append(subscription_id)
             conditions.append(f"subscription_id = ${len(args)}")
         if exclude:
-            args.append(self._db.list_param(exclude))
-            conditions.append(f"NOT (subscription_id {self._db.in_list(f'${len(args)}')})")
+            args.append(self._driver.list_param(exclude))
+            conditions.append(f"NOT (subscription_id {self._driver.in_list(f'${len(args)}')})")
         return " AND ".join(conditions), args
 
-    async def jobs(self, delivery_ids: Sequence[str]) -> list[DeliveryJob]:
-        if not delivery_ids:
-            return []
-        async with self._db.connection() as conn:
+    async def record_events(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease_owner: str,
+        lease_ms: int,
+    ) -> list[NewDelivery]:
+        now = now_ms()
+        async with self._transaction() as conn:
+            source, args = self._driver.row_source(
+                _EVENT_COLUMNS,
+                [
+                    (e.id, e.org_id, e.event, e.occurred_at, e.body, e.sibling_service, e.source)
+                    for e in events
+                ],
+                first=2,
+            )
+            # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
+            await conn.execute(
+                "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
+                "source, received_at) SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, "
+                f"r.sibling_service, r.source, $1 FROM ({source}) r WHERE true "
+                "ON CONFLICT (org_id, id) DO NOTHING",
+                now,
+                *args,
+            )
+            if not deliveries:
+                return []
+            source, args = self._driver.row_source(
+                _DELIVERY_COLUMNS,
+                [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
+                first=4,
+            )
+            rows = await conn.fetch(
+                "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+                "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
+                "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
+                f"$1, $1, $1, $2, $3 FROM ({source}) r WHERE true "
+                "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+                now,
+                lease_owner,
+                now + lease_ms,
+                *args,
+            )
+        created = {row["id"] for row in rows}
+        return [d for d in deliveries if d.id in created]
+
+    async def claim_due(
+        self,
+        owner: str,
+        limit: int,
+        lease_ms: int,
+        *,
+        subscription_id: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[DeliveryJob]:
+        where, args = self._due(owner, limit, lease_ms, subscription_id, exclude)
+        async with self._transaction() as conn:
+            claimed = await conn.fetch(
+                f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
+                f"ORDER BY next_attempt_at LIMIT $4 {self._driver.lock_due}) "
+                "UPDATE deliveries SET lease_owner = $2, lease_until = $3 "
+                "WHERE id IN (SELECT id FROM due) RETURNING id",
+                *args,
+            )
+            if not claimed:
+                return []
             rows = await conn.fetch(
                 f"SELECT {_JOB_COLUMNS} FROM deliveries d {_JOIN_EVENTS} "
-                f"WHERE d.id {self._db.in_list('$1')}",
-                self._db.list_param(delivery_ids),
+                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
+                self._driver.list_param([row["id"] for row in claimed]),
             )
-        by_id = {row["id"]: self._job(row) for row in rows}
-        return [by_id[i] for i in delivery_ids if i in by_id]
+        return [self._job(row) for row in rows]
 
     async def release(self, delivery_ids: Sequence[str]) -> None:
         if not delivery_ids:
             return
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
-                f"WHERE id {self._db.in_list('$1')}",
-                self._db.list_param(delivery_ids),
+                f"WHERE id {self._driver.in_list('$1')}",
+                self._driver.list_param(delivery_ids),
             )
 
     async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
@@ -472,7 +573,7 @@ class SqlStore(Store, abc.ABC):
         # id) — as deactivate and delete do, so concurrent writers cannot deadlock.
         ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
         result: dict[str, int | None] = {}
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             for subscription_id, (reset, first_failure) in sorted(clocks.items()):
                 if first_failure is None:
                     # Only a row that was failing is written: the healthy common case
@@ -532,12 +633,12 @@ class SqlStore(Store, abc.ABC):
         return result
 
     async def pending_count(self) -> int:
-        async with self._db.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {_OPEN}")
         return 0 if row is None else int(row["n"])
 
     async def purge(self, finished_before: int) -> int:
-        async with self._db.transaction() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries "
                 f"WHERE NOT ({_OPEN}) AND updated_at < $1)",

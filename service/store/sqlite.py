@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file, zero set-up. One process owns it.
+"""The SQLite driver: the embedded store, one file, zero set-up. One process owns it.
 
 One connection, serialised by a lock: SQLite has a single writer anyway, and a lock held for the
 whole of a transaction keeps another coroutine's statement out of it. WAL journal with
@@ -20,12 +20,26 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from service.store.base import StoreUnavailable
 from service.store.crypto import SecretBox
-from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.store.sql import _JOB_COLUMNS, _JOIN_EVENTS, Row, SqlStore, now_ms
+from service.store.sql import Column, Row, SqlStore
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+
+# Primary result codes that mean the file is away, locked or full, not that the SQL is wrong
+# (a "no such table" is an OperationalError too, and a bug).
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 
 
 @lru_cache(maxsize=512)
@@ -53,54 +67,18 @@ class _SqliteConn:
         await self._c.executemany(_sqlite_sql(sql), rows)
 
 
-class _SqliteDatabase:
+class SqliteDriver:
+    """One aiosqlite connection behind a lock."""
+
+    lock_due = ""  # one process owns the file: nobody to skip
+
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._connection = connection
         self._conn = _SqliteConn(connection)
         self._lock = asyncio.Lock()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteConn]:
-        async with self._lock:
-            try:
-                await self._connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(str(exc)) from exc
-            try:
-                yield self._conn
-                await self._connection.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._connection.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    # Locked, disk full, I/O error: the database is away, not the query wrong.
-                    raise StoreUnavailable(str(exc)) from exc
-                raise
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[_SqliteConn]:
-        async with self._lock:
-            yield self._conn
-
-    def in_list(self, placeholder: str) -> str:
-        return f"IN (SELECT value FROM json_each({placeholder}))"
-
-    def list_param(self, values: Sequence[str]) -> Any:
-        return orjson.dumps(list(values)).decode()
-
-    async def close(self) -> None:
-        await self._connection.close()
-
-
-class SqliteStore(SqlStore):
-    """The SQLite implementation of the store."""
-
-    def __init__(self, db: _SqliteDatabase, box: SecretBox) -> None:
-        super().__init__(db, box)
-        self._sqlite = db
-
     @classmethod
-    async def open(cls, path: Path, box: SecretBox) -> SqliteStore:
+    async def open(cls, path: Path) -> SqliteDriver:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(path, isolation_level=None)
         connection.row_factory = aiosqlite.Row
@@ -111,77 +89,62 @@ class SqliteStore(SqlStore):
             "PRAGMA temp_store=MEMORY",
         ):
             await connection.execute(pragma)
-        return cls(_SqliteDatabase(connection), box)
+        # For bulk rows of bytes, which JSON cannot carry but hex can (SQLite has `unhex`
+        # only from 3.41).
+        await connection.create_function("unhex", 1, _unhex, deterministic=True)
+        return cls(connection)
 
-    async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
-    ) -> list[NewDelivery]:
-        now = now_ms()
-        async with self._sqlite.transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
-                "source, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (org_id, id) DO NOTHING",
-                [
-                    (
-                        e.id,
-                        e.org_id,
-                        e.event,
-                        e.occurred_at,
-                        e.body,
-                        e.sibling_service,
-                        e.source,
-                        now,
-                    )
-                    for e in events
-                ],
-            )
-            if not deliveries:
-                return []
-            rows = await conn.fetch(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
-                "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
-                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-                "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-                "json_extract(value, '$[4]'), 'pending', 0, "
-                "$2, $2, $2, $3, $4 FROM json_each($1) WHERE true "
-                "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-                orjson.dumps(
-                    [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries]
-                ),
-                now,
-                lease_owner,
-                now + lease_ms,
-            )
-        created = {row["id"] for row in rows}
-        return [d for d in deliveries if d.id in created]
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteConn]:
+        async with self._lock:
+            await self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                await self._connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._connection.execute("ROLLBACK")
+                raise
 
-    async def claim_due(
-        self,
-        owner: str,
-        limit: int,
-        lease_ms: int,
-        *,
-        subscription_id: str | None = None,
-        exclude: Sequence[str] = (),
-    ) -> list[DeliveryJob]:
-        where, args = self._due(owner, limit, lease_ms, subscription_id, exclude)
-        async with self._sqlite.transaction() as conn:
-            claimed = await conn.fetch(
-                "UPDATE deliveries SET lease_owner = $2, lease_until = $3 WHERE id IN ("
-                f"SELECT id FROM deliveries WHERE {where} "
-                "ORDER BY next_attempt_at LIMIT $4) RETURNING id",
-                *args,
-            )
-            if not claimed:
-                return []
-            rows = await conn.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM deliveries d {_JOIN_EVENTS} "
-                f"WHERE d.id {self._sqlite.in_list('$1')} ORDER BY d.next_attempt_at",
-                self._sqlite.list_param([row["id"] for row in claimed]),
-            )
-        return [self._job(row) for row in rows]
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[_SqliteConn]:
+        async with self._lock:
+            yield self._conn
+
+    def unavailable(self, exc: Exception) -> bool:
+        if isinstance(exc, sqlite3.OperationalError):
+            return (exc.sqlite_errorcode & 0xFF) in _UNAVAILABLE_CODES
+        return isinstance(exc, OSError)
+
+    def in_list(self, placeholder: str) -> str:
+        return f"IN (SELECT value FROM json_each({placeholder}))"
+
+    def list_param(self, values: Sequence[str]) -> Any:
+        return orjson.dumps(list(values)).decode()
+
+    def row_source(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Any]], first: int
+    ) -> tuple[str, list[Any]]:
+        """One JSON array of rows, taken apart by `json_each`; bytes travel as hex."""
+        blobs = [i for i, (_, kind) in enumerate(columns) if kind == "bytea"]
+        if blobs:
+            rows = [
+                [v.hex() if i in blobs and v is not None else v for i, v in enumerate(row)]
+                for row in rows
+            ]
+        picks = []
+        for i, (name, kind) in enumerate(columns):
+            pick = f"json_extract(value, '$[{i}]')"
+            picks.append(f"{f'unhex({pick})' if kind == 'bytea' else pick} AS {name}")
+        return f"SELECT {', '.join(picks)} FROM json_each(${first})", [orjson.dumps(rows)]
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+def _unhex(text: str | None) -> bytes | None:
+    return None if text is None else bytes.fromhex(text)
+
+
+async def open_sqlite(path: Path, box: SecretBox) -> SqlStore:
+    return SqlStore(await SqliteDriver.open(path), box)

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from deploy.local.receiver import Receipts
 from service.store.models import DeliveryStatus
-from tests.bench.receiver import Receipts
 from tests.bench.stack import StoreRow
 
 

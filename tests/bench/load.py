@@ -23,8 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from service.events import CATALOG
 from service.samples import record_key, sample_event
-from service.settings import SignatureHeaders
-from service.signing import signature_headers
+from service.signing import SignatureHeaders, signature_headers
 from tests.bench.stack import ORG, Topics
 
 SLEEP_QUANTUM = 0.001

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from deploy.local.receiver import Receipts, ReceiverProcess
 from service.events import CATALOG
 from tests.bench.ledger import Ledger, balance, first_arrivals
 from tests.bench.load import OpenLoad, Phase, Produced
-from tests.bench.receiver import Receipts, ReceiverProcess
 from tests.bench.stack import (
     VAR,
     Backends,

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deploy.local.receiver import ReceiverProcess
 from service.events import CATALOG
 from tests.bench.ledger import latencies, latency_summary_ms
 from tests.bench.load import Phase, raw_floor
-from tests.bench.receiver import ReceiverProcess
 from tests.bench.runner import FAIL, HANG, OK, RunResult, ServiceRun
 from tests.bench.stack import Backends, proc_stats
 

@@ -14,6 +14,7 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
+from deploy.local.receiver import start_receiver
 from service import ids
 from service.api.models import (
     CreatedSubscription,
@@ -25,12 +26,11 @@ from service.api.models import (
 )
 from service.api.openapi import document
 from service.app import Roles, create_app
-from service.keys import STORE
+from service.appkeys import STORE
+from service.clock import now_ms
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
-from service.store.sql import now_ms
-from tests.support.receiver import start_receiver
 
 BASE = "/api/identity/webhooks"
 SEED_REQUEST = {

@@ -17,15 +17,14 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import SecretStr
 
-from service.demo import receiver_app
+from deploy.local.receiver import DEMO_PATH, Receiver
 from service.events import Accepted, Rejected, parse_event
 from service.samples import sample_event
-from service.settings import SignatureHeaders, load_settings
-from service.signing import signature_headers
+from service.settings import load_settings
+from service.signing import SignatureHeaders, signature_headers
 from service.store import open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
@@ -304,15 +303,8 @@ async def demo_receiver(tmp_path: Path) -> AsyncIterator[DemoReceiver]:
     secret_file = tmp_path / "secret"
     secret_file.write_text("")
     lines: list[str] = []
-    runner = web.AppRunner(receiver_app(secret_file, lines.append), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield DemoReceiver(f"http://127.0.0.1:{port}/webhooks/identity", secret_file, lines)
-    finally:
-        await runner.cleanup()
+    async with Receiver(secret_file=secret_file, emit=lines.append).serving() as receiver:
+        yield DemoReceiver(receiver.base + DEMO_PATH, secret_file, lines)
 
 
 SECRET = "qe_whsec_demo0123456789abcdef"
@@ -423,8 +415,7 @@ async def test_demo_receiver_command_writes_its_url_and_stops_on_sigterm(tmp_pat
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service.demo",
-        "receiver",
+        "deploy.local.receiver",
         "--secret-file",
         str(secret_file),
         "--url-file",

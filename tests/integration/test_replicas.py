@@ -14,12 +14,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from deploy.local.receiver import Receiver, start_receiver
 from service.samples import sample_event
 from service.settings import Settings, load_settings
 from service.store import Store, open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
-from tests.support.receiver import Receiver, start_receiver
+from tests.support.stall_before_commit import MARK as STALL_MARK
+
+STALL_MODULE = "tests.support.stall_before_commit"
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ async def produce(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]
 
 
 async def delivery_rows(store: Store, subscription_ids: list[str]) -> int:
-    health = await store.health(subscription_ids)
+    health = await store.delivery_summaries(subscription_ids)
     return sum(h.delivery_count for h in health.values())
 
 
@@ -88,12 +91,13 @@ async def test_sigkill_before_commit_loses_nothing_and_duplicates_no_record(
     group = f"crash-{uuid.uuid4().hex[:8]}"
     events = await produce(kafka_bootstrap, topics[0], 20)
 
-    doomed = ServiceProcess(
-        service_env(settings, topics, group, WEBHOOKS_CRASH_AFTER_RECORD="true")
-    )
+    # Killed from outside at its first offset commit, right after its first batch is recorded.
+    doomed = ServiceProcess(service_env(settings, topics, group), module=STALL_MODULE)
     await doomed.start()
-    code = await doomed.wait(timeout=60)
-    assert code == -9, "".join(doomed.logs[-20:])
+    await doomed.wait_for_log(STALL_MARK)
+    await doomed.kill()
+    assert doomed.process is not None
+    assert doomed.process.returncode == -9
     recorded = await delivery_rows(store, [s.id for s in subs])
     assert recorded > 0
     offsets = await kafka_admin.list_consumer_group_offsets(group)

@@ -44,8 +44,10 @@ async def wait_ready(
 class ServiceProcess:
     """One service process; its stderr (JSON logs) is collected for assertions."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], module: str = "service") -> None:
+        """`module` runs as `python -m <module> serve`: the service, or a test wrapper of it."""
         self.port = free_port()
+        self._module = module
         self._env = {
             **os.environ,
             **env,
@@ -60,7 +62,7 @@ class ServiceProcess:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "service",
+            self._module,
             "serve",
             env=self._env,
             stdout=asyncio.subprocess.DEVNULL,
@@ -83,6 +85,15 @@ class ServiceProcess:
             lambda: AssertionError("service exited:\n" + "".join(self.logs[-30:])),
             timeout,
         )
+
+    async def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Until a line of its stderr holds `text`; AssertionError if it exits first."""
+        assert self.process is not None
+        async with asyncio.timeout(timeout):
+            while not any(text in line for line in self.logs):
+                if self.process.returncode is not None:
+                    raise AssertionError("service exited:\n" + "".join(self.logs[-30:]))
+                await asyncio.sleep(0.05)
 
     async def wait(self, timeout: float = 60) -> int:
         assert self.process is not None

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from service.dispatch import Dispatcher
-from service.ingest import COMMIT_INTERVAL, Ingest, _fetch_options
+from service.ingest import COMMIT_INTERVAL, Ingest, Lease, fetch_options
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
@@ -23,14 +22,21 @@ from service.store.models import DeliveryJob, IncomingEvent, NewDelivery, Subscr
 TP = TopicPartition("identity.verification.created", 0)
 
 
-@dataclass
-class Record:
-    offset: int
-    value: bytes | None
-    topic: str = TP.topic
-    partition: int = TP.partition
-    key: bytes = b"cus_1"
-    headers: tuple[tuple[str, bytes], ...] = ()
+def Record(offset: int, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
+    """A record as aiokafka hands it out."""
+    return ConsumerRecord(
+        topic=TP.topic,
+        partition=TP.partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"cus_1",
+        value=value,
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=len(value or b""),
+        headers=(),
+    )
 
 
 @dataclass
@@ -86,11 +92,7 @@ class FlakyStore:
 
 @dataclass
 class FakeDispatcher:
-    owner: str = "me"
     submitted: list[DeliveryJob] = field(default_factory=list)
-
-    def lease_ms(self) -> int:
-        return 60_000
 
     def submit(self, jobs: Sequence[DeliveryJob]) -> None:
         self.submitted.extend(jobs)
@@ -131,10 +133,11 @@ def make(failures: int) -> tuple[Ingest, FakeConsumer, FlakyStore, FakeDispatche
         settings=load_settings(),
         store=cast(Store, store),
         index=cast(SubscriptionIndex, FakeIndex(subscription())),
-        dispatcher=cast(Dispatcher, dispatcher),
+        submit=dispatcher.submit,
+        lease=Lease("me", 60_000),
         metrics=Metrics(),
     )
-    ingest._consumer = consumer
+    ingest._consumer = cast(AIOKafkaConsumer, consumer)
     return ingest, consumer, store, dispatcher
 
 
@@ -204,9 +207,9 @@ async def test_commits_skip_partitions_no_longer_owned() -> None:
     assert consumer.committed == {TP: 3}
 
 
-def test_the_fetch_wait_setting_picks_the_fetch_options() -> None:
+def test_the_fetch_wait_setting_picks_thefetch_options() -> None:
     # 0: aiokafka's own defaults, an answer as soon as any record is there.
-    assert _fetch_options(0.0) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
+    assert fetch_options(0.0) == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
     # Above 0: fuller fetches, held at most that long.
-    assert _fetch_options(0.01) == {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 10}
-    assert _fetch_options(0.0001)["fetch_max_wait_ms"] == 1
+    assert fetch_options(0.01) == {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 10}
+    assert fetch_options(0.0001)["fetch_max_wait_ms"] == 1

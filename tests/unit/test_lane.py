@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.dispatch import Lane
+from service.delivery.lane import Lane
 from service.store.models import DeliveryJob
 
 
@@ -20,7 +20,6 @@ def job(n: int) -> DeliveryJob:
         sibling_service=None,
         attempts=0,
         occurred_at=0,
-        created_at=0,
     )
 
 

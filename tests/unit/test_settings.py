@@ -10,10 +10,10 @@ from pydantic import SecretStr
 from service.settings import (
     DEFAULT_RETRY_SCHEDULE,
     SettingsError,
-    SignatureHeaders,
     load_settings,
     parse_duration,
 )
+from service.signing import SignatureHeaders
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ import pytest
 
 from service.cli import main
 from service.errors import SignatureError
-from service.settings import SignatureHeaders
 from service.signing import (
+    SignatureHeaders,
     legacy_signature,
     quantum_signature,
     signature_headers,

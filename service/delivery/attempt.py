@@ -1,0 +1,158 @@
+"""One HTTP attempt: the headers, the signed POST, the bounded read of the answer, and what kind
+of answer it was. It returns a plain `Exchange` and decides nothing about what comes next (that
+is `retry.decide`).
+
+All attempts share one pooled `ClientSession` (STYLE lesson 4). Redirects are not followed, at
+most 64 KiB of an answer is read and its first KiB kept for the attempt log (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from service import __version__
+from service.egress import check_literal_target
+from service.errors import TargetRejected
+from service.signing import SignatureHeaders, signature_headers
+from service.store.models import DeliveryJob, Subscription
+
+USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
+MAX_RESPONSE_BYTES = 64 * 1024
+EXCERPT_BYTES = 1024
+
+
+class ResultClass(enum.StrEnum):
+    """How an attempt ended, for metrics and the attempt log."""
+
+    OK = "2xx"
+    REDIRECT = "3xx"
+    CLIENT_ERROR = "4xx"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+
+
+def classify(status: int | None, *, timed_out: bool = False) -> ResultClass:
+    if timed_out:
+        return ResultClass.TIMEOUT
+    if status is None:
+        return ResultClass.CONNECTION
+    if 200 <= status < 300:
+        return ResultClass.OK
+    if 300 <= status < 400:
+        return ResultClass.REDIRECT
+    if 400 <= status < 500:
+        return ResultClass.CLIENT_ERROR
+    return ResultClass.SERVER_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one POST came to. Times are epoch seconds."""
+
+    started: float
+    duration: float
+    status: int | None  # None when no answer came
+    result: ResultClass
+    error: str | None  # for people: "HTTP 503", "timed out after 10s", "refused: …"
+    excerpt: str | None  # the answer's first KiB, printable
+    retry_after: str | None  # the Retry-After header as sent
+
+
+class Sender:
+    """Signs and POSTs one delivery through the shared session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        header_formats: SignatureHeaders,
+        timeout: float,
+        connect_timeout: float,
+        allow_private: bool,
+    ) -> None:
+        self._session = session
+        self._formats = header_formats
+        self._timeout_s = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._allow_private = allow_private
+
+    def headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
+        """Every header but the User-Agent, which is the session's default (see `app.py`)."""
+        headers = {
+            "Content-Type": "application/json",
+            "X-Identity-Event": job.event,
+            "X-Identity-Delivery": job.id,
+            **signature_headers(self._formats, [subscription.secret], job.body, ts),
+        }
+        if job.sibling_service:
+            headers["X-Sibling-Service"] = job.sibling_service
+        return headers
+
+    async def send(self, job: DeliveryJob, subscription: Subscription) -> Exchange:
+        """Signs `job` afresh (t = now), POSTs it and classifies the answer; never raises for
+        anything the endpoint or the network does."""
+        status: int | None = None
+        excerpt: str | None = None
+        error: str | None = None
+        retry_after: str | None = None
+        timed_out = False
+        started = time.time()
+        try:
+            if not self._allow_private:
+                check_literal_target(subscription.url, allow_private=False)
+            async with self._session.post(
+                subscription.url,
+                data=job.body,
+                headers=self.headers(job, subscription, int(started)),
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                excerpt = await read_excerpt(response)
+        except TimeoutError:
+            timed_out = True
+            error = f"timed out after {self._timeout_s:g}s"
+        except TargetRejected as exc:
+            error = f"refused: {exc.reason}"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            error = printable(f"{type(exc).__name__}: {exc}"[:500])
+        result = classify(status, timed_out=timed_out)
+        if result is not ResultClass.OK and error is None:
+            error = f"HTTP {status}"
+        return Exchange(
+            started=started,
+            duration=time.time() - started,
+            status=status,
+            result=result,
+            error=error,
+            excerpt=excerpt,
+            retry_after=retry_after,
+        )
+
+
+async def read_excerpt(response: aiohttp.ClientResponse) -> str:
+    """Reads at most 64 KiB of the body (a lying or endless endpoint cannot make us read more)
+    and keeps the first KiB for the attempt log."""
+    data = bytearray()
+    while len(data) < MAX_RESPONSE_BYTES:
+        chunk = await response.content.read(MAX_RESPONSE_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return printable(bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")
+
+
+def printable(text: str) -> str:
+    """What an endpoint sends us is stored and logged: no NUL (PostgreSQL text refuses it) and
+    no other control characters."""
+    return _CONTROL.sub("\ufffd", text)

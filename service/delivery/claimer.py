@@ -1,0 +1,106 @@
+"""The claimer: takes due work from the store (retries, what lanes turned away, a crashed
+replica's deliveries), keeps this process's leases alive, and forgets idle lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from service.delivery.lane import Lanes
+from service.delivery.recorder import Recorder
+from service.metrics import Metrics
+from service.store import Store, StoreUnavailable
+from service.store.models import DeliveryJob
+
+log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 200
+
+
+class Claimer:
+    """Claims every `poll_interval`, or at once when woken (a lane found room)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lanes: Lanes,
+        recorder: Recorder,
+        submit: Callable[[Sequence[DeliveryJob]], None],
+        metrics: Metrics,
+        owner: str,
+        lease: float,
+        poll_interval: float,
+    ) -> None:
+        self._store = store
+        self._lanes = lanes
+        self._recorder = recorder
+        self._submit = submit
+        self._metrics = metrics
+        self._owner = owner
+        self._lease = lease
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Claim now rather than at the next interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        while True:
+            if loop.time() - renewed > self._lease / 3:
+                renewed = loop.time()
+                await self._renew_leases()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._claim_once()
+            except (StoreUnavailable, OSError) as exc:
+                self._metrics.store_errors.labels("claim").inc()
+                log.warning("dispatch.claim_failed", error=str(exc))
+            self._lanes.forget_idle()
+            self._metrics.lanes.set(len(self._lanes))
+            self._metrics.lanes_circuit_open.set(self._lanes.circuits_open())
+
+    async def _renew_leases(self) -> None:
+        """Keeps the leases of everything this process holds (queued, in flight, unrecorded)
+        from expiring, however long a slow lane takes, so no other replica sends it too."""
+        held = self._lanes.held()
+        held.update(self._recorder.unrecorded())
+        try:
+            await self._store.renew(sorted(held), self._owner, self._lease_ms)
+        except (StoreUnavailable, OSError) as exc:
+            log.warning("dispatch.renew_failed", error=str(exc))
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self._lease * 1000)
+
+    async def _claim_once(self) -> None:
+        """Backlogged lanes with room take their own due deliveries, as many as fit; then
+        everyone else's due work is claimed, leaving out lanes that are full or backlogged."""
+        busy = [lane for lane in self._lanes if lane.backlogged or lane.room <= 0]
+        for lane in busy:
+            if not lane.wants_claim:
+                continue
+            wanted = lane.room
+            jobs = await self._store.claim_due(
+                self._owner, wanted, self._lease_ms, subscription_id=lane.subscription_id
+            )
+            lane.backlogged = len(jobs) >= wanted
+            self._submit(jobs)
+        jobs = await self._store.claim_due(
+            self._owner,
+            CLAIM_BATCH,
+            self._lease_ms,
+            exclude=[lane.subscription_id for lane in busy],
+        )
+        if jobs:
+            self._submit(jobs)

@@ -1,0 +1,325 @@
+"""The dispatcher: takes deliveries in (from ingest, the claimer and `/test`), runs each through
+its lane — send (`attempt`), decide (`retry.decide`), record (`recorder`) — and acts on what was
+decided once it is durable (count it, log it, deactivate the subscription). It drains on stop.
+
+New deliveries from ingest go out at once; retries and leftovers come back through the claimer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from service import ids
+from service.delivery.attempt import Exchange, Sender
+from service.delivery.claimer import Claimer
+from service.delivery.lane import Lane, Lanes
+from service.delivery.recorder import Clocks, Recorder
+from service.delivery.retry import Decision, RetryPolicy, decide
+from service.events import TEST_EVENT, test_event_body
+from service.matching import SubscriptionIndex
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import Store
+from service.store.models import (
+    AttemptRecord,
+    DeliveryJob,
+    DeliveryStatus,
+    IncomingEvent,
+    NewDelivery,
+    Subscription,
+)
+from service.supervise import Fatal
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    """Owns the lanes, the recorder and the claimer; one per process."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        index: SubscriptionIndex,
+        sender: Sender,
+        metrics: Metrics,
+        owner: str,
+        fatal: Fatal | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._index = index
+        self._sender = sender
+        self._metrics = metrics
+        self.owner = owner
+        self.lease_ms = int(settings.lease * 1000)
+        self._policy = RetryPolicy(tuple(settings.retry_schedule), settings.disable_after)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._fatal = fatal or Fatal()
+        self._recorder = Recorder(store, metrics)
+        self._lanes = Lanes(self._open_lane)
+        self._claimer = Claimer(
+            store=store,
+            lanes=self._lanes,
+            recorder=self._recorder,
+            submit=self.submit,
+            metrics=metrics,
+            owner=owner,
+            lease=settings.lease,
+            poll_interval=settings.poll_interval,
+        )
+        self._accepting = True
+        self._tests: set[asyncio.Task[AttemptRecord]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
+
+    def _open_lane(self, subscription_id: str) -> Lane:
+        subscription = self._index.get(subscription_id)
+        return Lane(
+            subscription_id,
+            self._settings.lane_concurrency,
+            self._settings.lane_queue_size,
+            self._deliver,
+            self._claimer.wake,
+            failing_since=None if subscription is None else subscription.failing_since,
+            fatal=self._fatal,
+        )
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def submit(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Hands new or claimed deliveries (leased to this process) to their lanes; what does
+        not fit is given back to the store to be claimed when its lane has room."""
+        overflow: list[str] = []
+        for job in jobs:
+            if not self._accepting or not self._lanes.open(job.subscription_id).offer(job):
+                overflow.append(job.id)
+        if overflow:
+            self._metrics.lane_overflow.inc(len(overflow))
+            self._recorder.release(overflow)
+
+    # -- one delivery through its lane -------------------------------------------------------
+
+    async def _deliver(self, job: DeliveryJob) -> bool:
+        """A lane's attempt: the lane's slot is free again once the HTTP exchange is over; the
+        outcome is recorded in the background (the lease covers the delivery until then)."""
+        subscription = self._index.get(job.subscription_id)
+        if subscription is None:
+            # Deleted or deactivated since it was queued: the store already closed the
+            # delivery; give the lease back in case it did not.
+            self._recorder.release([job.id])
+            return True
+        record, decision, durable = await self._attempt(job, subscription)
+        if decision.status is DeliveryStatus.SENT:
+            # The common case needs no task: count it once it is durable (a failed write
+            # stops the process through the recorder; it is not counted as sent).
+            durable.add_done_callback(lambda done: self._count_if_durable(done, job))
+            return True
+        task = asyncio.create_task(self._after_failure(record, decision, job, durable))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        self._fatal.watch(task)
+        return False
+
+    async def _attempt(
+        self, job: DeliveryJob, subscription: Subscription
+    ) -> tuple[AttemptRecord, Decision, asyncio.Future[Clocks]]:
+        """Sends, decides, and queues the record; the future resolves once it is durable."""
+        exchange = await self._sender.send(job, subscription)
+        lane = self._lanes.get(subscription.id)
+        failing_since = lane.failing_since if lane is not None else subscription.failing_since
+        decision = decide(
+            exchange,
+            number=job.attempts + 1,
+            failing_since_ms=failing_since,
+            policy=self._policy,
+            rng=self._rng,
+        )
+        if lane is not None:
+            if decision.status is DeliveryStatus.SENT:
+                lane.failing_since = None
+            elif failing_since is None:
+                lane.failing_since = int(exchange.started * 1000)
+        self._metrics.child(self._metrics.attempts, exchange.result.value).inc()
+        self._metrics.child(self._metrics.attempt_duration, exchange.result.value).observe(
+            exchange.duration
+        )
+        record = _record(job, subscription, exchange, decision)
+        durable = self._recorder.submit(record)
+        durable.add_done_callback(self._follow_clocks)
+        return record, decision, durable
+
+    def _follow_clocks(self, done: asyncio.Future[Clocks]) -> None:
+        """The store's failure clocks are the truth (other replicas attempt too): lanes follow."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        for subscription_id, since in done.result().items():
+            lane = self._lanes.get(subscription_id)
+            if lane is not None:
+                lane.failing_since = since
+
+    def _count_if_durable(self, done: asyncio.Future[Any], job: DeliveryJob) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._count_sent(job)
+
+    def _count_sent(self, job: DeliveryJob) -> None:
+        self._metrics.child(self._metrics.deliveries, job.event, "sent").inc()
+        self._metrics.end_to_end.observe(max(0.0, time.time() - job.occurred_at / 1000))
+
+    async def _after_failure(
+        self,
+        record: AttemptRecord,
+        decision: Decision,
+        job: DeliveryJob,
+        durable: asyncio.Future[Clocks],
+    ) -> None:
+        """Once the failed attempt is durable: log it, count a final failure, deactivate."""
+        await durable
+        log.info(
+            "delivery.attempt_failed",
+            delivery_id=record.delivery_id,
+            subscription_id=record.subscription_id,
+            event_id=job.event_id,
+            attempt=record.number,
+            status=record.status_code,
+            error=record.error,
+            next_status=decision.status.value,
+        )
+        if decision.status is DeliveryStatus.FAILED:
+            self._metrics.deliveries.labels(job.event, "failed").inc()
+        if decision.deactivate is not None:
+            await self._deactivate(record.subscription_id, decision.deactivate)
+
+    async def _deactivate(self, subscription_id: str, reason: str) -> None:
+        if await self._store.deactivate_subscription(subscription_id, reason):
+            log.warning("subscription.deactivated", subscription_id=subscription_id, reason=reason)
+            await self._index.refresh(force=True)
+
+    # -- /test -------------------------------------------------------------------------------
+
+    async def send_test(self, subscription: Subscription) -> AttemptRecord:
+        """`webhook.test` through the normal path — recorded, signed, sent, recorded — outside
+        the lane's queue, so a test answers now even when the lane is backed up."""
+        now = datetime.now(UTC)
+        event_id, body = test_event_body(subscription.org_id, now)
+        event = IncomingEvent(
+            id=event_id,
+            org_id=subscription.org_id,
+            event=TEST_EVENT,
+            occurred_at=int(now.timestamp() * 1000),
+            body=body,
+            sibling_service=None,
+            source="api:test",
+        )
+        delivery = NewDelivery(
+            ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT, subscription.org_id
+        )
+        await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
+        job = DeliveryJob(
+            id=delivery.id,
+            subscription_id=subscription.id,
+            event_id=event_id,
+            event=TEST_EVENT,
+            body=body,
+            sibling_service=None,
+            attempts=0,
+            occurred_at=event.occurred_at,
+        )
+        # Shielded: a client that hangs up does not cancel an attempt halfway.
+        task = asyncio.create_task(self._test(job, subscription), name=f"test-{delivery.id}")
+        self._tests.add(task)
+        task.add_done_callback(self._tests.discard)
+        self._fatal.watch(task)
+        return await asyncio.shield(task)
+
+    async def _test(self, job: DeliveryJob, subscription: Subscription) -> AttemptRecord:
+        record, decision, durable = await self._attempt(job, subscription)
+        if decision.status is DeliveryStatus.SENT:
+            await durable
+            self._count_sent(job)
+            lane = self._lanes.get(subscription.id)
+            if lane is not None:
+                lane.succeeded()
+        else:
+            await self._after_failure(record, decision, job, durable)
+        return record
+
+    # -- running and draining ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Dispatcher]:
+        """Claims due work and records outcomes until the block ends, then drains."""
+        recorder = asyncio.create_task(self._recorder.run(), name="recorder")
+        claimer = asyncio.create_task(self._claimer.run(), name="claimer")
+        for task in (recorder, claimer):
+            self._fatal.watch(task)
+        try:
+            yield self
+        finally:
+            claimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claimer
+            await self._drain(recorder)
+
+    async def _drain(self, recorder: asyncio.Task[None]) -> None:
+        """SIGTERM: stop taking work, give in-flight attempts `shutdown_grace`, record what
+        finished, and leave the rest pending in the store with their leases given back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.shutdown_grace
+        self._accepting = False
+        queued = [i for lane in self._lanes for i in lane.drain_queue()]
+        in_flight: set[asyncio.Task[Any]] = self._lanes.in_flight() | self._tests
+        finished: set[asyncio.Task[Any]] = set()
+        if in_flight:
+            finished, _ = await asyncio.wait(in_flight, timeout=self._settings.shutdown_grace)
+        cut_short = in_flight - finished
+        for task in cut_short:
+            task.cancel()
+        if cut_short:
+            await asyncio.gather(*cut_short, return_exceptions=True)
+        cut_ids = [t.get_name().split("-", 1)[1] for t in cut_short]
+        self._recorder.release(queued + cut_ids)
+        # The background writer may be mid-batch: the lock inside flush waits for it, and only
+        # then is it stopped, so no write is cancelled halfway.
+        complete = await self._recorder.flush(deadline=max(deadline, loop.time() + 2.0))
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        if self._finishing:
+            _, stuck = await asyncio.wait(self._finishing, timeout=1.0)
+            for task in stuck:
+                task.cancel()
+        log.info(
+            "dispatch.drained",
+            finished_in_flight=len(finished),
+            cut_short=len(cut_short),
+            left_pending=len(queued) + len(cut_short),
+            unrecorded=0 if complete else "some: their leases expire and they are retried",
+        )
+
+
+def _record(
+    job: DeliveryJob, subscription: Subscription, exchange: Exchange, decision: Decision
+) -> AttemptRecord:
+    return AttemptRecord(
+        delivery_id=job.id,
+        subscription_id=subscription.id,
+        number=job.attempts + 1,
+        started_at=int(exchange.started * 1000),
+        duration_ms=int(exchange.duration * 1000),
+        status_code=exchange.status,
+        result=exchange.result.value,
+        error=exchange.error,
+        response_excerpt=exchange.excerpt,
+        new_status=decision.status,
+        next_attempt_at=decision.next_attempt_at,
+    )
