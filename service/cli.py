@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -163,34 +163,24 @@ def _produce_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
 
 
-def _count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, zero or more")
-    return count
+def _number(parse: Callable[[str], float], *, what: str, finite: bool = True) -> Any:
+    """An argparse type: `parse`d, zero or more (NaN refused), finite when asked."""
+
+    def convert(text: str) -> float:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= (sys.float_info.max if finite else float("inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return convert
 
 
-def _rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = -1.0
-    if not 0 <= rate < float("inf"):  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"{text!r} is not a rate in events per second, 0 or more")
-    return rate
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, zero or more")
-    return seconds
+_count = _number(int, what="a whole number, zero or more")
+_rate = _number(float, what="a rate in events per second, 0 or more")
+_seconds = _number(float, what="a number of seconds, zero or more", finite=False)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -279,19 +269,10 @@ def _rfc3339(epoch_ms: int) -> str:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from service.produce import produce  # noqa: PLC0415 - aiokafka only for the command that uses it
+    from service.produce import Plan, produce  # noqa: PLC0415 - aiokafka only when producing
 
-    return asyncio.run(
-        produce(
-            settings,
-            count=args.count,
-            rate=args.rate,
-            org=args.org,
-            events=args.events,
-            sibling_service=args.sibling_service,
-            invalid=args.invalid,
-        )
-    )
+    plan = Plan(**{name: getattr(args, name) for name in Plan.__dataclass_fields__})
+    return asyncio.run(produce(settings, plan))
 
 
 _COMMANDS: dict[str, Command] = {

@@ -35,7 +35,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Store, StoreUnavailable
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
-from service.supervise import Fatal
+from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
 
@@ -128,18 +128,15 @@ class Ingest:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Ingest]:
-        task = asyncio.create_task(self._run(), name="ingest")
-        self._fatal.watch(task)
-        try:
-            yield self
-        finally:
-            self._stopping.set()
+        async with in_background(self._run(), "ingest", self._fatal) as task:
             try:
-                await asyncio.wait_for(asyncio.shield(task), self._settings.shutdown_grace)
-            except TimeoutError:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                yield self
+            finally:
+                # Let the loop commit what it recorded and leave the group; cut it short after
+                # the grace (the block's end then cancels it).
+                self._stopping.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), self._settings.shutdown_grace)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -241,7 +238,7 @@ class Ingest:
         created = await self._record(batch)
         if created:
             by_event = {(e.org_id, e.id): e for e in batch.events}
-            self._submit([_job(d, by_event[(d.org_id, d.event_id)]) for d in created])
+            self._submit([DeliveryJob.first(d, by_event[(d.org_id, d.event_id)]) for d in created])
             for delivery in created:
                 self._metrics.child(self._metrics.deliveries, delivery.event, "created").inc()
         duplicates = len(batch.deliveries) - len(created)
@@ -469,16 +466,3 @@ def _sibling(record: Record) -> str | None:
             text = value.decode("utf-8", errors="replace").strip()
             return text if _SIBLING.match(text) else None
     return None
-
-
-def _job(delivery: NewDelivery, event: IncomingEvent) -> DeliveryJob:
-    return DeliveryJob(
-        id=delivery.id,
-        subscription_id=delivery.subscription_id,
-        event_id=event.id,
-        event=event.event,
-        body=event.body,
-        sibling_service=event.sibling_service,
-        attempts=0,
-        occurred_at=event.occurred_at,
-    )

@@ -16,6 +16,7 @@ import structlog
 
 from service.store import Store, StoreUnavailable
 from service.store.models import Subscription
+from service.supervise import in_background
 
 log = structlog.get_logger(__name__)
 
@@ -64,13 +65,8 @@ class SubscriptionIndex:
     async def running(self) -> AsyncIterator[SubscriptionIndex]:
         """Loads the index, then keeps it fresh in the background until the block ends."""
         await self.refresh(force=True)
-        task = asyncio.create_task(self._follow(), name="subscription-index")
-        try:
+        async with in_background(self._follow(), "subscription-index"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _follow(self) -> None:
         while True:

@@ -8,6 +8,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -22,19 +23,23 @@ Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 """What `produce` sends: topic, key, value, headers."""
 
 
-async def produce(
-    settings: Settings,
-    *,
-    count: int,
-    rate: float,
-    org: str,
-    events: Sequence[str] | None,
-    sibling_service: str | None,
-    invalid: int,
-) -> int:
-    """Publishes `count` events of `events` (default: the whole catalog, taking turns) and
-    `invalid` poison records; the exit code (2: no topic for an event, 1: not all produced)."""
-    names: list[str] = list(dict.fromkeys(events or CATALOG))
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to publish: `count` events of `events` (default: the whole catalog, taking turns)
+    for `org`, then `invalid` poison records, at `rate` a second (0: as fast as possible)."""
+
+    count: int
+    rate: float
+    org: str
+    events: Sequence[str] | None
+    sibling_service: str | None
+    invalid: int
+
+
+async def produce(settings: Settings, plan: Plan) -> int:
+    """Publishes the plan; the exit code (2: no topic for an event, 1: not all produced)."""
+    count, org, invalid = plan.count, plan.org, plan.invalid
+    names: list[str] = list(dict.fromkeys(plan.events or CATALOG))
     topics: dict[str, str] = {}
     for event in names:
         topic = topic_for(event, settings.kafka_topics)
@@ -46,7 +51,8 @@ async def produce(
             )
             return 2
         topics[event] = topic
-    headers = [] if not sibling_service else [("x-sibling-service", sibling_service.encode())]
+    sibling = plan.sibling_service
+    headers = [] if not sibling else [("x-sibling-service", sibling.encode())]
 
     def records() -> Iterator[Record]:
         for i in range(count):
@@ -56,7 +62,7 @@ async def produce(
         for poison in poisons:
             yield topics[poison.event], poison.key, poison.value, headers
 
-    return await _publish(settings, records(), count, invalid, rate)
+    return await _publish(settings, records(), count, invalid, plan.rate)
 
 
 def topic_for(event: str, topics: Sequence[str]) -> str | None:

@@ -5,6 +5,9 @@ that answers health checks while its consumer or claimer is dead."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import structlog
 
@@ -31,3 +34,21 @@ class Fatal:
         if self.reason is None:
             self.reason = f"{task.get_name()}: {exc!r}"
         self.event.set()
+
+
+@contextlib.asynccontextmanager
+async def in_background(
+    work: Coroutine[Any, Any, None], name: str, fatal: Fatal | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Runs `work` as a task for as long as the block lasts (STYLE lesson 2), then cancels it
+    and waits for it. With `fatal`, a crash of the task ends the process; without, it is raised
+    when the block ends. Never left unobserved either way."""
+    task = asyncio.create_task(work, name=name)
+    if fatal is not None:
+        fatal.watch(task)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -23,20 +23,22 @@ from service.store import Store, migrate, open_store
 from tests.support.postgres import scratch_database
 
 
+def _from_make_test(name: str) -> str:
+    """An address that `make test` (deploy/local/with-services.sh) exports."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the suite with `make test`")
+    return value
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    address = os.environ.get("WEBHOOKS_TEST_KAFKA")
-    if not address:
-        pytest.fail("WEBHOOKS_TEST_KAFKA is not set: run the suite with `make test`")
-    return address
+    return _from_make_test("WEBHOOKS_TEST_KAFKA")
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    url = os.environ.get("WEBHOOKS_TEST_POSTGRES")
-    if not url:
-        pytest.fail("WEBHOOKS_TEST_POSTGRES is not set: run the suite with `make test`")
-    return url
+    return _from_make_test("WEBHOOKS_TEST_POSTGRES")
 
 
 CATALOG_TOPICS = ("verification.created", "customer.kyc_updated", "review.overridden")

@@ -36,7 +36,7 @@ from service.store.models import (
     NewDelivery,
     Subscription,
 )
-from service.supervise import Fatal
+from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
 
@@ -184,11 +184,11 @@ class Dispatcher:
     ) -> None:
         """Once the failed attempt is durable: log it, count a final failure, deactivate."""
         await durable
-        log.info(
+        bound = log.bind(
+            delivery_id=job.id, subscription_id=job.subscription_id, event_id=job.event_id
+        )
+        bound.info(
             "delivery.attempt_failed",
-            delivery_id=record.delivery_id,
-            subscription_id=record.subscription_id,
-            event_id=job.event_id,
             attempt=record.number,
             status=record.status_code,
             error=record.error,
@@ -224,16 +224,7 @@ class Dispatcher:
             ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT, subscription.org_id
         )
         await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
-        job = DeliveryJob(
-            id=delivery.id,
-            subscription_id=subscription.id,
-            event_id=event_id,
-            event=TEST_EVENT,
-            body=body,
-            sibling_service=None,
-            attempts=0,
-            occurred_at=event.occurred_at,
-        )
+        job = DeliveryJob.first(delivery, event)
         # Shielded: a client that hangs up does not cancel an attempt halfway.
         task = asyncio.create_task(self._test(job, subscription), name=f"test-{delivery.id}")
         self._tests.add(task)
@@ -259,15 +250,11 @@ class Dispatcher:
     async def running(self) -> AsyncIterator[Dispatcher]:
         """Claims due work and records outcomes until the block ends, then drains."""
         recorder = asyncio.create_task(self._recorder.run(), name="recorder")
-        claimer = asyncio.create_task(self._claimer.run(), name="claimer")
-        for task in (recorder, claimer):
-            self._fatal.watch(task)
+        self._fatal.watch(recorder)
         try:
-            yield self
+            async with in_background(self._claimer.run(), "claimer", self._fatal):
+                yield self
         finally:
-            claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claimer
             await self._drain(recorder)
 
     async def _drain(self, recorder: asyncio.Task[None]) -> None:

@@ -14,7 +14,7 @@ import structlog
 from service.clock import now_ms
 from service.metrics import Metrics
 from service.store import Store, StoreUnavailable
-from service.supervise import Fatal
+from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
 
@@ -30,14 +30,8 @@ class Housekeeping:
 
     @contextlib.asynccontextmanager
     async def running(self, fatal: Fatal) -> AsyncIterator[Housekeeping]:
-        task = asyncio.create_task(self._run(), name="housekeeping")
-        fatal.watch(task)
-        try:
+        async with in_background(self._run(), "housekeeping", fatal):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         last_purge = 0.0

@@ -93,6 +93,20 @@ class DeliveryJob:
     attempts: int
     occurred_at: int
 
+    @classmethod
+    def first(cls, delivery: NewDelivery, event: IncomingEvent) -> DeliveryJob:
+        """The first attempt's job of a delivery just recorded."""
+        return cls(
+            delivery.id,
+            delivery.subscription_id,
+            event.id,
+            event.event,
+            event.body,
+            event.sibling_service,
+            0,
+            event.occurred_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:

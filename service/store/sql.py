@@ -105,6 +105,14 @@ _JOB_COLUMNS = (
 )
 _JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
 _OPEN = "status IN ('pending', 'retrying')"
+_DELETE = (
+    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
+    "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
+)
+_DEACTIVATE = (
+    "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2 "
+    "WHERE id = $1 AND active AND deleted_at IS NULL"
+)
 _BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
 _EVENT_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -131,20 +139,18 @@ class SqlStore(Store):
         self._driver = driver
         self._box = box
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Conn]:
-        try:
-            async with self._driver.transaction() as conn:
-                yield conn
-        except Exception as exc:
-            if self._driver.unavailable(exc):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
+    def _transaction(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.transaction())
+
+    def _connection(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.connection())
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
+    async def _mapped(self, session: AbstractAsyncContextManager[Conn]) -> AsyncIterator[Conn]:
+        """The one place where a driver's errors become the store's: whatever means the
+        database is away, from connecting to committing, is `StoreUnavailable`."""
         try:
-            async with self._driver.connection() as conn:
+            async with session as conn:
                 yield conn
         except Exception as exc:
             if self._driver.unavailable(exc):
@@ -163,26 +169,19 @@ class SqlStore(Store):
 
     async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        record = ApiKey(
-            id=ids.new_id(ids.API_KEY),
-            org_id=org_id,
-            name=name,
-            prefix=key[: len(API_KEY_PREFIX) + 4],
-            created_at=now_ms(),
-            revoked_at=None,
-        )
         async with self._transaction() as conn:
-            await conn.execute(
-                "INSERT INTO api_keys (id, org_id, name, key_hash, prefix, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                record.id,
-                org_id,
-                name,
-                hash_api_key(key),
-                record.prefix,
-                record.created_at,
+            row = await _insert(
+                conn,
+                "api_keys",
+                "id, org_id, name, prefix, created_at, revoked_at",
+                id=ids.new_id(ids.API_KEY),
+                org_id=org_id,
+                name=name,
+                key_hash=hash_api_key(key),
+                prefix=key[: len(API_KEY_PREFIX) + 4],
+                created_at=now_ms(),
             )
-        return record, key
+        return ApiKey(**dict(row)), key
 
     async def org_for_api_key(self, key: str) -> str | None:
         async with self._connection() as conn:
@@ -210,18 +209,6 @@ class SqlStore(Store):
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
-        if not delivery_ids:
-            return
-        async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET lease_until = $3 "
-                f"WHERE id {self._driver.in_list('$1')} AND lease_owner = $2",
-                self._driver.list_param(delivery_ids),
-                owner,
-                now_ms() + lease_ms,
-            )
-
     def _subscription(self, row: Row) -> Subscription:
         return Subscription(
             id=row["id"],
@@ -240,37 +227,24 @@ class SqlStore(Store):
     async def create_subscription(
         self, org_id: str, url: str, events: Sequence[str], installed_by: str | None
     ) -> Subscription:
-        secret = SECRET_PREFIX + secrets.token_hex(32)
         now = now_ms()
-        subscription = Subscription(
-            id=ids.new_id(ids.SUBSCRIPTION),
-            org_id=org_id,
-            url=url,
-            events=tuple(events),
-            installed_by=installed_by,
-            active=True,
-            deactivated_reason=None,
-            created_at=now,
-            updated_at=now,
-            failing_since=None,
-            secret=secret,
-        )
         async with self._transaction() as conn:
-            await conn.execute(
-                "INSERT INTO subscriptions (id, org_id, url, events, installed_by, secret_enc, "
-                "active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                subscription.id,
-                org_id,
-                url,
-                orjson.dumps(list(events)).decode(),
-                installed_by,
-                self._box.seal(secret),
-                True,
-                now,
-                now,
+            row = await _insert(
+                conn,
+                "subscriptions",
+                _SUBSCRIPTION_COLUMNS,
+                id=ids.new_id(ids.SUBSCRIPTION),
+                org_id=org_id,
+                url=url,
+                events=orjson.dumps(list(events)).decode(),
+                installed_by=installed_by,
+                secret_enc=self._box.seal(SECRET_PREFIX + secrets.token_hex(32)),
+                active=True,
+                created_at=now,
+                updated_at=now,
             )
             await conn.execute(_BUMP_REVISION)
-        return subscription
+        return self._subscription(row)
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
         async with self._connection() as conn:
@@ -320,50 +294,24 @@ class SqlStore(Store):
         return None if row is None else self._subscription(row)
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
-        now = now_ms()
-        async with self._transaction() as conn:
-            changed = await conn.execute(
-                "UPDATE subscriptions SET deleted_at = $3, active = $4, updated_at = $3 "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
-                subscription_id,
-                org_id,
-                now,
-                False,
-            )
-            if changed:
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'cancelled', updated_at = $2, "
-                    "lease_owner = NULL, lease_until = NULL, "
-                    "last_error = 'subscription deleted' "
-                    f"WHERE subscription_id = $1 AND {_OPEN}",
-                    subscription_id,
-                    now,
-                )
-                await conn.execute(_BUMP_REVISION)
-        return changed > 0
+        ended = ("cancelled", "subscription deleted")
+        return await self._take_down(_DELETE, subscription_id, org_id, ended)
 
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        ended = ("failed", f"subscription deactivated: {reason}"[:500])
+        return await self._take_down(_DEACTIVATE, subscription_id, reason, ended)
+
+    async def _take_down(
+        self, sql: str, subscription_id: str, arg: str, ended: tuple[str, str]
+    ) -> bool:
+        """Runs `sql` ($1 the subscription, $2 now, $3 `arg`) on the subscription's row; when
+        it changed the row, the open deliveries end as `ended` (status, error) in the same
+        transaction."""
         now = now_ms()
         async with self._transaction() as conn:
-            changed = await conn.execute(
-                "UPDATE subscriptions SET active = $3, deactivated_reason = $2, updated_at = $4 "
-                "WHERE id = $1 AND active = $5 AND deleted_at IS NULL",
-                subscription_id,
-                reason,
-                False,
-                now,
-                True,
-            )
+            changed = await conn.execute(sql, subscription_id, now, arg)
             if changed:
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'failed', updated_at = $2, "
-                    "lease_owner = NULL, lease_until = NULL, last_error = $3 "
-                    f"WHERE subscription_id = $1 AND {_OPEN}",
-                    subscription_id,
-                    now,
-                    f"subscription deactivated: {reason}"[:500],
-                )
-                await conn.execute(_BUMP_REVISION)
+                await _close_open(conn, subscription_id, *ended, now)
         return changed > 0
 
     async def delivery_summaries(
@@ -553,15 +501,26 @@ class SqlStore(Store):
             )
         return [self._job(row) for row in rows]
 
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
+        await self._leases(delivery_ids, "lease_until = $2", now_ms() + lease_ms, owner=owner)
+
     async def release(self, delivery_ids: Sequence[str]) -> None:
+        await self._leases(delivery_ids, "lease_owner = NULL, lease_until = NULL")
+
+    async def _leases(
+        self, delivery_ids: Sequence[str], assignments: str, *args: Any, owner: str | None = None
+    ) -> None:
+        """Sets `assignments` ($2… are `args`) on these deliveries; with `owner`, only on those
+        it still holds."""
         if not delivery_ids:
             return
+        params = [self._driver.list_param(delivery_ids), *args]
+        where = f"id {self._driver.in_list('$1')}"
+        if owner is not None:
+            params.append(owner)
+            where += f" AND lease_owner = ${len(params)}"
         async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
-                f"WHERE id {self._driver.in_list('$1')}",
-                self._driver.list_param(delivery_ids),
-            )
+            await conn.execute(f"UPDATE deliveries SET {assignments} WHERE {where}", *params)
 
     async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
         """Also returns, per subscription touched, since when it has only failed (None: its
@@ -654,6 +613,34 @@ class SqlStore(Store):
                 finished_before,
             )
         return removed
+
+
+async def _close_open(conn: Conn, subscription_id: str, status: str, error: str, now: int) -> None:
+    """A subscription went away (deleted or deactivated): its open deliveries end as `status`
+    with `error`, their leases dropped, and every index learns of the change."""
+    await conn.execute(
+        "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
+        f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {_OPEN}",
+        subscription_id,
+        status,
+        now,
+        error,
+    )
+    await conn.execute(_BUMP_REVISION)
+
+
+async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:
+    """Inserts one row and returns its `returning` columns. The table and column names are
+    this module's constants, never input."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
+        *values.values(),
+    )
+    if row is None:  # an INSERT without ON CONFLICT returns its row or raises
+        raise RuntimeError(f"INSERT INTO {table} returned no row")
+    return row
 
 
 def _failure_clocks(attempts: Sequence[AttemptRecord]) -> dict[str, tuple[bool, int | None]]:

@@ -31,7 +31,7 @@ BUCKETS = (
     ("prometheus", ("prometheus_client/",)),
     ("signing", ("service/signing",)),
     ("parse", ("service/events", "pydantic", "orjson")),
-    ("dispatch", ("service/dispatch",)),
+    ("delivery", ("service/delivery/",)),
     ("ingest", ("service/ingest", "service/matching")),
     ("event loop", ("asyncio/",)),
 )

@@ -196,20 +196,8 @@ def kafka_env(bootstrap: str, topics: list[str]) -> dict[str, str]:
 async def test_produce_publishes_catalog_events_keyed_by_customer(
     kafka_bootstrap: str, topics: list[str], tmp_path: Path
 ) -> None:
-    env = kafka_env(kafka_bootstrap, topics)
-
-    result = await run_cli(
-        "produce",
-        "--count",
-        "5",
-        "--org",
-        "org_cli",
-        "--sibling-service",
-        "orchestration",
-        env=env,
-        cwd=tmp_path,
-    )
-
+    args = ["produce", "--count", "5", "--org", "org_cli", "--sibling-service", "orchestration"]
+    result = await run_cli(*args, env=kafka_env(kafka_bootstrap, topics), cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert re.fullmatch(r"produced 5 events in [0-9.]+ s \([0-9]+/s\)\n", result.stdout)
     records = await read_all(kafka_bootstrap, topics)
@@ -237,17 +225,8 @@ async def test_produce_one_event_with_poison_records(
 ) -> None:
     env = kafka_env(kafka_bootstrap, topics)
 
-    result = await run_cli(
-        "produce",
-        "--count",
-        "2",
-        "--event",
-        "review.overridden",
-        "--invalid",
-        "7",
-        env=env,
-        cwd=tmp_path,
-    )
+    args = ["produce", "--count", "2", "--event", "review.overridden", "--invalid", "7"]
+    result = await run_cli(*args, env=env, cwd=tmp_path)
 
     assert result.code == 0, result.stderr
     assert result.stdout.startswith("produced 2 events and 7 invalid records in ")

@@ -75,11 +75,7 @@ class FlakyStore:
     recorded: list[NewDelivery] = field(default_factory=list)
 
     async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
+        self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], *_: object
     ) -> list[NewDelivery]:
         if self.failures:
             self.failures -= 1

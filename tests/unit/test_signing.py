@@ -274,37 +274,24 @@ def test_python_m_service_verify_needs_no_settings(body_file: Path, tmp_path: Pa
     env = {**os.environ, "WEBHOOKS_HTTP_PORT": "not-a-port", "WEBHOOKS_LOG_FORMAT": "xml"}
     command = [sys.executable, "-m", "service", "verify", "--secret", SECRET]
     good = legacy_signature(SECRET, BODY)
-    ok = subprocess.run(
-        [*command, "--header", good, "--body-file", str(body_file)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args],
+            input=BODY.decode(),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ok = verify("--header", good, "--body-file", str(body_file))
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, "ok\n", "")
-    bad = subprocess.run(
-        [*command, "--header", legacy_signature("qe_whsec_wrong", BODY)],
-        input=BODY.decode(),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = verify("--header", legacy_signature("qe_whsec_wrong", BODY))
     assert bad.returncode == 2  # --body-file is required
-    bad = subprocess.run(
-        [*command, "--header", legacy_signature("qe_whsec_wrong", BODY), "--body-file", "-"],
-        input=BODY.decode(),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = verify("--header", legacy_signature("qe_whsec_wrong", BODY), "--body-file", "-")
     assert bad.returncode == 1
     assert bad.stdout == ""
     assert bad.stderr.startswith("no_matching_signature")
