@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# What a span attribute holds here: ids, names, counts, lists of names.
+Attribute = str | int | list[str]
+
 SERVICE_NAME = "identity-webhooks"
 BATCH_SPAN = "webhooks.batch"
 ATTEMPT_SPAN = "webhooks.attempt"
@@ -64,41 +67,55 @@ class Tracing:
         return self._tracer is not None
 
     @contextmanager
-    def batch_span(self, topic: str, partition: int, count: int) -> Iterator[None]:
-        """Around the handling of one batch of records from one partition: parse, match,
-        record. Attempts started inside it become its children."""
+    def batch_span(self, partitions: Mapping[tuple[str, int], int]) -> Iterator[None]:
+        """Around the handling of one fetched batch: parse, dead-letter, record, hand over to
+        dispatch. `partitions` maps each (topic, partition) in it to its record count (one
+        `getmany()` may span several). Attempts started inside it become its children."""
         if self._tracer is None:
             yield
             return
-        attributes: Mapping[str, str | int] = {
+        topics = sorted({topic for topic, _ in partitions})
+        attributes: dict[str, Attribute] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
-            "messaging.destination.name": topic,
-            "messaging.destination.partition.id": str(partition),
-            "messaging.batch.message_count": count,
+            "messaging.batch.message_count": sum(partitions.values()),
+            "webhooks.batch.partitions": [f"{t}/{p}" for t, p in sorted(partitions)],
         }
+        if len(topics) == 1:
+            attributes["messaging.destination.name"] = topics[0]
+        if len(partitions) == 1:
+            ((_, partition),) = partitions
+            attributes["messaging.destination.partition.id"] = str(partition)
         with self._span(BATCH_SPAN, "CONSUMER", attributes):
             yield
 
     @contextmanager
     def attempt_span(
-        self, delivery_id: str, subscription_id: str, event_id: str, event: str
+        self,
+        delivery_id: str,
+        subscription_id: str,
+        event_id: str,
+        event: str,
+        number: int | None = None,
     ) -> Iterator[AttemptSpan]:
-        """Around one HTTP attempt of one delivery, from signing to the recorded outcome."""
+        """Around one HTTP attempt of one delivery (its `number`, 1 for the first), from
+        signing to the classified result."""
         if self._tracer is None:
             yield AttemptSpan()
             return
-        attributes = {
+        attributes: dict[str, Attribute] = {
             "webhooks.delivery.id": delivery_id,
             "webhooks.subscription.id": subscription_id,
             "webhooks.event.id": event_id,
             "webhooks.event.name": event,
         }
+        if number is not None:
+            attributes["webhooks.attempt.number"] = number
         with self._span(ATTEMPT_SPAN, "CLIENT", attributes) as span:
             yield AttemptSpan(span)
 
     @contextmanager
-    def _span(self, name: str, kind: str, attributes: Mapping[str, str | int]) -> Iterator[Span]:
+    def _span(self, name: str, kind: str, attributes: Mapping[str, Attribute]) -> Iterator[Span]:
         # Loaded only when tracing is on, and by then already imported by `open_tracing`.
         from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: PLC0415
 

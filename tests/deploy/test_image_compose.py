@@ -126,6 +126,11 @@ def test_compose_runs_the_whole_path() -> None:
     assert "grafana/dashboard.json" in " ".join(services["grafana"]["volumes"])
 
 
+def test_the_scripts_parse() -> None:
+    run("sh", "-n", str(REPO / "deploy" / "compose" / "demo-setup.sh"))
+    run("bash", "-n", str(REPO / "deploy" / "local" / "tools.sh"))
+
+
 def test_nothing_points_at_the_old_image_path() -> None:
     assert not (REPO / "deploy" / "docker").exists()
     for path in [REPO / "README.md", REPO / "Makefile", *(REPO / "deploy").rglob("*")]:

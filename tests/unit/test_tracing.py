@@ -21,7 +21,7 @@ def test_off_without_an_endpoint() -> None:
     tracing = open_tracing(_settings())
     assert not tracing.enabled
     with (
-        tracing.batch_span("identity.review.overridden", 0, 3),
+        tracing.batch_span({("identity.review.overridden", 0): 3}),
         tracing.attempt_span("whd_1", "whk_1", "evt_1", "review.overridden") as attempt,
     ):
         attempt.outcome("2xx", 204)
@@ -39,8 +39,8 @@ def test_spans_carry_ids_and_outcomes_only() -> None:
     tracing = open_tracing(_settings(), exporter=exporter)
     assert tracing.enabled
     with (
-        tracing.batch_span("identity.verification.created", 2, 5),
-        tracing.attempt_span("whd_01", "whk_01", "evt_01", "verification.created") as attempt,
+        tracing.batch_span({("identity.verification.created", 2): 5}),
+        tracing.attempt_span("whd_01", "whk_01", "evt_01", "verification.created", 1) as attempt,
     ):
         attempt.outcome("5xx", 503)
     tracing.close()
@@ -51,9 +51,10 @@ def test_spans_carry_ids_and_outcomes_only() -> None:
     assert dict(batch.attributes or {}) == {
         "messaging.system": "kafka",
         "messaging.operation.type": "process",
+        "messaging.batch.message_count": 5,
+        "webhooks.batch.partitions": ("identity.verification.created/2",),
         "messaging.destination.name": "identity.verification.created",
         "messaging.destination.partition.id": "2",
-        "messaging.batch.message_count": 5,
     }
     assert attempt_span.kind is SpanKind.CLIENT
     assert dict(attempt_span.attributes or {}) == {
@@ -61,12 +62,32 @@ def test_spans_carry_ids_and_outcomes_only() -> None:
         "webhooks.subscription.id": "whk_01",
         "webhooks.event.id": "evt_01",
         "webhooks.event.name": "verification.created",
+        "webhooks.attempt.number": 1,
         "webhooks.attempt.result": "5xx",
         "http.response.status_code": 503,
     }
     assert attempt_span.parent is not None
     assert attempt_span.parent.span_id == batch.context.span_id
     assert batch.resource.attributes["service.name"] == "identity-webhooks"
+
+
+def test_a_batch_over_several_partitions() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = open_tracing(_settings(), exporter=exporter)
+    counts = {("identity.review.overridden", 1): 2, ("identity.customer.kyc_updated", 0): 4}
+    with tracing.batch_span(counts):
+        pass
+    tracing.close()
+
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["messaging.batch.message_count"] == 6
+    assert attributes["webhooks.batch.partitions"] == (
+        "identity.customer.kyc_updated/0",
+        "identity.review.overridden/1",
+    )
+    assert "messaging.destination.name" not in attributes
+    assert "messaging.destination.partition.id" not in attributes
 
 
 def test_an_error_is_named_by_its_type_never_its_message() -> None:
