@@ -6,15 +6,19 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit run bench bench-quick clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit run bench bench-quick clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,tracing]'
 	@touch $@
+
+# kustomize and promtool for tests/deploy, in .cache/tools/bin; a no-op once they are there.
+tools:
+	deploy/local/tools.sh
 
 kafka-up: setup
 	deploy/local/kafka.sh start
@@ -39,7 +43,7 @@ fmt: setup
 
 # Starts Kafka and PostgreSQL unless they already run, runs lint and the whole suite, and stops
 # what it started even when a test fails.
-test: setup
+test: setup tools
 	deploy/local/with-services.sh $(MAKE) --no-print-directory lint _pytest
 
 _pytest:

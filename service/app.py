@@ -1,7 +1,7 @@
 """`create_app(settings)` wires the service's resources as aiohttp cleanup contexts, and `serve`
 runs it until a signal or a crashed background task.
 
-Each resource is a cleanup context added in dependency order — store, subscription index,
+Each resource is a cleanup context added in dependency order — tracing, store, subscription index,
 housekeeping, HTTP session and dispatcher, consumer — so cleanup runs in reverse order (stop
 consuming first, then drain deliveries, then close the session and the store) and runs even when
 a later start-up step failed (STYLE lesson 1). Handlers reach the resources through the typed keys
@@ -34,6 +34,7 @@ from service.appkeys import (
     SETTINGS,
     STORE,
     TESTER,
+    TRACING,
 )
 from service.delivery.attempt import USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
@@ -46,6 +47,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.store import open_store
 from service.supervise import Fatal
+from service.tracing import open_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +71,7 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app[FATAL] = Fatal()
     app.add_routes([*health_routes(app[READINESS]), app[METRICS].route()])
     app.cleanup_ctx.append(_announce)
+    app.cleanup_ctx.append(_tracing)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_housekeeping)
@@ -121,6 +124,16 @@ async def _announce(app: web.Application) -> AsyncIterator[None]:
     log.info("service.stopped")
 
 
+async def _tracing(app: web.Application) -> AsyncIterator[None]:
+    """Spans (optional, `WEBHOOKS_OTLP_ENDPOINT`): closed last, so the final spans are flushed."""
+    tracing = open_tracing(app[SETTINGS])
+    app[TRACING] = tracing
+    try:
+        yield
+    finally:
+        tracing.close()
+
+
 async def _store(app: web.Application) -> AsyncIterator[None]:
     store = await open_store(app[SETTINGS])
     app[STORE] = store
@@ -168,6 +181,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.delivery_timeout,
             connect_timeout=settings.delivery_connect_timeout,
             allow_private=settings.allow_private_targets,
+            tracing=app[TRACING],
         )
         dispatcher = Dispatcher(
             settings=settings,
@@ -196,6 +210,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         lease=Lease(dispatcher.owner, dispatcher.lease_ms),
         metrics=app[METRICS],
         fatal=app[FATAL],
+        tracing=app[TRACING],
     )
     ingest.register(app[READINESS])
     async with ingest.running():

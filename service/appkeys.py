@@ -17,6 +17,7 @@ from service.settings import Settings
 from service.store import Store
 from service.store.models import AttemptRecord, Subscription
 from service.supervise import Fatal
+from service.tracing import Tracing
 
 if TYPE_CHECKING:
     from service.delivery.dispatcher import Dispatcher
@@ -36,6 +37,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 FATAL: web.AppKey[Fatal] = web.AppKey("fatal", Fatal)
+TRACING: web.AppKey[Tracing] = web.AppKey("tracing", Tracing)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 INDEX: web.AppKey[SubscriptionIndex] = web.AppKey("index")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")

@@ -36,6 +36,7 @@ from service.settings import Settings
 from service.store import Store, StoreUnavailable
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
 from service.supervise import Fatal, in_background
+from service.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +105,10 @@ class Ingest:
         lease: Lease,
         metrics: Metrics,
         fatal: Fatal | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._tracing = tracing or Tracing()
         self._fatal = fatal or Fatal()
         self._store = store
         self._index = index
@@ -229,6 +232,13 @@ class Ingest:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _handle(self, records: Records) -> None:
+        """One batch, in a span when tracing is on (first attempts become its children)."""
+        with self._tracing.batch_span(
+            {(tp.topic, tp.partition): len(rs) for tp, rs in records.items()}
+        ):
+            await self._handle_batch(records)
+
+    async def _handle_batch(self, records: Records) -> None:
         # One cheap revision read per batch: a subscription made a moment ago by another
         # process's API is matched already (SPEC 1: events at or after its createdAt).
         with contextlib.suppress(StoreUnavailable, OSError):

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     log_level: LogLevel = LogLevel.INFO
 
+    # Optional tracing (service/tracing.py): the OTLP/HTTP endpoint spans go to; off when unset.
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+")
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_has_ports(cls, value: str) -> str:

@@ -246,7 +246,7 @@ class Receiver:
     @contextlib.asynccontextmanager
     async def serving(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Receiver]:
         """Listens until the block ends; `base` is the URL it listens on."""
-        server = web.Server(self.handle, access_log=None, client_max_size=8 * 1024 * 1024)
+        server = web.Server(self.handle, access_log=None)
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(server, host, port, backlog=1024)
         self.base = f"http://{host}:{listener.sockets[0].getsockname()[1]}"

@@ -20,6 +20,7 @@ from service.egress import check_literal_target
 from service.errors import TargetRejected
 from service.signing import SignatureHeaders, signature_headers
 from service.store.models import DeliveryJob, Subscription
+from service.tracing import Tracing
 
 USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -75,8 +76,10 @@ class Sender:
         timeout: float,
         connect_timeout: float,
         allow_private: bool,
+        tracing: Tracing | None = None,
     ) -> None:
         self._session = session
+        self._tracing = tracing or Tracing()
         self._formats = header_formats
         self._timeout_s = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
@@ -103,27 +106,32 @@ class Sender:
         retry_after: str | None = None
         timed_out = False
         started = time.time()
-        try:
-            if not self._allow_private:
-                check_literal_target(subscription.url, allow_private=False)
-            async with self._session.post(
-                subscription.url,
-                data=job.body,
-                headers=self.headers(job, subscription, int(started)),
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                excerpt = await read_excerpt(response)
-        except TimeoutError:
-            timed_out = True
-            error = f"timed out after {self._timeout_s:g}s"
-        except TargetRejected as exc:
-            error = f"refused: {exc.reason}"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = printable(f"{type(exc).__name__}: {exc}"[:500])
-        result = classify(status, timed_out=timed_out)
+        span = self._tracing.attempt_span(
+            job.id, subscription.id, job.event_id, job.event, job.attempts + 1
+        )
+        with span as traced:
+            try:
+                if not self._allow_private:
+                    check_literal_target(subscription.url, allow_private=False)
+                async with self._session.post(
+                    subscription.url,
+                    data=job.body,
+                    headers=self.headers(job, subscription, int(started)),
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    excerpt = await read_excerpt(response)
+            except TimeoutError:
+                timed_out = True
+                error = f"timed out after {self._timeout_s:g}s"
+            except TargetRejected as exc:
+                error = f"refused: {exc.reason}"
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                error = printable(f"{type(exc).__name__}: {exc}"[:500])
+            result = classify(status, timed_out=timed_out)
+            traced.outcome(result.value, status)
         if result is not ResultClass.OK and error is None:
             error = f"HTTP {status}"
         return Exchange(

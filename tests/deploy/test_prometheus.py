@@ -1,0 +1,130 @@
+"""The alert rules pass promtool's checks and unit tests, each links to its own subsection of
+the README's Runbook, and every dashboard query is PromQL that promtool accepts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.support import REPO, load_yaml, run, tool
+
+RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
+RUNBOOK_BASE = "https://github.com/quantum-elixir/identity-webhooks/blob/main/README.md#"
+# What the issue asks an alert for, and the alert that answers it.
+REQUIRED_ALERTS = {
+    "consumer lag high": "WebhooksConsumerLagHigh",
+    "failure ratio high": "WebhooksFailureRatioHigh",
+    "dead letters above zero": "WebhooksDeadLetters",
+    "pending backlog growing": "WebhooksPendingBacklogGrowing",
+    "a subscription auto-disabled": "WebhooksSubscriptionDeactivated",
+    "circuit breakers open": "WebhooksCircuitsOpen",
+    "readiness failing": "WebhooksReadinessFailing",
+    "store errors": "WebhooksStoreErrors",
+}
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets and template variable queries."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                found.append(node["expr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(DASHBOARD.read_text()))
+    return found
+
+
+def test_promtool_checks_the_rules() -> None:
+    out = run(tool("promtool"), "check", "rules", str(RULES))
+    assert f"SUCCESS: {len(alerts())} rules found" in out
+
+
+def test_promtool_unit_tests_pass() -> None:
+    out = run(tool("promtool"), "test", "rules", str(RULE_TESTS), cwd=RULE_TESTS.parent)
+    assert "SUCCESS" in out
+
+
+def test_every_alert_has_a_unit_test() -> None:
+    tested = {
+        case["alertname"]
+        for test in load_yaml(RULE_TESTS)["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert {rule["alert"] for rule in alerts()} == tested
+
+
+def test_the_issue_s_alerts_exist_with_severity_and_summary() -> None:
+    by_name = {rule["alert"]: rule for rule in alerts()}
+    assert set(REQUIRED_ALERTS.values()) <= set(by_name)
+    for rule in by_name.values():
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert rule["annotations"]["summary"]
+
+
+def _github_anchor(heading: str) -> str:
+    slug = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return slug.replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    readme = (REPO / "README.md").read_text()
+    if "\n## Runbook\n" not in readme:
+        pytest.fail("the README has no '## Runbook' section")
+    section = readme.split("\n## Runbook\n", 1)[1].split("\n## ", 1)[0]
+    return {_github_anchor(line[4:]) for line in section.splitlines() if line.startswith("### ")}
+
+
+def test_each_runbook_url_points_at_its_own_readme_subsection() -> None:
+    anchors = runbook_anchors()
+    for rule in alerts():
+        url = rule["annotations"]["runbook_url"]
+        assert url == RUNBOOK_BASE + rule["alert"].lower(), url
+        assert url.removeprefix(RUNBOOK_BASE) in anchors, f"README has no '### {rule['alert']}'"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each query as a recording rule, with Grafana's variables filled in."""
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    records = []
+    for number, query in enumerate(queries):
+        expr = query.replace("$__rate_interval", "5m").replace("$namespace", ".*")
+        if expr.startswith("label_values("):
+            continue
+        records.append({"record": f"dashboard:query_{number}", "expr": expr})
+    rules = tmp_path / "dashboard_rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    run(tool("promtool"), "check", "rules", str(rules))
+
+
+def test_dashboard_has_the_panels_sres_look_for() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    titles = " | ".join(panel["title"].lower() for panel in board["panels"])
+    for words in (
+        "consumed /s", "deliveries /s", "end-to-end latency", "attempt duration",
+        "failed attempts /s by class", "consumer lag per partition", "pending deliveries",
+        "dead-lettered", "open circuits", "subscriptions by state",
+    ):  # fmt: skip
+        assert words in titles, words
+    queries = " ".join(dashboard_queries())
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}, " in queries
