@@ -40,12 +40,14 @@ from service.delivery.attempt import USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
 from service.delivery.housekeeping import Housekeeping
 from service.egress import make_connector
+from service.errors import StoreInUse
 from service.health import Readiness, health_routes
 from service.ingest import Ingest, Lease
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import open_store
+from service.store import open_store, sqlite_path
+from service.store.sqlite import Ownership
 from service.supervise import Fatal
 from service.tracing import open_tracing
 
@@ -105,7 +107,7 @@ async def serve(settings: Settings, roles: Roles) -> int:
         stopped.cancel()
         failed.cancel()
         log.info("service.stopping", reason=fatal.reason or "signal")
-    except OSError as exc:
+    except (OSError, StoreInUse) as exc:
         log.error("service.start_failed", error=str(exc))
         return 1
     finally:
@@ -135,14 +137,27 @@ async def _tracing(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
-    store = await open_store(app[SETTINGS])
-    app[STORE] = store
-    app[READINESS].register("store", store.ping)
+    settings = app[SETTINGS]
+    owner = None
+    if not settings.is_postgres:
+        # One process serves an embedded store, so whatever is leased in it belongs to a
+        # process that is gone (a crash, a kill): taken back at once rather than after a lease.
+        owner = Ownership(sqlite_path(settings.database_url))
+        owner.acquire()
     try:
-        yield
+        store = await open_store(settings)
+        try:
+            if owner is not None and (taken := await store.take_back_leases()):
+                log.info("store.leases_taken_back", deliveries=taken)
+            app[STORE] = store
+            app[READINESS].register("store", store.ping)
+            yield
+        finally:
+            app[READINESS].unregister("store")
+            await store.close()
     finally:
-        app[READINESS].unregister("store")
-        await store.close()
+        if owner is not None:
+            owner.release()
 
 
 async def _index(app: web.Application) -> AsyncIterator[None]:

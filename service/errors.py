@@ -49,3 +49,20 @@ class TargetRefused(OSError):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class StoreInUse(Exception):
+    """An embedded (SQLite) store already has its one `serve` process.
+
+    `path` is the database file, `holder` what the holder wrote in the lock file (its pid and
+    host), for the message that tells an operator which process to look at.
+    """
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(
+            f"{path} is already served by another identity-webhooks serve ({holder}); "
+            "an embedded store has one owner: stop that one, or use PostgreSQL for several "
+            "replicas (the admin commands work beside it)"
+        )
+        self.path = path
+        self.holder = holder

@@ -93,6 +93,12 @@ class Metrics:
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )
+        self.leases_lost = Counter(
+            "webhooks_leases_lost",
+            "deliveries this replica stopped holding before it recorded or sent them (another "
+            "replica took them after the lease ran out)",
+            registry=r,
+        )
 
     def child(self, metric: M, *values: str) -> M:
         """`metric.labels(*values)`, remembered: the hot path counts every delivery, and

@@ -130,9 +130,10 @@ class Settings(BaseSettings):
     lane_queue_size: int = Field(200, ge=1, le=100_000)
     max_connections: int = Field(512, ge=1)
     shutdown_grace: Duration = 10.0
-    # How long a replica holds a delivery it took; a crashed replica's work is retaken after it.
-    # Must outlast a full lane queue: at worst queue size x timeout / concurrency (200 s).
-    lease: Duration = 300.0
+    # How long a replica holds a delivery it took (by the database's clock), renewed every third
+    # of it while queued or in flight: a crashed replica's work is retaken this soon on
+    # PostgreSQL (an embedded SQLite store's one owner takes back every lease when it starts).
+    lease: Duration = Field(30.0, gt=0)
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
 

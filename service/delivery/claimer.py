@@ -18,6 +18,9 @@ from service.store.models import DeliveryJob
 log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 200
+# Renewals come every third of a lease; a delivery is sent only while its lease is surely
+# alive, with a margin for the time an attempt takes to start.
+SAFE_SHARE = 0.8
 
 
 class Claimer:
@@ -44,6 +47,8 @@ class Claimer:
         self._lease = lease
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self._renewed_at = 0.0  # loop time the last successful renewal started
+        self._lost: set[str] = set()  # held ids the last renewal found taken by another
 
     def wake(self) -> None:
         """Claim now rather than at the next interval."""
@@ -69,15 +74,31 @@ class Claimer:
             self._metrics.lanes.set(len(self._lanes))
             self._metrics.lanes_circuit_open.set(self._lanes.circuits_open())
 
+    def holds(self, delivery_id: str, taken_at: float) -> bool:
+        """Whether this process surely still holds a delivery it was leased at `taken_at` (loop
+        time): its lease, or the last renewal of it, is younger than SAFE_SHARE of a lease, and
+        that renewal did not find it lost. A delivery it may have lost is not sent."""
+        if delivery_id in self._lost:
+            return False
+        since = max(taken_at, self._renewed_at)
+        return asyncio.get_running_loop().time() - since < self._lease * SAFE_SHARE
+
     async def _renew_leases(self) -> None:
         """Keeps the leases of everything this process holds (queued, in flight, unrecorded)
         from expiring, however long a slow lane takes, so no other replica sends it too."""
         held = self._lanes.held()
         held.update(self._recorder.unrecorded())
+        started = asyncio.get_running_loop().time()
         try:
-            await self._store.renew(sorted(held), self._owner, self._lease_ms)
+            kept = await self._store.renew(sorted(held), self._owner, self._lease_ms)
         except (StoreUnavailable, OSError) as exc:
+            self._metrics.store_errors.labels("renew").inc()
             log.warning("dispatch.renew_failed", error=str(exc))
+            return
+        self._renewed_at = started
+        self._lost = held - kept
+        if self._lost:
+            log.warning("dispatch.leases_lost", deliveries=len(self._lost))
 
     @property
     def _lease_ms(self) -> int:

@@ -21,13 +21,13 @@ from service import ids
 from service.delivery.attempt import Exchange, Sender
 from service.delivery.claimer import Claimer
 from service.delivery.lane import Lane, Lanes
-from service.delivery.recorder import Clocks, Recorder
+from service.delivery.recorder import Recorder
 from service.delivery.retry import Decision, RetryPolicy, decide
 from service.events import TEST_EVENT, test_event_body
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Store
+from service.store import Recorded, Store
 from service.store.models import (
     AttemptRecord,
     DeliveryJob,
@@ -66,7 +66,7 @@ class Dispatcher:
         self._policy = RetryPolicy(tuple(settings.retry_schedule), settings.disable_after)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._fatal = fatal or Fatal()
-        self._recorder = Recorder(store, metrics)
+        self._recorder = Recorder(store, metrics, owner)
         self._lanes = Lanes(self._open_lane)
         self._claimer = Claimer(
             store=store,
@@ -79,6 +79,7 @@ class Dispatcher:
             poll_interval=settings.poll_interval,
         )
         self._accepting = True
+        self._taken: dict[str, float] = {}  # loop time each held delivery was leased to us
         self._tests: set[asyncio.Task[AttemptRecord]] = set()
         self._finishing: set[asyncio.Task[None]] = set()
 
@@ -100,9 +101,12 @@ class Dispatcher:
         """Hands new or claimed deliveries (leased to this process) to their lanes; what does
         not fit is given back to the store to be claimed when its lane has room."""
         overflow: list[str] = []
+        taken = asyncio.get_running_loop().time()
         for job in jobs:
             if not self._accepting or not self._lanes.open(job.subscription_id).offer(job):
                 overflow.append(job.id)
+            else:
+                self._taken[job.id] = taken
         if overflow:
             self._metrics.lane_overflow.inc(len(overflow))
             self._recorder.release(overflow)
@@ -112,6 +116,12 @@ class Dispatcher:
     async def _deliver(self, job: DeliveryJob) -> bool:
         """A lane's attempt: the lane's slot is free again once the HTTP exchange is over; the
         outcome is recorded in the background (the lease covers the delivery until then)."""
+        taken = self._taken.pop(job.id, asyncio.get_running_loop().time())
+        if not self._claimer.holds(job.id, taken):
+            # The lease may have run out while it waited (the store was away, renewals
+            # failed): another replica may be sending it now. Not ours to send any more.
+            self._metrics.leases_lost.inc()
+            return True
         subscription = self._index.get(job.subscription_id)
         if subscription is None:
             # Deleted or deactivated since it was queued: the store already closed the
@@ -132,7 +142,7 @@ class Dispatcher:
 
     async def _attempt(
         self, job: DeliveryJob, subscription: Subscription
-    ) -> tuple[AttemptRecord, Decision, asyncio.Future[Clocks]]:
+    ) -> tuple[AttemptRecord, Decision, asyncio.Future[Recorded]]:
         """Sends, decides, and queues the record; the future resolves once it is durable."""
         exchange = await self._sender.send(job, subscription)
         lane = self._lanes.get(subscription.id)
@@ -158,17 +168,17 @@ class Dispatcher:
         durable.add_done_callback(self._follow_clocks)
         return record, decision, durable
 
-    def _follow_clocks(self, done: asyncio.Future[Clocks]) -> None:
+    def _follow_clocks(self, done: asyncio.Future[Recorded]) -> None:
         """The store's failure clocks are the truth (other replicas attempt too): lanes follow."""
         if done.cancelled() or done.exception() is not None:
             return
-        for subscription_id, since in done.result().items():
+        for subscription_id, since in done.result().failing_since.items():
             lane = self._lanes.get(subscription_id)
             if lane is not None:
                 lane.failing_since = since
 
-    def _count_if_durable(self, done: asyncio.Future[Any], job: DeliveryJob) -> None:
-        if not done.cancelled() and done.exception() is None:
+    def _count_if_durable(self, done: asyncio.Future[Recorded], job: DeliveryJob) -> None:
+        if not done.cancelled() and done.exception() is None and job.id not in done.result().lost:
             self._count_sent(job)
 
     def _count_sent(self, job: DeliveryJob) -> None:
@@ -180,10 +190,11 @@ class Dispatcher:
         record: AttemptRecord,
         decision: Decision,
         job: DeliveryJob,
-        durable: asyncio.Future[Clocks],
+        durable: asyncio.Future[Recorded],
     ) -> None:
         """Once the failed attempt is durable: log it, count a final failure, deactivate."""
-        await durable
+        if job.id in (await durable).lost:
+            return  # another replica holds it now, and decides
         bound = log.bind(
             delivery_id=job.id, subscription_id=job.subscription_id, event_id=job.event_id
         )
@@ -235,8 +246,8 @@ class Dispatcher:
     async def _test(self, job: DeliveryJob, subscription: Subscription) -> AttemptRecord:
         record, decision, durable = await self._attempt(job, subscription)
         if decision.status is DeliveryStatus.SENT:
-            await durable
-            self._count_sent(job)
+            if job.id not in (await durable).lost:
+                self._count_sent(job)
             lane = self._lanes.get(subscription.id)
             if lane is not None:
                 lane.succeeded()
@@ -264,6 +275,7 @@ class Dispatcher:
         deadline = loop.time() + self._settings.shutdown_grace
         self._accepting = False
         queued = [i for lane in self._lanes for i in lane.drain_queue()]
+        self._taken.clear()
         in_flight: set[asyncio.Task[Any]] = self._lanes.in_flight() | self._tests
         finished: set[asyncio.Task[Any]] = set()
         if in_flight:

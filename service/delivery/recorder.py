@@ -9,31 +9,30 @@ from collections.abc import Sequence
 import structlog
 
 from service.metrics import Metrics
-from service.store import Store, StoreUnavailable
+from service.store import Recorded, Store, StoreUnavailable
 from service.store.models import AttemptRecord
 
 log = structlog.get_logger(__name__)
 
 RECORD_BATCH = 500
 
-Clocks = dict[str, int | None]
-"""Per subscription written, since when it has only failed (None: its latest attempt succeeded)."""
-
 
 class Recorder:
     """Writes attempt outcomes in batches; an attempt counts as done only once written."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics, owner: str) -> None:
         self._store = store
         self._metrics = metrics
-        self._pending: list[tuple[AttemptRecord, asyncio.Future[Clocks]]] = []
+        self._owner = owner  # records and releases are fenced: only what this replica holds
+        self._pending: list[tuple[AttemptRecord, asyncio.Future[Recorded]]] = []
         self._releases: list[str] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    def submit(self, attempt: AttemptRecord) -> asyncio.Future[Clocks]:
-        """Queues the attempt; the future resolves, with the failure clocks, once durable."""
-        future: asyncio.Future[Clocks] = asyncio.get_running_loop().create_future()
+    def submit(self, attempt: AttemptRecord) -> asyncio.Future[Recorded]:
+        """Queues the attempt; the future resolves once its batch is written (see `Recorded`
+        for the failure clocks and what was not this replica's to record any more)."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._pending.append((attempt, future))
         self._wake.set()
         return future
@@ -67,7 +66,7 @@ class Recorder:
                 return False
             batch, self._pending = self._pending[:RECORD_BATCH], self._pending[RECORD_BATCH:]
             try:
-                clocks = await self._store.record_attempts([a for a, _ in batch])
+                recorded = await self._store.record_attempts([a for a, _ in batch], self._owner)
             except (StoreUnavailable, OSError) as exc:
                 self._metrics.store_errors.labels("record_attempts").inc()
                 log.warning("recorder.store_unavailable", error=str(exc), retry_in=backoff)
@@ -83,12 +82,15 @@ class Recorder:
                         future.set_exception(exc)
                 raise
             backoff = 0.1
+            if recorded.lost:
+                self._metrics.leases_lost.inc(len(recorded.lost))
+                log.warning("recorder.lease_lost", deliveries=len(recorded.lost))
             for _, future in batch:
                 if not future.done():
-                    future.set_result(clocks)
+                    future.set_result(recorded)
             releases, self._releases = self._releases, []
             try:
-                await self._store.release(releases)
+                await self._store.release(releases, self._owner)
             except (StoreUnavailable, OSError):
                 # Recorded outcomes stay recorded; only the lease hand-back is retried.
                 self._releases[:0] = releases

@@ -4,11 +4,20 @@ driver, and migrations."""
 from __future__ import annotations
 
 from service.settings import Settings
-from service.store.base import Page, Store, StoreUnavailable, SubscriptionChanges
+from service.store.base import Page, Recorded, Store, StoreUnavailable, SubscriptionChanges
 from service.store.crypto import SecretBox, key_file_for
 from service.store.migrate import migrate, sqlite_path
 
-__all__ = ["Page", "Store", "StoreUnavailable", "SubscriptionChanges", "migrate", "open_store"]
+__all__ = [
+    "Page",
+    "Recorded",
+    "Store",
+    "StoreUnavailable",
+    "SubscriptionChanges",
+    "migrate",
+    "open_store",
+    "sqlite_path",
+]
 
 
 def secret_box(settings: Settings) -> SecretBox:

@@ -47,6 +47,16 @@ class Page:
     next_after: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `record_attempts` wrote: per subscription touched, since when it has only failed
+    (None: its latest attempt succeeded); and the deliveries it did not record because this
+    replica no longer held them (their lease ran out and another replica took them)."""
+
+    failing_since: dict[str, int | None]
+    lost: frozenset[str]
+
+
 class StoreUnavailable(Exception):
     """The database is away (down, locked, failing over, out of connections or disk); the
     caller pauses and tries again, and the API answers 503."""
@@ -145,18 +155,23 @@ class Store(abc.ABC):
         """Leases up to `limit` due open deliveries nobody holds (or whose lease expired)."""
 
     @abc.abstractmethod
-    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
-        """Extends `owner`'s leases on deliveries it still holds."""
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
+        """Extends, by the database clock, the leases `owner` still holds of these; returns
+        their ids (the others were lost)."""
 
     @abc.abstractmethod
-    async def release(self, delivery_ids: Sequence[str]) -> None:
-        """Gives leases back so the deliveries are claimable at once."""
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        """Gives back the leases `owner` still holds of these: claimable at once."""
 
     @abc.abstractmethod
-    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
+    async def take_back_leases(self) -> int:
+        """Clears every lease (for the one process that owns an embedded database, at start:
+        whatever an earlier, crashed process held is claimable at once); returns how many."""
+
+    @abc.abstractmethod
+    async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         """Attempt rows, delivery status, lease release and the subscriptions' failure clocks,
-        in one transaction. Returns, per subscription touched, since when it has only failed
-        (None when its latest attempt succeeded)."""
+        in one transaction, for the deliveries `owner` still holds."""
 
     @abc.abstractmethod
     async def pending_count(self) -> int: ...

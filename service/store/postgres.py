@@ -55,6 +55,8 @@ class PostgresDriver:
     """An asyncpg pool."""
 
     lock_due = "FOR UPDATE SKIP LOCKED"
+    # The server's clock at the start of the transaction: one clock for every replica.
+    now_ms_sql = "(extract(epoch from now()) * 1000)::bigint"
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

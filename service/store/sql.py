@@ -22,7 +22,7 @@ import structlog
 
 from service import ids
 from service.clock import now_ms
-from service.store.base import Page, Store, StoreUnavailable, SubscriptionChanges
+from service.store.base import Page, Recorded, Store, StoreUnavailable, SubscriptionChanges
 from service.store.crypto import SecretBox
 from service.store.models import (
     ApiKey,
@@ -71,6 +71,10 @@ class Driver(Protocol):
     lock_due: str
     """Appended to the SELECT of due deliveries a claim takes: `FOR UPDATE SKIP LOCKED` where
     several replicas claim at once, empty where one process owns the database."""
+
+    now_ms_sql: str
+    """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
+    so replicas whose clocks disagree still agree on whose lease has run out."""
 
     def transaction(self) -> AbstractAsyncContextManager[Conn]: ...
 
@@ -122,6 +126,16 @@ _EVENT_COLUMNS: tuple[Column, ...] = (
     ("body", "bytea"),
     ("sibling_service", "text"),
     ("source", "text"),
+)
+_OUTCOME_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("status", "text"),
+    ("number", "bigint"),
+    ("started_at", "bigint"),
+    ("status_code", "bigint"),
+    ("error", "text"),
+    ("next_attempt_at", "bigint"),
+    ("finished_at", "bigint"),
 )
 _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -406,19 +420,20 @@ class SqlStore(Store):
         subscription_id: str | None,
         exclude: Sequence[str],
     ) -> tuple[str, list[Any]]:
-        """The WHERE clause of due, unleased deliveries and its arguments: $1 now, $2 owner,
-        $3 lease end, $4 limit, then the optional filters."""
+        """The WHERE clause of due, unleased deliveries and its arguments: $1 now (this
+        replica's clock, which wrote the retry times), $2 owner, $3 the lease's length, $4 limit,
+        then the optional filters. Whether a lease has run out is the database clock's call."""
         now = now_ms()
         conditions = [
             _OPEN,
             "next_attempt_at <= $1",
-            "(lease_until IS NULL OR lease_until < $1)",
+            f"(lease_until IS NULL OR lease_until < {self._driver.now_ms_sql})",
             # A paused subscription's deliveries wait (PATCH active=false); they go out again
             # when it is re-enabled.
             "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
             "AND s.active)",
         ]
-        args: list[Any] = [now, owner, now + lease_ms, limit]
+        args: list[Any] = [now, owner, lease_ms, limit]
         if subscription_id is not None:
             args.append(subscription_id)
             conditions.append(f"subscription_id = ${len(args)}")
@@ -464,11 +479,11 @@ class SqlStore(Store):
                 "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
                 "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
                 "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
-                f"$1, $1, $1, $2, $3 FROM ({source}) r WHERE true "
+                f"$1, $1, $1, $2, {self._driver.now_ms_sql} + $3 FROM ({source}) r WHERE true "
                 "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
                 now,
                 lease_owner,
-                now + lease_ms,
+                lease_ms,
                 *args,
             )
         created = {row["id"] for row in rows}
@@ -488,8 +503,8 @@ class SqlStore(Store):
             claimed = await conn.fetch(
                 f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
                 f"ORDER BY next_attempt_at LIMIT $4 {self._driver.lock_due}) "
-                "UPDATE deliveries SET lease_owner = $2, lease_until = $3 "
-                "WHERE id IN (SELECT id FROM due) RETURNING id",
+                f"UPDATE deliveries SET lease_owner = $2, lease_until = {self._driver.now_ms_sql} "
+                "+ $3 WHERE id IN (SELECT id FROM due) RETURNING id",
                 *args,
             )
             if not claimed:
@@ -501,37 +516,48 @@ class SqlStore(Store):
             )
         return [self._job(row) for row in rows]
 
-    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> None:
-        await self._leases(delivery_ids, "lease_until = $2", now_ms() + lease_ms, owner=owner)
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
+        assignment = f"lease_until = {self._driver.now_ms_sql} + $3"
+        return await self._leases(delivery_ids, owner, assignment, lease_ms)
 
-    async def release(self, delivery_ids: Sequence[str]) -> None:
-        await self._leases(delivery_ids, "lease_owner = NULL, lease_until = NULL")
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        await self._leases(delivery_ids, owner, "lease_owner = NULL, lease_until = NULL")
 
     async def _leases(
-        self, delivery_ids: Sequence[str], assignments: str, *args: Any, owner: str | None = None
-    ) -> None:
-        """Sets `assignments` ($2… are `args`) on these deliveries; with `owner`, only on those
-        it still holds."""
+        self, delivery_ids: Sequence[str], owner: str, assignments: str, *args: Any
+    ) -> set[str]:
+        """Sets `assignments` ($3… are `args`) on those of these deliveries that `owner` still
+        holds (the fence: a lease that ran out and was taken by another is theirs); returns
+        their ids."""
         if not delivery_ids:
-            return
-        params = [self._driver.list_param(delivery_ids), *args]
-        where = f"id {self._driver.in_list('$1')}"
-        if owner is not None:
-            params.append(owner)
-            where += f" AND lease_owner = ${len(params)}"
+            return set()
         async with self._transaction() as conn:
-            await conn.execute(f"UPDATE deliveries SET {assignments} WHERE {where}", *params)
+            rows = await conn.fetch(
+                f"UPDATE deliveries SET {assignments} "
+                f"WHERE id {self._driver.in_list('$1')} AND lease_owner = $2 RETURNING id",
+                self._driver.list_param(delivery_ids),
+                owner,
+                *args,
+            )
+        return {row["id"] for row in rows}
 
-    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> dict[str, int | None]:
-        """Also returns, per subscription touched, since when it has only failed (None: its
-        latest attempt succeeded)."""
+    async def take_back_leases(self) -> int:
+        async with self._transaction() as conn:
+            return await conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                "WHERE lease_owner IS NOT NULL"
+            )
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         if not attempts:
-            return {}
+            return Recorded({}, frozenset())
         clocks = _failure_clocks(attempts)
         # Locks are taken in one order everywhere — subscriptions (by id), then deliveries (by
         # id) — as deactivate and delete do, so concurrent writers cannot deadlock.
         ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
-        result: dict[str, int | None] = {}
+        # A delivery attempted twice in one batch ends as its later attempt says.
+        latest = list({a.delivery_id: a for a in ordered}.values())
+        failing_since: dict[str, int | None] = {}
         async with self._transaction() as conn:
             for subscription_id, (reset, first_failure) in sorted(clocks.items()):
                 if first_failure is None:
@@ -542,7 +568,7 @@ class SqlStore(Store):
                         "WHERE id = $1 AND failing_since IS NOT NULL",
                         subscription_id,
                     )
-                    result[subscription_id] = None
+                    failing_since[subscription_id] = None
                     continue
                 row = await conn.fetchrow(
                     "UPDATE subscriptions SET failing_since = "
@@ -551,13 +577,9 @@ class SqlStore(Store):
                     subscription_id,
                     first_failure,
                 )
-                result[subscription_id] = None if row is None else row["failing_since"]
-            await conn.executemany(
-                "UPDATE deliveries SET status = $2, attempts = $3, last_attempt_at = $4, "
-                "last_status_code = $5, last_error = $6, "
-                "next_attempt_at = COALESCE($7, next_attempt_at), updated_at = $8, "
-                "lease_owner = NULL, lease_until = NULL "
-                f"WHERE id = $1 AND {_OPEN}",
+                failing_since[subscription_id] = None if row is None else row["failing_since"]
+            source, args = self._driver.row_source(
+                _OUTCOME_COLUMNS,
                 [
                     (
                         a.delivery_id,
@@ -569,9 +591,24 @@ class SqlStore(Store):
                         a.next_attempt_at,
                         a.started_at + a.duration_ms,
                     )
-                    for a in ordered
+                    for a in latest
                 ],
+                first=2,
             )
+            # The fence: only deliveries this replica still holds take its outcome.
+            rows = await conn.fetch(
+                "UPDATE deliveries SET status = r.status, attempts = r.number, "
+                "last_attempt_at = r.started_at, last_status_code = r.status_code, "
+                "last_error = r.error, "
+                "next_attempt_at = COALESCE(r.next_attempt_at, deliveries.next_attempt_at), "
+                "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
+                f"FROM ({source}) r WHERE deliveries.id = r.id "
+                "AND deliveries.status IN ('pending', 'retrying') "
+                "AND deliveries.lease_owner = $1 RETURNING deliveries.id",
+                owner,
+                *args,
+            )
+            held = {row["id"] for row in rows}
             await conn.executemany(
                 "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
                 "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -587,9 +624,10 @@ class SqlStore(Store):
                         a.response_excerpt,
                     )
                     for a in ordered
+                    if a.delivery_id in held
                 ],
             )
-        return result
+        return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
 
     async def pending_count(self) -> int:
         async with self._connection() as conn:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import re
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +23,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from service.errors import StoreInUse
 from service.store.crypto import SecretBox
 from service.store.sql import Column, Row, SqlStore
 
@@ -71,6 +75,8 @@ class SqliteDriver:
     """One aiosqlite connection behind a lock."""
 
     lock_due = ""  # one process owns the file: nobody to skip
+    # julianday('now') has millisecond precision; `unixepoch('subsec')` needs SQLite 3.42.
+    now_ms_sql = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._connection = connection
@@ -148,3 +154,32 @@ def _unhex(text: str | None) -> bytes | None:
 
 async def open_sqlite(path: Path, box: SecretBox) -> SqlStore:
     return SqlStore(await SqliteDriver.open(path), box)
+
+
+class Ownership:
+    """The one `serve` process of an embedded store: an exclusive lock on `<db>.owner`, held
+    for the process's life (the kernel drops it when the process dies, even by SIGKILL). A
+    second `serve` on the same file is refused; admin commands never take it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path.with_name(path.name + ".owner")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Raises StoreInUse when another process owns the store."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreInUse(str(self._path.with_suffix("")), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None

@@ -168,7 +168,8 @@ async def test_list_and_get_carry_delivery_health_from_the_deliveries_table(api:
                 DeliveryStatus.SENT,
                 None,
             )
-        ]
+        ],
+        "test",
     )
     status, one, _ = await api.call("GET", f"/{created['id']}")
     assert status == 200

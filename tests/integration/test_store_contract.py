@@ -6,11 +6,12 @@ import asyncio
 import sqlite3
 
 import asyncpg
+import pytest
 
 from service import ids
 from service.clock import now_ms
 from service.settings import Settings
-from service.store import Store, SubscriptionChanges
+from service.store import Recorded, Store, SubscriptionChanges, sql
 from service.store.migrate import sqlite_path
 from service.store.models import (
     AttemptRecord,
@@ -142,11 +143,11 @@ async def test_update_changes_only_given_fields_and_bumps_revision(store: Store)
     assert await store.subscriptions_revision() > before
 
 
-async def due_jobs(store: Store, delivery_ids: list[str]) -> list[DeliveryJob]:
-    """What a claimer would be handed of these deliveries once their leases are given back."""
-    await store.release(delivery_ids)
+async def due_jobs(store: Store, delivery_ids: list[str], owner: str = "me") -> list[DeliveryJob]:
+    """What a claimer would be handed of these deliveries once `owner` gives them back."""
+    await store.release(delivery_ids, owner)
     jobs = await store.claim_due("reader", 1000, 60_000)
-    await store.release([job.id for job in jobs])
+    await store.release([job.id for job in jobs], "reader")
     return [job for job in jobs if job.id in delivery_ids]
 
 
@@ -186,7 +187,9 @@ async def test_leases_keep_two_claimers_apart(store: Store) -> None:
     await store.record_events(events, deliveries, "ingest", 60_000)
     # Leased by ingest: nobody else may claim them.
     assert await store.claim_due("other", 100, 60_000) == []
-    await store.release([d.id for d in deliveries])
+    await store.release([d.id for d in deliveries], "other")  # not its to give back
+    assert await store.claim_due("other", 100, 60_000) == []
+    await store.release([d.id for d in deliveries], "ingest")
     a, b = await asyncio.gather(store.claim_due("a", 12, 60_000), store.claim_due("b", 12, 60_000))
     claimed_a = {j.id for j in a}
     claimed_b = {j.id for j in b}
@@ -240,7 +243,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     await store.record_events([event], [d1, d2], "x", 0)
     await asyncio.sleep(0.01)
     assert [j.id for j in await store.claim_due("me", 10, 60_000, exclude=[one.id])] == [d2.id]
-    await store.release([d2.id])
+    await store.release([d2.id], "me")
     assert [j.id for j in await store.claim_due("me", 10, 60_000, subscription_id=one.id)] == [
         d1.id
     ]
@@ -251,9 +254,11 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
     event = incoming()
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "me", 60_000)
-    t0 = now_ms()
-    clocks = await store.record_attempts([attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)])
-    assert clocks == {sub.id: t0}
+    t0 = now_ms() - 60_000  # so that each retry (t + 5 s) is due at once
+    clocks = await store.record_attempts(
+        [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)], "me"
+    )
+    assert clocks == Recorded({sub.id: t0}, frozenset())
     health = (await store.delivery_summaries([sub.id]))[sub.id]
     assert health.delivery_count == 1
     assert health.last_delivery is not None
@@ -261,12 +266,16 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
     assert health.last_delivery.response_code == 500
     assert health.last_delivery.at == t0
     # Retried later: a second failure keeps the clock where it started.
+    assert [j.attempts for j in await store.claim_due("me", 10, 60_000)] == [1]
     clocks = await store.record_attempts(
-        [attempt(delivery, 2, DeliveryStatus.RETRYING, 500, t0 + 10)]
+        [attempt(delivery, 2, DeliveryStatus.RETRYING, 500, t0 + 10)], "me"
     )
-    assert clocks == {sub.id: t0}
-    clocks = await store.record_attempts([attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)])
-    assert clocks == {sub.id: None}
+    assert clocks.failing_since == {sub.id: t0}
+    assert [j.attempts for j in await store.claim_due("me", 10, 60_000)] == [2]
+    clocks = await store.record_attempts(
+        [attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)], "me"
+    )
+    assert clocks.failing_since == {sub.id: None}
     health = (await store.delivery_summaries([sub.id]))[sub.id]
     assert health.last_delivery is not None
     assert health.last_delivery.status is DeliveryStatus.SENT
@@ -329,6 +338,56 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
         ids.new_id("whd"), open_event.id, sub.id, open_event.event, open_event.org_id
     )
     await store.record_events([done_event, open_event], [done, still_open], "me", 60_000)
-    await store.record_attempts([attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)])
+    await store.record_attempts(
+        [attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)], "me"
+    )
     assert await store.purge(now_ms()) == 1
     assert [j.id for j in await due_jobs(store, [done.id, still_open.id])] == [still_open.id]
+
+
+async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
+    await store.record_events([event], [delivery], "slow", 1)  # its lease runs out at once
+    await asyncio.sleep(0.05)
+    assert [j.id for j in await store.claim_due("fast", 10, 60_000)] == [delivery.id]
+    # The slow replica's late outcome is refused: the delivery is the fast one's now.
+    late = await store.record_attempts(
+        [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, now_ms())], "slow"
+    )
+    assert late.lost == {delivery.id}
+    assert await store.renew([delivery.id], "slow", 60_000) == set()
+    await store.release([delivery.id], "slow")
+    assert await store.claim_due("third", 10, 60_000) == []  # still the fast one's
+    done = await store.record_attempts(
+        [attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())], "fast"
+    )
+    assert done.lost == frozenset()
+    summary = (await store.delivery_summaries([sub.id]))[sub.id]
+    assert summary.last_delivery is not None
+    assert summary.last_delivery.status is DeliveryStatus.SENT
+
+
+async def test_leases_are_timed_by_the_database_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
+    await store.record_events([event], [delivery], "a", 60_000)
+    # A replica whose clock runs an hour fast still sees replica a's lease alive.
+    monkeypatch.setattr(sql, "now_ms", lambda: now_ms() + 3_600_000)
+    assert await store.claim_due("b", 10, 60_000) == []
+    assert await store.renew([delivery.id], "a", 60_000) == {delivery.id}
+    assert await store.claim_due("b", 10, 60_000) == []
+
+
+async def test_the_owner_of_an_embedded_store_takes_back_every_lease(store: Store) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    events = [incoming() for _ in range(3)]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
+    await store.record_events(events, deliveries, "crashed", 300_000)
+    assert await store.claim_due("restarted", 10, 60_000) == []
+    assert await store.take_back_leases() == 3
+    assert len(await store.claim_due("restarted", 10, 60_000)) == 3

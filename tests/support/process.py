@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
@@ -44,10 +44,13 @@ async def wait_ready(
 class ServiceProcess:
     """One service process; its stderr (JSON logs) is collected for assertions."""
 
-    def __init__(self, env: Mapping[str, str], module: str = "service") -> None:
-        """`module` runs as `python -m <module> serve`: the service, or a test wrapper of it."""
+    def __init__(
+        self, env: Mapping[str, str], module: str = "service", args: Sequence[str] = ()
+    ) -> None:
+        """Runs `python -m <module> serve <args>`: the service, or a test wrapper of it."""
         self.port = free_port()
         self._module = module
+        self._args = list(args)
         self._env = {
             **os.environ,
             **env,
@@ -64,6 +67,7 @@ class ServiceProcess:
             "-m",
             self._module,
             "serve",
+            *self._args,
             env=self._env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
