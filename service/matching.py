@@ -30,6 +30,7 @@ class SubscriptionIndex:
         self._revision: int | None = None
         self._by_key: dict[tuple[str, str], tuple[Subscription, ...]] = {}
         self._by_id: dict[str, Subscription] = {}
+        self._undecryptable: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
 
     def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
@@ -39,6 +40,11 @@ class SubscriptionIndex:
 
     def get(self, subscription_id: str) -> Subscription | None:
         return self._by_id.get(subscription_id)
+
+    def undecryptable(self) -> tuple[str, ...]:
+        """Active subscriptions whose signing secret the configured keys cannot open: their
+        deliveries are recorded but not claimed until the key is back."""
+        return self._undecryptable
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reloads when the revision moved (or `force`); True when it reloaded."""
@@ -53,6 +59,7 @@ class SubscriptionIndex:
                     by_key[(subscription.org_id, event)].append(subscription)
             self._by_key = {key: tuple(value) for key, value in by_key.items()}
             self._by_id = {s.id: s for s in active}
+            self._undecryptable = tuple(s.id for s in active if s.secret is None)
             self._revision = revision
         log.debug("index.reloaded", revision=revision, active=len(active))
         return True

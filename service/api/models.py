@@ -73,6 +73,11 @@ class SubscriptionRow(BaseModel):
         None,
         description="Why the service deactivated it (410 Gone, failing too long); null if active.",
     )
+    problem: str | None = Field(
+        None,
+        description="Why its deliveries cannot go out now although it is active (its signing "
+        "secret cannot be decrypted with the configured keys); null when nothing stops them.",
+    )
 
 
 class CreatedSubscription(BaseModel):

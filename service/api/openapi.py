@@ -145,7 +145,7 @@ def document() -> dict[str, Any]:
                             "description": "the first attempt's result",
                             "content": _json(TestResult),
                         },
-                        **_problems(401, 404, 503),
+                        **_problems(401, 404, 409, 503),
                     },
                 },
             },

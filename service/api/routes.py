@@ -158,6 +158,7 @@ class SubscriptionApi:
                     "at": iso(last.at),
                 },
                 "deactivatedReason": subscription.deactivated_reason,
+                "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
             }
         )
 
@@ -284,6 +285,8 @@ class SubscriptionApi:
         )
         if not found:
             return self._not_found(request.match_info["id"])
+        if found.secret is None:
+            return problem(409, f"cannot send a test: {Subscription.UNDECRYPTABLE}")
         tester = request.config_dict.get(TESTER)
         if tester is None:
             return problem(503, "this process runs without the dispatcher")

@@ -87,6 +87,8 @@ class Sender:
 
     def headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
         """Every header but the User-Agent, which is the session's default (see `app.py`)."""
+        if subscription.secret is None:  # the dispatcher and /test never send such a one
+            raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
         headers = {
             "Content-Type": "application/json",
             "X-Identity-Event": job.event,

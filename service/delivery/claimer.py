@@ -33,6 +33,7 @@ class Claimer:
         lanes: Lanes,
         recorder: Recorder,
         submit: Callable[[Sequence[DeliveryJob]], None],
+        parked: Callable[[], Sequence[str]],
         metrics: Metrics,
         owner: str,
         lease: float,
@@ -42,6 +43,7 @@ class Claimer:
         self._lanes = lanes
         self._recorder = recorder
         self._submit = submit
+        self._parked = parked  # subscriptions whose deliveries wait: not claimed
         self._metrics = metrics
         self._owner = owner
         self._lease = lease
@@ -107,9 +109,10 @@ class Claimer:
     async def _claim_once(self) -> None:
         """Backlogged lanes with room take their own due deliveries, as many as fit; then
         everyone else's due work is claimed, leaving out lanes that are full or backlogged."""
+        parked = self._parked()
         busy = [lane for lane in self._lanes if lane.backlogged or lane.room <= 0]
         for lane in busy:
-            if not lane.wants_claim:
+            if not lane.wants_claim or lane.subscription_id in parked:
                 continue
             wanted = lane.room
             jobs = await self._store.claim_due(
@@ -121,7 +124,7 @@ class Claimer:
             self._owner,
             CLAIM_BATCH,
             self._lease_ms,
-            exclude=[lane.subscription_id for lane in busy],
+            exclude=[*(lane.subscription_id for lane in busy), *parked],
         )
         if jobs:
             self._submit(jobs)

@@ -73,6 +73,7 @@ class Dispatcher:
             lanes=self._lanes,
             recorder=self._recorder,
             submit=self.submit,
+            parked=index.undecryptable,
             metrics=metrics,
             owner=owner,
             lease=settings.lease,
@@ -123,9 +124,10 @@ class Dispatcher:
             self._metrics.leases_lost.inc()
             return True
         subscription = self._index.get(job.subscription_id)
-        if subscription is None:
-            # Deleted or deactivated since it was queued: the store already closed the
-            # delivery; give the lease back in case it did not.
+        if subscription is None or subscription.secret is None:
+            # Deleted or deactivated since it was queued (the store already closed the
+            # delivery), or its secret cannot be opened (it waits, unclaimed, until the key is
+            # back): give the lease back.
             self._recorder.release([job.id])
             return True
         record, decision, durable = await self._attempt(job, subscription)

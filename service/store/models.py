@@ -39,8 +39,15 @@ class Subscription:
     created_at: int
     updated_at: int
     failing_since: int | None
-    # Decrypted signing secret: never rendered by the API after creation, never logged.
-    secret: str = field(repr=False)
+    # Decrypted signing secret: never rendered by the API after creation, never logged. None
+    # when the configured encryption keys cannot open it (the key that sealed it was removed):
+    # the row is still listed, changed and deleted; its deliveries wait in the store.
+    secret: str | None = field(repr=False)
+
+    UNDECRYPTABLE = (
+        "its signing secret cannot be decrypted with the configured WEBHOOKS_ENCRYPTION_KEY: "
+        "deliveries wait in the store until the key that sealed it is configured again"
+    )
 
 
 @dataclass(frozen=True, slots=True)

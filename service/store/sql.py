@@ -235,7 +235,7 @@ class SqlStore(Store):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             failing_since=row["failing_since"],
-            secret=self._box.open(row["secret_enc"]),
+            secret=self._box.open_or_none(row["secret_enc"]),
         )
 
     async def create_subscription(
@@ -376,14 +376,11 @@ class SqlStore(Store):
                 "WHERE active = $1 AND deleted_at IS NULL ORDER BY id",
                 True,
             )
-        active = []
-        for row in rows:
-            try:
-                active.append(self._subscription(row))
-            except ValueError as exc:
-                # A secret sealed with a key this replica lacks (mid-rotation): skip that one
-                # subscription rather than stop matching for everyone.
-                log.error("subscription.undecryptable", subscription_id=row["id"], error=str(exc))
+        active = [self._subscription(row) for row in rows]
+        for subscription in active:
+            if subscription.secret is None:
+                # Still matched (its events are recorded, nothing is lost); delivery skips it.
+                log.error("subscription.undecryptable", subscription_id=subscription.id)
         return active
 
     async def subscription_counts(self) -> dict[str, int]:

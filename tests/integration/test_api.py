@@ -13,6 +13,8 @@ import orjson
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from deploy.local.receiver import start_receiver
 from service import ids
@@ -29,7 +31,7 @@ from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, open_store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 
 BASE = "/api/identity/webhooks"
@@ -425,3 +427,38 @@ async def test_the_test_call_delivers_and_shows_in_health(settings_for: Settings
             assert 'webhooks_deliveries_total{event="webhook.test",outcome="sent"} 1.0' in text
         finally:
             await client.close()
+
+
+async def sealed_elsewhere(api: Api, settings: Settings) -> str:
+    """A subscription of org_a whose secret was sealed with a key this service lacks (say, one
+    removed from WEBHOOKS_ENCRYPTION_KEY too early); its id."""
+    foreign = settings.model_copy(
+        update={"encryption_key": SecretStr(Fernet.generate_key().decode())}
+    )
+    store = await open_store(foreign, run_migrations=False)
+    try:
+        created = await store.create_subscription(
+            "org_a", "https://a.example/h", ("verification.created",), None
+        )
+    finally:
+        await store.close()
+    return created.id
+
+
+async def test_an_undecryptable_secret_is_shown_not_a_500(api: Api, settings_for: Settings) -> None:
+    broken = await sealed_elsewhere(api, settings_for)
+    healthy = (await create(api))["id"]
+    status, listed, _ = await api.call("GET")
+    assert status == 200
+    problems = {row["id"]: row["problem"] for row in listed["rows"]}
+    assert problems[healthy] is None
+    assert "cannot be decrypted" in problems[broken]
+    status, one, _ = await api.call("GET", f"/{broken}")
+    assert (status, one["problem"]) == (200, problems[broken])
+    status, patched, _ = await api.call("PATCH", f"/{broken}", {"installedBy": "ops"})
+    assert (status, patched["installedBy"]) == (200, "ops")
+    status, body, content_type = await api.call("POST", f"/{broken}/test")
+    assert (status, content_type) == (409, "application/problem+json")
+    assert "WEBHOOKS_ENCRYPTION_KEY" in body["detail"]
+    status, _, _ = await api.call("DELETE", f"/{broken}")
+    assert status == 204

@@ -16,6 +16,8 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 from deploy.local.receiver import Receiver, start_receiver
 from service.app import create_app
@@ -24,8 +26,8 @@ from service.events import format_time
 from service.samples import seed_examples
 from service.settings import Settings
 from service.signing import verify_signature
-from service.store import Store
-from service.store.models import Subscription
+from service.store import Store, open_store
+from service.store.models import DeliveryJob, Subscription
 from tests.conftest import CATALOG_TOPICS
 
 
@@ -67,6 +69,11 @@ def _now() -> str:
 
 
 PipelineFactory = Callable[..., Awaitable[Pipeline]]
+
+
+def secret_of(subscription: Subscription) -> str:
+    assert subscription.secret is not None
+    return subscription.secret
 
 
 @pytest.fixture
@@ -136,8 +143,8 @@ async def test_seed_examples_arrive_signed_with_every_header(
         assert got.headers["User-Agent"].startswith("QuantumElixir-Identity-Webhooks/")
         assert got.headers["X-Identity-Delivery"].startswith("whd_")
         assert got.headers["X-Sibling-Service"] == "orchestration"
-        verify_signature(subscription.secret, got.headers["X-Identity-Signature"], got.body)
-        verify_signature(subscription.secret, got.headers["X-Quantum-Signature"], got.body)
+        verify_signature(secret_of(subscription), got.headers["X-Identity-Signature"], got.body)
+        verify_signature(secret_of(subscription), got.headers["X-Quantum-Signature"], got.body)
     assert len({r.headers["X-Identity-Delivery"] for r in p.receiver.at("ok")}) == 3
 
 
@@ -203,7 +210,9 @@ async def test_failures_retry_on_schedule_and_succeed(pipeline_factory: Pipeline
     assert len({r.headers["X-Identity-Delivery"] for r in attempts}) == 1
     # Each attempt is signed afresh and still verifies.
     for attempt in attempts:
-        verify_signature(subscription.secret, attempt.headers["X-Quantum-Signature"], attempt.body)
+        verify_signature(
+            secret_of(subscription), attempt.headers["X-Quantum-Signature"], attempt.body
+        )
     gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
     assert all(gap >= 0.2 for gap in gaps), gaps  # 0.3 s ± 20%
     await _eventually(lambda: _delivery_rows(p.store, subscription.id), (1, "sent", 200))
@@ -354,3 +363,40 @@ async def test_a_huge_response_is_cut_at_64_kib(pipeline_factory: PipelineFactor
     subscription = await p.subscribe("org_a", "huge", ("verification.created",))
     result = await p.app[DISPATCHER].send_test(subscription)
     assert result.new_status == "sent"
+
+
+async def test_an_undecryptable_secret_parks_its_deliveries_and_delays_nobody(
+    pipeline_factory: PipelineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = await pipeline_factory()
+    claimed: list[str] = []
+    claim_due = p.store.claim_due
+
+    async def noting_claims(*args: Any, **kwargs: Any) -> list[DeliveryJob]:
+        jobs = await claim_due(*args, **kwargs)
+        claimed.extend(job.subscription_id for job in jobs)
+        return jobs
+
+    monkeypatch.setattr(p.store, "claim_due", noting_claims)
+    # Sealed with a key this service lacks (removed from WEBHOOKS_ENCRYPTION_KEY too early).
+    foreign_key = SecretStr(Fernet.generate_key().decode())
+    foreign = await open_store(
+        p.settings.model_copy(update={"encryption_key": foreign_key}), run_migrations=False
+    )
+    try:
+        broken = await foreign.create_subscription(
+            "org_a", p.receiver.url("broken"), ("verification.created",), None
+        )
+    finally:
+        await foreign.close()
+    healthy = await p.subscribe("org_a", "ok", ("verification.created",))
+    n = 5
+    for _ in range(n):
+        await p.produce(seed_examples("org_a", datetime.now(UTC))[0])
+    await p.receiver.wait_for(lambda: len(p.receiver.at("ok")) == n, what="healthy deliveries")
+    await asyncio.sleep(1.0)  # ten claim intervals
+    assert p.receiver.at("broken") == []
+    # Recorded (nothing lost), never attempted, never claimed again: they wait for the key.
+    assert await _delivery_rows(p.store, broken.id) == (n, "pending", None)
+    assert await _delivery_rows(p.store, healthy.id) == (n, "sent", 200)
+    assert broken.id not in claimed

@@ -75,6 +75,7 @@ async def test_subscription_secret_is_encrypted_at_rest(
     store: Store, settings_for: Settings
 ) -> None:
     created = await store.create_subscription("org_a", "https://a.example/h", EVENTS, "kyc@1")
+    assert created.secret is not None
     assert created.secret.startswith("qe_whsec_")
     fetched = await store.get_subscription("org_a", created.id)
     assert fetched is not None

@@ -53,6 +53,7 @@ async def test_only_what_this_replica_surely_holds_is_sent() -> None:
         lanes=lanes,
         recorder=Recorder(cast(Store, store), metrics, "me"),
         submit=lambda jobs: None,
+        parked=lambda: (),
         metrics=metrics,
         owner="me",
         lease=LEASE,
