@@ -8,13 +8,14 @@
 # already running does nothing; `stop` stops only the process whose pid file we wrote.
 #
 # Environment: KAFKA_PORT (default 9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (512m),
+# KAFKA_STATE (var/kafka; another folder runs a second broker, as the fault suite does),
 # KAFKA_START_TIMEOUT seconds (90).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.cache/kafka"
 lib="$cache/lib"
-state="$root/var/kafka"
+state="${KAFKA_STATE:-$root/var/kafka}"  # KAFKA_STATE: a second, private broker
 port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 heap="${KAFKA_HEAP:-512m}"

@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 port="${PG_PORT:-54329}"
 db="${PG_DATABASE:-webhooks}"
-state="$root/var/postgres"
+state="${PG_STATE:-$root/var/postgres}"  # PG_STATE: a second, private instance
 
 log() { printf 'postgres: %s\n' "$*" >&2; }
 
@@ -47,7 +47,7 @@ datadir() {
   if [[ $EUID -eq 0 ]] && ! runuser -u postgres -- test -x "$root/var" 2>/dev/null; then
     mkdir -p "$root/var"
     if ! runuser -u postgres -- test -x "$root/var" 2>/dev/null; then
-      echo "/tmp/identity-webhooks-pg-$(echo -n "$root" | md5sum | cut -c1-12)"
+      echo "/tmp/identity-webhooks-pg-$(echo -n "$state" | md5sum | cut -c1-12)"
       return
     fi
   fi

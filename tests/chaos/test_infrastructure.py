@@ -1,0 +1,171 @@
+"""Faults of what the service stands on, each ending in a ledger: PostgreSQL stopped mid-stream
+(ingest pauses and commits nothing unrecorded, then resumes) and the Kafka broker stopped and
+restarted mid-stream. Each test runs its own private instance (deploy/local/*.sh with a state
+folder and ports of its own), so stopping it disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+
+from deploy.local.receiver import Receiver
+from service.settings import Settings, load_settings
+from service.store import open_store
+from tests.chaos.support import FULL, Stream, dead_lettered, report, scale, service_env
+from tests.chaos.support import wait_balanced as balanced_within
+from tests.chaos.test_processes import PATHS, subscribe
+from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
+from tests.support.process import ServiceProcess, free_port
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Private:
+    """One private instance of deploy/local/<script>.sh: started, stopped, started again."""
+
+    script: str
+    env: dict[str, str]
+
+    def run(self, action: str) -> str:
+        done = subprocess.run(
+            [str(ROOT / "deploy" / "local" / self.script), action],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[Private]:
+    state = ROOT / "var" / f"chaos-pg-{uuid.uuid4().hex[:8]}"
+    pg = Private("postgres.sh", {"PG_STATE": str(state), "PG_PORT": str(free_port())})
+    pg.run("start")
+    try:
+        yield pg
+    finally:
+        pg.run("stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[Private]:
+    state = ROOT / "var" / f"chaos-kafka-{uuid.uuid4().hex[:8]}"
+    kafka = Private(
+        "kafka.sh",
+        {
+            "KAFKA_STATE": str(state),
+            "KAFKA_PORT": str(free_port()),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+        },
+    )
+    kafka.run("start")
+    try:
+        yield kafka
+    finally:
+        kafka.run("stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+async def private_topics(private_kafka: Private) -> tuple[str, list[str]]:
+    bootstrap = f"127.0.0.1:{private_kafka.env['KAFKA_PORT']}"
+    names = [f"identity.{event}" for event in CATALOG_TOPICS] + ["dlq"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, 3, 1) for n in names])
+    finally:
+        await admin.close()
+    return bootstrap, names
+
+
+async def run_through_fault(
+    settings: Settings,
+    topics: list[str],
+    receiver: Receiver,
+    fault: Private,
+    *,
+    name: str,
+    outage_s: float,
+) -> None:
+    """A stream through the service; halfway, `fault` is stopped for `outage_s` and started
+    again; the ledger must balance."""
+    store = await open_store(settings)
+    try:
+        await subscribe(store, receiver)
+    finally:
+        await store.close()
+    service = await ServiceProcess(service_env(settings, topics)).start()
+    count, rate = scale(2_000, 10_000), float(scale(400, 500))
+    stream: Stream | None = None
+    try:
+        await service.wait_ready()
+        stream = Stream(settings.kafka_bootstrap_servers, topics[0], count, rate).start()
+        await asyncio.sleep(count / rate / 2)
+        fault.run("stop")
+        await asyncio.sleep(outage_s)
+        fault.run("start")
+        back_at = time.time()
+        await stream.done()
+        ledger = await balanced_within(
+            receiver, stream, PATHS, timeout=scale(120, 300), fault_at=back_at
+        )
+    finally:
+        await service.stop()
+    assert stream is not None
+    report(name, ledger, events=stream.sent, outage_s=outage_s)
+    assert stream.failed == 0
+    assert ledger.balanced(), ledger
+    assert await dead_lettered(settings.kafka_bootstrap_servers, topics[3]) == 0
+    return
+
+
+async def test_postgres_stopped_mid_stream_loses_nothing(
+    private_postgres: Private, topics: list[str], kafka_bootstrap: str, receiver: Receiver
+) -> None:
+    settings = load_settings(
+        database_url=private_postgres.run("url"),
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        kafka_bootstrap_servers=kafka_bootstrap,
+    )
+    outage = float(scale(5, 20))
+    await run_through_fault(
+        settings, topics, receiver, private_postgres, name="postgres-stopped", outage_s=outage
+    )
+
+
+async def test_kafka_restarted_mid_stream_loses_nothing(
+    private_kafka: Private,
+    private_topics: tuple[str, list[str]],
+    tmp_path: Path,
+    receiver: Receiver,
+) -> None:
+    bootstrap, topics = private_topics
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path}/chaos.db",
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        kafka_bootstrap_servers=bootstrap,
+    )
+    outage = float(scale(3, 10))
+    await run_through_fault(
+        settings, topics, receiver, private_kafka, name="kafka-restarted", outage_s=outage
+    )
