@@ -201,17 +201,25 @@ def make(failures: int) -> tuple[Ingest, FakeConsumer, FlakyStore, FakeDispatche
     consumer = FakeConsumer()
     store = FlakyStore(failures, consumer.log)
     dispatcher = FakeDispatcher()
+    index = cast(SubscriptionIndex, FakeIndex(subscription()))
+    return wired(consumer, store, index, dispatcher), consumer, store, dispatcher
+
+
+def wired(
+    consumer: FakeConsumer, store: FlakyStore, index: SubscriptionIndex, dispatcher: FakeDispatcher
+) -> Ingest:
+    """An Ingest on the fakes, as if started."""
     ingest = Ingest(
         settings=load_settings(),
         store=cast(Store, store),
-        index=cast(SubscriptionIndex, FakeIndex(subscription())),
+        index=index,
         submit=dispatcher.submit,
         lease=Lease("me", 60_000),
         metrics=Metrics(),
     )
     ingest._consumer = cast(AIOKafkaConsumer, consumer)
     ingest._producer = cast(AIOKafkaProducer, FakeProducer())
-    return ingest, consumer, store, dispatcher
+    return ingest
 
 
 def producer_of(ingest: Ingest) -> FakeProducer:
@@ -388,17 +396,7 @@ async def make_indexed(
     store = IndexedStore(0, consumer.log, subscriptions=list(subscriptions))
     index = SubscriptionIndex(cast(Store, store))
     await index.refresh(force=True)
-    ingest = Ingest(
-        settings=load_settings(),
-        store=cast(Store, store),
-        index=index,
-        submit=FakeDispatcher().submit,
-        lease=Lease("me", 60_000),
-        metrics=Metrics(),
-    )
-    ingest._consumer = cast(AIOKafkaConsumer, consumer)
-    ingest._producer = cast(AIOKafkaProducer, FakeProducer())
-    return ingest, consumer, store
+    return wired(consumer, store, index, FakeDispatcher()), consumer, store
 
 
 async def test_events_newer_than_a_stale_index_wait_for_it_to_load() -> None:
