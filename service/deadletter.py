@@ -14,7 +14,7 @@ partition is released and its offset moves to the end of the batch that held it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -72,14 +72,23 @@ class DeadLetters:
         its first record not yet written: the most that may be committed for it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ACK_WAIT
-        batch = {
-            tp: _Held([_Letter(r, reason) for r, reason in rs], ends[tp], retry_at=loop.time())
-            for tp, rs in dead.items()
-            if rs
-        }
-        for held in batch.values():
-            for letter in held.letters:
+        batch: dict[TopicPartition, _Held] = {}
+        for tp, end in ends.items():
+            letters = [_Letter(record, reason) for record, reason in dead.get(tp, ())]
+            held = self._held.get(tp)
+            if held is not None:
+                # Ingest keeps held partitions paused, so a batch should bring none of their
+                # records; if one does, they join the hold rather than overtake it.
+                held.letters += letters
+                held.end = end
+            elif letters:
+                held = self._held[tp] = _Held(letters, end, retry_at=loop.time())
+            else:
+                continue
+            batch[tp] = held
+            for letter in letters:
                 self._start(letter)
+        # Held from the start, so that a revocation while we wait (forget) cancels them too.
         # Settled more than once when a record too large goes again without its value.
         while (writes := _in_flight(batch.values())) and (left := deadline - loop.time()) > 0:
             await asyncio.wait(writes, timeout=left)
@@ -87,23 +96,19 @@ class DeadLetters:
             for tp, held in batch.items():
                 self._settle(tp, held, now)
         holds: dict[TopicPartition, int] = {}
-        for tp, end in ends.items():
-            new, prior = batch.get(tp), self._held.get(tp)
-            if prior is not None:
-                # Ingest keeps held partitions paused, so this batch should hold none of their
-                # records; if one does, it joins the hold rather than overtake it.
-                prior.letters += new.letters if new else []
-                prior.end = end
-            elif new is not None and new.letters:
-                self._held[tp] = new
-                log.warning(
-                    "ingest.partition_held_for_dlq",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=new.letters[0].record.offset,
-                )
-            if tp in self._held:
-                holds[tp] = self._held[tp].letters[0].record.offset
+        for tp, held in batch.items():
+            if self._held.get(tp) is not held:
+                continue  # revoked meanwhile: its new owner replays from the committed offset
+            if not held.letters:
+                del self._held[tp]
+                continue
+            holds[tp] = held.letters[0].record.offset
+            log.warning(
+                "ingest.partition_held_for_dlq",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=holds[tp],
+            )
         self._metrics.partitions_held_for_dlq.set(len(self._held))
         return holds
 
@@ -133,9 +138,8 @@ class DeadLetters:
 
     async def close(self) -> None:
         """Cancels the writes still going (on stop: what was not acknowledged is replayed)."""
-        letters = [letter for held in self._held.values() for letter in held.letters]
+        writes = [write for held in self._held.values() for write in _cancel(held.letters)]
         self._held.clear()
-        writes = _cancel(letters)
         await asyncio.gather(*writes, return_exceptions=True)
         self._metrics.partitions_held_for_dlq.set(0)
 
@@ -223,8 +227,10 @@ def _in_flight(helds: Iterable[_Held]) -> list[asyncio.Task[KafkaError | None]]:
     ]
 
 
-def _cancel(letters: Sequence[_Letter]) -> list[asyncio.Task[KafkaError | None]]:
+def _cancel(letters: list[_Letter]) -> list[asyncio.Task[KafkaError | None]]:
+    """Cancels the letters' writes and lets go of the letters, so that no one settles them."""
     writes = [letter.write for letter in letters if letter.write is not None]
     for write in writes:
         write.cancel()
+    letters.clear()
     return writes

@@ -302,8 +302,8 @@ class Ingest:
         # at the first unwritten bad one. Fetching on past it would keep ever more rejected
         # records in memory, and a restart would replay them all anyway.
         holds = await self._dead.write(batch.dead, batch.last)
-        if holds:
-            self._consumer.pause(*holds)
+        if held := holds.keys() & self._consumer.assignment():
+            self._consumer.pause(*held)
         if not await self._match(batch):
             return  # stopping: nothing of this batch becomes committable
         created = await self._record(batch)

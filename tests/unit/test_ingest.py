@@ -542,3 +542,21 @@ async def test_a_held_partition_revoked_is_committed_up_to_its_poison_and_let_go
     await _Listener(ingest).on_partitions_revoked({TP})
     assert consumer.commits == {TP: 1}
     assert await ingest.dead_letters_flowing()
+
+
+async def test_a_partition_revoked_while_its_dead_letters_are_awaited_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiokafka runs the rebalance listener in its own task, so a revocation can come while a
+    # batch waits for its dead-letter acknowledgements.
+    monkeypatch.setattr("service.deadletter.ACK_WAIT", 0.3)
+    ingest, consumer, _, _ = make(failures=0)
+    producer_of(ingest).broken = "hang"
+    handling = asyncio.create_task(ingest._handle({TP: [Record(0, POISON), Record(1, event())]}))
+    await asyncio.sleep(0.05)
+    await _Listener(ingest).on_partitions_revoked({TP})
+    consumer.assigned = set()
+    await asyncio.wait_for(handling, 5)
+    assert consumer.paused == set()
+    assert await ingest.dead_letters_flowing()
+    assert consumer.commits == {}  # the new owner replays the batch
