@@ -1,5 +1,6 @@
 """Liveness and readiness: `/healthz` answers while the process runs, `/readyz` only when every
-registered check passes (the store answers, the consumer has joined its group)."""
+registered check passes (the store answers, the consumer is in its group, no partition waits for
+the dead-letter topic)."""
 
 from __future__ import annotations
 

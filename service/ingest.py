@@ -1,12 +1,15 @@
 """Kafka in: consume, validate, match, record, and only then commit (SPEC section 1).
 
-For each batch from `getmany()`: every record is parsed; bad ones are dead-lettered (and their
-offsets committed only once the dead-letter write is acknowledged); good ones are matched to the
-subscriptions that want them; the events and one delivery per match are written in one
-transaction; the new deliveries are handed to delivery (the `submit` callable); and, per
-partition, the offset after the last recorded record becomes committable: it is committed within
-COMMIT_INTERVAL, before a partition is revoked, and on stop. A crash anywhere replays from the
-last commit, and the store's unique (event, subscription) key turns the replay into a no-op.
+For each batch from `getmany()`: every record is parsed; bad ones are dead-lettered
+(`service.deadletter`: a partition whose bad records the dead-letter topic has not acknowledged
+is paused, and its offset stays at the first of them until they are written); good ones are
+matched to the subscriptions that want them, against an index no older than the events (else the
+batch waits for it); the events and one delivery per match are written in one transaction; the
+new deliveries are handed to delivery (the `submit` callable); and, per partition, the offset
+after the last recorded record becomes committable: it is committed within COMMIT_INTERVAL,
+before a partition is revoked, and on stop. While the store is away, every partition is paused
+and polling goes on, so the group keeps us. A crash anywhere replays from the last commit, and
+the store's unique (event, subscription) key turns the replay into a no-op.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from aiokafka import (
@@ -25,9 +29,17 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    KafkaError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from service import ids
+from service.deadletter import DeadLetters
 from service.events import Accepted, Rejected, Skipped, parse_event
 from service.health import Readiness
 from service.matching import SubscriptionIndex
@@ -52,6 +64,16 @@ BATCH_LINGER = 0.005
 # is a broker round trip, and a replay of what was recorded but not yet committed is a no-op.
 COMMIT_INTERVAL = 0.25
 FETCH_BATCH_BYTES = 64 * 1024
+# What a fetch raises about one partition; anything else getmany() raises comes from the group
+# coordinator (or a stopped consumer).
+_PARTITION_ERRORS = (
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+    RecordTooLargeError,
+    CorruptRecordException,
+)
+
+T = TypeVar("T")
 
 
 Record = ConsumerRecord[bytes, bytes]
@@ -70,9 +92,10 @@ class Lease:
 
 @dataclass(slots=True)
 class _Batch:
+    accepted: list[tuple[Accepted, Record, int]]  # (event, record, occurredAt in ms)
     events: list[IncomingEvent]
     deliveries: list[NewDelivery]
-    dead: list[tuple[Record, str]]  # (record, reason)
+    dead: dict[TopicPartition, list[tuple[Record, str]]]  # (record, reason)
     last: dict[TopicPartition, int]  # offset after the last record seen, per partition
 
 
@@ -81,6 +104,9 @@ class _Listener(ConsumerRebalanceListener):
         self._ingest = ingest
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Every rebalance, and the group dropping us, starts here: until it assigns again, the
+        # consumer is not in the group.
+        self._ingest.joined = False
         await self._ingest.commit_recorded(set(revoked))
         self._ingest.forget(set(revoked))
 
@@ -121,13 +147,22 @@ class Ingest:
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        self._dead = DeadLetters(self._send_dead, metrics)
+        self._deferred: KafkaError | None = None  # raised by the next fetch
+        self._readiness: Readiness | None = None
         self.joined = False
 
     async def ready(self) -> bool:
         return self.joined and self._consumer is not None
 
+    async def dead_letters_flowing(self) -> bool:
+        """False while a partition waits for the dead-letter topic to take its records."""
+        return not self._dead.held()
+
     def register(self, readiness: Readiness) -> None:
         readiness.register("consumer", self.ready)
+        readiness.register("dead_letter", self.dead_letters_flowing)
+        self._readiness = readiness
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Ingest]:
@@ -140,6 +175,8 @@ class Ingest:
                 self._stopping.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), self._settings.shutdown_grace)
+                if self._readiness is not None:
+                    self._readiness.unregister("dead_letter")
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -159,21 +196,26 @@ class Ingest:
                 try:
                     records = await self._fetch()
                 except KafkaError as exc:
-                    log.warning("ingest.fetch_failed", error=str(exc))
+                    self._poll_failed(exc)
                     await self._pause_for(1.0)
                     continue
                 if records:
                     await self._handle(records)
+                self._retry_dead_letters()
                 await self.commit_if_due()
                 self._update_lag()
         finally:
             await self.commit_recorded(None)
+            await self._dead.close()
             await self._stop()
 
     async def _fetch(self) -> Records:
         """Up to MAX_BATCH records: waits up to half a second for the first, then lingers
         BATCH_LINGER for more."""
         assert self._consumer is not None
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
         records: Records = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
         count = sum(len(r) for r in records.values())
         if not count:
@@ -181,9 +223,16 @@ class Ingest:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BATCH_LINGER
         while count < MAX_BATCH and (left := deadline - loop.time()) > 0:
-            more = await self._consumer.getmany(
-                timeout_ms=max(1, int(left * 1000)), max_records=MAX_BATCH - count
-            )
+            try:
+                more = await self._consumer.getmany(
+                    timeout_ms=max(1, int(left * 1000)), max_records=MAX_BATCH - count
+                )
+            except KafkaError as exc:
+                # An error aiokafka held back from the first call: that call's records have
+                # moved the positions on, so they are handled (else the next commit would skip
+                # them) and the error waits for the next fetch.
+                self._deferred = exc
+                break
             for tp, extra in more.items():
                 records.setdefault(tp, []).extend(extra)
                 count += len(extra)
@@ -222,7 +271,14 @@ class Ingest:
         self._producer, self._consumer = producer, consumer
         log.info("ingest.started", topics=s.kafka_topics, group=s.kafka_group_id)
 
+    def _poll_failed(self, exc: KafkaError) -> None:
+        log.warning("ingest.fetch_failed", error=str(exc))
+        if not isinstance(exc, _PARTITION_ERRORS):
+            # The group refused or dropped us: no partition is ours until it assigns again.
+            self.joined = False
+
     async def _stop(self) -> None:
+        self.joined = False
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -239,13 +295,20 @@ class Ingest:
             await self._handle_batch(records)
 
     async def _handle_batch(self, records: Records) -> None:
-        # One cheap revision read per batch: a subscription made a moment ago by another
-        # process's API is matched already (SPEC 1: events at or after its createdAt).
-        with contextlib.suppress(StoreUnavailable, OSError):
-            await self._index.refresh()
+        assert self._consumer is not None
         batch = self._parse(records)
-        await self._dead_letter(batch.dead)
+        # A partition whose bad records are not dead-lettered yet is paused: its good records
+        # of this batch are still recorded (a replay of them is a no-op), but its offset stays
+        # at the first unwritten bad one. Fetching on past it would keep ever more rejected
+        # records in memory, and a restart would replay them all anyway.
+        holds = await self._dead.write(batch.dead, batch.last)
+        if held := holds.keys() & self._consumer.assignment():
+            self._consumer.pause(*held)
+        if not await self._match(batch):
+            return  # stopping: nothing of this batch becomes committable
         created = await self._record(batch)
+        if created is None:
+            return
         if created:
             by_event = {(e.org_id, e.id): e for e in batch.events}
             self._submit([DeliveryJob.first(d, by_event[(d.org_id, d.event_id)]) for d in created])
@@ -254,32 +317,47 @@ class Ingest:
         duplicates = len(batch.deliveries) - len(created)
         if duplicates:
             self._metrics.deliveries.labels("any", "duplicate").inc(duplicates)
-        owned = self._consumer.assignment() if self._consumer is not None else set()
+        owned = self._consumer.assignment()
         for tp, offset in batch.last.items():
             if tp in owned:  # a partition revoked meanwhile is someone else's to commit
-                self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
+                self._advance(tp, holds.get(tp, offset))
 
     def _parse(self, records: Records) -> _Batch:
-        batch = _Batch([], [], [], {})
+        batch = _Batch([], [], [], {}, {})
         for tp, partition_records in records.items():
             for record in partition_records:
-                offset = record.offset
-                batch.last[tp] = offset + 1
+                batch.last[tp] = record.offset + 1
                 parsed = parse_event(record.value, self._settings.max_event_bytes)
                 if isinstance(parsed, Rejected):
-                    batch.dead.append((record, parsed.reason))
-                    continue
-                if isinstance(parsed, Skipped):
+                    batch.dead.setdefault(tp, []).append((record, parsed.reason))
+                elif isinstance(parsed, Skipped):
                     self._metrics.events_skipped.labels(tp.topic, "other").inc()
-                    continue
-                self._accept(parsed, record, tp, offset, batch)
+                else:
+                    self._metrics.child(self._metrics.events_consumed, tp.topic, parsed.event).inc()
+                    occurred_ms = int(parsed.occurred_at.timestamp() * 1000)
+                    batch.accepted.append((parsed, record, occurred_ms))
         return batch
 
-    def _accept(
-        self, event: Accepted, record: Record, tp: TopicPartition, offset: int, batch: _Batch
-    ) -> None:
-        self._metrics.child(self._metrics.events_consumed, tp.topic, event.event).inc()
-        occurred_ms = int(event.occurred_at.timestamp() * 1000)
+    async def _match(self, batch: _Batch) -> bool:
+        """Matches the accepted events, after one cheap revision read so that a subscription
+        made a moment ago by another process's API is matched already (SPEC 1: events at or
+        after its createdAt). When that read fails, the index may lack a subscription made
+        since it last loaded; an event that occurred before then is matched right, but a newer
+        one could miss it for good, so such a batch waits for the index like a store outage.
+        False when stop came first."""
+        try:
+            await self._index.refresh()
+        except (StoreUnavailable, OSError):
+            self._metrics.store_errors.labels("index_refresh").inc()
+            newest = max((occurred for _, _, occurred in batch.accepted), default=None)
+            stale = newest is not None and not self._index.covers(newest)
+            if stale and await self._while_store_away("index_refresh", self._index.refresh) is None:
+                return False
+        for event, record, occurred_ms in batch.accepted:
+            self._accept(event, record, occurred_ms, batch)
+        return True
+
+    def _accept(self, event: Accepted, record: Record, occurred_ms: int, batch: _Batch) -> None:
         matches = self._index.match(event.org_id, event.event, occurred_ms)
         if not matches:
             return
@@ -291,7 +369,7 @@ class Ingest:
                 occurred_at=occurred_ms,
                 body=event.body,
                 sibling_service=_sibling(record),
-                source=f"{tp.topic}/{tp.partition}/{offset}",
+                source=f"{record.topic}/{record.partition}/{record.offset}",
             )
         )
         batch.deliveries.extend(
@@ -299,42 +377,9 @@ class Ingest:
             for s in matches
         )
 
-    async def _dead_letter(self, dead: Sequence[tuple[Record, str]]) -> None:
-        """Writes rejected records to the DLQ and waits for every acknowledgement, so their
-        offsets are never committed unwritten. Retriable errors are retried (only the records
-        not yet acknowledged); a record the broker can never take (too large) goes without its
-        value, with its size in `x-dlq-value-dropped`."""
-        if not dead:
-            return
-        assert self._producer is not None
-        todo = [(record, reason, False) for record, reason in dead]
-        while todo:
-            failed: list[tuple[Record, str, bool]] = []
-            sends = [self._send_dead(record, reason, drop) for record, reason, drop in todo]
-            outcomes = await asyncio.gather(*sends, return_exceptions=True)
-            for (record, reason, drop), outcome in zip(todo, outcomes, strict=True):
-                if isinstance(outcome, KafkaError):
-                    retriable = bool(getattr(outcome, "retriable", False))
-                    if not retriable and drop:
-                        raise outcome  # even an empty value is refused: a broker problem
-                    failed.append((record, reason, drop or not retriable))
-                    log.warning("ingest.dlq_write_failed", error=str(outcome), retriable=retriable)
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-            todo = failed
-            if todo:
-                await asyncio.sleep(1.0)
-        for record, reason in dead:
-            self._metrics.events_dead_lettered.labels(record.topic, reason.split(":")[0]).inc()
-            log.warning(
-                "ingest.dead_lettered",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=reason,
-            )
-
     async def _send_dead(self, record: Record, reason: str, drop_value: bool) -> None:
+        """One record to the dead-letter topic, with where it came from and why; without its
+        value (its size in `x-dlq-value-dropped`) when the topic cannot take it."""
         assert self._producer is not None
         value: bytes | None = record.value
         headers = [
@@ -352,34 +397,59 @@ class Ingest:
         )
         await ack
 
-    async def _record(self, batch: _Batch) -> list[NewDelivery]:
-        """Writes the batch; while the store is away, pauses the partitions and keeps polling
-        (so the group keeps us) until it answers again."""
+    async def _record(self, batch: _Batch) -> list[NewDelivery] | None:
+        """Writes the batch, waiting out a store outage; None when stop came first."""
         if not batch.events:
             return []
-        assert self._consumer is not None
+        return await self._while_store_away(
+            "record_events",
+            lambda: self._store.record_events(
+                batch.events, batch.deliveries, self._lease.owner, self._lease.ms
+            ),
+        )
+
+    async def _while_store_away(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """`call()`, retried while the store is away: meanwhile every partition is paused and
+        polling goes on (so the group keeps us). None when stop came first."""
         backoff = 0.2
         paused = False
         try:
             while True:
                 try:
-                    return await self._store.record_events(
-                        batch.events,
-                        batch.deliveries,
-                        self._lease.owner,
-                        self._lease.ms,
-                    )
+                    return await call()
                 except (StoreUnavailable, OSError) as exc:
-                    self._metrics.store_errors.labels("record_events").inc()
+                    self._metrics.store_errors.labels(operation).inc()
                     if not paused:
-                        log.warning("ingest.store_unavailable_paused", error=str(exc))
+                        log.warning(
+                            "ingest.store_unavailable_paused", operation=operation, error=str(exc)
+                        )
                     paused = True
+                    if self._stopping.is_set():
+                        return None
                     await self._poll_paused(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
             if paused:
-                self._consumer.resume(*self._consumer.assignment())
-                log.info("ingest.store_back_resumed")
+                self._resume()
+                log.info("ingest.store_back_resumed", operation=operation)
+
+    def _resume(self) -> None:
+        """Resumes every partition but those held for the dead-letter topic."""
+        assert self._consumer is not None
+        self._consumer.resume(*(self._consumer.assignment() - self._dead.held()))
+
+    def _retry_dead_letters(self) -> None:
+        """Moves the dead-letter writes on; a partition whose records are all written now
+        resumes, and its offset moves to the end of the batch that held it."""
+        released = self._dead.retry()
+        if not released:
+            return
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        for tp, end in released.items():
+            if tp in owned:
+                self._advance(tp, end)
+        self._consumer.resume(*(owned & released.keys()))
 
     async def _poll_paused(self, seconds: float) -> None:
         """Polls with every partition paused, so the group keeps us. A rebalance meanwhile
@@ -389,7 +459,8 @@ class Ingest:
         self._consumer.pause(*self._consumer.assignment())
         try:
             got = await self._consumer.getmany(timeout_ms=int(seconds * 1000))
-        except KafkaError:
+        except KafkaError as exc:
+            self._poll_failed(exc)
             return
         for tp, records in got.items():
             if records:
@@ -397,6 +468,11 @@ class Ingest:
         self._consumer.pause(*self._consumer.assignment())
 
     # -- offsets -----------------------------------------------------------------------------
+
+    def _advance(self, tp: TopicPartition, offset: int) -> None:
+        """Makes `offset` committable for `tp`: every record before it is recorded or
+        dead-lettered."""
+        self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
 
     async def commit_if_due(self) -> None:
         """Commits what is recorded when COMMIT_INTERVAL has passed since the last commit."""
@@ -441,6 +517,7 @@ class Ingest:
                     self._committed[tp] = offset
 
     def forget(self, partitions: set[TopicPartition]) -> None:
+        self._dead.forget(partitions)
         for tp in partitions:
             self._recorded.pop(tp, None)
             self._committed.pop(tp, None)

@@ -90,6 +90,17 @@ class Metrics:
             "deliveries left in the store because their lane was full",
             registry=r,
         )
+        self.dlq_write_failures = Counter(
+            "webhooks_dlq_write_failures",
+            "dead-letter writes the broker refused or could not take, by error",
+            ["error"],
+            registry=r,
+        )
+        self.partitions_held_for_dlq = Gauge(
+            "webhooks_partitions_held_for_dlq",
+            "partitions paused because a rejected record is not dead-lettered yet",
+            registry=r,
+        )
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )

@@ -1,17 +1,32 @@
 """The consume loop's ordering rules, with fakes for Kafka and the store: nothing is committed
-before it is recorded, and a store outage pauses the partitions while polling goes on."""
+before it is recorded or dead-lettered; a store outage, a stale subscription index or a
+dead-letter topic that refuses writes pauses partitions while polling goes on; readiness follows
+the consumer's group membership."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OffsetOutOfRangeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
-from service.ingest import COMMIT_INTERVAL, Ingest, Lease, fetch_options
+from service.clock import now_ms
+from service.health import Readiness
+from service.ingest import COMMIT_INTERVAL, Ingest, Lease, _Listener, fetch_options
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
@@ -20,13 +35,17 @@ from service.store import Store, StoreUnavailable
 from service.store.models import DeliveryJob, IncomingEvent, NewDelivery, Subscription
 
 TP = TopicPartition("identity.verification.created", 0)
+TP1 = TopicPartition("identity.verification.created", 1)
+POISON = b"not json"
 
 
-def Record(offset: int, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
+def Record(
+    offset: int, value: bytes | None, tp: TopicPartition = TP
+) -> ConsumerRecord[bytes, bytes]:
     """A record as aiokafka hands it out."""
     return ConsumerRecord(
-        topic=TP.topic,
-        partition=TP.partition,
+        topic=tp.topic,
+        partition=tp.partition,
         offset=offset,
         timestamp=0,
         timestamp_type=0,
@@ -42,30 +61,54 @@ def Record(offset: int, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
 @dataclass
 class FakeConsumer:
     log: list[str] = field(default_factory=list)
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    commits: dict[TopicPartition, int] = field(default_factory=dict)
+    assigned: set[TopicPartition] = field(default_factory=lambda: {TP})
+    paused: set[TopicPartition] = field(default_factory=set)
+    # What getmany() answers in turn (an exception is raised), then nothing; None keeps the
+    # store-outage story below.
+    script: list[Any] | None = None
 
     def assignment(self) -> set[TopicPartition]:
-        return {TP}
+        return set(self.assigned)
 
     def pause(self, *partitions: TopicPartition) -> None:
         self.log.append("pause")
+        self.paused.update(partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
         self.log.append("resume")
+        self.paused.difference_update(partitions)
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
         self.log.append("poll")
+        if self.script is not None:
+            if not self.script:
+                await asyncio.sleep(min(timeout_ms, 20) / 1000)
+                return {}
+            step = self.script.pop(0)
+            if isinstance(step, BaseException):
+                raise step
+            return cast(dict[Any, Any], step)
         # A rebalance hands the partition back unpaused once: records arrive while paused.
         if self.log.count("poll") == 2:
             return {TP: [Record(41, b"{}"), Record(42, b"{}")]}
         return {}
 
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return self.commits.get(partition)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return None
+
+    async def stop(self) -> None:
+        self.log.append("stop")
+
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.log.append(f"seek {offset}")
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.log.append(f"commit {offsets[TP]}")
-        self.committed.update(offsets)
+        self.log.append(" ".join(["commit", *(str(offsets[tp]) for tp in sorted(offsets))]))
+        self.commits.update(offsets)
 
 
 @dataclass
@@ -94,28 +137,61 @@ class FakeDispatcher:
         self.submitted.extend(jobs)
 
 
+@dataclass
+class FakeProducer:
+    """The dead-letter producer: `broken` fails every write with that error (`"hang"`: the
+    write never completes, as when the topic's metadata never comes), else writes succeed."""
+
+    broken: KafkaError | str | None = None
+    # Writes refused only while they carry a value (the record is too large for the topic).
+    too_large_with_value: bool = False
+    sent: list[tuple[str, bytes | None, dict[str, bytes]]] = field(default_factory=list)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        if self.broken == "hang":
+            await asyncio.Event().wait()
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if isinstance(self.broken, KafkaError):
+            ack.set_exception(copy.copy(self.broken))
+        elif self.too_large_with_value and value is not None:
+            ack.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append((topic, value, dict(headers or [])))
+            ack.set_result(None)
+        return ack
+
+    async def stop(self) -> None:
+        pass
+
+
 class FakeIndex:
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
 
-    async def refresh(self) -> bool:
+    async def refresh(self, *, force: bool = False) -> bool:
         return False
 
     def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
         return (self.subscription,) if org_id == self.subscription.org_id else ()
 
 
-def subscription() -> Subscription:
+def subscription(subscription_id: str = "whk_1", created_at: int = 0) -> Subscription:
     return Subscription(
-        "whk_1",
+        subscription_id,
         "org_a",
         "https://x.example/",
         ("verification.created",),
         None,
         True,
         None,
-        0,
-        0,
+        created_at,
+        created_at,
         None,
         "qe_whsec_x",
     )
@@ -125,20 +201,33 @@ def make(failures: int) -> tuple[Ingest, FakeConsumer, FlakyStore, FakeDispatche
     consumer = FakeConsumer()
     store = FlakyStore(failures, consumer.log)
     dispatcher = FakeDispatcher()
+    index = cast(SubscriptionIndex, FakeIndex(subscription()))
+    return wired(consumer, store, index, dispatcher), consumer, store, dispatcher
+
+
+def wired(
+    consumer: FakeConsumer, store: FlakyStore, index: SubscriptionIndex, dispatcher: FakeDispatcher
+) -> Ingest:
+    """An Ingest on the fakes, as if started."""
     ingest = Ingest(
         settings=load_settings(),
         store=cast(Store, store),
-        index=cast(SubscriptionIndex, FakeIndex(subscription())),
+        index=index,
         submit=dispatcher.submit,
         lease=Lease("me", 60_000),
         metrics=Metrics(),
     )
     ingest._consumer = cast(AIOKafkaConsumer, consumer)
-    return ingest, consumer, store, dispatcher
+    ingest._producer = cast(AIOKafkaProducer, FakeProducer())
+    return ingest
 
 
-def event(org: str = "org_a") -> bytes:
-    return orjson.dumps(sample_event("verification.created", org, datetime.now(UTC)))
+def producer_of(ingest: Ingest) -> FakeProducer:
+    return cast(FakeProducer, ingest._producer)
+
+
+def event(org: str = "org_a", at: datetime | None = None) -> bytes:
+    return orjson.dumps(sample_event("verification.created", org, at or datetime.now(UTC)))
 
 
 async def test_commit_comes_after_record_and_covers_the_batch() -> None:
@@ -168,7 +257,7 @@ async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
     first_commit = consumer.log.index("commit 1")
     assert consumer.log.index("recorded") < first_commit
     assert "resume" in consumer.log[consumer.log.index("recorded") :]
-    assert consumer.committed == {TP: 1}
+    assert consumer.commits == {TP: 1}
     assert len(dispatcher.submitted) == 1
 
 
@@ -191,7 +280,7 @@ async def test_offsets_are_committed_at_most_every_commit_interval() -> None:
     ingest._last_commit -= COMMIT_INTERVAL
     await ingest.commit_if_due()
     assert consumer.log[-1] == "commit 3"
-    assert consumer.committed == {TP: 3}
+    assert consumer.commits == {TP: 3}
 
 
 async def test_commits_skip_partitions_no_longer_owned() -> None:
@@ -200,7 +289,7 @@ async def test_commits_skip_partitions_no_longer_owned() -> None:
     ingest._recorded[gone] = 5
     ingest._recorded[TP] = 3
     await ingest.commit_recorded(None)
-    assert consumer.committed == {TP: 3}
+    assert consumer.commits == {TP: 3}
 
 
 def test_the_fetch_wait_setting_picks_thefetch_options() -> None:
@@ -209,3 +298,265 @@ def test_the_fetch_wait_setting_picks_thefetch_options() -> None:
     # Above 0: fuller fetches, held at most that long.
     assert fetch_options(0.01) == {"fetch_min_bytes": 64 * 1024, "fetch_max_wait_ms": 10}
     assert fetch_options(0.0001)["fetch_max_wait_ms"] == 1
+
+
+# -- hole: an error held back to the linger poll ---------------------------------------------
+
+
+async def test_an_error_raised_by_the_linger_poll_keeps_the_records_already_fetched() -> None:
+    # aiokafka may raise, on the batch's second getmany(), an error it held back from the
+    # first; the first call's records have moved the position on, so the next commit would
+    # cover them: they must be handled, not dropped.
+    ingest, consumer, store, _ = make(failures=0)
+    consumer.script = [{TP: [Record(5, event())]}, OffsetOutOfRangeError({TP1: 9})]
+    records = await ingest._fetch()
+    assert [r.offset for r in records[TP]] == [5]
+    await ingest._handle(records)
+    await ingest.commit_if_due()
+    assert len(store.recorded) == 1
+    assert consumer.commits == {TP: 6}
+    # Nor is the error lost: the next fetch raises it, and the loop backs off as for any other.
+    with pytest.raises(OffsetOutOfRangeError):
+        await ingest._fetch()
+
+
+# -- readiness follows the group ---------------------------------------------------------------
+
+
+async def test_readiness_follows_the_group_assignment() -> None:
+    ingest, _, _, _ = make(failures=0)
+    listener = _Listener(ingest)
+    assert not await ingest.ready()
+    await listener.on_partitions_assigned({TP})
+    assert await ingest.ready()
+    # Every rebalance, and the group dropping us, starts with a revocation: not ready until
+    # the group assigns again.
+    await listener.on_partitions_revoked({TP})
+    assert not await ingest.ready()
+    await listener.on_partitions_assigned(set())
+    assert await ingest.ready()
+
+
+async def test_a_group_error_or_a_stop_makes_the_consumer_unready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    # A partition's fetch error says nothing about the group; a group error does.
+    consumer.script = [OffsetOutOfRangeError({TP: 1}), GroupAuthorizationFailedError()]
+    seen: list[bool] = []
+
+    async def start() -> None:
+        ingest.joined = True
+
+    async def pause_for(seconds: float) -> None:
+        seen.append(await ingest.ready())
+
+    monkeypatch.setattr(ingest, "_start", start)
+    monkeypatch.setattr(ingest, "_pause_for", pause_for)
+    task = asyncio.create_task(ingest._run())
+    async with asyncio.timeout(5):
+        while len(seen) < 2:
+            await asyncio.sleep(0.01)
+    assert seen == [True, False]
+    await _Listener(ingest).on_partitions_assigned({TP})
+    assert await ingest.ready()
+    ingest._stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert consumer.log[-1] == "stop"
+    assert not await ingest.ready()
+
+
+# -- a stale subscription index ----------------------------------------------------------------
+
+
+@dataclass
+class IndexedStore(FlakyStore):
+    """Also what the subscription index loads; the revision query fails `revision_failures`
+    times."""
+
+    subscriptions: list[Subscription] = field(default_factory=list)
+    revision: int = 1
+    revision_failures: int = 0
+
+    async def subscriptions_revision(self) -> int:
+        if self.revision_failures:
+            self.revision_failures -= 1
+            self.log.append("index refresh failed")
+            raise StoreUnavailable("connection refused")
+        return self.revision
+
+    async def active_subscriptions(self) -> list[Subscription]:
+        return list(self.subscriptions)
+
+
+async def make_indexed(
+    subscriptions: Sequence[Subscription] = (),
+) -> tuple[Ingest, FakeConsumer, IndexedStore]:
+    consumer = FakeConsumer(script=[])
+    store = IndexedStore(0, consumer.log, subscriptions=list(subscriptions))
+    index = SubscriptionIndex(cast(Store, store))
+    await index.refresh(force=True)
+    return wired(consumer, store, index, FakeDispatcher()), consumer, store
+
+
+async def test_events_newer_than_a_stale_index_wait_for_it_to_load() -> None:
+    ingest, consumer, store = await make_indexed()
+    # After the index loaded, a subscription is made (by another replica's API, say), and an
+    # event it wants occurs; then the store stops answering the index's refresh for a while.
+    created = now_ms() + 50
+    store.subscriptions.append(subscription("whk_new", created))
+    store.revision += 1
+    store.revision_failures = 2
+    occurred = datetime.fromtimestamp((created + 10) / 1000, UTC)
+    await ingest._handle({TP: [Record(0, event(at=occurred))]})
+    await ingest.commit_if_due()
+    # Matched only once the index caught up, never against the stale one: no event is lost.
+    assert [d.subscription_id for d in store.recorded] == ["whk_new"]
+    assert consumer.log.count("index refresh failed") == 2
+    assert consumer.log.index("pause") < consumer.log.index("recorded")
+    assert consumer.log.index("recorded") < consumer.log.index("commit 1")
+    assert "resume" in consumer.log
+
+
+async def test_a_failed_refresh_does_not_hold_events_the_index_already_covers() -> None:
+    ingest, consumer, store = await make_indexed([subscription("whk_old", 0)])
+    store.revision_failures = 5
+    # Occurred before the index last loaded: the index as it stands is right for it.
+    occurred = datetime.now(UTC) - timedelta(seconds=5)
+    await ingest._handle({TP: [Record(0, event(at=occurred))]})
+    assert [d.subscription_id for d in store.recorded] == ["whk_old"]
+    assert "pause" not in consumer.log
+
+
+# -- a dead-letter topic that refuses writes -------------------------------------------------
+
+
+@pytest.fixture
+def quick_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead-letter writes waited for and retried in milliseconds, not seconds."""
+    monkeypatch.setattr("service.deadletter.ACK_WAIT", 0.05)
+    monkeypatch.setattr("service.deadletter.RETRY_FIRST", 0.01)
+
+
+async def until_released(ingest: Ingest, consumer: FakeConsumer, tp: TopicPartition) -> None:
+    """Runs the loop's dead-letter step until `tp` is no longer held."""
+    async with asyncio.timeout(5):
+        while tp in consumer.paused:
+            await asyncio.sleep(0.02)
+            ingest._retry_dead_letters()
+
+
+@pytest.mark.usefixtures("quick_dead_letters")
+async def test_a_dead_letter_topic_that_refuses_writes_holds_only_its_partition() -> None:
+    ingest, consumer, store, _ = make(failures=0)
+    consumer.assigned = {TP, TP1}
+    readiness = Readiness()
+    ingest.register(readiness)
+    producer = producer_of(ingest)
+    producer.broken = UnknownTopicOrPartitionError()  # the topic is missing
+    batch = {
+        TP: [Record(0, event()), Record(1, POISON), Record(2, event())],
+        TP1: [Record(5, event(), TP1)],
+    }
+    async with asyncio.timeout(5):
+        await ingest._handle(batch)
+    # The good records are recorded, even the one after the poison (a replay of it is a
+    # no-op); only the poison's partition waits, and its offset stays at the poison.
+    assert len(store.recorded) == 3
+    assert consumer.paused == {TP}
+    await ingest.commit_recorded(None)
+    assert consumer.commits == {TP: 1, TP1: 6}
+    assert (await readiness.report())["dead_letter"] is False
+    registry = ingest._metrics.registry
+    refused = {"error": "UnknownTopicOrPartitionError"}
+    assert (registry.get_sample_value("webhooks_dlq_write_failures_total", refused) or 0) >= 1
+    assert registry.get_sample_value("webhooks_partitions_held_for_dlq") == 1
+
+    producer.broken = None  # the topic is created
+    await until_released(ingest, consumer, TP)
+    await ingest.commit_recorded(None)
+    assert consumer.commits == {TP: 3, TP1: 6}
+    ((_, value, headers),) = producer.sent
+    assert value == POISON
+    assert headers["x-dlq-source-offset"] == b"1"
+    assert (await readiness.report())["dead_letter"] is True
+    assert registry.get_sample_value("webhooks_partitions_held_for_dlq") == 0
+
+
+@pytest.mark.usefixtures("quick_dead_letters")
+async def test_a_non_retriable_dead_letter_error_backs_off_instead_of_crashing() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    producer = producer_of(ingest)
+    producer.broken = TopicAuthorizationFailedError()
+    async with asyncio.timeout(5):
+        await ingest._handle({TP: [Record(3, POISON)]})
+    assert consumer.paused == {TP}
+    ingest._retry_dead_letters()  # retried, not raised
+    producer.broken = None  # the ACL is fixed
+    await until_released(ingest, consumer, TP)
+    # Only a size error costs the record its value.
+    assert [value for _, value, _ in producer.sent] == [POISON]
+    await ingest.commit_recorded(None)
+    assert consumer.commits == {TP: 4}
+
+
+@pytest.mark.usefixtures("quick_dead_letters")
+async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_value() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    producer = producer_of(ingest)
+    producer.too_large_with_value = True
+    await ingest._handle({TP: [Record(3, POISON)]})
+    await until_released(ingest, consumer, TP)
+    ((_, value, headers),) = producer.sent
+    assert value is None
+    assert headers["x-dlq-value-dropped"] == str(len(POISON)).encode()
+
+
+@pytest.mark.usefixtures("quick_dead_letters")
+async def test_stop_ends_the_loop_while_dead_lettering_hangs_and_commits_only_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest, consumer, store, _ = make(failures=0)
+    producer_of(ingest).broken = "hang"
+    consumer.script = [{TP: [Record(0, event()), Record(1, POISON), Record(2, event())]}]
+
+    async def start() -> None:
+        ingest.joined = True
+
+    monkeypatch.setattr(ingest, "_start", start)
+    task = asyncio.create_task(ingest._run())
+    async with asyncio.timeout(5):
+        while len(store.recorded) < 2 or consumer.log.count("poll") < 5:
+            await asyncio.sleep(0.01)  # polling goes on meanwhile
+    ingest._stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert consumer.commits == {TP: 1}
+    assert consumer.log[-1] == "stop"
+
+
+@pytest.mark.usefixtures("quick_dead_letters")
+async def test_a_held_partition_revoked_is_committed_up_to_its_poison_and_let_go() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    producer_of(ingest).broken = "hang"
+    await ingest._handle({TP: [Record(0, event()), Record(1, POISON)]})
+    await _Listener(ingest).on_partitions_revoked({TP})
+    assert consumer.commits == {TP: 1}
+    assert await ingest.dead_letters_flowing()
+
+
+async def test_a_partition_revoked_while_its_dead_letters_are_awaited_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiokafka runs the rebalance listener in its own task, so a revocation can come while a
+    # batch waits for its dead-letter acknowledgements.
+    monkeypatch.setattr("service.deadletter.ACK_WAIT", 0.3)
+    ingest, consumer, _, _ = make(failures=0)
+    producer_of(ingest).broken = "hang"
+    handling = asyncio.create_task(ingest._handle({TP: [Record(0, POISON), Record(1, event())]}))
+    await asyncio.sleep(0.05)
+    await _Listener(ingest).on_partitions_revoked({TP})
+    consumer.assigned = set()
+    await asyncio.wait_for(handling, 5)
+    assert consumer.paused == set()
+    assert await ingest.dead_letters_flowing()
+    assert consumer.commits == {}  # the new owner replays the batch
