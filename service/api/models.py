@@ -3,9 +3,20 @@ OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
 from service.events import CATALOG
 
@@ -34,18 +45,35 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# What the handlers check beyond the types, said in the document too (the messages stay ours).
+def _documented(**extra: JsonValue) -> Callable[[JsonDict], None]:
+    def apply(schema: JsonDict) -> None:
+        schema.pop("default", None)  # a left-out field is simply left as it is
+        schema.update(extra)
+
+    return apply
+
+
+_EVENTS_SCHEMA = _documented(minItems=1, uniqueItems=True)
+_URL_SCHEMA = _documented(pattern="^https?://")
+
+
 class CreateSubscription(_Request):
-    url: StrictStr = Field(max_length=MAX_URL_LENGTH)
-    events: list[EventName]
+    url: StrictStr = Field(max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] = Field(json_schema_extra=_EVENTS_SCHEMA)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     _events = field_validator("events")(_events_rule)
 
 
 class PatchSubscription(_Request):
-    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH)
-    events: list[EventName] | None = None
-    active: StrictBool | None = None
+    # May be left out but not null (the handler says "cannot be null"), so the document shows
+    # no null; `installedBy` may be null, which clears it.
+    url: Annotated[StrictStr, Field(max_length=MAX_URL_LENGTH)] | SkipJsonSchema[None] = Field(
+        None, json_schema_extra=_URL_SCHEMA
+    )
+    events: list[EventName] | SkipJsonSchema[None] = Field(None, json_schema_extra=_EVENTS_SCHEMA)
+    active: StrictBool | SkipJsonSchema[None] = None
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     @field_validator("events")

@@ -203,7 +203,11 @@ class SubscriptionApi:
         limit = DEFAULT_LIMIT
         if "limit" in query:
             text = query["limit"]
-            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+            # The length check comes first: int() of a 4,301-digit string raises ValueError.
+            if (
+                not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
+                or not 1 <= int(text) <= MAX_LIMIT
+            ):
                 errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
             else:
                 limit = int(text)

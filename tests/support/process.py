@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
@@ -44,8 +44,9 @@ async def wait_ready(
 class ServiceProcess:
     """One service process; its stderr (JSON logs) is collected for assertions."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], args: Sequence[str] = ()) -> None:
         self.port = free_port()
+        self._args = list(args)
         self._env = {
             **os.environ,
             **env,
@@ -62,6 +63,7 @@ class ServiceProcess:
             "-m",
             "service",
             "serve",
+            *self._args,
             env=self._env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
