@@ -70,11 +70,15 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[ServiceProcess, str]]:
         await service.stop()
 
 
+def _keep(text: str) -> None:
+    REPORT.mkdir(parents=True, exist_ok=True)
+    (REPORT / "schemathesis.txt").write_text(text)
+
+
 async def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(
     served: tuple[ServiceProcess, str],
 ) -> None:
     service, key = served
-    REPORT.mkdir(parents=True, exist_ok=True)
     schemathesis = Path(sys.executable).parent / "schemathesis"
     process = await asyncio.create_subprocess_exec(
         str(schemathesis),
@@ -102,16 +106,17 @@ async def test_schemathesis_finds_no_5xx_and_no_departure_from_the_document(
     )
     out, _ = await process.communicate()
     text = out.decode(errors="replace")
-    (REPORT / "schemathesis.txt").write_text(text)
+    _keep(text)
     assert process.returncode == 0, text[-6000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", text)
     assert generated is not None, text[-2000:]
     cases, passed = int(generated.group(1)), int(generated.group(2))
-    print(f"schemathesis: {cases} cases, {passed} passed, seed {SEED}")  # noqa: T201
+    print(f"schemathesis: {cases} cases, {passed} passed, seed {SEED}")
     assert cases >= 6 * EXAMPLES  # every operation was exercised, not skipped
     assert "Tested: 6" in text
 
-    assert service.process is not None and service.process.returncode is None
+    assert service.process is not None
+    assert service.process.returncode is None
     unexpected = [line for line in service.logs if "api.unexpected_error" in line]
     assert unexpected == []
     assert key not in "".join(service.logs)

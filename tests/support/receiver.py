@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -78,7 +78,7 @@ def behaviours(receiver: Receiver) -> dict[str, Callable[[Received], web.StreamR
     }
 
 
-async def start_receiver() -> AsyncIterator[Receiver]:
+async def start_receiver() -> AsyncGenerator[Receiver, None]:
     receiver = Receiver(base="")
     table = behaviours(receiver)
     hanging: set[asyncio.Future[None]] = set()
