@@ -22,7 +22,7 @@ from service.api.models import (
     SubscriptionRow,
 )
 from service.api.problems import invalid, problem
-from service.egress import vet_url
+from service.egress import Resolve, vet_url
 from service.errors import TargetRejected
 from service.events import format_time
 from service.keys import ON_CHANGE, SETTINGS, STORE, TESTER
@@ -35,6 +35,10 @@ MAX_BODY = 64 * 1024
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 _ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
+
+# How registration looks host names up; unset, the system resolver. Tests set a resolver with
+# fixed answers (a name that is public now and private at delivery: DNS rebinding).
+RESOLVE: web.AppKey[Resolve] = web.AppKey("resolve")
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +122,9 @@ class SubscriptionApi:
     async def _vet(self, request: web.Request, url: str) -> web.Response | None:
         allow_private = request.config_dict[SETTINGS].allow_private_targets
         try:
-            await vet_url(url, allow_private=allow_private)
+            await vet_url(
+                url, allow_private=allow_private, resolver=request.config_dict.get(RESOLVE)
+            )
         except TargetRejected as exc:
             return invalid([("url", exc.reason)])
         return None
