@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -45,7 +44,7 @@ from pydantic import SecretStr
 from service.settings import load_settings
 from service.store import open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.support.postgres import scratch_database
+from tests.support.postgres import raw_database_bytes, scratch_database
 from tests.support.process import ServiceProcess
 from tests.support.receiver import Receiver, start_receiver
 
@@ -585,7 +584,7 @@ async def test_the_whole_runs_logs_hold_no_secret_key_or_payload(stack: Stack) -
 async def test_the_database_holds_secrets_only_encrypted_and_keys_only_hashed(
     stack: Stack,
 ) -> None:
-    raw = await _raw_database_bytes(stack.database_url)
+    raw = await raw_database_bytes(stack.database_url)
     assert b"whk_" in raw  # the files read really are this database's
     for secret in stack.secrets:
         assert secret.encode() not in raw
@@ -594,25 +593,3 @@ async def test_the_database_holds_secrets_only_encrypted_and_keys_only_hashed(
         assert key.encode() not in raw
         assert key.removeprefix("qe_key_").encode() not in raw
     assert TEST_ENCRYPTION_KEY.encode() not in raw
-
-
-async def _raw_database_bytes(database_url: str) -> bytes:
-    """Every file of every table, index and TOAST relation of the database, as on disk."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute("CHECKPOINT")
-        paths = await connection.fetch(
-            "SELECT pg_relation_filepath(c.oid) AS path FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 'i', 't') "
-            "AND pg_relation_filepath(c.oid) IS NOT NULL"
-        )
-        chunks = []
-        for row in paths:
-            with contextlib.suppress(asyncpg.UndefinedFileError):
-                chunks.append(
-                    await connection.fetchval("SELECT pg_read_binary_file($1)", row["path"])
-                )
-        return b"".join(chunks)
-    finally:
-        await connection.close()
