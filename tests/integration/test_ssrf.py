@@ -171,7 +171,7 @@ async def deliver(
 async def test_delivery_refuses_the_whole_matrix_with_a_readable_reason(
     deliver: Callable[[str, FakeResolver], Awaitable[ApiTestResult]], receiver: Receiver
 ) -> None:
-    port = int(receiver.base.rsplit(":", 1)[1])
+    port = receiver.port
     for host, reason in MATRIX.items():
         result = await deliver(_target(host, port), FakeResolver(DNS))
         assert result.status == "retrying", (host, result)
@@ -189,7 +189,7 @@ async def test_dns_rebinding_public_at_registration_private_at_delivery_is_refus
     deliver: Callable[[str, FakeResolver], Awaitable[ApiTestResult]],
     receiver: Receiver,
 ) -> None:
-    port = int(receiver.base.rsplit(":", 1)[1])
+    port = receiver.port
     api.dns["rebind.example.test"] = ["93.184.216.34"]
     status, body = await _register(api, f"https://rebind.example.test:{port}/ssrf")
     assert status == 201, body
@@ -206,7 +206,7 @@ async def test_the_served_app_refuses_literal_and_local_targets_at_delivery(
     guarded: Settings, receiver: Receiver
 ) -> None:
     """The wiring of `create_app` itself (its own connector and the system resolver)."""
-    port = int(receiver.base.rsplit(":", 1)[1])
+    port = receiver.port
     app = create_app(guarded, Roles(consumer=False))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()

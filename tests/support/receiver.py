@@ -28,6 +28,10 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
 
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 
