@@ -15,7 +15,7 @@ and random headers. After each batch:
   headers;
 - the service is still up and ready (the consumer never stops).
 
-`make test` runs HYPOTHESIS_RECORDS_EXAMPLES=50 batches (fixed seed); `make test-fuzz` many
+`make test` runs HYPOTHESIS_RECORDS_EXAMPLES=100 batches (fixed seed); `make test-fuzz` many
 more. The counts per input class are printed and written to var/fuzz/records.json.
 """
 
@@ -50,7 +50,7 @@ from tests.support.receiver import Receiver, start_receiver
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("HYPOTHESIS_RECORDS_EXAMPLES", "50"))
+EXAMPLES = int(os.environ.get("HYPOTHESIS_RECORDS_EXAMPLES", "100"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
 MAX_EVENT_BYTES = 64 * 1024
 ORGS = ("org_alpha", "org_beta")
