@@ -4,7 +4,7 @@ OpenAPI document."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -16,7 +16,6 @@ from pydantic import (
     field_validator,
 )
 from pydantic.config import JsonDict
-from pydantic.json_schema import SkipJsonSchema
 
 from service.events import CATALOG
 
@@ -48,7 +47,13 @@ class _Request(BaseModel):
 # What the handlers check beyond the types, said in the document too (the messages stay ours).
 def _documented(**extra: JsonValue) -> Callable[[JsonDict], None]:
     def apply(schema: JsonDict) -> None:
-        schema.pop("default", None)  # a left-out field is simply left as it is
+        # PATCH's optional fields may be left out but not null (the handler answers "cannot be
+        # null"): the document shows the non-null branch alone, and no default.
+        branches = schema.pop("anyOf", None)
+        if isinstance(branches, list):
+            (kept,) = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
+            schema.update(kept)
+        schema.pop("default", None)
         schema.update(extra)
 
     return apply
@@ -56,6 +61,7 @@ def _documented(**extra: JsonValue) -> Callable[[JsonDict], None]:
 
 _EVENTS_SCHEMA = _documented(minItems=1, uniqueItems=True)
 _URL_SCHEMA = _documented(pattern="^https?://")
+_NOT_NULL = _documented()
 
 
 class CreateSubscription(_Request):
@@ -67,13 +73,10 @@ class CreateSubscription(_Request):
 
 
 class PatchSubscription(_Request):
-    # May be left out but not null (the handler says "cannot be null"), so the document shows
-    # no null; `installedBy` may be null, which clears it.
-    url: Annotated[StrictStr, Field(max_length=MAX_URL_LENGTH)] | SkipJsonSchema[None] = Field(
-        None, json_schema_extra=_URL_SCHEMA
-    )
-    events: list[EventName] | SkipJsonSchema[None] = Field(None, json_schema_extra=_EVENTS_SCHEMA)
-    active: StrictBool | SkipJsonSchema[None] = None
+    # `installedBy` may be null, which clears it; the others may only be left out.
+    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] | None = Field(None, json_schema_extra=_EVENTS_SCHEMA)
+    active: StrictBool | None = Field(None, json_schema_extra=_NOT_NULL)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     @field_validator("events")
