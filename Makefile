@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test-chaos setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit run bench bench-quick clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick clean
 
 setup: $(VENV)/.installed
 
@@ -59,6 +59,16 @@ test-chaos: setup
 
 test-unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# The hostile-input suites at length (`make test` runs them short): schemathesis with
+# FUZZ_EXAMPLES per API operation, and HYPOTHESIS_RECORDS_EXAMPLES batches of hostile Kafka
+# records. FUZZ_SEED picks another seed. Output in var/fuzz/.
+FUZZ_EXAMPLES ?= 500
+HYPOTHESIS_RECORDS_EXAMPLES ?= 200
+test-fuzz: setup
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_RECORDS_EXAMPLES=$(HYPOTHESIS_RECORDS_EXAMPLES) \
+	  deploy/local/with-services.sh $(BIN)/pytest -s $(PYTEST_ARGS) \
+	  tests/integration/test_fuzz_api.py tests/integration/test_hostile_records.py
 
 # The demo: local Kafka, the service on the embedded SQLite store, a receiver that checks both
 # signatures, a subscription and the seed page's three events; Ctrl-C stops all it started.

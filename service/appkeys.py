@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from service.egress import Resolve
 from service.health import Readiness
 from service.metrics import Metrics
 from service.settings import Settings
@@ -44,3 +45,5 @@ DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 TESTER: web.AppKey[Tester] = web.AppKey("tester", Tester)
 ON_CHANGE: web.AppKey[OnChange] = web.AppKey("on_change")
+# How registration looks host names up (the system resolver when unset; tests set their own).
+RESOLVE: web.AppKey[Resolve] = web.AppKey("resolve")

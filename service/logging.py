@@ -10,6 +10,7 @@ import logging
 import sys
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.settings import LogFormat, LogLevel
 
@@ -52,3 +53,21 @@ def configure_logging(fmt: LogFormat, level: LogLevel) -> None:
     logging.getLogger("aiokafka").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("aiohttp.access").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, RedactMalformedRequests) for f in server.filters):
+        server.addFilter(RedactMalformedRequests())
+
+
+class RedactMalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending bytes quoted, and those can be
+    the `Authorization` header (`Bearer qe_key_…` followed by a control character). Such a
+    record keeps only the error's class and status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"http.malformed_request: {type(error).__name__} ({error.code})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True

@@ -184,12 +184,26 @@ class Settings(BaseSettings):
     def effective(self) -> dict[str, Any]:
         """The configuration as it will be used, secrets masked: safe to log."""
         shown = self.model_dump(mode="json")
-        shown["database_url"] = _mask_password(self.database_url)
+        shown["database_url"] = mask_password(self.database_url)
         return shown
 
 
-def _mask_password(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+# libpq also reads a password from the query string (`?password=`, `?sslpassword=`).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&;][a-z_]*pass(?:word|wd)?=)[^&;#]*")
+# Settings whose value is never shown in an error, not even masked.
+_HIDDEN = ("encryption_key", "secret", "password", "token")
+
+
+def mask_password(url: str) -> str:
+    """`url` with every password form masked: `user:***@` in the user-info (up to the last `@`,
+    since a raw `@` or `/` in a password is common) and `password=***` in the query."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            rest = f"{user}:***@{hostpart}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}{sep}{rest}")
 
 
 class SettingsError(Exception):
@@ -215,5 +229,8 @@ def _describe(error: Any) -> str:
         return message
     variable = "WEBHOOKS_" + location[0].upper()
     given = error.get("input")
-    shown = "" if given is None or "secret" in variable.lower() else f" (got {given!r})"
-    return f"{variable}: {message}{shown}"
+    if given is None or any(word in location[0].lower() for word in _HIDDEN):
+        return f"{variable}: {message}"
+    if location[0].lower() == "database_url":
+        given = mask_password(str(given))
+    return f"{variable}: {message} (got {given!r})"

@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -109,6 +109,10 @@ class Receiver:
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
 
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
@@ -258,7 +262,7 @@ class Receiver:
             await server.shutdown(0.5)
 
 
-async def start_receiver(**options: Any) -> AsyncIterator[Receiver]:
+async def start_receiver(**options: Any) -> AsyncGenerator[Receiver, None]:
     """An in-process receiver on a free loopback port, for a pytest fixture."""
     async with Receiver(**options).serving() as receiver:
         yield receiver

@@ -3,9 +3,19 @@ OpenAPI document."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
+from pydantic.config import JsonDict
 
 from service.events import CATALOG
 
@@ -34,18 +44,39 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# What the handlers check beyond the types, said in the document too (the messages stay ours).
+def _documented(**extra: JsonValue) -> Callable[[JsonDict], None]:
+    def apply(schema: JsonDict) -> None:
+        # PATCH's optional fields may be left out but not null (the handler answers "cannot be
+        # null"): the document shows the non-null branch alone, and no default.
+        branches = schema.pop("anyOf", None)
+        if isinstance(branches, list):
+            (kept,) = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
+            schema.update(kept)
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return apply
+
+
+_EVENTS_SCHEMA = _documented(minItems=1, uniqueItems=True)
+_URL_SCHEMA = _documented(pattern="^https?://")
+_NOT_NULL = _documented()
+
+
 class CreateSubscription(_Request):
-    url: StrictStr = Field(max_length=MAX_URL_LENGTH)
-    events: list[EventName]
+    url: StrictStr = Field(max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] = Field(json_schema_extra=_EVENTS_SCHEMA)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     _events = field_validator("events")(_events_rule)
 
 
 class PatchSubscription(_Request):
-    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH)
-    events: list[EventName] | None = None
-    active: StrictBool | None = None
+    # `installedBy` may be null, which clears it; the others may only be left out.
+    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] | None = Field(None, json_schema_extra=_EVENTS_SCHEMA)
+    active: StrictBool | None = Field(None, json_schema_extra=_NOT_NULL)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
 
     @field_validator("events")

@@ -62,6 +62,20 @@ def schemas() -> dict[str, Any]:
     return components
 
 
+def _links() -> dict[str, Any]:
+    """What a new subscription's id leads to (OpenAPI links, which API fuzzers follow)."""
+    by_id = {"id": "$response.body#/id"}
+    return {
+        name: {"operationId": operation, "parameters": by_id}
+        for name, operation in (
+            ("GetSubscription", "getSubscription"),
+            ("UpdateSubscription", "updateSubscription"),
+            ("TestSubscription", "testSubscription"),
+            ("DeleteSubscription", "deleteSubscription"),
+        )
+    }
+
+
 def document() -> dict[str, Any]:
     id_param = {
         "name": "id",
@@ -86,6 +100,7 @@ def document() -> dict[str, Any]:
                         "201": {
                             "description": "created; holds the secret, once",
                             "content": _json(CreatedSubscription),
+                            "links": _links(),
                         },
                         **_problems(400, 401, 413, 415, 422),
                     },
@@ -103,7 +118,12 @@ def document() -> dict[str, Any]:
                                 "default": DEFAULT_LIMIT,
                             },
                         },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "description": "the previous page's nextCursor (opaque)",
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+={0,2}$"},
+                        },
                     ],
                     "responses": {
                         "200": {"description": "a page", "content": _json(SubscriptionList)},

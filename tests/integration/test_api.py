@@ -462,3 +462,38 @@ async def test_an_undecryptable_secret_is_shown_not_a_500(api: Api, settings_for
     assert "WEBHOOKS_ENCRYPTION_KEY" in body["detail"]
     status, _, _ = await api.call("DELETE", f"/{broken}")
     assert status == 204
+
+
+@pytest.mark.parametrize("digits", [4, 20, 4301, 8000])
+async def test_a_huge_limit_is_a_422_not_a_500(api: Api, digits: int) -> None:
+    # Python refuses int() of more than 4,300 digits; the handler must never get that far.
+    status, body, ct = await api.call("GET", "?limit=" + "9" * digits)
+    _assert_problem(status, body, ct, 422)
+    assert _fields(body) == {"limit"}
+
+
+async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
+    settings_for: Settings,
+) -> None:
+    app = create_app(settings_for, Roles(consumer=False))
+
+    async def broken(_: Any) -> Any:
+        raise RuntimeError("qe_whsec_must-not-be-logged")
+
+    app.router.add_get(BASE + "-broken", broken)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        _, key = await app[STORE].create_api_key("org_a", None)
+        with structlog.testing.capture_logs() as logs:
+            async with client.get(
+                BASE + "-broken", headers={"Authorization": f"Bearer {key}"}
+            ) as response:
+                body = await response.json(content_type=None)
+                _assert_problem(response.status, body, response.content_type, 500)
+        assert "must-not-be-logged" not in body["detail"]
+        (logged,) = [line for line in logs if line["event"] == "api.unexpected_error"]
+        assert logged["error"] == "RuntimeError"
+        assert "must-not-be-logged" not in repr(logs)
+    finally:
+        await client.close()

@@ -10,14 +10,13 @@ import asyncio
 import ipaddress
 import platform
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import cast
 
 import aiohttp
 import pytest
 import yarl
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,48 +31,7 @@ from service.egress import (
     vet_url,
 )
 from service.errors import TargetRefused, TargetRejected
-
-
-def fake_dns(answers: dict[str, list[str]]) -> Callable[[str], Awaitable[list[str]]]:
-    """A `Resolve` that answers from a table and fails like getaddrinfo for anything else."""
-
-    async def resolve(host: str) -> list[str]:
-        if host not in answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return answers[host]
-
-    return resolve
-
-
-class FakeResolver(AbstractResolver):
-    """An aiohttp resolver with fixed answers; records what it was asked."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-        self.closed = False
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host not in self.answers:
-            raise OSError(socket.EAI_NONAME, f"no such host {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
-
+from tests.support.dns import FakeResolver, fake_dns
 
 # --- static URL rules ---------------------------------------------------------------------------
 

@@ -133,6 +133,37 @@ def test_the_body_keeps_the_producers_object_with_unknown_fields() -> None:
 
 
 @pytest.mark.parametrize(
+    "number",
+    [2**64 - 1, 2**64, -(2**63) - 1, 123456789012345678901234567890, -(10**40), 10**300],
+)
+def test_integers_beyond_64_bits_are_delivered_exactly(number: int) -> None:
+    # orjson reads an integer it cannot hold in 64 bits as a float (1.2345678901234568e+29);
+    # the body must carry the producer's number, digit for digit.
+    value = envelope()
+    value["data"]["score"] = number
+    value["data"]["ledger"] = {"balance": -number, "note": "12345678901234567890123"}
+    result = accepted(json.dumps(value).encode())
+    assert str(number).encode() in result.body
+    assert json.loads(result.body) == value
+    assert result.body == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_long_digit_string_changes_nothing_in_the_body() -> None:
+    value = envelope()
+    value["data"]["customerId"] = "1234567890123456789012345"
+    value["data"]["score"] = 87.5
+    assert accepted(encode(value)).body == compact(encode(value))
+
+
+def test_too_deep_is_rejected_even_with_a_wide_integer() -> None:
+    value = envelope()
+    value["data"]["score"] = 2**70
+    deep = "[" * 400 + "]" * 400
+    text = json.dumps(value).replace('"data": {', '"data": {"nested": ' + deep + ", ", 1)
+    assert rejected(text.encode()) == "too_deep"
+
+
+@pytest.mark.parametrize(
     ("event", "field", "new_value"),
     [
         ("verification.created", "method", "dukcapil_biometric_v2"),

@@ -89,3 +89,43 @@ def test_effective_configuration_hides_secrets() -> None:
     assert "very-secret-key" not in shown
     assert "hunter2" not in shown
     assert "postgresql://svc:***@db:5432/webhooks" in shown
+
+
+# Every way a PostgreSQL URL can carry a password (libpq reads `password` from the query too).
+PASSWORD_FORMS = [
+    "postgresql://svc:hunter2@db:5432/webhooks",
+    "postgresql://:hunter2@db/webhooks",
+    "postgres://svc:hunter2@db/webhooks?sslmode=require",
+    "postgresql://svc:hun@ter/2@db/webhooks",
+    "postgresql://svc:hunter2@[::1]:5432/webhooks",
+    "postgresql://db/webhooks?password=hunter2",
+    "postgresql://svc@db/webhooks?sslmode=require&password=hunter2&application_name=x",
+    "postgresql://svc@db/webhooks?PASSWORD=hunter2",
+    "postgresql://svc@db/webhooks?sslpassword=hunter2",
+    "postgresql://svc@db/webhooks?password=hunter2#frag",
+]
+
+
+@pytest.mark.parametrize("url", PASSWORD_FORMS)
+def test_effective_configuration_masks_every_password_form(url: str) -> None:
+    shown = repr(load_settings(database_url=url).effective())
+    assert "hunter2" not in shown
+    assert "hun@ter" not in shown
+    assert "***" in shown
+
+
+@pytest.mark.parametrize("url", ["mysql://" + u.partition("://")[2] for u in PASSWORD_FORMS])
+def test_a_settings_error_never_echoes_a_password(url: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(database_url=url)
+    text = str(caught.value)
+    assert "WEBHOOKS_DATABASE_URL" in text
+    assert "hunter2" not in text
+    assert "hun@ter" not in text
+
+
+def test_a_bad_encryption_key_is_never_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(encryption_key=["hunter2-key"])
+    assert "WEBHOOKS_ENCRYPTION_KEY" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
