@@ -90,6 +90,16 @@ class Metrics:
             "deliveries left in the store because their lane was full",
             registry=r,
         )
+        self.connections_in_use = Gauge(
+            "webhooks_connections_in_use",
+            "HTTP connection slots held by attempts (of WEBHOOKS_MAX_CONNECTIONS)",
+            registry=r,
+        )
+        self.lanes_waiting_for_connection = Gauge(
+            "webhooks_lanes_waiting_for_connection",
+            "lanes with work waiting for a free connection slot",
+            registry=r,
+        )
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )
