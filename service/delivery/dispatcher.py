@@ -129,16 +129,8 @@ class Dispatcher:
             self._recorder.release([job.id])
             return True
         record, decision, durable = await self._attempt(job, subscription)
-        if decision.status is DeliveryStatus.SENT:
-            # The common case needs no task: count it once it is durable (a failed write
-            # stops the process through the recorder; it is not counted as sent).
-            durable.add_done_callback(lambda done: self._count_if_durable(done, job))
-            return True
-        task = asyncio.create_task(self._after_failure(record, decision, job, durable))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        self._fatal.watch(task)
-        return False
+        self._settle(record, decision, job, durable)
+        return decision.status is DeliveryStatus.SENT
 
     async def _attempt(
         self, job: DeliveryJob, subscription: Subscription
@@ -177,9 +169,36 @@ class Dispatcher:
             if lane is not None:
                 lane.failing_since = since
 
-    def _count_if_durable(self, done: asyncio.Future[Any], job: DeliveryJob) -> None:
-        if not done.cancelled() and done.exception() is None:
-            self._count_sent(job)
+    def _settle(
+        self,
+        record: AttemptRecord,
+        decision: Decision,
+        job: DeliveryJob,
+        durable: asyncio.Future[Clocks],
+        *,
+        test: bool = False,
+    ) -> asyncio.Future[Any]:
+        """Starts what follows an attempt once its record is durable: a 2xx is counted (and a
+        `/test` 2xx closes the lane's circuit breaker); a failure is logged, counted when final,
+        and may deactivate the subscription. Returns a future done once that has happened."""
+        if decision.status is DeliveryStatus.SENT:
+            # The common case needs no task: count it once it is durable (a failed write
+            # stops the process through the recorder; it is not counted as sent).
+            durable.add_done_callback(lambda done: self._count_if_durable(done, job, test=test))
+            return durable
+        task = asyncio.create_task(self._after_failure(record, decision, job, durable))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        self._fatal.watch(task)
+        return task
+
+    def _count_if_durable(self, done: asyncio.Future[Any], job: DeliveryJob, *, test: bool) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._count_sent(job)
+        lane = self._lanes.get(job.subscription_id) if test else None
+        if lane is not None:
+            lane.succeeded()
 
     def _count_sent(self, job: DeliveryJob) -> None:
         self._metrics.child(self._metrics.deliveries, job.event, "sent").inc()
@@ -255,13 +274,10 @@ class Dispatcher:
         attempt.add_done_callback(self._tests.discard)
         self._fatal.watch(attempt)
         record, decision, durable = await asyncio.shield(attempt)
-        settle = asyncio.create_task(self._settle_test(record, decision, job, durable))
-        self._finishing.add(settle)
-        settle.add_done_callback(self._finishing.discard)
-        self._fatal.watch(settle)
+        settled = self._settle(record, decision, job, durable, test=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TEST_STORE_WAIT):
-                await asyncio.shield(settle)
+                await asyncio.shield(settled)
         if durable.done():
             return record
         log.warning(
@@ -271,24 +287,6 @@ class Dispatcher:
             waited=TEST_STORE_WAIT,
         )
         return dataclasses.replace(record, new_status=DeliveryStatus.PENDING)
-
-    async def _settle_test(
-        self,
-        record: AttemptRecord,
-        decision: Decision,
-        job: DeliveryJob,
-        durable: asyncio.Future[Clocks],
-    ) -> None:
-        """Once the test's attempt is durable: a 2xx is counted and closes the lane's circuit
-        breaker; a failure is handled like any other."""
-        if decision.status is DeliveryStatus.SENT:
-            await durable
-            self._count_sent(job)
-            lane = self._lanes.get(record.subscription_id)
-            if lane is not None:
-                lane.succeeded()
-        else:
-            await self._after_failure(record, decision, job, durable)
 
     # -- running and draining ----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from service.settings import Settings
 from service.signing import verify_signature
 from service.store import Store
 from service.store.models import Subscription
-from tests.conftest import CATALOG_TOPICS
+from tests.conftest import CATALOG_TOPICS, FAST_DELIVERY
 
 
 @dataclass
@@ -85,12 +85,7 @@ async def pipeline_factory(
                 "kafka_topics": topics[:3],
                 "kafka_dlq_topic": topics[3],
                 "kafka_group_id": f"g-{uuid.uuid4().hex[:8]}",
-                "retry_schedule": [0.3, 0.3, 0.3],
-                "poll_interval": 0.1,
-                "delivery_timeout": 2.0,
-                "delivery_connect_timeout": 1.0,
-                "lease": 3.0,
-                "shutdown_grace": 1.0,
+                **FAST_DELIVERY,
                 **overrides,
             }
         )
