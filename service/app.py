@@ -176,9 +176,11 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    connector = make_connector(
-        allow_private=settings.allow_private_targets, limit=settings.max_connections
-    )
+    # No limit in aiohttp's pool: a request waiting there would spend its delivery timeout
+    # unsent. The dispatcher's `ConnectionBudget` caps the attempts in flight at
+    # WEBHOOKS_MAX_CONNECTIONS instead, before an attempt starts, and shares them fairly among
+    # the lanes; `/test` sends (one per API call) come on top.
+    connector = make_connector(allow_private=settings.allow_private_targets, limit=0)
     session = aiohttp.ClientSession(
         connector=connector,
         # Never carry one customer's cookies to the next request, nor pick up proxies.

@@ -317,7 +317,9 @@ def make_connector(
 
     Unless `allow_private`, lookups go through a `GuardedResolver` wrapping `resolver` (aiohttp's
     default resolver when None) and every socket is checked right before it connects. Per-endpoint
-    limits live in the dispatcher, so there is no per-host limit here; `limit` caps the total.
+    limits live in the dispatcher, so there is no per-host limit here; `limit` caps the total
+    (0: no cap, for a caller that bounds its connections before it asks, as the dispatcher's
+    `ConnectionBudget` does, since a wait in aiohttp's pool counts against a request's timeout).
     Must be called with an event loop running; the session must keep `trust_env=False` (the
     default), since a proxy would connect on our behalf where the guard cannot see.
     """

@@ -101,6 +101,16 @@ class Metrics:
             "partitions paused because a rejected record is not dead-lettered yet",
             registry=r,
         )
+        self.connections_in_use = Gauge(
+            "webhooks_connections_in_use",
+            "HTTP connection slots held by attempts (of WEBHOOKS_MAX_CONNECTIONS)",
+            registry=r,
+        )
+        self.lanes_waiting_for_connection = Gauge(
+            "webhooks_lanes_waiting_for_connection",
+            "lanes with work waiting for a free connection slot",
+            registry=r,
+        )
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )

@@ -88,6 +88,16 @@ async def topic(
 
 TEST_ENCRYPTION_KEY = "lYb3Qx0kVQ8m0mB2n4yXbVZ5hJ1e9Wq3cS7aT6uR8dE="
 
+FAST_DELIVERY: dict[str, object] = {
+    "retry_schedule": [0.3, 0.3, 0.3],
+    "poll_interval": 0.1,
+    "delivery_timeout": 2.0,
+    "delivery_connect_timeout": 1.0,
+    "lease": 3.0,
+    "shutdown_grace": 1.0,
+}
+"""Settings overrides that make a running service's retries, timeouts and leases test-sized."""
+
 
 @pytest.fixture(scope="session")
 async def postgres_template(postgres_url: str) -> AsyncIterator[str]:

@@ -4,10 +4,19 @@ is `retry.decide`).
 
 All attempts share one pooled `ClientSession` (STYLE lesson 4). Redirects are not followed, at
 most 64 KiB of an answer is read and its first KiB kept for the attempt log (SPEC section 2).
+
+Two clocks, both started only once the request is being sent (a lane takes its connection slot
+before the attempt begins, see `lane.ConnectionBudget`, so no clock ever runs while waiting for
+the pool): the delivery timeout bounds everything up to the status line and headers, which
+decide the attempt (SPEC: "any 2xx within the timeout"); the body then gets a short bound of its
+own (`READ_TIMEOUT`). A body that does not finish in it is cut and the excerpt says so, but the
+answer stands: an endpoint that accepted a delivery and then dribbles its body is not retried
+into a duplicate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import re
 import time
@@ -25,6 +34,7 @@ from service.tracing import Tracing
 USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_BYTES = 1024
+READ_TIMEOUT = 2.0  # seconds for the body once the status line is in; 64 KiB need far less
 
 
 class ResultClass(enum.StrEnum):
@@ -76,13 +86,19 @@ class Sender:
         timeout: float,
         connect_timeout: float,
         allow_private: bool,
+        read_timeout: float = READ_TIMEOUT,
         tracing: Tracing | None = None,
     ) -> None:
         self._session = session
         self._tracing = tracing or Tracing()
         self._formats = header_formats
-        self._timeout_s = timeout
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        # No `total` for aiohttp: its total includes the wait for a pooled connection and the
+        # body. The delivery timeout is an asyncio timeout around the request up to its headers,
+        # and the body has its own bound (see the module docstring).
+        self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._allow_private = allow_private
 
     def headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
@@ -115,19 +131,24 @@ class Sender:
             try:
                 if not self._allow_private:
                     check_literal_target(subscription.url, allow_private=False)
-                async with self._session.post(
-                    subscription.url,
-                    data=job.body,
-                    headers=self.headers(job, subscription, int(started)),
-                    allow_redirects=False,
-                    timeout=self._timeout,
-                ) as response:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._session.post(
+                        subscription.url,
+                        data=job.body,
+                        headers=self.headers(job, subscription, int(started)),
+                        allow_redirects=False,
+                        timeout=self._client_timeout,
+                    )
+                async with response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
-                    excerpt = await read_excerpt(response)
+                    excerpt = await read_excerpt(response, self._read_timeout)
+            except aiohttp.ConnectionTimeoutError:
+                timed_out = True
+                error = f"connect timed out after {self._connect_timeout:g}s"
             except TimeoutError:
                 timed_out = True
-                error = f"timed out after {self._timeout_s:g}s"
+                error = f"timed out after {self._timeout:g}s"
             except TargetRejected as exc:
                 error = f"refused: {exc.reason}"
             except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -147,16 +168,29 @@ class Sender:
         )
 
 
-async def read_excerpt(response: aiohttp.ClientResponse) -> str:
-    """Reads at most 64 KiB of the body (a lying or endless endpoint cannot make us read more)
-    and keeps the first KiB for the attempt log."""
+async def read_excerpt(response: aiohttp.ClientResponse, timeout: float = READ_TIMEOUT) -> str:
+    """Reads at most 64 KiB of the body within `timeout` seconds (a lying, endless or stalled
+    endpoint cannot make us read more or wait longer) and keeps the first KiB for the attempt
+    log. A body that stalls or breaks off is cut, and the excerpt ends with a note saying so;
+    the connection is then closed, as it is stuck in the middle of an answer."""
     data = bytearray()
-    while len(data) < MAX_RESPONSE_BYTES:
-        chunk = await response.content.read(MAX_RESPONSE_BYTES - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return printable(bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+    cut: str | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            while len(data) < MAX_RESPONSE_BYTES:
+                chunk = await response.content.read(MAX_RESPONSE_BYTES - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        cut = f"not finished within {timeout:g}s"
+    except (aiohttp.ClientError, OSError) as exc:
+        # The status line already came: a body the endpoint breaks off does not undo it.
+        cut = type(exc).__name__
+    if cut is not None:
+        response.close()
+    excerpt = printable(bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+    return excerpt if cut is None else f"{excerpt} [body cut: {cut}]"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")

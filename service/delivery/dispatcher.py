@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,14 +21,14 @@ import structlog
 from service import ids
 from service.delivery.attempt import Exchange, Sender
 from service.delivery.claimer import Claimer
-from service.delivery.lane import Lane, Lanes
+from service.delivery.lane import ConnectionBudget, Lane, Lanes
 from service.delivery.recorder import Recorder
 from service.delivery.retry import Decision, RetryPolicy, decide
 from service.events import TEST_EVENT, test_event_body
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Recorded, Store
+from service.store import Recorded, Store, StoreUnavailable
 from service.store.models import (
     AttemptRecord,
     DeliveryJob,
@@ -39,6 +40,11 @@ from service.store.models import (
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
+
+FINAL_FLUSH = 2.0
+"""Seconds a drain gives the last write of outcomes at least, even when the grace is spent."""
+TEST_STORE_WAIT = 2.0
+"""Seconds `/test` waits for the store: to record its delivery, then for the outcome."""
 
 
 class Dispatcher:
@@ -67,6 +73,9 @@ class Dispatcher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._fatal = fatal or Fatal()
         self._recorder = Recorder(store, metrics, owner)
+        self._connections = ConnectionBudget(settings.max_connections)
+        metrics.connections_in_use.set_function(lambda: self._connections.in_use)
+        metrics.lanes_waiting_for_connection.set_function(lambda: self._connections.lanes_waiting)
         self._lanes = Lanes(self._open_lane)
         self._claimer = Claimer(
             store=store,
@@ -81,7 +90,7 @@ class Dispatcher:
         )
         self._accepting = True
         self._taken: dict[str, float] = {}  # loop time each held delivery was leased to us
-        self._tests: set[asyncio.Task[AttemptRecord]] = set()
+        self._tests: set[asyncio.Task[Any]] = set()  # `/test` attempts, outside the lanes
         self._finishing: set[asyncio.Task[None]] = set()
 
     def _open_lane(self, subscription_id: str) -> Lane:
@@ -94,6 +103,7 @@ class Dispatcher:
             self._claimer.wake,
             failing_since=None if subscription is None else subscription.failing_since,
             fatal=self._fatal,
+            budget=self._connections,
         )
 
     # -- intake ------------------------------------------------------------------------------
@@ -131,16 +141,8 @@ class Dispatcher:
             self._recorder.release([job.id])
             return True
         record, decision, durable = await self._attempt(job, subscription)
-        if decision.status is DeliveryStatus.SENT:
-            # The common case needs no task: count it once it is durable (a failed write
-            # stops the process through the recorder; it is not counted as sent).
-            durable.add_done_callback(lambda done: self._count_if_durable(done, job))
-            return True
-        task = asyncio.create_task(self._after_failure(record, decision, job, durable))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        self._fatal.watch(task)
-        return False
+        self._settle(record, decision, job, durable)
+        return decision.status is DeliveryStatus.SENT
 
     async def _attempt(
         self, job: DeliveryJob, subscription: Subscription
@@ -179,9 +181,38 @@ class Dispatcher:
             if lane is not None:
                 lane.failing_since = since
 
-    def _count_if_durable(self, done: asyncio.Future[Recorded], job: DeliveryJob) -> None:
-        if not done.cancelled() and done.exception() is None and job.id not in done.result().lost:
-            self._count_sent(job)
+    def _settle(
+        self,
+        record: AttemptRecord,
+        decision: Decision,
+        job: DeliveryJob,
+        durable: asyncio.Future[Recorded],
+        *,
+        test: bool = False,
+    ) -> asyncio.Future[Any]:
+        """Starts what follows an attempt once its record is durable: a 2xx is counted (and a
+        `/test` 2xx closes the lane's circuit breaker); a failure is logged, counted when final,
+        and may deactivate the subscription. Returns a future done once that has happened."""
+        if decision.status is DeliveryStatus.SENT:
+            # The common case needs no task: count it once it is durable (a failed write
+            # stops the process through the recorder; it is not counted as sent).
+            durable.add_done_callback(lambda done: self._count_if_durable(done, job, test=test))
+            return durable
+        task = asyncio.create_task(self._after_failure(record, decision, job, durable))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        self._fatal.watch(task)
+        return task
+
+    def _count_if_durable(
+        self, done: asyncio.Future[Recorded], job: DeliveryJob, *, test: bool
+    ) -> None:
+        if done.cancelled() or done.exception() is not None or job.id in done.result().lost:
+            return  # not durable, or another replica holds it now and counts it
+        self._count_sent(job)
+        lane = self._lanes.get(job.subscription_id) if test else None
+        if lane is not None:
+            lane.succeeded()
 
     def _count_sent(self, job: DeliveryJob) -> None:
         self._metrics.child(self._metrics.deliveries, job.event, "sent").inc()
@@ -221,7 +252,15 @@ class Dispatcher:
 
     async def send_test(self, subscription: Subscription) -> AttemptRecord:
         """`webhook.test` through the normal path — recorded, signed, sent, recorded — outside
-        the lane's queue, so a test answers now even when the lane is backed up."""
+        the lane's queue, so a test answers now even when the lane is backed up.
+
+        It answers within `TEST_STORE_WAIT` twice plus one attempt (the delivery timeout and
+        the body's read bound) whatever the store does: when the delivery cannot be recorded
+        in time, nothing is sent and `StoreUnavailable` is raised (the API's 503, "try again");
+        when the attempt was made but its outcome is not durable in time, the attempt is
+        returned with status `pending` (the outcome is recorded as soon as the store answers;
+        should this process stop first, the delivery is attempted again after its lease).
+        """
         now = datetime.now(UTC)
         event_id, body = test_event_body(subscription.org_id, now)
         event = IncomingEvent(
@@ -236,26 +275,33 @@ class Dispatcher:
         delivery = NewDelivery(
             ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT, subscription.org_id
         )
-        await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
+        try:
+            async with asyncio.timeout(TEST_STORE_WAIT):
+                await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
+        except TimeoutError:
+            # Should the write land after all, the delivery is leased to this process and
+            # unknown to it: the claimer sends it once the lease expires.
+            raise StoreUnavailable("the store did not record the test delivery in time") from None
         job = DeliveryJob.first(delivery, event)
         # Shielded: a client that hangs up does not cancel an attempt halfway.
-        task = asyncio.create_task(self._test(job, subscription), name=f"test-{delivery.id}")
-        self._tests.add(task)
-        task.add_done_callback(self._tests.discard)
-        self._fatal.watch(task)
-        return await asyncio.shield(task)
-
-    async def _test(self, job: DeliveryJob, subscription: Subscription) -> AttemptRecord:
-        record, decision, durable = await self._attempt(job, subscription)
-        if decision.status is DeliveryStatus.SENT:
-            if job.id not in (await durable).lost:
-                self._count_sent(job)
-            lane = self._lanes.get(subscription.id)
-            if lane is not None:
-                lane.succeeded()
-        else:
-            await self._after_failure(record, decision, job, durable)
-        return record
+        attempt = asyncio.create_task(self._attempt(job, subscription), name=f"test-{delivery.id}")
+        self._tests.add(attempt)
+        attempt.add_done_callback(self._tests.discard)
+        self._fatal.watch(attempt)
+        record, decision, durable = await asyncio.shield(attempt)
+        settled = self._settle(record, decision, job, durable, test=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TEST_STORE_WAIT):
+                await asyncio.shield(settled)
+        if durable.done():
+            return record
+        log.warning(
+            "delivery.test_not_recorded_in_time",
+            delivery_id=job.id,
+            subscription_id=subscription.id,
+            waited=TEST_STORE_WAIT,
+        )
+        return dataclasses.replace(record, new_status=DeliveryStatus.PENDING)
 
     # -- running and draining ----------------------------------------------------------------
 
@@ -272,7 +318,8 @@ class Dispatcher:
 
     async def _drain(self, recorder: asyncio.Task[None]) -> None:
         """SIGTERM: stop taking work, give in-flight attempts `shutdown_grace`, record what
-        finished, and leave the rest pending in the store with their leases given back."""
+        finished, and leave the rest pending in the store with their leases given back. Ends
+        within `shutdown_grace` plus `FINAL_FLUSH` plus a second, whatever the store does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.shutdown_grace
         self._accepting = False
@@ -289,12 +336,16 @@ class Dispatcher:
             await asyncio.gather(*cut_short, return_exceptions=True)
         cut_ids = [t.get_name().split("-", 1)[1] for t in cut_short]
         self._recorder.release(queued + cut_ids)
-        # The background writer may be mid-batch: the lock inside flush waits for it, and only
-        # then is it stopped, so no write is cancelled halfway.
-        complete = await self._recorder.flush(deadline=max(deadline, loop.time() + 2.0))
+        # What is left of the grace, and at least FINAL_FLUSH, to write the outcomes: the
+        # recorder gives up at that deadline even while the store is away or stalls, so an
+        # outage cannot hold the drain until SIGKILL. Then its background task is stopped.
+        await self._recorder.close(max(deadline, loop.time() + FINAL_FLUSH))
         recorder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await recorder
+        # Never written: their leases stay with this process and expire, and they are
+        # attempted again (possibly a duplicate of what was sent; the delivery id dedupes).
+        unrecorded = self._recorder.abandon()
         if self._finishing:
             _, stuck = await asyncio.wait(self._finishing, timeout=1.0)
             for task in stuck:
@@ -304,7 +355,7 @@ class Dispatcher:
             finished_in_flight=len(finished),
             cut_short=len(cut_short),
             left_pending=len(queued) + len(cut_short),
-            unrecorded=0 if complete else "some: their leases expire and they are retried",
+            unrecorded=unrecorded,
         )
 
 

@@ -1,10 +1,13 @@
 """A lane per subscription: its bounded queue, its bounded concurrency and its circuit breaker;
-and `Lanes`, the set of lanes one process has open.
+`Lanes`, the set of lanes one process has open; and `ConnectionBudget`, how the lanes share the
+process's HTTP connections.
 
 A slow or dead endpoint only ever fills its own lane: at most `concurrency` requests in flight and
 `capacity` deliveries queued in memory. What does not fit stays `pending` in the store and is
 claimed when the lane has room (see `claimer`), so memory stays bounded however large a backlog
-grows.
+grows. Nor can slow lanes together take the connections the others need: an attempt starts only
+with a slot of the budget, and the budget keeps a reserve that only a lane holding no connection
+may use (see `ConnectionBudget`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,68 @@ from service.store.models import DeliveryJob
 from service.supervise import Fatal
 
 Run = Callable[[DeliveryJob], Coroutine[Any, Any, bool]]
+
+
+class ConnectionBudget:
+    """The process's HTTP connections (`WEBHOOKS_MAX_CONNECTIONS`), shared fairly by the lanes.
+
+    A lane takes a slot before it starts an attempt and gives it back when the attempt ends, so
+    attempts never wait inside aiohttp's pool (whose wait would count against the delivery
+    timeout: a healthy endpoint would "time out" unsent behind slow ones). The wait happens
+    here, in the lane's queue, before any clock of the attempt starts.
+
+    Fairness: the last `reserve` free slots (a quarter of the budget) go only to lanes that hold
+    none, so a lane with work always gets its first connection at once, however many slow
+    endpoints each hold their `concurrency` of connections, unless more lanes than the reserve
+    start at the same moment (then they take turns, first come first served). More connections
+    than the first are handed out while the free slots exceed the reserve, to waiting lanes in
+    turn (round robin), so under contention every lane ends up near an equal share. A slow lane
+    capped this way only delays its own deliveries; its backlog waits in the store as before.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.reserve = size // 4
+        self.free = size
+        self._first: deque[Lane] = deque()  # lanes holding none, waiting for their first
+        self._more: deque[Lane] = deque()  # lanes holding some, waiting for another
+        self._waiting: set[Lane] = set()
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self.free
+
+    @property
+    def lanes_waiting(self) -> int:
+        return len(self._waiting)
+
+    def take(self, lane: Lane, holding: int, *, turn: bool = False) -> bool:
+        """A slot for `lane`, which holds `holding` already (`turn`: it was just called back);
+        False, and the lane is called back through `Lane.pump` when its turn comes, when there
+        is none for it now."""
+        first_free = self.free > 0 and (turn or not self._first)
+        if self.free > self.reserve or (holding == 0 and first_free):
+            self.free -= 1
+            return True
+        if lane not in self._waiting:
+            self._waiting.add(lane)
+            (self._first if holding == 0 else self._more).append(lane)
+        return False
+
+    def give_back(self) -> None:
+        """An attempt ended: its slot goes to whoever waits, lanes holding none first."""
+        self.free += 1
+        while self._first and self.free > 0:
+            self._serve(self._first)
+        while self._more and self.free > self.reserve:
+            self._serve(self._more)
+
+    def _serve(self, line: deque[Lane]) -> None:
+        lane = line.popleft()
+        self._waiting.discard(lane)
+        # The lane takes what it may now (nothing, if its queue emptied meanwhile) and, if it
+        # wants more still, goes to the back of the line.
+        lane.pump(turn=True)
 
 
 class Lane:
@@ -51,6 +116,7 @@ class Lane:
         *,
         failing_since: int | None = None,
         fatal: Fatal | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self.subscription_id = subscription_id
         self.failing_since = failing_since
@@ -59,6 +125,7 @@ class Lane:
         self._run = run
         self._on_room = on_room
         self._fatal = fatal or Fatal()
+        self._budget = budget  # None: connections are not this lane's concern (unit tests)
         self._queue: deque[DeliveryJob] = deque()
         self._held: set[str] = set()  # queued or in flight
         self._failures = 0
@@ -96,7 +163,7 @@ class Lane:
     def succeeded(self) -> None:
         """The endpoint answered 2xx through `/test`: full speed again."""
         self._close()
-        self._pump()
+        self.pump()
 
     def _close(self) -> None:
         self._failures = 0
@@ -121,7 +188,7 @@ class Lane:
             return False
         self._queue.append(job)
         self._held.add(job.id)
-        self._pump()
+        self.pump()
         return True
 
     def drain_queue(self) -> list[str]:
@@ -131,16 +198,20 @@ class Lane:
         self._held.difference_update(dropped)
         return dropped
 
-    def _pump(self) -> None:
+    def pump(self, *, turn: bool = False) -> None:
+        """Starts queued jobs as far as the concurrency, the circuit and the connection budget
+        allow (`turn`: the budget is calling back a lane that waited for a connection)."""
         if self._queue and self.circuit_open:
             if self._resume is None:
                 self._resume = asyncio.get_running_loop().call_at(self._resume_at, self._reopen)
             return
         while self._queue and len(self.tasks) < self.concurrency:
+            if self._budget is not None and not self._budget.take(self, len(self.tasks), turn=turn):
+                break  # the budget calls back when a connection is free for this lane
             job = self._queue.popleft()
             task = asyncio.create_task(self._attempt(job), name=f"attempt-{job.id}")
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._end)
             # An attempt that raises is a bug: it ends the process rather than vanish.
             self._fatal.watch(task)
         if self.wants_claim:
@@ -148,7 +219,16 @@ class Lane:
 
     def _reopen(self) -> None:
         self._resume = None
-        self._pump()
+        self.pump()
+
+    def _end(self, task: asyncio.Task[Any]) -> None:
+        """The attempt is over: out of the in-flight set, its connection slot handed on. Once
+        per task: from the attempt's `finally`, or from the done-callback for a task cancelled
+        before it ever ran (a drain), whose `finally` never ran."""
+        if task in self.tasks:
+            self.tasks.discard(task)
+            if self._budget is not None:
+                self._budget.give_back()
 
     async def _attempt(self, job: DeliveryJob) -> None:
         ok = False
@@ -160,10 +240,12 @@ class Lane:
             else:
                 self._failed()
             self._held.discard(job.id)
-            # Leave the in-flight set before pumping, or a full lane would never start its
-            # next job (the done-callback runs only after this returns).
-            self.tasks.discard(asyncio.current_task())
-            self._pump()
+            # Leave the in-flight set (and hand the connection on) before pumping, or a full
+            # lane would never start its next job (the done-callback runs only after this).
+            task = asyncio.current_task()
+            if task is not None:  # always, inside the task
+                self._end(task)
+            self.pump()
 
 
 class Lanes:

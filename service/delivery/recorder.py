@@ -4,6 +4,7 @@ done only once its record is durable; until then its lease covers the delivery."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import structlog
@@ -28,6 +29,7 @@ class Recorder:
         self._releases: list[str] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._deadline: float | None = None  # loop time; set by `close`, nothing retried after
 
     def submit(self, attempt: AttemptRecord) -> asyncio.Future[Recorded]:
         """Queues the attempt; the future resolves once its batch is written (see `Recorded`
@@ -51,18 +53,40 @@ class Recorder:
             self._wake.clear()
             await self.flush()
 
-    async def flush(self, deadline: float | None = None) -> bool:
-        """Writes everything queued, retrying while the store is away (until `deadline`, a
-        loop time, when given). True when nothing is left. One flush at a time: the final
-        flush of a drain must not race the background one."""
+    async def flush(self) -> bool:
+        """Writes everything queued, retrying while the store is away (until the drain's
+        deadline, once `close` set one). True when nothing is left. One flush at a time: the
+        final flush of a drain must not race the background one."""
         async with self._lock:
-            return await self._flush(deadline)
+            return await self._flush()
 
-    async def _flush(self, deadline: float | None) -> bool:
+    async def close(self, deadline: float) -> bool:
+        """The drain's last flush, over by `deadline` (a loop time) whatever the store does.
+
+        The background flush stops retrying at the deadline too, so the lock it holds is free
+        by then; a write the store is stalling on is given up at the deadline (the caller then
+        cancels the background task, and `abandon`s what is left). True when everything was
+        written. What was not keeps its lease: those deliveries are attempted again once the
+        lease expires.
+        """
+        self._deadline = deadline
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                return await self.flush()
+        return False
+
+    def abandon(self) -> int:
+        """After `close` and the background task stopped: whoever still awaits an outcome that
+        was never written is cancelled. Returns how many there were."""
+        for _, future in self._pending:
+            future.cancel()
+        return len(self._pending)
+
+    async def _flush(self) -> bool:
         loop = asyncio.get_running_loop()
         backoff = 0.1
         while self._pending or self._releases:
-            if deadline is not None and loop.time() >= deadline:
+            if self._deadline is not None and loop.time() >= self._deadline:
                 return False
             batch, self._pending = self._pending[:RECORD_BATCH], self._pending[RECORD_BATCH:]
             try:
@@ -71,9 +95,14 @@ class Recorder:
                 self._metrics.store_errors.labels("record_attempts").inc()
                 log.warning("recorder.store_unavailable", error=str(exc), retry_in=backoff)
                 self._pending[:0] = batch
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except asyncio.CancelledError:
+                # A drain past its deadline: the write is not known to be durable, so it stays
+                # queued (and its lease covers the deliveries).
+                self._pending[:0] = batch
+                raise
             except Exception as exc:
                 # Not an outage: a bug or data the store refuses. Whoever waits learns of it
                 # (the process then stops, and the leases let the deliveries be retried).
@@ -94,5 +123,11 @@ class Recorder:
             except (StoreUnavailable, OSError):
                 # Recorded outcomes stay recorded; only the lease hand-back is retried.
                 self._releases[:0] = releases
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
         return True
+
+    async def _pause(self, seconds: float) -> None:
+        """Backs off before the next try, but never past the drain's deadline."""
+        if self._deadline is not None:
+            seconds = min(seconds, max(0.0, self._deadline - asyncio.get_running_loop().time()))
+        await asyncio.sleep(seconds)

@@ -28,7 +28,7 @@ from service.settings import Settings
 from service.signing import verify_signature
 from service.store import Store, open_store
 from service.store.models import DeliveryJob, Subscription
-from tests.conftest import CATALOG_TOPICS
+from tests.conftest import CATALOG_TOPICS, FAST_DELIVERY
 
 
 @dataclass
@@ -92,12 +92,7 @@ async def pipeline_factory(
                 "kafka_topics": topics[:3],
                 "kafka_dlq_topic": topics[3],
                 "kafka_group_id": f"g-{uuid.uuid4().hex[:8]}",
-                "retry_schedule": [0.3, 0.3, 0.3],
-                "poll_interval": 0.1,
-                "delivery_timeout": 2.0,
-                "delivery_connect_timeout": 1.0,
-                "lease": 3.0,
-                "shutdown_grace": 1.0,
+                **FAST_DELIVERY,
                 **overrides,
             }
         )
