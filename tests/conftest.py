@@ -18,6 +18,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
+from deploy.local.receiver import Receiver, start_receiver
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
 from tests.support.postgres import scratch_database
@@ -142,3 +143,13 @@ async def store(settings_for: Settings) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# -- receivers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """The one test receiver (deploy/local/receiver.py), in-process on a free loopback port."""
+    async for r in start_receiver():
+        yield r

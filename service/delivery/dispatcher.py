@@ -63,9 +63,8 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._store = store
-        self._index = index
-        self._sender = sender
+        # The stages' shared parts: where deliveries are kept, who wants them, how they go out.
+        self._store, self._index, self._sender = store, index, sender
         self._metrics = metrics
         self.owner = owner
         self.lease_ms = int(settings.lease * 1000)

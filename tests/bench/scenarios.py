@@ -65,45 +65,31 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(
-            quick=False,
-            runs=3,
-            floor_s=8.0,
-            ramp_start=1500.0,
-            ramp_factor=1.12,
-            ramp_step_s=5.0,
-            warmup_s=3.0,
-            steady_s=60.0,
-            fanout10_steady_s=15.0,
-            latency_steady_s=10.0,
-            isolation_rate=50.0,
-            isolation_steady_s=12.0,
-            backlog_deliveries=100_000,
-            recovery_s=5.0,
-            recovery_cap_s=20.0,
-            drain_timeout_s=20.0,
-        )
+        return cls(quick=False, **{name: full for name, (full, _) in _PLANS.items()})
 
     @classmethod
     def reduced(cls) -> Plan:
-        return cls(
-            quick=True,
-            runs=1,
-            floor_s=4.0,
-            ramp_start=400.0,
-            ramp_factor=1.4,
-            ramp_step_s=4.0,
-            warmup_s=2.0,
-            steady_s=0.0,
-            fanout10_steady_s=0.0,
-            latency_steady_s=0.0,
-            isolation_rate=50.0,
-            isolation_steady_s=8.0,
-            backlog_deliveries=0,
-            recovery_s=0.0,
-            recovery_cap_s=0.0,
-            drain_timeout_s=15.0,
-        )
+        return cls(quick=True, **{name: reduced for name, (_, reduced) in _PLANS.items()})
+
+
+# Each knob of a Plan side by side: (the full bench, `--quick`).
+_PLANS: dict[str, tuple[Any, Any]] = {
+    "runs": (3, 1),
+    "floor_s": (8.0, 4.0),
+    "ramp_start": (1500.0, 400.0),
+    "ramp_factor": (1.12, 1.4),
+    "ramp_step_s": (5.0, 4.0),
+    "warmup_s": (3.0, 2.0),
+    "steady_s": (60.0, 0.0),
+    "fanout10_steady_s": (15.0, 0.0),
+    "latency_steady_s": (10.0, 0.0),
+    "isolation_rate": (50.0, 50.0),
+    "isolation_steady_s": (12.0, 8.0),
+    "backlog_deliveries": (100_000, 0),
+    "recovery_s": (5.0, 0.0),
+    "recovery_cap_s": (20.0, 0.0),
+    "drain_timeout_s": (20.0, 15.0),
+}
 
 
 @dataclass(frozen=True)

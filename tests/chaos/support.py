@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from deploy.local.receiver import Receiver
 from service.samples import sample_event
 from service.settings import Settings
-from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support import process
 
 # `make test` runs a bounded set; `make test-chaos` sets WEBHOOKS_CHAOS_FULL=1 for the full one.
 FULL = os.environ.get("WEBHOOKS_CHAOS_FULL") == "1"
@@ -36,23 +35,15 @@ def scale(bounded: int, full: int) -> int:
     return full if FULL else bounded
 
 
-def service_env(settings: Settings, topics: Sequence[str], **extra: str) -> dict[str, str]:
-    """A replica of the service on these topics and this store, quick to notice faults."""
-    return {
-        "WEBHOOKS_DATABASE_URL": settings.database_url,
-        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
-        "WEBHOOKS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "WEBHOOKS_KAFKA_TOPICS": ",".join(topics[:3]),
-        "WEBHOOKS_KAFKA_DLQ_TOPIC": topics[3],
-        "WEBHOOKS_KAFKA_GROUP_ID": f"chaos-{uuid.uuid4().hex[:8]}",
-        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
-        "WEBHOOKS_LEASE": "3s",
-        "WEBHOOKS_POLL_INTERVAL": "100ms",
-        "WEBHOOKS_INDEX_REFRESH": "500ms",
-        "WEBHOOKS_SHUTDOWN_GRACE": "2s",
-        "WEBHOOKS_RETRY_SCHEDULE": "200ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s",
-        **extra,
-    }
+def service_env(settings: Settings, topics: Sequence[str]) -> dict[str, str]:
+    """A replica on these topics and this store, with leases and retries short enough for a
+    fault test (every replica of one test shares the group it names)."""
+    return process.service_env(
+        settings,
+        topics,
+        WEBHOOKS_LEASE="3s",
+        WEBHOOKS_RETRY_SCHEDULE="200ms,500ms,1s,1s,1s,1s,1s,1s,1s,1s",
+    )
 
 
 @dataclass

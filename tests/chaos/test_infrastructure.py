@@ -7,27 +7,27 @@ folder and ports of its own), so stopping it disturbs no other test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pydantic import SecretStr
 
 from deploy.local.receiver import Receiver
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.store import open_store
 from tests.chaos.support import FULL, Stream, dead_lettered, report, scale, service_env
 from tests.chaos.support import wait_balanced as balanced_within
 from tests.chaos.test_processes import PATHS, subscribe
-from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
-from tests.support.process import ServiceProcess, free_port
+from tests.conftest import CATALOG_TOPICS
+from tests.support.process import ServiceProcess, free_port, service_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
 
@@ -54,35 +54,33 @@ class Private:
         return done.stdout.strip()
 
 
+@contextlib.contextmanager
+def private(script: str, name: str, ports: Sequence[str], state_variable: str) -> Iterator[Private]:
+    """A private instance of deploy/local/<script> in var/<name>-…, on free ports; stopped and
+    removed afterwards."""
+    state = ROOT / "var" / f"{name}-{uuid.uuid4().hex[:8]}"
+    instance = Private(
+        script, {state_variable: str(state), **{port: str(free_port()) for port in ports}}
+    )
+    instance.run("start")
+    try:
+        yield instance
+    finally:
+        instance.run("stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[Private]:
-    state = ROOT / "var" / f"chaos-pg-{uuid.uuid4().hex[:8]}"
-    pg = Private("postgres.sh", {"PG_STATE": str(state), "PG_PORT": str(free_port())})
-    pg.run("start")
-    try:
+    with private("postgres.sh", "chaos-pg", ["PG_PORT"], "PG_STATE") as pg:
         yield pg
-    finally:
-        pg.run("stop")
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
 def private_kafka() -> Iterator[Private]:
-    state = ROOT / "var" / f"chaos-kafka-{uuid.uuid4().hex[:8]}"
-    kafka = Private(
-        "kafka.sh",
-        {
-            "KAFKA_STATE": str(state),
-            "KAFKA_PORT": str(free_port()),
-            "KAFKA_CONTROLLER_PORT": str(free_port()),
-        },
-    )
-    kafka.run("start")
-    try:
+    ports = ["KAFKA_PORT", "KAFKA_CONTROLLER_PORT"]
+    with private("kafka.sh", "chaos-kafka", ports, "KAFKA_STATE") as kafka:
         yield kafka
-    finally:
-        kafka.run("stop")
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
@@ -142,11 +140,7 @@ async def run_through_fault(
 async def test_postgres_stopped_mid_stream_loses_nothing(
     private_postgres: Private, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> None:
-    settings = load_settings(
-        database_url=private_postgres.run("url"),
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
-        kafka_bootstrap_servers=kafka_bootstrap,
-    )
+    settings = service_settings(private_postgres.run("url"), kafka_bootstrap)
     outage = float(scale(5, 20))
     await run_through_fault(
         settings, topics, receiver, private_postgres, name="postgres-stopped", outage_s=outage
@@ -160,11 +154,7 @@ async def test_kafka_restarted_mid_stream_loses_nothing(
     receiver: Receiver,
 ) -> None:
     bootstrap, topics = private_topics
-    settings = load_settings(
-        database_url=f"sqlite:///{tmp_path}/chaos.db",
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
-        kafka_bootstrap_servers=bootstrap,
-    )
+    settings = service_settings(f"sqlite:///{tmp_path}/chaos.db", bootstrap)
     outage = float(scale(3, 10))
     await run_through_fault(
         settings, topics, receiver, private_kafka, name="kafka-restarted", outage_s=outage

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from deploy.local.receiver import Behaviour, Receiver
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.store import Store, open_store
 from tests.chaos.support import (
     FULL,
@@ -26,8 +25,7 @@ from tests.chaos.support import (
     service_env,
     wait_balanced,
 )
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.support.process import ServiceProcess
+from tests.support.process import ServiceProcess, service_settings
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
 
@@ -47,11 +45,7 @@ async def subscribe(store: Store, receiver: Receiver) -> None:
 
 @pytest.fixture
 def sqlite_settings(tmp_path: Path, kafka_bootstrap: str) -> Settings:
-    return load_settings(
-        database_url=f"sqlite:///{tmp_path}/chaos.db",
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
-        kafka_bootstrap_servers=kafka_bootstrap,
-    )
+    return service_settings(f"sqlite:///{tmp_path}/chaos.db", kafka_bootstrap)
 
 
 async def test_sigkill_at_random_points_loses_nothing(
@@ -95,11 +89,7 @@ async def test_sigkill_at_random_points_loses_nothing(
 async def test_one_of_two_postgres_replicas_killed_the_other_takes_over(
     fresh_postgres_url: str, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> None:
-    settings = load_settings(
-        database_url=fresh_postgres_url,
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
-        kafka_bootstrap_servers=kafka_bootstrap,
-    )
+    settings = service_settings(fresh_postgres_url, kafka_bootstrap)
     store = await open_store(settings, run_migrations=False)
     try:
         await subscribe(store, receiver)

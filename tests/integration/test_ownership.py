@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver, start_receiver
+from deploy.local.receiver import Receiver
 from service import ids
 from service.clock import now_ms
 from service.settings import load_settings
@@ -21,12 +19,6 @@ from service.store import open_store
 from service.store.models import IncomingEvent, NewDelivery
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async for r in start_receiver():
-        yield r
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:

@@ -4,48 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver, start_receiver
+from deploy.local.receiver import Receiver
 from service.samples import sample_event
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.store import Store, open_store
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.support.process import ServiceProcess
+from tests.support.process import ServiceProcess, service_env, service_settings
 from tests.support.stall_before_commit import MARK as STALL_MARK
 
 STALL_MODULE = "tests.support.stall_before_commit"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async for r in start_receiver():
-        yield r
-
-
-def service_env(settings: Settings, topics: list[str], group: str, **extra: str) -> dict[str, str]:
-    return {
-        "WEBHOOKS_DATABASE_URL": settings.database_url,
-        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
-        "WEBHOOKS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "WEBHOOKS_KAFKA_TOPICS": ",".join(topics[:3]),
-        "WEBHOOKS_KAFKA_DLQ_TOPIC": topics[3],
-        "WEBHOOKS_KAFKA_GROUP_ID": group,
-        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
-        "WEBHOOKS_LEASE": "1s",
-        "WEBHOOKS_POLL_INTERVAL": "100ms",
-        "WEBHOOKS_INDEX_REFRESH": "500ms",
-        "WEBHOOKS_SHUTDOWN_GRACE": "2s",
-        **extra,
-    }
 
 
 async def produce(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
@@ -132,11 +105,7 @@ async def test_two_replicas_on_postgres_split_partitions_and_record_each_pair_on
     receiver: Receiver,
 ) -> None:
     # Several replicas share work only on PostgreSQL; SQLite is the one-process store.
-    settings = load_settings(
-        database_url=fresh_postgres_url,
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
-        kafka_bootstrap_servers=kafka_bootstrap,
-    )
+    settings = service_settings(fresh_postgres_url, kafka_bootstrap)
     store = await open_store(settings, run_migrations=False)
     subs = [
         await store.create_subscription(

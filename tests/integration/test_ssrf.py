@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from deploy.local.receiver import Receiver, start_receiver
+from deploy.local.receiver import Receiver
 from service.api.models import TestResult as ApiTestResult
 from service.app import Roles, create_app
 from service.appkeys import RESOLVE, STORE
@@ -82,12 +82,6 @@ DNS: dict[str, list[str]] = {
     "localhost.": ["127.0.0.1"],
     "localhost": ["127.0.0.1"],
 }
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async for started in start_receiver():
-        yield started
 
 
 @pytest.fixture

@@ -7,9 +7,14 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
+from pydantic import SecretStr
+
+from service.settings import Settings, load_settings
+from tests.conftest import TEST_ENCRYPTION_KEY
 
 
 def free_port() -> int:
@@ -120,3 +125,33 @@ class ServiceProcess:
             await self.process.wait()
         if self._reader is not None:
             await self._reader
+
+
+def service_settings(database_url: str, kafka_bootstrap: str) -> Settings:
+    """Settings of a service on this store and broker, with the suite's encryption key."""
+    return load_settings(
+        database_url=database_url,
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        kafka_bootstrap_servers=kafka_bootstrap,
+    )
+
+
+def service_env(
+    settings: Settings, topics: Sequence[str], group: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a `serve` child on these topics (the first three, then the DLQ) and
+    this store, quick to notice faults; `extra` overrides any of it."""
+    return {
+        "WEBHOOKS_DATABASE_URL": settings.database_url,
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+        "WEBHOOKS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "WEBHOOKS_KAFKA_TOPICS": ",".join(topics[:3]),
+        "WEBHOOKS_KAFKA_DLQ_TOPIC": topics[3],
+        "WEBHOOKS_KAFKA_GROUP_ID": group or f"g-{uuid.uuid4().hex[:8]}",
+        "WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
+        "WEBHOOKS_LEASE": "1s",
+        "WEBHOOKS_POLL_INTERVAL": "100ms",
+        "WEBHOOKS_INDEX_REFRESH": "500ms",
+        "WEBHOOKS_SHUTDOWN_GRACE": "2s",
+        **extra,
+    }
