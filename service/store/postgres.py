@@ -6,6 +6,7 @@ delivery at once and none waits on another's locked rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -18,6 +19,8 @@ from service.store.sql import Column, Row, SqlStore
 # Errors that mean "the database is away", not "the statement is wrong": the connection broke
 # or was refused, the server is starting, shutting down or out of connections, a failover left
 # us on a read-only standby, or a transient conflict asks for the transaction to be retried.
+CLOSE_WAIT = 3.0
+
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -97,7 +100,12 @@ class PostgresDriver:
         return f"SELECT * FROM unnest({arrays}) AS u({names})", values
 
     async def close(self) -> None:
-        await self._pool.close()
+        # A connection stalled by a server that stopped answering must not hold a shutdown:
+        # after CLOSE_WAIT the pool is terminated (its sockets closed) instead.
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_WAIT)
+        except TimeoutError:
+            self._pool.terminate()
 
 
 async def open_postgres(url: str, box: SecretBox) -> SqlStore:
