@@ -26,6 +26,9 @@ _UNAVAILABLE = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # The protocol's state left broken by a server that went away mid-statement ("cannot
+    # switch to state …; another operation is in progress"): seen when PostgreSQL stops.
+    asyncpg.InternalClientError,
     asyncpg.OperatorInterventionError,  # admin or crash shutdown, cannot connect now
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,

@@ -131,8 +131,11 @@ async def run_through_fault(
         await service.stop()
     assert stream is not None
     report(name, ledger, events=stream.sent, outage_s=outage_s)
+    logs = ROOT / "var" / "chaos" / f"{name}.log"
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    logs.write_text("".join(service.logs))  # the service's own account, for a failure's reader
     assert stream.failed == 0
-    assert ledger.balanced(), ledger
+    assert ledger.balanced(), (ledger, f"the service's log: {logs}")
     assert await dead_lettered(settings.kafka_bootstrap_servers, topics[3]) == 0
     return
 
