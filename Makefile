@@ -55,7 +55,7 @@ test-chaos: setup
 	@mkdir -p var
 	set -o pipefail; WEBHOOKS_CHAOS_FULL=1 deploy/local/with-services.sh \
 	  $(BIN)/pytest tests/chaos -m chaos -s $(PYTEST_ARGS) | tee var/chaos.log \
-	  | grep -E "chaos-ledger|passed|failed"
+	  | grep -E "^chaos-ledger|[0-9]+ (passed|failed)"
 
 test-unit: setup
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
