@@ -4,7 +4,7 @@ OpenAPI document."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -132,6 +132,20 @@ class TestResult(BaseModel):
     responseCode: int | None
     durationMs: int | None
     error: str | None
+
+
+class EventType(BaseModel):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="JSON Schema of the whole envelope, from the models ingest validates with.",
+    )
+    example: dict[str, Any]
+
+
+class EventTypes(BaseModel):
+    rows: list[EventType]
 
 
 class FieldError(BaseModel):

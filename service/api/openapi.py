@@ -10,6 +10,7 @@ from service import __version__
 from service.api.models import (
     CreatedSubscription,
     CreateSubscription,
+    EventTypes,
     PatchSubscription,
     Problem,
     SubscriptionList,
@@ -25,6 +26,7 @@ _MODELS: list[type[BaseModel]] = [
     SubscriptionRow,
     SubscriptionList,
     TestResult,
+    EventTypes,
     Problem,
 ]
 
@@ -128,6 +130,17 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "a page", "content": _json(SubscriptionList)},
                         **_problems(401, 422),
+                    },
+                },
+            },
+            BASE + "/event-types": {
+                "get": {
+                    "operationId": "listEventTypes",
+                    "description": "Every event a subscription can receive, with the JSON Schema "
+                    "of its envelope and an example; the same for every org.",
+                    "responses": {
+                        "200": {"description": "the catalog", "content": _json(EventTypes)},
+                        **_problems(401),
                     },
                 },
             },

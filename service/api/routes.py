@@ -14,9 +14,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from service.api.auth import ORG
+from service.api.catalog import event_types
 from service.api.models import (
     CreatedSubscription,
     CreateSubscription,
+    EventTypes,
     PatchSubscription,
     SubscriptionList,
     SubscriptionRow,
@@ -86,10 +88,16 @@ class SubscriptionApi:
     """Handlers over the store. The resources come from the app keys set at start-up: the store,
     the matcher's `ON_CHANGE` (told at once of a change) and the dispatcher's `TESTER`."""
 
+    _event_types: bytes | None = None
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post(BASE, self.create),
             web.get(BASE, self.list),
+            # Before `/{id}`, which would take `event-types` for an id (and answer another
+            # method with a 404): every other method is a 405 here.
+            web.get(BASE + "/event-types", self.event_types),
+            web.route("*", BASE + "/event-types", _only_get),
             web.get(BASE + "/{id}", self.get),
             web.patch(BASE + "/{id}", self.patch),
             web.delete(BASE + "/{id}", self.delete),
@@ -231,6 +239,13 @@ class SubscriptionApi:
         cursor = None if page.next_after is None else encode_cursor(page.next_after)
         return _json(SubscriptionList(rows=rows, nextCursor=cursor))
 
+    async def event_types(self, _: web.Request) -> web.Response:
+        """The catalog: the same for every org, built once."""
+        if self._event_types is None:
+            rows = EventTypes.model_validate({"rows": event_types()})
+            self._event_types = orjson.dumps(rows.model_dump(mode="json", by_alias=True))
+        return web.Response(body=self._event_types, content_type="application/json")
+
     async def get(self, request: web.Request) -> web.Response:
         subscription_id = self._id(request)
         found = subscription_id and await _store(request).get_subscription(
@@ -310,3 +325,7 @@ def _test_result(record: AttemptRecord) -> TestResult:
         durationMs=record.duration_ms,
         error=record.error,
     )
+
+
+async def _only_get(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, ["GET"])

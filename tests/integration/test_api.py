@@ -14,12 +14,14 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
+from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import SecretStr
 
 from deploy.local.receiver import start_receiver
 from service import ids
 from service.api.models import (
     CreatedSubscription,
+    EventTypes,
     SubscriptionList,
     SubscriptionRow,
 )
@@ -30,6 +32,7 @@ from service.api.openapi import document
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
+from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
 from service.store import Store, open_store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
@@ -382,7 +385,7 @@ async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
         for route in api.client.app.router.routes()
         if route.resource is not None
         and route.resource.canonical.startswith(BASE)
-        and route.method != "HEAD"
+        and route.method not in ("HEAD", "*")  # "*": the 405 of a path's other methods
     }
     documented = {
         (method, path)
@@ -497,3 +500,25 @@ async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
         assert "must-not-be-logged" not in repr(logs)
     finally:
         await client.close()
+
+
+async def test_the_event_catalog_holds_a_schema_and_an_example_for_every_event(api: Api) -> None:
+    status, body, content_type = await api.call("GET", "/event-types")
+    assert (status, content_type) == (200, "application/json")
+    EventTypes.model_validate(body)
+    rows = {row["name"]: row for row in body["rows"]}
+    assert list(rows) == [*CATALOG, "webhook.test"]
+    for name, row in rows.items():
+        assert row["description"]
+        validator = Draft202012Validator(row["schema"], format_checker=FormatChecker())
+        # The example is what would be delivered: the schema takes it, and so does ingest.
+        validator.validate(row["example"])
+        assert row["example"]["event"] == name
+        if name != "webhook.test":
+            assert isinstance(parse_event(orjson.dumps(row["example"]), 256 * 1024), Accepted)
+        # And the schema refuses what ingest refuses: a missing data field, another event.
+        broken = {**row["example"], "data": {}}
+        assert list(validator.iter_errors(broken))
+        assert list(validator.iter_errors({**row["example"], "event": "other.event"}))
+    status, _, _ = await api.call("GET", "/event-types", key="qe_key_not_a_key_at_all")
+    assert status == 401
