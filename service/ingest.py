@@ -289,8 +289,11 @@ class Ingest:
 
     async def _handle(self, records: Records) -> None:
         """One batch, in a span when tracing is on (first attempts become its children)."""
+        if not self._tracing.enabled:
+            await self._handle_batch(records)
+            return
         with self._tracing.batch_span(
-            {(tp.topic, tp.partition): len(rs) for tp, rs in records.items()}
+            {(tp.topic, tp.partition): len(r) for tp, r in records.items()}
         ):
             await self._handle_batch(records)
 

@@ -71,7 +71,7 @@ class Dispatcher:
         self._policy = RetryPolicy(tuple(settings.retry_schedule), settings.disable_after)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._fatal = fatal or Fatal()
-        self._recorder = Recorder(store, metrics, owner)
+        self._recorder = Recorder(store, metrics, owner, on_recorded=self._follow_clocks)
         self._connections = ConnectionBudget(settings.max_connections)
         metrics.connections_in_use.set_function(lambda: self._connections.in_use)
         metrics.lanes_waiting_for_connection.set_function(lambda: self._connections.lanes_waiting)
@@ -167,15 +167,12 @@ class Dispatcher:
             exchange.duration
         )
         record = _record(job, subscription, exchange, decision)
-        durable = self._recorder.submit(record)
-        durable.add_done_callback(self._follow_clocks)
-        return record, decision, durable
+        return record, decision, self._recorder.submit(record)
 
-    def _follow_clocks(self, done: asyncio.Future[Recorded]) -> None:
-        """The store's failure clocks are the truth (other replicas attempt too): lanes follow."""
-        if done.cancelled() or done.exception() is not None:
-            return
-        for subscription_id, since in done.result().failing_since.items():
+    def _follow_clocks(self, recorded: Recorded) -> None:
+        """The store's failure clocks are the truth (other replicas attempt too): lanes follow,
+        once per written batch."""
+        for subscription_id, since in recorded.failing_since.items():
             lane = self._lanes.get(subscription_id)
             if lane is not None:
                 lane.failing_since = since

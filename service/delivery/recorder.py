@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -21,10 +21,17 @@ RECORD_BATCH = 500
 class Recorder:
     """Writes attempt outcomes in batches; an attempt counts as done only once written."""
 
-    def __init__(self, store: Store, metrics: Metrics, owner: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        owner: str,
+        on_recorded: Callable[[Recorded], None] = lambda _: None,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._owner = owner  # records and releases are fenced: only what this replica holds
+        self._on_recorded = on_recorded  # once per written batch, before its futures resolve
         self._pending: list[tuple[AttemptRecord, asyncio.Future[Recorded]]] = []
         self._releases: list[str] = []
         self._wake = asyncio.Event()
@@ -114,6 +121,7 @@ class Recorder:
             if recorded.lost:
                 self._metrics.leases_lost.inc(len(recorded.lost))
                 log.warning("recorder.lease_lost", deliveries=len(recorded.lost))
+            self._on_recorded(recorded)
             for _, future in batch:
                 if not future.done():
                     future.set_result(recorded)
