@@ -31,6 +31,9 @@ class Tester(Protocol):
 
     async def send_test(self, subscription: Subscription) -> AttemptRecord: ...
 
+    def wake(self) -> None:
+        """Deliveries were made due now (a redelivery, a replay): look for them at once."""
+
 
 OnChange = Callable[[str], Awaitable[None]]
 

@@ -72,7 +72,7 @@ _RFC3339 = re.compile(
 )
 
 
-def _rfc3339(value: object) -> datetime:
+def parse_time(value: object) -> datetime:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("expected an RFC 3339 timestamp such as 2026-05-24T08:15:12.481Z")
     # Python 3.11 reads `Z` but not the lower-case `t`/`z` that RFC 3339 also allows.
@@ -85,7 +85,7 @@ def _rfc3339(value: object) -> datetime:
 
 Timestamp = Annotated[
     datetime,
-    PlainValidator(_rfc3339),
+    PlainValidator(parse_time),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """An RFC 3339 timestamp string with an offset, parsed to an aware datetime in UTC."""

@@ -1,5 +1,6 @@
-"""The management API (SPEC section 3): register, list, get, change, delete and test
-subscriptions, each scoped to the org of the caller's API key."""
+"""The management API (SPEC section 3, issue 12): register, list, get, change, delete and test
+subscriptions; their delivery log, redelivery, replay and secret rotation; each scoped to the org
+of the caller's API key."""
 
 from __future__ import annotations
 
@@ -13,34 +14,53 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from service import ids
 from service.api.auth import ORG
 from service.api.catalog import event_types
 from service.api.models import (
+    AttemptRow,
     CreatedSubscription,
     CreateSubscription,
+    DeliveryDetail,
+    DeliveryList,
+    DeliveryRow,
     EventTypes,
     PatchSubscription,
+    ReplayRequest,
+    ReplayResult,
+    RotatedSecret,
+    RotateSecret,
     SubscriptionList,
     SubscriptionRow,
     TestResult,
 )
-from service.api.paging import decode_cursor, encode_cursor
+from service.api.paging import LOG_POSITION, decode_cursor, encode_cursor
 from service.api.problems import invalid, problem
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
+from service.clock import now_ms
 from service.egress import vet_url
 from service.errors import TargetRejected
-from service.events import format_time
+from service.events import CATALOG, format_time, parse_time
 from service.store import Store, SubscriptionChanges
-from service.store.models import AttemptRecord, DeliverySummary, Subscription
+from service.store.models import (
+    AttemptLog,
+    AttemptRecord,
+    DeliveryFilter,
+    DeliveryLogRow,
+    DeliveryStatus,
+    Health,
+    Subscription,
+)
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
+MAX_REPLAY = 10_000
+"""Deliveries one replay call queues at most; `nextSince` says where the next call goes on."""
 _ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
-
-# How registration looks host names up; unset, the system resolver. Tests set a resolver with
-# fixed answers (a name that is public now and private at delivery: DNS rebinding).
+_LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
+_LOG_STATUSES = ("pending", "retrying", "sent", "failed")
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +69,14 @@ M = TypeVar("M", bound=BaseModel)
 
 def iso(ms: int) -> str:
     return format_time(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def _iso_or_none(ms: int | None) -> str | None:
+    return None if ms is None else iso(ms)
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -102,11 +130,22 @@ class SubscriptionApi:
             web.patch(BASE + "/{id}", self.patch),
             web.delete(BASE + "/{id}", self.delete),
             web.post(BASE + "/{id}/test", self.test),
+            web.get(BASE + "/{id}/deliveries", self.deliveries),
+            web.get(BASE + "/{id}/deliveries/{delivery}", self.delivery),
+            web.post(BASE + "/{id}/deliveries/{delivery}/redeliver", self.redeliver),
+            web.post(BASE + "/{id}/replay", self.replay),
+            web.post(BASE + "/{id}/rotate-secret", self.rotate_secret),
         ]
 
     # -- helpers -----------------------------------------------------------------------------
 
-    async def _body(self, request: web.Request, model: type[M]) -> M | web.Response:
+    async def _body(
+        self, request: web.Request, model: type[M], *, optional: bool = False
+    ) -> M | web.Response:
+        """The body as `model`, or the problem to answer (`optional`: no body at all means
+        every field's default)."""
+        if optional and not request.body_exists:
+            return model.model_validate({})
         content_type = request.content_type
         if content_type != "application/json" and not content_type.endswith("+json"):
             return problem(415, "send the body as application/json", slug="unsupported-media-type")
@@ -151,9 +190,17 @@ class SubscriptionApi:
         if on_change is not None:
             await on_change(subscription_id)
 
+    async def _found(self, request: web.Request) -> Subscription | web.Response:
+        """The subscription of the path's `{id}` in the caller's org, or the 404 to answer."""
+        subscription_id = self._id(request)
+        found = subscription_id and await _store(request).get_subscription(
+            request[ORG], subscription_id
+        )
+        return found or self._not_found(request.match_info["id"])
+
     @staticmethod
-    def _row(subscription: Subscription, summary: DeliverySummary) -> SubscriptionRow:
-        last = summary.last_delivery
+    def _row(subscription: Subscription, health: Health) -> SubscriptionRow:
+        last = health.last_delivery
         return SubscriptionRow.model_validate(
             {
                 "id": subscription.id,
@@ -162,7 +209,7 @@ class SubscriptionApi:
                 "installedBy": subscription.installed_by,
                 "active": subscription.active,
                 "createdAt": iso(subscription.created_at),
-                "deliveryCount": summary.delivery_count,
+                "deliveryCount": health.delivery_count,
                 "lastDelivery": None
                 if last is None
                 else {
@@ -172,14 +219,25 @@ class SubscriptionApi:
                 },
                 "deactivatedReason": subscription.deactivated_reason,
                 "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
+                "rateLimit": subscription.rate_limit,
+                "headers": dict(subscription.headers),
+                "successRate24h": health.success_rate_24h,
+                "p95LatencyMs24h": health.p95_latency_ms_24h,
+                "consecutiveFailures": subscription.consecutive_failures,
+                "pendingCount": health.pending_count,
+                "nextRetryAt": _iso_or_none(health.next_retry_at),
+                "disabledAt": None
+                if subscription.active
+                else _iso_or_none(subscription.disabled_at),
+                "disabledReason": None if subscription.active else subscription.deactivated_reason,
             }
         )
 
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
-        summaries = await _store(request).delivery_summaries([s.id for s in subscriptions])
-        return [self._row(s, summaries[s.id]) for s in subscriptions]
+        health = await _store(request).subscription_health([s.id for s in subscriptions])
+        return [self._row(s, health[s.id]) for s in subscriptions]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -190,7 +248,12 @@ class SubscriptionApi:
         if rejected := await self._vet(request, body.url):
             return rejected
         subscription = await _store(request).create_subscription(
-            request[ORG], body.url, body.events, body.installedBy
+            request[ORG],
+            body.url,
+            body.events,
+            body.installedBy,
+            rate_limit=body.rateLimit,
+            headers=tuple((body.headers or {}).items()),
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -215,17 +278,7 @@ class SubscriptionApi:
         errors = [
             (name, "unknown query parameter") for name in query if name not in ("limit", "cursor")
         ]
-        limit = DEFAULT_LIMIT
-        if "limit" in query:
-            text = query["limit"]
-            # The length check comes first: int() of a 4,301-digit string raises ValueError.
-            if (
-                not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
-                or not 1 <= int(text) <= MAX_LIMIT
-            ):
-                errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
-            else:
-                limit = int(text)
+        limit = _limit(query, errors)
         after = None
         if "cursor" in query:
             try:
@@ -282,6 +335,10 @@ class SubscriptionApi:
             changes["active"] = body.active
         if "installedBy" in given:
             changes["installed_by"] = body.installedBy
+        if "rateLimit" in given:
+            changes["rate_limit"] = body.rateLimit
+        if "headers" in given:
+            changes["headers"] = tuple((body.headers or {}).items())
         updated = await _store(request).update_subscription(
             request[ORG], subscription_id, SubscriptionChanges(**changes)
         )
@@ -316,6 +373,169 @@ class SubscriptionApi:
             return problem(503, "this process runs without the dispatcher")
         return _json(_test_result(await tester.send_test(found)))
 
+    # -- the delivery log and recovery (issue 12) ---------------------------------------------
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        """The log, newest first; filters and the cursor are checked before the lookup."""
+        query = _LogQuery(request.query)
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
+        if query.errors:
+            return invalid(query.errors)
+        page = await _store(request).list_deliveries(
+            request[ORG], found.id, query.where, query.limit, query.after
+        )
+        return _json(
+            DeliveryList.model_validate(
+                {
+                    "rows": [_delivery_row(row) for row in page.rows],
+                    "nextCursor": None
+                    if page.next_after is None
+                    else encode_cursor(page.next_after),
+                }
+            )
+        )
+
+    async def _delivery_id(self, request: web.Request) -> str | None:
+        delivery_id = request.match_info["delivery"]
+        return delivery_id if ids.looks_like(delivery_id, ids.DELIVERY) else None
+
+    @staticmethod
+    def _no_delivery(request: web.Request) -> web.Response:
+        return problem(
+            404, f"no delivery {request.match_info['delivery'][:64]!r} of this subscription"
+        )
+
+    async def delivery(self, request: web.Request) -> web.Response:
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
+        delivery_id = await self._delivery_id(request)
+        detail = delivery_id and await _store(request).get_delivery(
+            request[ORG], found.id, delivery_id
+        )
+        if not detail:
+            return self._no_delivery(request)
+        try:
+            payload = orjson.loads(detail.payload)
+        except orjson.JSONDecodeError:  # every accepted event is a JSON object; be safe
+            payload = {"unreadable": True}
+        attempts = [
+            AttemptRow(**_attempt(a), number=a.number, responseExcerpt=a.response_excerpt)
+            for a in detail.attempts
+        ]
+        return _json(
+            DeliveryDetail.model_validate(
+                {**_delivery_row(detail.row), "payload": payload, "attempts": attempts}
+            )
+        )
+
+    def _cannot_send(self, subscription: Subscription) -> web.Response | None:
+        """409 when the subscription's deliveries cannot go out now, with what to do."""
+        if not subscription.active:
+            return problem(
+                409,
+                'the subscription is inactive; re-enable it first (PATCH {"active": true})',
+                slug="subscription-inactive",
+            )
+        if subscription.secret is None:
+            return problem(409, Subscription.UNDECRYPTABLE, slug="secret-undecryptable")
+        return None
+
+    @staticmethod
+    def _wake(request: web.Request) -> None:
+        tester = request.config_dict.get(TESTER)
+        if tester is not None:  # else a dispatcher elsewhere claims it within its poll
+            tester.wake()
+
+    async def redeliver(self, request: web.Request) -> web.Response:
+        """One more attempt now, same delivery id, signed afresh; 202 with its log row."""
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
+        delivery_id = await self._delivery_id(request)
+        store = _store(request)
+        if not delivery_id or not await store.get_delivery(request[ORG], found.id, delivery_id):
+            return self._no_delivery(request)
+        if blocked := self._cannot_send(found):
+            return blocked
+        if not await store.redeliver(request[ORG], found.id, delivery_id):
+            return self._no_delivery(request)
+        self._wake(request)
+        log.info("delivery.redeliver", subscription_id=found.id, delivery_id=delivery_id)
+        detail = await store.get_delivery(request[ORG], found.id, delivery_id)
+        if detail is None:  # purged in between: nothing to show, the request was taken
+            return web.Response(status=202)
+        return _json(DeliveryRow.model_validate(_delivery_row(detail.row)), status=202)
+
+    async def replay(self, request: web.Request) -> web.Response:
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
+        body = await self._body(request, ReplayRequest)
+        if isinstance(body, web.Response):
+            return body
+        now = now_ms()
+        retained_from = now - int(request.config_dict[SETTINGS].retention * 1000)
+        since = _ms(body.since)
+        until = now if body.until is None else _ms(body.until)
+        errors: list[tuple[str, str]] = []
+        if since < retained_from:
+            errors.append(
+                ("since", f"is before the retention (events are kept from {iso(retained_from)})")
+            )
+        if until <= since:
+            errors.append(("until", "must be after since"))
+        events = list(found.events) if body.events is None else body.events
+        if others := [e for e in events if e not in found.events]:
+            errors.append(("events", f"the subscription does not receive {', '.join(others)}"))
+        if errors:
+            return invalid(errors)
+        # An inactive subscription may be replayed into: what is queued waits in the store
+        # until it is re-enabled (re-enable first to have it go out now).
+        replayed = await _store(request).replay(
+            request[ORG],
+            found,
+            events,
+            since,
+            until,
+            only_failed=body.onlyFailed,
+            limit=MAX_REPLAY,
+        )
+        if replayed.count:
+            self._wake(request)
+        log.info(
+            "subscription.replay",
+            subscription_id=found.id,
+            queued=replayed.count,
+            only_failed=body.onlyFailed,
+            cut_short=replayed.next_since is not None,
+        )
+        result = ReplayResult(count=replayed.count, nextSince=_iso_or_none(replayed.next_since))
+        return _json(result, status=202)
+
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        subscription_id = self._id(request)
+        if subscription_id is None:
+            return self._not_found(request.match_info["id"])
+        body = await self._body(request, RotateSecret, optional=True)
+        if isinstance(body, web.Response):
+            return body
+        rotated = await _store(request).rotate_secret(
+            request[ORG], subscription_id, body.overlapSeconds * 1000
+        )
+        if rotated is None or rotated.secret is None:
+            return self._not_found(subscription_id)
+        await self._changed(request, rotated.id)
+        log.info(
+            "subscription.secret_rotated",
+            subscription_id=rotated.id,
+            overlap_seconds=body.overlapSeconds,
+        )
+        expires = rotated.previous_secret_until or rotated.updated_at
+        return _json(RotatedSecret(secret=rotated.secret, previousSecretExpiresAt=iso(expires)))
+
 
 def _test_result(record: AttemptRecord) -> TestResult:
     return TestResult(
@@ -329,3 +549,83 @@ def _test_result(record: AttemptRecord) -> TestResult:
 
 async def _only_get(request: web.Request) -> web.Response:
     raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+
+
+class _LogQuery:
+    """The delivery log's query string, checked: what it filters on, or the 422's errors."""
+
+    def __init__(self, query: Mapping[str, str]) -> None:
+        self.errors = [
+            (name, "unknown query parameter") for name in query if name not in _LOG_QUERY
+        ]
+        self.limit = _limit(query, self.errors)
+        self.after: str | None = None
+        if "cursor" in query:
+            try:
+                self.after = decode_cursor(query["cursor"], LOG_POSITION)
+            except ValueError as exc:
+                self.errors.append(("cursor", str(exc)))
+        status = query.get("status")
+        if status is not None and status not in _LOG_STATUSES:
+            self.errors.append(("status", f"must be one of {', '.join(_LOG_STATUSES)}"))
+            status = None
+        event = query.get("event")
+        if event is not None and event not in CATALOG and event != "webhook.test":
+            self.errors.append(("event", "is not an event of the catalog (or webhook.test)"))
+            event = None
+        since, until = _time(query, "since", self.errors), _time(query, "until", self.errors)
+        if since is not None and until is not None and until <= since:
+            self.errors.append(("until", "must be after since"))
+        self.where = DeliveryFilter(
+            status=None if status is None else DeliveryStatus(status),
+            event=event,
+            since=since,
+            until=until,
+        )
+
+
+def _limit(query: Mapping[str, str], errors: list[tuple[str, str]]) -> int:
+    if "limit" not in query:
+        return DEFAULT_LIMIT
+    text = query["limit"]
+    # The length check comes first: int() of a 4,301-digit string raises ValueError.
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
+        or not 1 <= int(text) <= MAX_LIMIT
+    ):
+        errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+        return DEFAULT_LIMIT
+    return int(text)
+
+
+def _time(query: Mapping[str, str], name: str, errors: list[tuple[str, str]]) -> int | None:
+    if name not in query:
+        return None
+    try:
+        return _ms(parse_time(query[name]))
+    except ValueError as exc:
+        errors.append((name, str(exc)))
+        return None
+
+
+def _attempt(attempt: AttemptLog) -> dict[str, Any]:
+    return {
+        "at": iso(attempt.at),
+        "responseCode": attempt.response_code,
+        "durationMs": attempt.duration_ms,
+        "error": attempt.error,
+    }
+
+
+def _delivery_row(row: DeliveryLogRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "eventId": row.event_id,
+        "event": row.event,
+        # A delivery of a deleted subscription is cancelled; the log never shows those.
+        "status": row.status.value,
+        "createdAt": iso(row.created_at),
+        "attemptCount": row.attempt_count,
+        "lastAttempt": None if row.last_attempt is None else _attempt(row.last_attempt),
+        "nextAttemptAt": _iso_or_none(row.next_attempt_at),
+    }

@@ -101,15 +101,20 @@ class Sender:
         self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._allow_private = allow_private
 
-    def headers(self, job: DeliveryJob, subscription: Subscription, ts: int) -> dict[str, str]:
-        """Every header but the User-Agent, which is the session's default (see `app.py`)."""
-        if subscription.secret is None:  # the dispatcher and /test never send such a one
+    def headers(self, job: DeliveryJob, subscription: Subscription, now: float) -> dict[str, str]:
+        """Every header but the User-Agent, which is the session's default (see `app.py`):
+        the subscription's static headers, then ours (the API refuses static headers by our
+        names). Signed at `now` (epoch seconds) with every live secret: the current one, and
+        the one a rotation replaced while its overlap lasts (one `v1=` each)."""
+        secrets = subscription.signing_secrets(int(now * 1000))
+        if not secrets:  # the dispatcher and /test never send such a one
             raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
         headers = {
+            **dict(subscription.headers),
             "Content-Type": "application/json",
             "X-Identity-Event": job.event,
             "X-Identity-Delivery": job.id,
-            **signature_headers(self._formats, [subscription.secret], job.body, ts),
+            **signature_headers(self._formats, secrets, job.body, int(now)),
         }
         if job.sibling_service:
             headers["X-Sibling-Service"] = job.sibling_service
@@ -135,7 +140,7 @@ class Sender:
                     response = await self._session.post(
                         subscription.url,
                         data=job.body,
-                        headers=self.headers(job, subscription, int(started)),
+                        headers=self.headers(job, subscription, started),
                         allow_redirects=False,
                         timeout=self._client_timeout,
                     )

@@ -103,7 +103,12 @@ class Dispatcher:
             failing_since=None if subscription is None else subscription.failing_since,
             fatal=self._fatal,
             budget=self._connections,
+            rate=lambda: self._rate_limit(subscription_id),
         )
+
+    def _rate_limit(self, subscription_id: str) -> int | None:
+        subscription = self._index.get(subscription_id)
+        return None if subscription is None else subscription.rate_limit
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -243,6 +248,10 @@ class Dispatcher:
         if await self._store.deactivate_subscription(subscription_id, reason):
             log.warning("subscription.deactivated", subscription_id=subscription_id, reason=reason)
             await self._index.refresh(force=True)
+
+    def wake(self) -> None:
+        """A redelivery or a replay made deliveries due now: claim them at once."""
+        self._claimer.wake()
 
     # -- /test -------------------------------------------------------------------------------
 

@@ -96,6 +96,11 @@ class Lane:
     every other lane. Waiting deliveries keep their leases and attempt counts (no attempt was
     made); the first success, or a successful `/test`, closes the circuit.
 
+    A subscription with a `rateLimit` has its attempts started at least `1 / rate` seconds
+    apart (spacing, no burst: over any window of t seconds at most t x rate + 1 start), and its
+    queue holds at most two seconds' worth; the rest of its backlog waits in the store. The
+    limit is the process's: replicas sharing a PostgreSQL store each keep it.
+
     The lane also keeps the subscription's failure clock (`failing_since`, epoch ms) for the
     disable rule: seeded from the store when the lane opens, moved by each attempt in the order
     they end, and corrected by what the store returns when outcomes are recorded.
@@ -117,6 +122,7 @@ class Lane:
         failing_since: int | None = None,
         fatal: Fatal | None = None,
         budget: ConnectionBudget | None = None,
+        rate: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.subscription_id = subscription_id
         self.failing_since = failing_since
@@ -132,6 +138,9 @@ class Lane:
         self._cooldown = 0.0
         self._resume_at = 0.0  # loop time the open circuit allows the next attempt
         self._resume: asyncio.TimerHandle | None = None
+        self._rate = rate  # read at each start: a PATCH applies to the lane at once
+        self._next_start = 0.0  # loop time the rate limit allows the next attempt
+        self._paced: asyncio.TimerHandle | None = None
         self.backlogged = False  # jobs were turned away and wait in the store
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -144,13 +153,21 @@ class Lane:
         return self._held
 
     @property
+    def capacity(self) -> int:
+        """How many deliveries may wait in memory: two seconds' worth when rate-limited."""
+        rate = self._rate()
+        if rate is None:
+            return self._capacity
+        return min(self._capacity, max(self._concurrency, 2 * rate))
+
+    @property
     def room(self) -> int:
-        return self._capacity - len(self._queue)
+        return self.capacity - len(self._queue)
 
     @property
     def wants_claim(self) -> bool:
         """Deliveries were turned away and at least half the queue is free for them."""
-        return self.backlogged and self.room * 2 >= self._capacity
+        return self.backlogged and self.room * 2 >= self.capacity
 
     @property
     def concurrency(self) -> int:
@@ -183,7 +200,7 @@ class Lane:
         """Takes the job unless the queue is full; a job already held counts as taken."""
         if job.id in self._held:
             return True
-        if len(self._queue) >= self._capacity:
+        if len(self._queue) >= self.capacity:
             self.backlogged = True
             return False
         self._queue.append(job)
@@ -206,8 +223,11 @@ class Lane:
                 self._resume = asyncio.get_running_loop().call_at(self._resume_at, self._reopen)
             return
         while self._queue and len(self.tasks) < self.concurrency:
+            if not self._pace():
+                break  # called back when the rate limit allows the next start
             if self._budget is not None and not self._budget.take(self, len(self.tasks), turn=turn):
                 break  # the budget calls back when a connection is free for this lane
+            self._started()
             job = self._queue.popleft()
             task = asyncio.create_task(self._attempt(job), name=f"attempt-{job.id}")
             self.tasks.add(task)
@@ -220,6 +240,27 @@ class Lane:
     def _reopen(self) -> None:
         self._resume = None
         self.pump()
+
+    def _pace(self) -> bool:
+        """True when the rate limit allows a start now; else a call back is set for when."""
+        if self._rate() is None:
+            return True
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_start:
+            return True
+        if self._paced is None:
+            self._paced = loop.call_at(self._next_start, self._unpace)
+        return False
+
+    def _unpace(self) -> None:
+        self._paced = None
+        self.pump()
+
+    def _started(self) -> None:
+        rate = self._rate()
+        if rate is not None:
+            now = asyncio.get_running_loop().time()
+            self._next_start = max(now, self._next_start) + 1.0 / rate
 
     def _end(self, task: asyncio.Task[Any]) -> None:
         """The attempt is over: out of the in-flight set, its connection slot handed on. Once

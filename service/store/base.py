@@ -6,19 +6,24 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from service.store.models import (
     ApiKey,
     AttemptRecord,
+    DeliveryDetail,
+    DeliveryFilter,
     DeliveryJob,
-    DeliverySummary,
+    DeliveryLogRow,
+    Health,
     IncomingEvent,
     NewDelivery,
+    Replayed,
     Subscription,
 )
 
 UNSET: Any = object()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +34,23 @@ class SubscriptionChanges:
     events: tuple[str, ...] = UNSET
     active: bool = UNSET
     installed_by: str | None = UNSET
+    rate_limit: int | None = UNSET
+    headers: tuple[tuple[str, str], ...] = UNSET
 
     def given(self) -> Mapping[str, Any]:
         return {
             name: value
-            for name in ("url", "events", "active", "installed_by")
+            for name in ("url", "events", "active", "installed_by", "rate_limit", "headers")
             if (value := getattr(self, name)) is not UNSET
         }
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a listing; `next_after` is the id the next page starts after (None: the
+class Page(Generic[T]):
+    """One page of a listing; `next_after` is the key the next page starts after (None: the
     last page). The API turns it into an opaque cursor."""
 
-    rows: list[Subscription]
+    rows: list[T]
     next_after: str | None
 
 
@@ -91,14 +98,23 @@ class Store(abc.ABC):
     # subscriptions
     @abc.abstractmethod
     async def create_subscription(
-        self, org_id: str, url: str, events: Sequence[str], installed_by: str | None
+        self,
+        org_id: str,
+        url: str,
+        events: Sequence[str],
+        installed_by: str | None,
+        *,
+        rate_limit: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Subscription: ...
 
     @abc.abstractmethod
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
 
     @abc.abstractmethod
-    async def list_subscriptions(self, org_id: str, limit: int, after: str | None) -> Page: ...
+    async def list_subscriptions(
+        self, org_id: str, limit: int, after: str | None
+    ) -> Page[Subscription]: ...
 
     @abc.abstractmethod
     async def update_subscription(
@@ -110,10 +126,55 @@ class Store(abc.ABC):
         """Soft-deletes it and cancels its open deliveries."""
 
     @abc.abstractmethod
-    async def delivery_summaries(
-        self, subscription_ids: Sequence[str]
-    ) -> dict[str, DeliverySummary]:
-        """Per subscription, how many deliveries it has had and how the latest one went."""
+    async def subscription_health(self, subscription_ids: Sequence[str]) -> dict[str, Health]:
+        """Per subscription: its deliveries retained, the latest one, the last 24 hours'
+        attempts (from hourly counters) and its open deliveries."""
+
+    @abc.abstractmethod
+    async def rotate_secret(
+        self, org_id: str, subscription_id: str, overlap_ms: int
+    ) -> Subscription | None:
+        """A new signing secret; the current one stays valid for `overlap_ms` (0: it ends
+        now). Returns the subscription with its new secret, shown once."""
+
+    # the delivery log and recovery
+    @abc.abstractmethod
+    async def list_deliveries(
+        self,
+        org_id: str,
+        subscription_id: str,
+        where: DeliveryFilter,
+        limit: int,
+        after: str | None,
+    ) -> Page[DeliveryLogRow]:
+        """A subscription's deliveries, newest first (cancelled ones are not listed)."""
+
+    @abc.abstractmethod
+    async def get_delivery(
+        self, org_id: str, subscription_id: str, delivery_id: str
+    ) -> DeliveryDetail | None: ...
+
+    @abc.abstractmethod
+    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
+        """Makes the delivery due now (reopening a sent or failed one, same id): one more
+        attempt on its schedule. False when there is no such delivery."""
+
+    @abc.abstractmethod
+    async def replay(
+        self,
+        org_id: str,
+        subscription: Subscription,
+        events: Sequence[str],
+        since: int,
+        until: int,
+        *,
+        only_failed: bool,
+        limit: int,
+    ) -> Replayed:
+        """Queues, due now, the subscription's deliveries of the org's retained events named
+        `events` that occurred in [since, until), oldest first, at most `limit`: its failed
+        ones, and unless `only_failed` its sent ones and new deliveries of events it never
+        had. What is open already is left alone."""
 
     @abc.abstractmethod
     async def subscriptions_revision(self) -> int:
@@ -177,6 +238,8 @@ class Store(abc.ABC):
     async def pending_count(self) -> int: ...
 
     @abc.abstractmethod
-    async def purge(self, finished_before: int) -> int:
-        """Deletes finished deliveries last touched before then, their attempts and orphaned
-        events; returns how many deliveries went."""
+    async def purge(self, finished_before: int, batch: int) -> int:
+        """Deletes at most `batch` finished deliveries last touched before then with their
+        attempts, then as many events received before then that no delivery needs, and the
+        hourly counters of before then, in one short transaction; returns how many rows went
+        (0: nothing is left to purge)."""

@@ -43,6 +43,25 @@ class Subscription:
     # when the configured encryption keys cannot open it (the key that sealed it was removed):
     # the row is still listed, changed and deleted; its deliveries wait in the store.
     secret: str | None = field(repr=False)
+    # The secret a rotation replaced, signed with too until `previous_secret_until` (epoch ms).
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_until: int | None = None
+    rate_limit: int | None = None  # deliveries per second at most; None: no limit
+    headers: tuple[tuple[str, str], ...] = ()  # static headers sent with every delivery
+    disabled_at: int | None = None  # when it was last deactivated
+    consecutive_failures: int = 0  # failed attempts since its last success
+
+    def signing_secrets(self, now: int) -> list[str]:
+        """The secrets an attempt at `now` (epoch ms) is signed with: the current one first,
+        then the previous one while its overlap lasts."""
+        secrets = [] if self.secret is None else [self.secret]
+        if (
+            self.previous_secret is not None
+            and self.previous_secret_until is not None
+            and now < self.previous_secret_until
+        ):
+            secrets.append(self.previous_secret)
+        return secrets
 
     UNDECRYPTABLE = (
         "its signing secret cannot be decrypted with the configured WEBHOOKS_ENCRYPTION_KEY: "
@@ -58,11 +77,73 @@ class LastDelivery:
 
 
 @dataclass(frozen=True, slots=True)
-class DeliverySummary:
-    """A subscription's deliveries at a glance, for the API's rows."""
+class Health:
+    """A subscription's deliveries at a glance, for the API's rows: read from the hourly
+    counters and the open deliveries, never from its whole history."""
 
-    delivery_count: int
+    delivery_count: int  # deliveries retained (created within the retention)
     last_delivery: LastDelivery | None
+    attempts_24h: int
+    ok_24h: int  # of those, 2xx
+    p95_latency_ms_24h: int | None  # None without attempts
+    pending_count: int  # open deliveries (pending or retrying)
+    next_retry_at: int | None  # the earliest retry due
+
+    @property
+    def success_rate_24h(self) -> float | None:
+        return None if not self.attempts_24h else self.ok_24h / self.attempts_24h
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLog:
+    """One attempt as the delivery log shows it."""
+
+    number: int
+    at: int
+    response_code: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLogRow:
+    """One delivery in a subscription's log."""
+
+    id: str
+    event_id: str
+    event: str
+    status: DeliveryStatus
+    created_at: int
+    attempt_count: int
+    last_attempt: AttemptLog | None  # without its excerpt
+    next_attempt_at: int | None  # while open
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    row: DeliveryLogRow
+    payload: bytes = field(repr=False)  # the envelope exactly as sent
+    attempts: tuple[AttemptLog, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """What the log is narrowed to; times are epoch ms, `until` exclusive."""
+
+    status: DeliveryStatus | None = None
+    event: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay queued: `count` deliveries; `next_since` is where the next call starts
+    when the per-call bound cut the window short (None: the window is done)."""
+
+    count: int
+    next_since: int | None
 
 
 @dataclass(frozen=True, slots=True)

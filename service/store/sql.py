@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
@@ -26,13 +27,18 @@ from service.store.base import Page, Recorded, Store, StoreUnavailable, Subscrip
 from service.store.crypto import SecretBox
 from service.store.models import (
     ApiKey,
+    AttemptLog,
     AttemptRecord,
+    DeliveryDetail,
+    DeliveryFilter,
     DeliveryJob,
+    DeliveryLogRow,
     DeliveryStatus,
-    DeliverySummary,
+    Health,
     IncomingEvent,
     LastDelivery,
     NewDelivery,
+    Replayed,
     Subscription,
 )
 
@@ -101,7 +107,8 @@ class Driver(Protocol):
 
 _SUBSCRIPTION_COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
-    "created_at, updated_at, failing_since"
+    "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
+    "rate_limit, headers, disabled_at, consecutive_failures"
 )
 _JOB_COLUMNS = (
     "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
@@ -114,9 +121,10 @@ _DELETE = (
     "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
 )
 _DEACTIVATE = (
-    "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2 "
-    "WHERE id = $1 AND active AND deleted_at IS NULL"
+    "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2, "
+    "disabled_at = $2 WHERE id = $1 AND active AND deleted_at IS NULL"
 )
+PAUSED = "paused through the API (PATCH active: false)"
 _BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
 _EVENT_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -144,6 +152,28 @@ _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("event", "text"),
     ("org_id", "text"),
 )
+_STAT_COLUMNS: tuple[Column, ...] = (
+    ("subscription_id", "text"),
+    ("hour", "bigint"),
+    ("counter", "text"),
+    ("n", "bigint"),
+)
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+LATENCY_BUCKETS_MS = (
+    5, 10, 25, 50, 75, 100, 150, 250, 400, 600, 1000, 1500, 2500, 4000, 6000, 10000, 15000, 30000
+)  # fmt: skip
+"""Upper bounds of the attempt-duration counters (`le:<ms>`, and `le:inf` past the last): a
+24 h p95 is read from them, interpolated within its bucket as Prometheus' histogram_quantile
+does, so it is exact to the bucket's width (at most 40 % of the value above 100 ms)."""
+_LOG_COLUMNS = (
+    "d.id, d.event_id, d.event, d.status, d.created_at, d.attempts, d.next_attempt_at, "
+    "a.number AS a_number, a.started_at AS a_at, a.status_code AS a_code, "
+    "a.duration_ms AS a_duration, a.error AS a_error"
+)
+# The last attempt: attempt numbers are unique per delivery (only the lease holder records).
+_JOIN_LAST_ATTEMPT = "LEFT JOIN attempts a ON a.delivery_id = d.id AND a.number = d.attempts"
+MAX_ATTEMPTS_SHOWN = 100
 
 
 class SqlStore(Store):
@@ -236,10 +266,25 @@ class SqlStore(Store):
             updated_at=row["updated_at"],
             failing_since=row["failing_since"],
             secret=self._box.open_or_none(row["secret_enc"]),
+            previous_secret=None
+            if row["previous_secret_enc"] is None
+            else self._box.open_or_none(row["previous_secret_enc"]),
+            previous_secret_until=row["previous_secret_until"],
+            rate_limit=row["rate_limit"],
+            headers=() if row["headers"] is None else tuple(orjson.loads(row["headers"]).items()),
+            disabled_at=row["disabled_at"],
+            consecutive_failures=row["consecutive_failures"],
         )
 
     async def create_subscription(
-        self, org_id: str, url: str, events: Sequence[str], installed_by: str | None
+        self,
+        org_id: str,
+        url: str,
+        events: Sequence[str],
+        installed_by: str | None,
+        *,
+        rate_limit: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Subscription:
         now = now_ms()
         async with self._transaction() as conn:
@@ -252,10 +297,12 @@ class SqlStore(Store):
                 url=url,
                 events=orjson.dumps(list(events)).decode(),
                 installed_by=installed_by,
-                secret_enc=self._box.seal(SECRET_PREFIX + secrets.token_hex(32)),
+                secret_enc=self._box.seal(new_secret()),
                 active=True,
                 created_at=now,
                 updated_at=now,
+                rate_limit=rate_limit,
+                headers=_headers_json(headers),
             )
             await conn.execute(_BUMP_REVISION)
         return self._subscription(row)
@@ -270,7 +317,9 @@ class SqlStore(Store):
             )
         return None if row is None else self._subscription(row)
 
-    async def list_subscriptions(self, org_id: str, limit: int, after: str | None) -> Page:
+    async def list_subscriptions(
+        self, org_id: str, limit: int, after: str | None
+    ) -> Page[Subscription]:
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
@@ -289,10 +338,23 @@ class SqlStore(Store):
         given = dict(changes.given())
         if "events" in given:
             given["events"] = orjson.dumps(list(given["events"])).decode()
+        if "headers" in given:
+            given["headers"] = _headers_json(given["headers"])
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
-            assignments += ["deactivated_reason = NULL", "failing_since = NULL"]
+            assignments += [
+                "deactivated_reason = NULL",
+                "failing_since = NULL",
+                "disabled_at = NULL",
+                "consecutive_failures = 0",
+            ]
+        elif given.get("active") is False:
+            # Paused by its owner: said so, unless the service had deactivated it already.
+            assignments += [
+                "disabled_at = COALESCE(disabled_at, $3)",
+                f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
+            ]
         async with self._transaction() as conn:
             row = await conn.fetchrow(
                 f"UPDATE subscriptions SET {', '.join(['updated_at = $3', *assignments])} "
@@ -328,39 +390,290 @@ class SqlStore(Store):
                 await _close_open(conn, subscription_id, *ended, now)
         return changed > 0
 
-    async def delivery_summaries(
-        self, subscription_ids: Sequence[str]
-    ) -> dict[str, DeliverySummary]:
+    async def subscription_health(self, subscription_ids: Sequence[str]) -> dict[str, Health]:
         if not subscription_ids:
             return {}
         in_ids = self._driver.in_list("$1")
         ids_param = self._driver.list_param(subscription_ids)
+        day_ago = (now_ms() - DAY_MS) // HOUR_MS * HOUR_MS
         async with self._connection() as conn:
-            counts = await conn.fetch(
-                "SELECT subscription_id, count(*) AS n FROM deliveries "
-                f"WHERE subscription_id {in_ids} AND status <> 'cancelled' "
+            # At most (retention in hours + 24 x the latency buckets) rows per subscription.
+            stats = await conn.fetch(
+                "SELECT subscription_id, counter, sum(n) AS n FROM subscription_stats "
+                f"WHERE subscription_id {in_ids} AND (counter = 'deliveries' OR hour >= $2) "
+                "GROUP BY subscription_id, counter",
+                ids_param,
+                day_ago,
+            )
+            # One index step per subscription: its newest delivery.
+            lasts = await conn.fetch(
+                "SELECT d.subscription_id, d.status, d.last_status_code, "
+                "COALESCE(d.last_attempt_at, d.created_at) AS at FROM subscriptions s "
+                "JOIN deliveries d ON d.id = (SELECT x.id FROM deliveries x "
+                "WHERE x.subscription_id = s.id AND x.status <> 'cancelled' "
+                "ORDER BY x.created_at DESC, x.id DESC LIMIT 1) "
+                f"WHERE s.id {in_ids}",
+                ids_param,
+            )
+            # Its open deliveries only (a partial index): the backlog, not the history.
+            opens = await conn.fetch(
+                "SELECT subscription_id, count(*) AS n, "
+                "min(CASE WHEN status = 'retrying' THEN next_attempt_at END) AS next_retry "
+                f"FROM deliveries WHERE subscription_id {in_ids} AND {_OPEN} "
                 "GROUP BY subscription_id",
                 ids_param,
             )
-            lasts = await conn.fetch(
-                "SELECT subscription_id, status, last_status_code, at FROM ("
-                "  SELECT subscription_id, status, last_status_code, "
-                "         COALESCE(last_attempt_at, created_at) AS at, row_number() OVER ("
-                "           PARTITION BY subscription_id ORDER BY created_at DESC, id DESC) AS rn"
-                f"  FROM deliveries WHERE subscription_id {in_ids} AND status <> 'cancelled'"
-                ") latest WHERE rn = 1",
-                ids_param,
-            )
-        count_of = {row["subscription_id"]: int(row["n"]) for row in counts}
+        counters: dict[str, dict[str, int]] = {sid: {} for sid in subscription_ids}
+        for row in stats:
+            counters[row["subscription_id"]][row["counter"]] = int(row["n"])
         last_of = {
             row["subscription_id"]: LastDelivery(
                 DeliveryStatus(row["status"]), row["last_status_code"], int(row["at"])
             )
             for row in lasts
         }
-        return {
-            sid: DeliverySummary(count_of.get(sid, 0), last_of.get(sid)) for sid in subscription_ids
-        }
+        open_of = {row["subscription_id"]: row for row in opens}
+        health = {}
+        for sid in subscription_ids:
+            mine = counters[sid]
+            latencies = [mine.get(_latency_counter(b), 0) for b in (*LATENCY_BUCKETS_MS, None)]
+            opened = open_of.get(sid)
+            health[sid] = Health(
+                delivery_count=mine.get("deliveries", 0),
+                last_delivery=last_of.get(sid),
+                attempts_24h=sum(latencies),
+                ok_24h=mine.get("ok", 0),
+                p95_latency_ms_24h=p95(latencies),
+                pending_count=0 if opened is None else int(opened["n"]),
+                next_retry_at=None if opened is None else opened["next_retry"],
+            )
+        return health
+
+    async def rotate_secret(
+        self, org_id: str, subscription_id: str, overlap_ms: int
+    ) -> Subscription | None:
+        now = now_ms()
+        keep, until = (
+            ("previous_secret_enc = secret_enc, previous_secret_until = $5", [now + overlap_ms])
+            if overlap_ms > 0
+            else ("previous_secret_enc = NULL, previous_secret_until = NULL", [])
+        )
+        async with self._transaction() as conn:
+            # Both sides of every assignment read the row as it was: the old secret moves over.
+            row = await conn.fetchrow(
+                f"UPDATE subscriptions SET secret_enc = $3, updated_at = $4, {keep} "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                f"RETURNING {_SUBSCRIPTION_COLUMNS}",
+                subscription_id,
+                org_id,
+                self._box.seal(new_secret()),
+                now,
+                *until,
+            )
+            if row is not None:
+                await conn.execute(_BUMP_REVISION)
+        return None if row is None else self._subscription(row)
+
+    # -- the delivery log and recovery --------------------------------------------------------
+
+    async def list_deliveries(
+        self,
+        org_id: str,
+        subscription_id: str,
+        where: DeliveryFilter,
+        limit: int,
+        after: str | None,
+    ) -> Page[DeliveryLogRow]:
+        conditions = ["d.subscription_id = $1", "d.org_id = $2", "d.status <> 'cancelled'"]
+        args: list[Any] = [subscription_id, org_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if where.status is not None:
+            conditions.append(f"d.status = {arg(where.status.value)}")
+        if where.event is not None:
+            conditions.append(f"d.event = {arg(where.event)}")
+        if where.since is not None:
+            conditions.append(f"d.created_at >= {arg(where.since)}")
+        if where.until is not None:
+            conditions.append(f"d.created_at < {arg(where.until)}")
+        if after is not None:
+            created, after_id = log_position(after)
+            at, last_id = arg(created), arg(after_id)
+            conditions.append(
+                f"(d.created_at < {at} OR (d.created_at = {at} AND d.id < {last_id}))"
+            )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_LOG_COLUMNS} FROM deliveries d {_JOIN_LAST_ATTEMPT} "
+                f"WHERE {' AND '.join(conditions)} "
+                f"ORDER BY d.created_at DESC, d.id DESC LIMIT {arg(limit + 1)}",
+                *args,
+            )
+        page = [_log_row(row) for row in rows[:limit]]
+        last = page[-1] if len(rows) > limit else None
+        return Page(page, None if last is None else f"{last.created_at}.{last.id}")
+
+    async def get_delivery(
+        self, org_id: str, subscription_id: str, delivery_id: str
+    ) -> DeliveryDetail | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_LOG_COLUMNS}, e.body FROM deliveries d {_JOIN_EVENTS} "
+                f"{_JOIN_LAST_ATTEMPT} WHERE d.id = $1 AND d.subscription_id = $2 "
+                "AND d.org_id = $3 AND d.status <> 'cancelled'",
+                delivery_id,
+                subscription_id,
+                org_id,
+            )
+            if row is None:
+                return None
+            attempts = await conn.fetch(
+                "SELECT number, started_at, status_code, duration_ms, error, response_excerpt "
+                "FROM attempts WHERE delivery_id = $1 ORDER BY number DESC, id DESC LIMIT $2",
+                delivery_id,
+                MAX_ATTEMPTS_SHOWN,
+            )
+        return DeliveryDetail(
+            row=_log_row(row),
+            payload=bytes(row["body"]),
+            attempts=tuple(
+                AttemptLog(
+                    number=a["number"],
+                    at=a["started_at"],
+                    response_code=a["status_code"],
+                    duration_ms=a["duration_ms"],
+                    error=a["error"],
+                    response_excerpt=a["response_excerpt"],
+                )
+                for a in reversed(attempts)
+            ),
+        )
+
+    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
+        async with self._transaction() as conn:
+            changed = await conn.execute(
+                "UPDATE deliveries SET next_attempt_at = $4, updated_at = $4, status = CASE "
+                "WHEN status = 'retrying' THEN 'retrying' ELSE 'pending' END "
+                "WHERE id = $1 AND subscription_id = $2 AND org_id = $3 "
+                "AND status <> 'cancelled'",
+                delivery_id,
+                subscription_id,
+                org_id,
+                now_ms(),
+            )
+        return changed > 0
+
+    async def replay(
+        self,
+        org_id: str,
+        subscription: Subscription,
+        events: Sequence[str],
+        since: int,
+        until: int,
+        *,
+        only_failed: bool,
+        limit: int,
+    ) -> Replayed:
+        if not events:
+            return Replayed(0, None)
+        names = self._driver.list_param(events)
+        in_names = self._driver.in_list("$2")
+        now = now_ms()
+        async with self._transaction() as conn:
+            if only_failed:
+                # From the subscription's failed deliveries (an index on its statuses).
+                candidates = await conn.fetch(
+                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at "
+                    f"FROM deliveries d {_JOIN_EVENTS} WHERE d.subscription_id = $1 "
+                    f"AND d.status = 'failed' AND d.event {in_names} AND e.occurred_at >= $3 "
+                    "AND e.occurred_at < $4 AND d.org_id = $6 "
+                    "ORDER BY e.occurred_at, e.id LIMIT $5",
+                    subscription.id,
+                    names,
+                    since,
+                    until,
+                    limit + 1,
+                    org_id,
+                )
+            else:
+                # From the org's events in the window (an index on their time), with what the
+                # subscription had of each: nothing, or a finished delivery.
+                candidates = await conn.fetch(
+                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at "
+                    "FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
+                    "AND d.event_id = e.id AND d.subscription_id = $1 "
+                    f"WHERE e.org_id = $6 AND e.event {in_names} AND e.occurred_at >= $3 "
+                    "AND e.occurred_at < $4 AND (d.id IS NULL OR d.status IN ('failed', 'sent')) "
+                    "ORDER BY e.occurred_at, e.id LIMIT $5",
+                    subscription.id,
+                    names,
+                    since,
+                    until,
+                    limit + 1,
+                    org_id,
+                )
+            more = len(candidates) > limit
+            chosen = candidates[:limit]
+            again = [row["delivery_id"] for row in chosen if row["delivery_id"] is not None]
+            reopened = 0
+            if again:
+                reopened = await conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, "
+                    f"updated_at = $2 WHERE id {self._driver.in_list('$1')} "
+                    "AND status IN ('failed', 'sent')",
+                    self._driver.list_param(again),
+                    now,
+                )
+            fresh = [
+                (ids.new_id(ids.DELIVERY), row["event_id"], subscription.id, row["event"], org_id)
+                for row in chosen
+                if row["delivery_id"] is None
+            ]
+            created = 0
+            if fresh:
+                source, args = self._driver.row_source(_DELIVERY_COLUMNS, fresh, first=2)
+                rows = await conn.fetch(
+                    "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
+                    "status, attempts, next_attempt_at, created_at, updated_at) "
+                    "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', "
+                    f"0, $1, $1, $1 FROM ({source}) r WHERE true "
+                    "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+                    now,
+                    *args,
+                )
+                created = len(rows)
+                await self._count(conn, Counter({(subscription.id, now, "deliveries"): created}))
+        next_since = int(candidates[limit]["occurred_at"]) if more else None
+        return Replayed(reopened + created, next_since)
+
+    async def _count(self, conn: Conn, counts: Counter[tuple[str, int, str]]) -> None:
+        """Adds to the hourly counters: (subscription, a time in the hour, counter) → n."""
+        rows = sorted(
+            (sid, at // HOUR_MS * HOUR_MS, counter, n)
+            for (sid, at, counter), n in counts.items()
+            if n
+        )
+        if not rows:
+            return
+        # Summed per hour first: one row may not be upserted twice in one statement.
+        summed: Counter[tuple[str, int, str]] = Counter()
+        for sid, hour, counter, n in rows:
+            summed[(sid, hour, counter)] += n
+        source, args = self._driver.row_source(
+            _STAT_COLUMNS, [(*key, n) for key, n in sorted(summed.items())], first=1
+        )
+        # In key order, so two writers adding to the same counters cannot deadlock.
+        await conn.execute(
+            "INSERT INTO subscription_stats (subscription_id, hour, counter, n) "
+            f"SELECT r.subscription_id, r.hour, r.counter, r.n FROM ({source}) r WHERE true "
+            "ORDER BY r.subscription_id, r.hour, r.counter "
+            "ON CONFLICT (subscription_id, hour, counter) "
+            "DO UPDATE SET n = subscription_stats.n + excluded.n",
+            *args,
+        )
 
     async def subscriptions_revision(self) -> int:
         async with self._connection() as conn:
@@ -483,7 +796,13 @@ class SqlStore(Store):
                 lease_ms,
                 *args,
             )
-        created = {row["id"] for row in rows}
+            created = {row["id"] for row in rows}
+            await self._count(
+                conn,
+                Counter(
+                    (d.subscription_id, now, "deliveries") for d in deliveries if d.id in created
+                ),
+            )
         return [d for d in deliveries if d.id in created]
 
     async def claim_due(
@@ -556,23 +875,29 @@ class SqlStore(Store):
         latest = list({a.delivery_id: a for a in ordered}.values())
         failing_since: dict[str, int | None] = {}
         async with self._transaction() as conn:
-            for subscription_id, (reset, first_failure) in sorted(clocks.items()):
+            for subscription_id, (reset, first_failure, failures) in sorted(clocks.items()):
                 if first_failure is None:
                     # Only a row that was failing is written: the healthy common case
                     # leaves the subscription row (and its lock) alone.
                     await conn.execute(
-                        "UPDATE subscriptions SET failing_since = NULL "
-                        "WHERE id = $1 AND failing_since IS NOT NULL",
+                        "UPDATE subscriptions SET failing_since = NULL, consecutive_failures = 0 "
+                        "WHERE id = $1 AND (failing_since IS NOT NULL OR consecutive_failures > 0)",
                         subscription_id,
                     )
                     failing_since[subscription_id] = None
                     continue
                 row = await conn.fetchrow(
                     "UPDATE subscriptions SET failing_since = "
-                    + ("$2" if reset else "COALESCE(failing_since, $2)")
+                    + (
+                        "$2, consecutive_failures = $3"
+                        if reset
+                        else "COALESCE(failing_since, $2), "
+                        "consecutive_failures = consecutive_failures + $3"
+                    )
                     + " WHERE id = $1 RETURNING failing_since",
                     subscription_id,
                     first_failure,
+                    failures,
                 )
                 failing_since[subscription_id] = None if row is None else row["failing_since"]
             source, args = self._driver.row_source(
@@ -624,6 +949,13 @@ class SqlStore(Store):
                     if a.delivery_id in held
                 ],
             )
+            counts: Counter[tuple[str, int, str]] = Counter()
+            for a in ordered:
+                if a.delivery_id in held:
+                    counts[(a.subscription_id, a.started_at, _latency_counter(a.duration_ms))] += 1
+                    if a.new_status is DeliveryStatus.SENT:
+                        counts[(a.subscription_id, a.started_at, "ok")] += 1
+            await self._count(conn, counts)
         return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
 
     async def pending_count(self) -> int:
@@ -631,21 +963,32 @@ class SqlStore(Store):
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {_OPEN}")
         return 0 if row is None else int(row["n"])
 
-    async def purge(self, finished_before: int) -> int:
+    async def purge(self, finished_before: int, batch: int) -> int:
+        in_ids = self._driver.in_list("$1")
         async with self._transaction() as conn:
-            await conn.execute(
-                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries "
-                f"WHERE NOT ({_OPEN}) AND updated_at < $1)",
+            old = await conn.fetch(
+                f"SELECT id FROM deliveries WHERE NOT ({_OPEN}) AND updated_at < $1 LIMIT $2",
                 finished_before,
+                batch,
             )
-            removed = await conn.execute(
-                f"DELETE FROM deliveries WHERE NOT ({_OPEN}) AND updated_at < $1",
+            removed = 0
+            if old:
+                gone = self._driver.list_param([row["id"] for row in old])
+                await conn.execute(f"DELETE FROM attempts WHERE delivery_id {in_ids}", gone)
+                removed = await conn.execute(f"DELETE FROM deliveries WHERE id {in_ids}", gone)
+            removed += await conn.execute(
+                "DELETE FROM events WHERE (org_id, id) IN (SELECT e.org_id, e.id FROM events e "
+                "WHERE e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d "
+                "WHERE d.event_id = e.id AND d.org_id = e.org_id) LIMIT $2)",
                 finished_before,
+                batch,
             )
-            await conn.execute(
-                "DELETE FROM events WHERE received_at < $1 AND NOT EXISTS (SELECT 1 FROM "
-                "deliveries d WHERE d.event_id = events.id AND d.org_id = events.org_id)",
-                finished_before,
+            removed += await conn.execute(
+                "DELETE FROM subscription_stats WHERE (subscription_id, hour, counter) IN ("
+                "SELECT subscription_id, hour, counter FROM subscription_stats "
+                "WHERE hour < $1 LIMIT $2)",
+                finished_before - HOUR_MS,
+                batch,
             )
         return removed
 
@@ -678,14 +1021,93 @@ async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:
     return row
 
 
-def _failure_clocks(attempts: Sequence[AttemptRecord]) -> dict[str, tuple[bool, int | None]]:
+def _failure_clocks(
+    attempts: Sequence[AttemptRecord],
+) -> dict[str, tuple[bool, int | None, int]]:
     """Per subscription, in attempt order: (whether a success came first in this batch, the
-    first failure after the last success, or None when the last attempt succeeded)."""
-    clocks: dict[str, tuple[bool, int | None]] = {}
+    first failure after the last success or None when the last attempt succeeded, and how many
+    failures came after the last success)."""
+    clocks: dict[str, tuple[bool, int | None, int]] = {}
     for attempt in attempts:
-        reset, first = clocks.get(attempt.subscription_id, (False, None))
+        reset, first, failures = clocks.get(attempt.subscription_id, (False, None, 0))
         if attempt.new_status is DeliveryStatus.SENT:
-            clocks[attempt.subscription_id] = (True, None)
-        elif first is None:
-            clocks[attempt.subscription_id] = (reset, attempt.started_at)
+            clocks[attempt.subscription_id] = (True, None, 0)
+        else:
+            start = attempt.started_at if first is None else first
+            clocks[attempt.subscription_id] = (reset, start, failures + 1)
     return clocks
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_hex(32)
+
+
+def _headers_json(headers: Sequence[tuple[str, str]]) -> str | None:
+    return orjson.dumps(dict(headers)).decode() if headers else None
+
+
+def _latency_counter(bound_or_ms: int | None) -> str:
+    """The counter of an attempt that took `bound_or_ms` ms (None: the `inf` bucket's)."""
+    if bound_or_ms is not None:
+        for bound in LATENCY_BUCKETS_MS:
+            if bound_or_ms <= bound:
+                return f"le:{bound}"
+    return "le:inf"
+
+
+def p95(counts: Sequence[int]) -> int | None:
+    """The 95th percentile of attempt durations from the counts per latency bucket
+    (`LATENCY_BUCKETS_MS` then `inf`), interpolated linearly within its bucket; a value past
+    the last bound is reported as that bound. None without attempts."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = 0.95 * total
+    below = 0
+    lower = 0
+    for bound, n in zip((*LATENCY_BUCKETS_MS, None), counts, strict=True):
+        if n and below + n >= rank:
+            if bound is None:
+                return lower
+            return round(lower + (bound - lower) * (rank - below) / n)
+        below += n
+        lower = bound if bound is not None else lower
+    return lower
+
+
+def log_position(after: str) -> tuple[int, str]:
+    """A log cursor's position, `<createdAt ms>.<delivery id>`; ValueError when it is not."""
+    created, dot, delivery_id = after.partition(".")
+    if not (dot and created.isascii() and created.isdigit() and len(created) <= 15):
+        raise ValueError("not a cursor this listing gave out")
+    if not ids.looks_like(delivery_id, ids.DELIVERY):
+        raise ValueError("not a cursor this listing gave out")
+    return int(created), delivery_id
+
+
+def _log_row(row: Row) -> DeliveryLogRow:
+    status = DeliveryStatus(row["status"])
+    last = (
+        None
+        if row["a_number"] is None
+        else AttemptLog(
+            number=row["a_number"],
+            at=row["a_at"],
+            response_code=row["a_code"],
+            duration_ms=row["a_duration"],
+            error=row["a_error"],
+            response_excerpt=None,
+        )
+    )
+    return DeliveryLogRow(
+        id=row["id"],
+        event_id=row["event_id"],
+        event=row["event"],
+        status=status,
+        created_at=row["created_at"],
+        attempt_count=row["attempts"],
+        last_attempt=last,
+        next_attempt_at=row["next_attempt_at"]
+        if status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+        else None,
+    )

@@ -187,7 +187,7 @@ async def test_events_older_than_the_subscription_are_not_delivered(
 
 
 async def _delivery_rows(store: Store, subscription_id: str) -> tuple[int, str | None, int | None]:
-    health = (await store.delivery_summaries([subscription_id]))[subscription_id]
+    health = (await store.subscription_health([subscription_id]))[subscription_id]
     last = health.last_delivery
     return (
         health.delivery_count,

@@ -38,7 +38,7 @@ async def produce(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]
 
 
 async def delivery_rows(store: Store, subscription_ids: list[str]) -> int:
-    health = await store.delivery_summaries(subscription_ids)
+    health = await store.subscription_health(subscription_ids)
     return sum(h.delivery_count for h in health.values())
 
 

@@ -160,7 +160,7 @@ async def test_record_events_is_idempotent_per_event_and_subscription(store: Sto
     assert created == [first]
     replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     assert await store.record_events([event], [replay], "me", 60_000) == []
-    health = await store.delivery_summaries([sub.id])
+    health = await store.subscription_health([sub.id])
     assert health[sub.id].delivery_count == 1
     (job,) = await due_jobs(store, [first.id])
     assert job.body == event.body
@@ -260,7 +260,7 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
         [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)], "me"
     )
     assert clocks == Recorded({sub.id: t0}, frozenset())
-    health = (await store.delivery_summaries([sub.id]))[sub.id]
+    health = (await store.subscription_health([sub.id]))[sub.id]
     assert health.delivery_count == 1
     assert health.last_delivery is not None
     assert health.last_delivery.status is DeliveryStatus.RETRYING
@@ -277,7 +277,7 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
         [attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)], "me"
     )
     assert clocks.failing_since == {sub.id: None}
-    health = (await store.delivery_summaries([sub.id]))[sub.id]
+    health = (await store.subscription_health([sub.id]))[sub.id]
     assert health.last_delivery is not None
     assert health.last_delivery.status is DeliveryStatus.SENT
     assert health.last_delivery.response_code == 200
@@ -310,7 +310,7 @@ async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
     assert got is not None
     assert got.active is False
     assert got.deactivated_reason == "410 Gone"
-    health = (await store.delivery_summaries([sub.id]))[sub.id]
+    health = (await store.subscription_health([sub.id]))[sub.id]
     assert health.last_delivery is not None
     assert health.last_delivery.status is DeliveryStatus.FAILED
     again = await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=True))
@@ -342,7 +342,7 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
     await store.record_attempts(
         [attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)], "me"
     )
-    assert await store.purge(now_ms()) == 1
+    assert await store.purge(now_ms(), 100) >= 1
     assert [j.id for j in await due_jobs(store, [done.id, still_open.id])] == [still_open.id]
 
 
@@ -365,7 +365,7 @@ async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
         [attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())], "fast"
     )
     assert done.lost == frozenset()
-    summary = (await store.delivery_summaries([sub.id]))[sub.id]
+    summary = (await store.subscription_health([sub.id]))[sub.id]
     assert summary.last_delivery is not None
     assert summary.last_delivery.status is DeliveryStatus.SENT
 
