@@ -41,8 +41,9 @@ def head_revision() -> str:
     return head
 
 
-async def migrate(database_url: str) -> tuple[str | None, str]:
-    """Upgrade the schema to the newest revision; returns (revision before, revision after)."""
+async def migrate(database_url: str, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the schema to `revision` (the newest by default); returns (revision before,
+    revision after)."""
     if database_url.startswith("sqlite:///"):
         sqlite_path(database_url).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(sqlalchemy_url(database_url))
@@ -51,7 +52,7 @@ async def migrate(database_url: str) -> tuple[str | None, str]:
     def upgrade(connection: Connection) -> tuple[str | None, str]:
         before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
         after = MigrationContext.configure(connection).get_current_revision()
         assert after is not None
         return before, after

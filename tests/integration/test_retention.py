@@ -1,0 +1,57 @@
+"""Retention on both stores: what is past `WEBHOOKS_RETENTION` goes in small batches (one short
+transaction each), open deliveries and what they need stay, and the hourly counters of before
+the retention go too."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import ids
+from service.clock import now_ms
+from service.delivery.housekeeping import Housekeeping
+from service.metrics import Metrics
+from service.store import Store
+from service.store.models import DeliveryFilter, DeliveryStatus, NewDelivery
+from tests.integration.test_store_contract import EVENTS, attempt, incoming
+
+DAY = 86_400_000
+
+
+async def test_retention_purges_in_batches_and_keeps_what_is_open(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    events = [incoming() for _ in range(7)]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
+    await store.record_events(events, deliveries, "me", 60_000)
+    # Five finished two days ago, one finished now, one still open.
+    old = now_ms() - 2 * DAY
+    await store.record_attempts(
+        [attempt(d, 1, DeliveryStatus.SENT, 200, old) for d in deliveries[:5]]
+        + [attempt(deliveries[5], 1, DeliveryStatus.FAILED, 500, now_ms())],
+        "me",
+    )
+    transactions: list[int] = []
+    purge = store.purge
+
+    async def counted(finished_before: int, batch: int) -> int:
+        transactions.append(removed := await purge(finished_before, batch))
+        return removed
+
+    monkeypatch.setattr(store, "purge", counted)
+    housekeeping = Housekeeping(store, Metrics(), retention=DAY / 1000, purge_batch=2)
+    removed = await housekeeping.purge()
+
+    # The five old deliveries (their attempts go with them) and the two counters of their
+    # hour ("ok" and one latency bucket); the events were received now, so they stay.
+    assert removed == 7
+    assert len(transactions) >= 4
+    assert max(transactions) <= 2 * 3
+    assert transactions[-1] == 0
+    left = await store.list_deliveries("org_a", sub.id, DeliveryFilter(), 100, None)
+    assert {row.id for row in left.rows} == {deliveries[5].id, deliveries[6].id}
+    assert (await store.get_delivery("org_a", sub.id, deliveries[6].id)) is not None
+    assert await housekeeping.purge() == 0  # nothing left past the retention
+    health = (await store.subscription_health([sub.id]))[sub.id]
+    # The 2-day-old attempts' counters went with the retention; today's stay.
+    assert health.attempts_24h == 1
