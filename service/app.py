@@ -228,6 +228,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         fatal=app[FATAL],
         tracing=app[TRACING],
+        wake=dispatcher.wake,
     )
     ingest.register(app[READINESS])
     async with ingest.running():

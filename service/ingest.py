@@ -132,8 +132,10 @@ class Ingest:
         metrics: Metrics,
         fatal: Fatal | None = None,
         tracing: Tracing | None = None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
+        self._wake = wake  # ordered deliveries were recorded: the claimer takes their heads
         self._tracing = tracing or Tracing()
         self._fatal = fatal or Fatal()
         self._store = store
@@ -314,7 +316,17 @@ class Ingest:
             return
         if created:
             by_event = {(e.org_id, e.id): e for e in batch.events}
-            self._submit([DeliveryJob.first(d, by_event[(d.org_id, d.event_id)]) for d in created])
+            # An ordered delivery waits, unleased, until it heads its customer's queue: the
+            # claimer, woken, takes the heads.
+            self._submit(
+                [
+                    DeliveryJob.first(d, by_event[(d.org_id, d.event_id)])
+                    for d in created
+                    if d.ordering_key is None
+                ]
+            )
+            if any(d.ordering_key is not None for d in created):
+                self._wake()
             for delivery in created:
                 self._metrics.child(self._metrics.deliveries, delivery.event, "created").inc()
         duplicates = len(batch.deliveries) - len(created)
@@ -373,10 +385,18 @@ class Ingest:
                 body=event.body,
                 sibling_service=_sibling(record),
                 source=f"{record.topic}/{record.partition}/{record.offset}",
+                customer_id=event.customer_id,
             )
         )
         batch.deliveries.extend(
-            NewDelivery(ids.new_id(ids.DELIVERY), event.event_id, s.id, event.event, event.org_id)
+            NewDelivery(
+                ids.new_id(ids.DELIVERY),
+                event.event_id,
+                s.id,
+                event.event,
+                event.org_id,
+                ordering_key=event.customer_id if s.ordering == "customer" else None,
+            )
             for s in matches
         )
 

@@ -79,6 +79,13 @@ _RESERVED = frozenset(
 )
 _RESERVED_PREFIXES = ("x-identity-", "x-quantum-", "proxy-")
 
+Ordering = Annotated[
+    Literal["none", "customer"],
+    Field(
+        description='"customer": one customer\'s deliveries (by data.customerId) go out one '
+        "at a time, in order; a failing one holds up only its own customer's queue.",
+    ),
+]
 RateLimit = Annotated[
     StrictInt,
     Field(
@@ -130,6 +137,7 @@ class CreateSubscription(_Request):
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
     rateLimit: RateLimit | None = None
     headers: Headers | None = None
+    ordering: Ordering = "none"
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
@@ -144,6 +152,7 @@ class PatchSubscription(_Request):
     # null clears these: no limit, no headers
     rateLimit: RateLimit | None = None
     headers: Headers | None = None
+    ordering: Ordering | None = Field(None, json_schema_extra=_NOT_NULL)
 
     _headers = field_validator("headers")(_headers_rule)
 
@@ -157,6 +166,11 @@ class LastDelivery(BaseModel):
     status: Literal["sent", "retrying", "failed", "pending"]
     responseCode: int | None
     at: str
+
+
+class BlockedDelivery(BaseModel):
+    id: str
+    createdAt: str
 
 
 class SubscriptionRow(BaseModel):
@@ -190,6 +204,13 @@ class SubscriptionRow(BaseModel):
     consecutiveFailures: int = Field(0, description="Failed attempts since the last success.")
     pendingCount: int = Field(0, description="Deliveries waiting to be sent or retried.")
     nextRetryAt: str | None = Field(None, description="When the earliest retry is due.")
+    ordering: Literal["none", "customer"] = "none"
+    blockedCustomers: int = Field(
+        0, description="Ordered: customers whose queue waits behind a failing delivery."
+    )
+    oldestBlockedDelivery: BlockedDelivery | None = Field(
+        None, description="Ordered: the oldest failing delivery holding up its customer."
+    )
     disabledAt: str | None = None
     disabledReason: str | None = Field(
         None, description="Why it is inactive: 410 Gone, failing too long, or paused."

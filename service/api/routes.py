@@ -226,6 +226,14 @@ class SubscriptionApi:
                 "consecutiveFailures": subscription.consecutive_failures,
                 "pendingCount": health.pending_count,
                 "nextRetryAt": _iso_or_none(health.next_retry_at),
+                "ordering": subscription.ordering,
+                "blockedCustomers": health.blocked_customers,
+                "oldestBlockedDelivery": None
+                if health.oldest_blocked is None
+                else {
+                    "id": health.oldest_blocked[0],
+                    "createdAt": iso(health.oldest_blocked[1]),
+                },
                 "disabledAt": None
                 if subscription.active
                 else _iso_or_none(subscription.disabled_at),
@@ -254,6 +262,7 @@ class SubscriptionApi:
             body.installedBy,
             rate_limit=body.rateLimit,
             headers=tuple((body.headers or {}).items()),
+            ordering=body.ordering,
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -317,7 +326,7 @@ class SubscriptionApi:
         if isinstance(body, web.Response):
             return body
         given = body.model_fields_set
-        for name in ("url", "events", "active"):
+        for name in ("url", "events", "active", "ordering"):
             if name in given and getattr(body, name) is None:
                 return invalid([(name, "cannot be null")])
         if (
@@ -339,6 +348,8 @@ class SubscriptionApi:
             changes["rate_limit"] = body.rateLimit
         if "headers" in given:
             changes["headers"] = tuple((body.headers or {}).items())
+        if "ordering" in given:
+            changes["ordering"] = body.ordering
         updated = await _store(request).update_subscription(
             request[ORG], subscription_id, SubscriptionChanges(**changes)
         )

@@ -176,11 +176,17 @@ class Dispatcher:
 
     def _follow_clocks(self, recorded: Recorded) -> None:
         """The store's failure clocks are the truth (other replicas attempt too): lanes follow,
-        once per written batch."""
+        once per written batch. And a written outcome of an ordered subscription may have
+        moved a customer's queue on: the claimer looks for the next head at once."""
+        ordered = False
         for subscription_id, since in recorded.failing_since.items():
             lane = self._lanes.get(subscription_id)
             if lane is not None:
                 lane.failing_since = since
+            subscription = self._index.get(subscription_id)
+            ordered |= subscription is not None and subscription.ordering == "customer"
+        if ordered:
+            self._claimer.wake()
 
     def _settle(
         self,

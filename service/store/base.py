@@ -36,13 +36,11 @@ class SubscriptionChanges:
     installed_by: str | None = UNSET
     rate_limit: int | None = UNSET
     headers: tuple[tuple[str, str], ...] = UNSET
+    ordering: str = UNSET
 
     def given(self) -> Mapping[str, Any]:
-        return {
-            name: value
-            for name in ("url", "events", "active", "installed_by", "rate_limit", "headers")
-            if (value := getattr(self, name)) is not UNSET
-        }
+        names = ("url", "events", "active", "installed_by", "rate_limit", "headers", "ordering")
+        return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +104,7 @@ class Store(abc.ABC):
         *,
         rate_limit: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        ordering: str = "none",
     ) -> Subscription: ...
 
     @abc.abstractmethod
@@ -201,7 +200,8 @@ class Store(abc.ABC):
         lease_ms: int,
     ) -> list[NewDelivery]:
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
-        exists is left alone. Returns the deliveries that are new, leased to `lease_owner`."""
+        exists is left alone. Returns the deliveries that are new: leased to `lease_owner`,
+        but for ordered ones (an `ordering_key`), which wait unleased for their turn."""
 
     @abc.abstractmethod
     async def claim_due(

@@ -50,6 +50,8 @@ class Subscription:
     headers: tuple[tuple[str, str], ...] = ()  # static headers sent with every delivery
     disabled_at: int | None = None  # when it was last deactivated
     consecutive_failures: int = 0  # failed attempts since its last success
+    # "customer": one customer's deliveries go out one at a time, in order (issue 14).
+    ordering: str = "none"
 
     def signing_secrets(self, now: int) -> list[str]:
         """The secrets an attempt at `now` (epoch ms) is signed with: the current one first,
@@ -88,6 +90,10 @@ class Health:
     p95_latency_ms_24h: int | None  # None without attempts
     pending_count: int  # open deliveries (pending or retrying)
     next_retry_at: int | None  # the earliest retry due
+    # Ordered subscriptions: customers whose head delivery is failing (retrying), and the
+    # oldest such head (id, createdAt).
+    blocked_customers: int = 0
+    oldest_blocked: tuple[str, int] | None = None
 
     @property
     def success_rate_24h(self) -> float | None:
@@ -157,6 +163,7 @@ class IncomingEvent:
     body: bytes = field(repr=False)
     sibling_service: str | None
     source: str | None
+    customer_id: str | None = None  # its ordering key (see `ordering_key`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,9 @@ class NewDelivery:
     subscription_id: str
     event: str
     org_id: str
+    # Set for a subscription with `ordering: customer`: the customer whose deliveries go out
+    # one at a time. Such a delivery is recorded unleased and sent once it heads its queue.
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,8 @@ class PostgresDriver:
     lock_due = "FOR UPDATE SKIP LOCKED"
     # The server's clock at the start of the transaction: one clock for every replica.
     now_ms_sql = "(extract(epoch from now()) * 1000)::bigint"
+    # A sequence: ingesting replicas never wait on each other for it.
+    sequence_sql = "SELECT nextval('delivery_seq') AS v FROM generate_series(1, $1)"
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

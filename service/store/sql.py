@@ -82,6 +82,10 @@ class Driver(Protocol):
     """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
     so replicas whose clocks disagree still agree on whose lease has run out."""
 
+    sequence_sql: str
+    """Takes $1 places in the order of ordered deliveries: $1 rows of `v`, or one row whose `v`
+    is the new top of a counter (the $1 values up to it are the caller's)."""
+
     def transaction(self) -> AbstractAsyncContextManager[Conn]: ...
 
     def connection(self) -> AbstractAsyncContextManager[Conn]: ...
@@ -108,7 +112,7 @@ class Driver(Protocol):
 _SUBSCRIPTION_COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
-    "rate_limit, headers, disabled_at, consecutive_failures"
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering"
 )
 _JOB_COLUMNS = (
     "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
@@ -134,6 +138,7 @@ _EVENT_COLUMNS: tuple[Column, ...] = (
     ("body", "bytea"),
     ("sibling_service", "text"),
     ("source", "text"),
+    ("customer_id", "text"),
 )
 _OUTCOME_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -151,6 +156,11 @@ _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("subscription_id", "text"),
     ("event", "text"),
     ("org_id", "text"),
+)
+_ORDERED_COLUMNS: tuple[Column, ...] = (
+    *_DELIVERY_COLUMNS,
+    ("ordering_key", "text"),
+    ("seq", "bigint"),
 )
 _STAT_COLUMNS: tuple[Column, ...] = (
     ("subscription_id", "text"),
@@ -274,6 +284,7 @@ class SqlStore(Store):
             headers=() if row["headers"] is None else tuple(orjson.loads(row["headers"]).items()),
             disabled_at=row["disabled_at"],
             consecutive_failures=row["consecutive_failures"],
+            ordering=row["ordering"],
         )
 
     async def create_subscription(
@@ -285,6 +296,7 @@ class SqlStore(Store):
         *,
         rate_limit: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        ordering: str = "none",
     ) -> Subscription:
         now = now_ms()
         async with self._transaction() as conn:
@@ -303,6 +315,7 @@ class SqlStore(Store):
                 updated_at=now,
                 rate_limit=rate_limit,
                 headers=_headers_json(headers),
+                ordering=ordering,
             )
             await conn.execute(_BUMP_REVISION)
         return self._subscription(row)
@@ -423,6 +436,25 @@ class SqlStore(Store):
                 "GROUP BY subscription_id",
                 ids_param,
             )
+            # Ordered subscriptions: customers whose head is failing, and the oldest such head.
+            blocked = await conn.fetch(
+                "SELECT subscription_id, count(DISTINCT ordering_key) AS n, "
+                "min(created_at) AS oldest, min(id) AS any_id FROM deliveries "
+                f"WHERE subscription_id {in_ids} AND status = 'retrying' AND seq IS NOT NULL "
+                "GROUP BY subscription_id",
+                ids_param,
+            )
+            oldest: dict[str, tuple[str, int]] = {}
+            for row in blocked:
+                head = await conn.fetchrow(
+                    "SELECT id FROM deliveries WHERE subscription_id = $1 AND created_at = $2 "
+                    "AND status = 'retrying' AND seq IS NOT NULL ORDER BY id LIMIT 1",
+                    row["subscription_id"],
+                    row["oldest"],
+                )
+                head_id = row["any_id"] if head is None else head["id"]
+                oldest[row["subscription_id"]] = (head_id, int(row["oldest"]))
+        blocked_of = {row["subscription_id"]: int(row["n"]) for row in blocked}
         counters: dict[str, dict[str, int]] = {sid: {} for sid in subscription_ids}
         for row in stats:
             counters[row["subscription_id"]][row["counter"]] = int(row["n"])
@@ -446,6 +478,8 @@ class SqlStore(Store):
                 p95_latency_ms_24h=p95(latencies),
                 pending_count=0 if opened is None else int(opened["n"]),
                 next_retry_at=None if opened is None else opened["next_retry"],
+                blocked_customers=blocked_of.get(sid, 0),
+                oldest_blocked=oldest.get(sid),
             )
         return health
 
@@ -554,9 +588,13 @@ class SqlStore(Store):
 
     async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
         async with self._transaction() as conn:
+            # A finished delivery of an ordered subscription goes again out of band (its
+            # place in the order dropped): sent as what it is, neither waiting for its
+            # customer's queue nor holding it up. An open one keeps its place.
             changed = await conn.execute(
-                "UPDATE deliveries SET next_attempt_at = $4, updated_at = $4, status = CASE "
-                "WHEN status = 'retrying' THEN 'retrying' ELSE 'pending' END "
+                "UPDATE deliveries SET next_attempt_at = $4, updated_at = $4, "
+                "seq = CASE WHEN status IN ('pending', 'retrying') THEN seq END, "
+                "status = CASE WHEN status = 'retrying' THEN 'retrying' ELSE 'pending' END "
                 "WHERE id = $1 AND subscription_id = $2 AND org_id = $3 "
                 "AND status <> 'cancelled'",
                 delivery_id,
@@ -586,8 +624,8 @@ class SqlStore(Store):
             if only_failed:
                 # From the subscription's failed deliveries (an index on its statuses).
                 candidates = await conn.fetch(
-                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at "
-                    f"FROM deliveries d {_JOIN_EVENTS} WHERE d.subscription_id = $1 "
+                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
+                    f"e.customer_id FROM deliveries d {_JOIN_EVENTS} WHERE d.subscription_id = $1 "
                     f"AND d.status = 'failed' AND d.event {in_names} AND e.occurred_at >= $3 "
                     "AND e.occurred_at < $4 AND d.org_id = $6 "
                     "ORDER BY e.occurred_at, e.id LIMIT $5",
@@ -602,8 +640,8 @@ class SqlStore(Store):
                 # From the org's events in the window (an index on their time), with what the
                 # subscription had of each: nothing, or a finished delivery.
                 candidates = await conn.fetch(
-                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at "
-                    "FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
+                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
+                    "e.customer_id FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
                     "AND d.event_id = e.id AND d.subscription_id = $1 "
                     f"WHERE e.org_id = $6 AND e.event {in_names} AND e.occurred_at >= $3 "
                     "AND e.occurred_at < $4 AND (d.id IS NULL OR d.status IN ('failed', 'sent')) "
@@ -617,34 +655,51 @@ class SqlStore(Store):
                 )
             more = len(candidates) > limit
             chosen = candidates[:limit]
-            again = [row["delivery_id"] for row in chosen if row["delivery_id"] is not None]
+            # Ordered: every replayed delivery takes a new place in its customer's queue, in
+            # the events' order, behind what is open already.
+            ordered = subscription.ordering == "customer"
+            keys = [row["customer_id"] if ordered else None for row in chosen]
+            seqs: list[int | None] = [None] * len(chosen)
+            if any(keys):
+                taken = iter(await self._sequence(conn, sum(1 for k in keys if k)))
+                seqs = [next(taken) if key else None for key in keys]
+            again = [
+                (row["delivery_id"], key, seq)
+                for row, key, seq in zip(chosen, keys, seqs, strict=True)
+                if row["delivery_id"] is not None
+            ]
             reopened = 0
             if again:
-                reopened = await conn.execute(
-                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, "
-                    f"updated_at = $2 WHERE id {self._driver.in_list('$1')} "
-                    "AND status IN ('failed', 'sent')",
-                    self._driver.list_param(again),
-                    now,
+                source, args = self._driver.row_source(
+                    (("id", "text"), ("ordering_key", "text"), ("seq", "bigint")), again, first=2
                 )
+                rows = await conn.fetch(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, "
+                    "updated_at = $1, ordering_key = r.ordering_key, seq = r.seq "
+                    f"FROM ({source}) r WHERE deliveries.id = r.id "
+                    "AND deliveries.status IN ('failed', 'sent') RETURNING deliveries.id",
+                    now,
+                    *args,
+                )
+                reopened = len(rows)
             fresh = [
-                (ids.new_id(ids.DELIVERY), row["event_id"], subscription.id, row["event"], org_id)
-                for row in chosen
+                (
+                    NewDelivery(
+                        ids.new_id(ids.DELIVERY),
+                        row["event_id"],
+                        subscription.id,
+                        row["event"],
+                        org_id,
+                        ordering_key=key,
+                    ),
+                    seq,
+                )
+                for row, key, seq in zip(chosen, keys, seqs, strict=True)
                 if row["delivery_id"] is None
             ]
             created = 0
             if fresh:
-                source, args = self._driver.row_source(_DELIVERY_COLUMNS, fresh, first=2)
-                rows = await conn.fetch(
-                    "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
-                    "status, attempts, next_attempt_at, created_at, updated_at) "
-                    "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', "
-                    f"0, $1, $1, $1 FROM ({source}) r WHERE true "
-                    "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-                    now,
-                    *args,
-                )
-                created = len(rows)
+                created = len(await self._insert_deliveries(conn, fresh, now))
                 await self._count(conn, Counter({(subscription.id, now, "deliveries"): created}))
         next_since = int(candidates[limit]["occurred_at"]) if more else None
         return Replayed(reopened + created, next_since)
@@ -742,6 +797,12 @@ class SqlStore(Store):
             # when it is re-enabled.
             "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
             "AND s.active)",
+            # Ordered: only the head of its customer's queue (no open one before it), so one
+            # customer's deliveries never go out together or out of order, whoever claims.
+            "(seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p "
+            "WHERE p.subscription_id = deliveries.subscription_id "
+            "AND p.ordering_key = deliveries.ordering_key AND p.seq < deliveries.seq "
+            "AND p.status IN ('pending', 'retrying')))",
         ]
         args: list[Any] = [now, owner, lease_ms, limit]
         if subscription_id is not None:
@@ -764,7 +825,16 @@ class SqlStore(Store):
             source, args = self._driver.row_source(
                 _EVENT_COLUMNS,
                 [
-                    (e.id, e.org_id, e.event, e.occurred_at, e.body, e.sibling_service, e.source)
+                    (
+                        e.id,
+                        e.org_id,
+                        e.event,
+                        e.occurred_at,
+                        e.body,
+                        e.sibling_service,
+                        e.source,
+                        e.customer_id,
+                    )
                     for e in events
                 ],
                 first=2,
@@ -772,31 +842,37 @@ class SqlStore(Store):
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
             await conn.execute(
                 "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
-                "source, received_at) SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, "
-                f"r.sibling_service, r.source, $1 FROM ({source}) r WHERE true "
-                "ON CONFLICT (org_id, id) DO NOTHING",
+                "source, customer_id, received_at) SELECT r.id, r.org_id, r.event, "
+                "r.occurred_at, r.body, r.sibling_service, r.source, r.customer_id, $1 "
+                f"FROM ({source}) r WHERE true ON CONFLICT (org_id, id) DO NOTHING",
                 now,
                 *args,
             )
             if not deliveries:
                 return []
-            source, args = self._driver.row_source(
-                _DELIVERY_COLUMNS,
-                [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
-                first=4,
-            )
-            rows = await conn.fetch(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
-                "attempts, next_attempt_at, created_at, updated_at, lease_owner, lease_until) "
-                "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
-                f"$1, $1, $1, $2, {self._driver.now_ms_sql} + $3 FROM ({source}) r WHERE true "
-                "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-                now,
-                lease_owner,
-                lease_ms,
-                *args,
-            )
-            created = {row["id"] for row in rows}
+            unordered = [d for d in deliveries if d.ordering_key is None]
+            created: set[str] = set()
+            if unordered:
+                source, args = self._driver.row_source(
+                    _DELIVERY_COLUMNS,
+                    [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in unordered],
+                    first=4,
+                )
+                rows = await conn.fetch(
+                    "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
+                    "status, attempts, next_attempt_at, created_at, updated_at, lease_owner, "
+                    "lease_until) SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, "
+                    f"'pending', 0, $1, $1, $1, $2, {self._driver.now_ms_sql} + $3 "
+                    f"FROM ({source}) r WHERE true "
+                    "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+                    now,
+                    lease_owner,
+                    lease_ms,
+                    *args,
+                )
+                created.update(row["id"] for row in rows)
+            if ordered := [d for d in deliveries if d.ordering_key is not None]:
+                created.update(await self._insert_ordered(conn, ordered, now))
             await self._count(
                 conn,
                 Counter(
@@ -804,6 +880,46 @@ class SqlStore(Store):
                 ),
             )
         return [d for d in deliveries if d.id in created]
+
+    async def _sequence(self, conn: Conn, n: int) -> list[int]:
+        """`n` new places in the store-wide order of ordered deliveries, ascending."""
+        rows = await conn.fetch(self._driver.sequence_sql, n)
+        if len(rows) == n:
+            return sorted(int(row["v"]) for row in rows)
+        top = int(rows[0]["v"])  # a counter's new top: the n values up to it are ours
+        return list(range(top - n + 1, top + 1))
+
+    async def _insert_ordered(
+        self, conn: Conn, deliveries: Sequence[NewDelivery], now: int
+    ) -> set[str]:
+        """Ordered deliveries, unleased, each given its place in the order as listed (Kafka's
+        order within a partition); returns the ids that were new."""
+        seqs = await self._sequence(conn, len(deliveries))
+        return await self._insert_deliveries(conn, list(zip(deliveries, seqs, strict=True)), now)
+
+    async def _insert_deliveries(
+        self, conn: Conn, deliveries: Sequence[tuple[NewDelivery, int | None]], now: int
+    ) -> set[str]:
+        """Unleased deliveries due now, each with its place in the order (None: unordered);
+        returns the ids that were new."""
+        source, args = self._driver.row_source(
+            _ORDERED_COLUMNS,
+            [
+                (d.id, d.event_id, d.subscription_id, d.event, d.org_id, d.ordering_key, seq)
+                for d, seq in deliveries
+            ],
+            first=2,
+        )
+        rows = await conn.fetch(
+            "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+            "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "
+            "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
+            f"$1, $1, $1, r.ordering_key, r.seq FROM ({source}) r WHERE true "
+            "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+            now,
+            *args,
+        )
+        return {row["id"] for row in rows}
 
     async def claim_due(
         self,

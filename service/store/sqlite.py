@@ -77,6 +77,10 @@ class SqliteDriver:
     lock_due = ""  # one process owns the file: nobody to skip
     # julianday('now') has millisecond precision; `unixepoch('subsec')` needs SQLite 3.42.
     now_ms_sql = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    # One writer: a counter row is the sequence (its new top; the values below it are ours).
+    sequence_sql = (
+        "UPDATE store_meta SET value = value + $1 WHERE name = 'delivery_seq' RETURNING value AS v"
+    )
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._connection = connection
