@@ -813,7 +813,7 @@ async def test_health_fields_follow_recorded_attempts(ops: Api) -> None:
     assert (row["successRate24h"], row["p95LatencyMs24h"], row["nextRetryAt"]) == (None,) * 3
     assert (row["consecutiveFailures"], row["pendingCount"], row["deliveryCount"]) == (0, 0, 0)
 
-    ok, retrying, waiting, dead = await seed(ops.store, sub, [event() for _ in range(4)])
+    ok, retrying, later, waiting, dead = await seed(ops.store, sub, [event() for _ in range(5)])
     now = now_ms()
     retry_at = now + 60_000
     await record(ops.store, outcome(ok, DeliveryStatus.SENT, at=now - 3000, duration=40))
@@ -821,16 +821,20 @@ async def test_health_fields_follow_recorded_attempts(ops: Api) -> None:
         ops.store,
         outcome(retrying, DeliveryStatus.RETRYING, at=now - 2000, duration=200, next_at=retry_at),
     )
+    await record(
+        ops.store,
+        outcome(later, DeliveryStatus.RETRYING, at=now - 1500, duration=200, next_at=now + DAY),
+    )
     await record(ops.store, outcome(dead, DeliveryStatus.FAILED, at=now - 1000, duration=1200))
     row = await row_of(ops, sub)
-    assert row["deliveryCount"] == 4
-    assert row["successRate24h"] == pytest.approx(1 / 3)
-    # Buckets (≤50, ≤250, ≤1500 ms), one attempt each: the 95th percentile's rank 2.85 falls in
-    # the last, 85 % of the way from 1000 to 1500.
-    assert row["p95LatencyMs24h"] == 1425
-    assert row["consecutiveFailures"] == 2
-    assert row["pendingCount"] == 2  # retrying and waiting
-    assert row["nextRetryAt"] == iso(retry_at)
+    assert row["deliveryCount"] == 5
+    assert row["successRate24h"] == pytest.approx(1 / 4)
+    # Buckets ≤50 ms: 1, ≤250 ms: 2, ≤1500 ms: 1. The 95th percentile's rank, 3.8, falls in
+    # the last, 80 % of the way from 1000 to 1500.
+    assert row["p95LatencyMs24h"] == 1400
+    assert row["consecutiveFailures"] == 3
+    assert row["pendingCount"] == 3  # two retrying, one waiting for its first attempt
+    assert row["nextRetryAt"] == iso(retry_at)  # the earliest retry, not the first attempt's
     (listed,) = [r for r in (await ops.call("GET"))[1]["rows"] if r["id"] == sub]
     assert listed == row
     # A success ends the failure streak; attempts older than a day leave the 24 h figures.
@@ -838,13 +842,13 @@ async def test_health_fields_follow_recorded_attempts(ops: Api) -> None:
     (job,) = await ops.store.claim_due(OWNER, 10, 60_000, subscription_id=sub)
     assert job.id == waiting.id
     await record(ops.store, outcome(waiting, DeliveryStatus.SENT, at=now - 500, duration=5))
-    old = (await seed(ops.store, sub, [event()]))[0]
+    (old,) = await seed(ops.store, sub, [event()])
     await record(ops.store, outcome(old, DeliveryStatus.FAILED, at=now - 2 * DAY, duration=5))
     row = await row_of(ops, sub)
-    assert row["successRate24h"] == pytest.approx(2 / 4)
+    assert row["successRate24h"] == pytest.approx(2 / 5)
     assert row["consecutiveFailures"] == 1
-    assert row["pendingCount"] == 1
-    assert row["deliveryCount"] == 5
+    assert row["pendingCount"] == 2
+    assert row["deliveryCount"] == 6
 
 
 async def test_rate_limit_and_headers_are_stored_shown_and_cleared_by_null(ops: Api) -> None:
