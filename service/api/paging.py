@@ -11,7 +11,9 @@ import re
 from service import ids
 
 SUBSCRIPTION_POSITION = re.compile(rf"^{ids.SUBSCRIPTION}_[0-9A-Z]{{26}}$")
-LOG_POSITION = re.compile(rf"^[0-9]{{1,15}}\.{ids.DELIVERY}_[0-9A-Z]{{26}}$")
+# Crockford's base 32, as `ids.looks_like` and the store's `log_position` take it: a position
+# with I, L, O or U would pass here and fail in the store, a 500 instead of a 422.
+LOG_POSITION = re.compile(rf"^[0-9]{{1,15}}\.{ids.DELIVERY}_[0-9A-HJKMNP-TV-Z]{{26}}$")
 """The delivery log's position: `<createdAt ms>.<delivery id>` (newest first)."""
 
 

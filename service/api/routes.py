@@ -491,7 +491,12 @@ class SubscriptionApi:
         retained_from = now - int(request.config_dict[SETTINGS].retention * 1000)
         since = _ms(body.since)
         until = now if body.until is None else _ms(body.until)
-        errors: list[tuple[str, str]] = []
+        # As documented (and as PATCH does): these may be left out, not null.
+        errors: list[tuple[str, str]] = [
+            (name, "cannot be null")
+            for name in ("until", "events")
+            if name in body.model_fields_set and getattr(body, name) is None
+        ]
         if since < retained_from:
             errors.append(
                 ("since", f"is before the retention (events are kept from {iso(retained_from)})")
