@@ -61,6 +61,9 @@ class Roles:
 
     api: bool = True
     consumer: bool = True
+    # Off only where deliveries are arranged by hand (tests of the API over a store that
+    # nothing else may change); `serve` always dispatches.
+    dispatch: bool = True
 
 
 def create_app(settings: Settings, roles: Roles | None = None) -> web.Application:
@@ -77,8 +80,9 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_housekeeping)
-    app.cleanup_ctx.append(_dispatcher)
-    if roles.consumer:
+    if roles.dispatch:
+        app.cleanup_ctx.append(_dispatcher)
+    if roles.consumer and roles.dispatch:
         app.cleanup_ctx.append(_ingest)
     if roles.api:
         setup_api(app)

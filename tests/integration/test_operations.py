@@ -18,7 +18,6 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import service.app as service_app
 from service import ids
 from service.api import routes
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
@@ -52,8 +51,7 @@ UNKNOWN_SUBSCRIPTION = "whk_01JD2Y8Q0S6M2X0YV1X4J5T7ZK"
 async def ops(settings_for: Settings) -> AsyncIterator[Api]:
     """The API (org_a's key, and org_b's as `other_key`) over a store nothing else writes to."""
     settings = settings_for.model_copy(update={"allow_private_targets": False})
-    app = create_app(settings, Roles(consumer=False))
-    app.cleanup_ctx.remove(service_app._dispatcher)
+    app = create_app(settings, Roles(consumer=False, dispatch=False))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
