@@ -589,7 +589,7 @@ function deliveryRow(row) {
   const detailsId = `details-${row.id}`;
   const details = h('button', {
     type: 'button', 'aria-expanded': 'false', 'aria-controls': detailsId,
-    'aria-label': `Attempts and payload of ${row.id}`,
+    'aria-label': `Details of ${row.id}: attempts and payload`,
     onclick: () => toggleDetails(tr, row, details),
   }, 'Details');
   tr.append(

@@ -275,7 +275,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     # -- the delivery log: filters, attempts, payload, Redeliver -----------------------------
     await row.get_by_role("button", name="Deliveries").click()
     await expect(page.get_by_role("heading", name="Delivery log")).to_be_visible()
-    log_row = page.locator("#log-table tbody tr").filter(has_text=delivery_id)
+    log_row = page.locator(f'#log-table tbody tr[data-id="{delivery_id}"]')
     await expect(log_row).to_have_count(1)
     await expect(log_row).to_contain_text("webhook.test")
     await expect(log_row.locator(".attempt-count")).to_have_text("1")
@@ -311,13 +311,13 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
         "console-test",
         60_000,
     )
-    await page.get_by_label("Since").fill(await local_input_time(page, 3600))
+    await page.get_by_label("Since", exact=True).fill(await local_input_time(page, 3600))
     await page.get_by_label("Only failed deliveries").uncheck()
     await page.get_by_role("button", name="Replay").click()
     await expect(page.locator("#replay-result")).to_have_text("Queued 1 delivery.")
     await receiver.wait_for(lambda: any(r.event_id == event_id for r in receiver.requests))
     await page.get_by_role("button", name="Clear").click()
-    await expect(page.locator("#log-table tbody tr")).to_have_count(2)
+    await expect(page.locator("#log-table tbody tr[data-id]")).to_have_count(2)
     await shot(page, "replayed")
     assert subscription_id.startswith("whk_")
 
