@@ -149,7 +149,8 @@ async function eventTypes() {
 function signedIn() {
   show($('#signed-in'), Boolean(state.key));
   show($('#sign-out'), Boolean(state.key));
-  $('#key-hint').textContent = state.key ? `${state.key.slice(0, 6)}…` : '';
+  // As many characters as `identity-webhooks api-key list` shows of a key (qe_key_ and 4).
+  $('#key-hint').textContent = state.key ? `${state.key.slice(0, 11)}…` : '';
 }
 
 async function signIn(event) {
@@ -282,7 +283,7 @@ function subscriptionRow(row) {
   return h('tr', { 'data-id': row.id },
     cell('Endpoint',
       h('span', { class: 'mono wrap', text: row.url }),
-      h('span', { class: 'muted small mono', text: row.id }),
+      h('span', { class: 'muted small mono wrap', text: row.id }),
       row.installedBy ? h('span', { class: 'muted small', text: `by ${row.installedBy}` }) : null,
       row.rateLimit ? h('span', { class: 'muted small', text: `at most ${row.rateLimit}/s` }) : null,
       Object.keys(row.headers || {}).length

@@ -370,4 +370,3 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(refused).to_have_text("the API key is unknown or revoked")
     assert await page.evaluate("() => sessionStorage.length") == 0
     await shot(page, "signed-out")
-
