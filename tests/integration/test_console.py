@@ -370,3 +370,32 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(refused).to_have_text("the API key is unknown or revoked")
     assert await page.evaluate("() => sessionStorage.length") == 0
     await shot(page, "signed-out")
+
+
+async def test_the_console_is_served_without_a_key_and_revalidated(console: Console) -> None:
+    """The page and its files need no API key (the API under them does), carry the security
+    headers, and answer 304 to a browser that has them already."""
+    client = console.client
+    for path, content_type in (
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ):
+        async with client.get(path) as response:
+            assert response.status == 200, path
+            assert response.content_type == content_type
+            assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            etag = response.headers["ETag"]
+        async with client.get(path, headers={"If-None-Match": etag}) as response:
+            assert response.status == 304
+            assert await response.read() == b""
+    async with client.get("/console/", allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == "/console"
+    for missing in ("/console/index.html", "/console/nope.js"):
+        async with client.get(missing) as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+    async with client.get("/api/identity/webhooks") as response:
+        assert response.status == 401
