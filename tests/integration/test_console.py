@@ -13,6 +13,7 @@ test_api.py). Screenshots of each page go to var/console/ (git-ignored).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from playwright.async_api import (
 )
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver
+from deploy.local.receiver import Behaviour, Receiver
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import STORE
@@ -64,6 +65,7 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = Path(__file__).resolve().parents[2] / "var" / "console"
 ORG = "org_console"
+BASE = "/api/identity/webhooks"
 
 
 class Console:
@@ -76,6 +78,13 @@ class Console:
         self.origin = str(client.make_url("")).rstrip("/")
         self.requests: list[str] = []
         self.page_errors: list[str] = []
+
+    async def api(self, method: str, body: Any = None, path: str = "") -> Any:
+        """A call of the management API beside the page, with the same key."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        async with self.client.request(method, BASE + path, json=body, headers=headers) as reply:
+            assert reply.status < 300, await reply.text()
+            return await reply.json()
 
     def on_request(self, request: Request) -> None:
         self.requests.append(request.url)
@@ -241,7 +250,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await shot(page, "secret-once")
     await page.get_by_role("button", name="I have stored it").click()
     await expect(secret_dialog).to_be_hidden()
-    assert await page.locator("#secret-value").input_value() == ""
+    await expect(page.locator("#secret-value")).to_have_value("")
     assert secret not in await page.content()
 
     row = row_of(page, url)
@@ -262,6 +271,17 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     assert test_request.headers["X-Customer-Tenant"] == "acme"
     delivery_id = test_request.delivery
     await expect(row.locator("time").first).to_contain_text("UTC")
+
+    # A second endpoint, failing (made through the API): its last delivery shows in red.
+    receiver.set("down", Behaviour(status=503))
+    down_url = receiver.url("down")
+    down = await console.api("POST", {"url": down_url, "events": ["review.overridden"]})
+    failed_test = await console.api("POST", path=f"/{down['id']}/test")
+    assert failed_test["responseCode"] == 503
+    await page.get_by_role("button", name="Refresh").click()
+    down_row = row_of(page, down_url)
+    await expect(down_row.get_by_text("503")).to_have_class(re.compile(r"status-(retrying|failed)"))
+    await expect(down_row).to_contain_text("0 %")
     await shot(page, "subscriptions")
 
     # Readable at 375 px: one card per row, nothing wider than the screen.
@@ -336,6 +356,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await shot(page, "rotated")
     await page.keyboard.press("Escape")  # a dialog closes from the keyboard too
     await expect(secret_dialog).to_be_hidden()
+    await expect(page.locator("#secret-value")).to_have_value("")
     assert rotated not in await page.content()
 
     # -- edit: events, rate limit, paused ----------------------------------------------------
@@ -360,7 +381,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await row.get_by_role("button", name="Delete").click()
     await confirm.get_by_role("button", name="Delete").click()
     await expect(row).to_have_count(0)
-    await expect(page.locator("#subs-empty")).to_be_visible()
+    await expect(page.locator("#subs-table tbody tr")).to_have_count(1)
 
     # -- a key revoked while signed in sends the page back to sign-in, with the reason --------
     (key_record,) = [k for k in await console.store.list_api_keys() if k.org_id == ORG]
