@@ -16,7 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,tracing]'
 	@touch $@
 
-# kustomize and promtool for tests/deploy, in .cache/tools/bin; a no-op once they are there.
+# kustomize and promtool for tests/deploy, in .cache/tools/bin, and Debian's chromium for the
+# console's browser test (apt-get, as root, only when /usr/bin/chromium is missing); a no-op
+# once they are there.
 tools:
 	deploy/local/tools.sh
 

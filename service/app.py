@@ -36,6 +36,7 @@ from service.appkeys import (
     TESTER,
     TRACING,
 )
+from service.console import console_routes
 from service.delivery.attempt import USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
 from service.delivery.housekeeping import Housekeeping
@@ -86,6 +87,8 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
         app.cleanup_ctx.append(_ingest)
     if roles.api:
         setup_api(app)
+        # The browser's client of that API: static files, no key needed to load them.
+        app.add_routes(console_routes())
     return app
 
 

@@ -6,6 +6,10 @@
 #              machine's Go 1.26; v5.8.3 wants Go 1.27)
 #   promtool   from Debian's `prometheus` package, unpacked with dpkg-deb rather than installed,
 #              so no Prometheus server is set up, started or left listening on :9090
+#   chromium   Debian's package at /usr/bin/chromium, for tests/integration/test_console.py (the
+#              console in a real browser, driven by Playwright from the `dev` extra, which is
+#              pointed at it: Playwright's own browser download is never used). Installed with
+#              apt-get only when missing, which needs root (or sudo without a password).
 # A promtool or kustomize already on PATH at the pinned version is used as it is.
 # Python checkers (kubernetes-validate, check-jsonschema, hadolint) come from the `dev` extra.
 set -euo pipefail
@@ -46,7 +50,28 @@ install_promtool() {
   rm -rf "$work"
 }
 
+install_chromium() {
+  [[ -x /usr/bin/chromium ]] && return
+  local as_root=()
+  if [[ $(id -u) -ne 0 ]]; then
+    sudo -n true 2>/dev/null || {
+      say "chromium is missing: run 'apt-get install -y --no-install-recommends chromium' as root"
+      exit 1
+    }
+    as_root=(sudo -n)
+  fi
+  say "installing Debian's chromium (apt-get, once)"
+  local install=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium)
+  if ! "${install[@]}" >/dev/null 2>&1; then
+    "${as_root[@]}" apt-get update -q >/dev/null
+    "${install[@]}" >/dev/null
+  fi
+}
+
 install_kustomize
 install_promtool
+install_chromium
 "$bin/promtool" --version 2>&1 | head -1 | sed 's/^/tools: /' >&2
 say "kustomize $("$bin/kustomize" version)"
+say "$(/usr/bin/chromium --version 2>/dev/null | head -1)"

@@ -1,0 +1,422 @@
+"""The web console in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+One walk through what an integration engineer does — sign in, create a subscription to a local
+receiver, keep the secret shown once, send a test, read the delivery log, redeliver, replay,
+rotate the secret, edit, delete — with a wrong key refused on the way in and a revoked key
+sending the page back to sign-in. Every request the page makes is recorded, and one that leaves
+the service's origin fails the test, as does any error the page logs (a CSP violation among them).
+
+The service runs in-process on the SQLite store (the API itself is tested on both stores in
+test_api.py). Screenshots of each page go to var/console/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    async_playwright,
+    expect,
+)
+from pydantic import SecretStr
+
+from deploy.local.receiver import Behaviour, Receiver
+from service import ids
+from service.app import Roles, create_app
+from service.appkeys import STORE
+from service.clock import now_ms
+from service.console import CONTENT_SECURITY_POLICY
+from service.settings import load_settings
+from service.store import Store
+from service.store.models import IncomingEvent
+from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+# Nothing but the page under test: no update checks, no sync, no field trials, no safe browsing.
+CHROMIUM_ARGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-features=Translate,OptimizationHints,MediaRouter,InterestFeedContentSuggestions",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--no-pings",
+    "--password-store=basic",
+    "--use-mock-keychain",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "var" / "console"
+ORG = "org_console"
+BASE = "/api/identity/webhooks"
+
+
+class Console:
+    """The running service, the page, and what the page asked for."""
+
+    def __init__(self, client: TestClient[Any, Any], store: Store, key: str) -> None:
+        self.client = client
+        self.store = store
+        self.key = key
+        self.origin = str(client.make_url("")).rstrip("/")
+        self.requests: list[str] = []
+        self.page_errors: list[str] = []
+
+    async def api(self, method: str, body: Any = None, path: str = "") -> Any:
+        """A call of the management API beside the page, with the same key."""
+        headers = {"Authorization": f"Bearer {self.key}"}
+        async with self.client.request(method, BASE + path, json=body, headers=headers) as reply:
+            assert reply.status < 300, await reply.text()
+            return await reply.json()
+
+    def on_request(self, request: Request) -> None:
+        self.requests.append(request.url)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        # A 4xx the page asked for (the wrong key's 401) is logged by Chromium as an error
+        # of the resource; anything else logged as an error is the page's fault.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.page_errors.append(message.text)
+
+    def foreign(self) -> list[str]:
+        own = urlsplit(self.origin)
+        return [
+            url
+            for url in self.requests
+            if (urlsplit(url).scheme, urlsplit(url).netloc) != (own.scheme, own.netloc)
+        ]
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path}/webhooks.db",
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+        allow_private_targets=True,
+        **FAST_DELIVERY,
+    )
+    # The API process of a split deployment: the dispatcher sends /test and redeliveries.
+    app = create_app(settings, Roles(consumer=False))
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        _, key = await app[STORE].create_api_key(ORG, "console test")
+        yield Console(client, app[STORE], key)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
+
+
+def row_of(page: Page, url: str) -> Locator:
+    return page.locator("#subs-table tbody tr").filter(has_text=url)
+
+
+async def local_input_time(page: Page, seconds_ago: int) -> str:
+    """A `datetime-local` value in the browser's own zone."""
+    value: str = await page.evaluate(
+        """(ago) => {
+            const d = new Date(Date.now() - ago * 1000);
+            const p = (n) => String(n).padStart(2, '0');
+            return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T`
+                + `${p(d.getHours())}:${p(d.getMinutes())}`;
+        }""",
+        seconds_ago,
+    )
+    return value
+
+
+async def test_the_console_in_a_real_browser(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900},
+        timezone_id="Europe/Berlin",  # local time differs from UTC, and both are shown
+        locale="en-GB",
+        service_workers="block",
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("request", console.on_request)
+    page.on("console", console.on_console)
+    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
+    try:
+        await _walk(page, console, receiver)
+    finally:
+        await context.close()
+    assert console.requests, "the page made no request at all"
+    assert console.foreign() == [], "the page reached outside the service's origin"
+    assert console.page_errors == []
+
+
+async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
+    # -- the page itself: served without a key, with its security headers --------------------
+    response = await page.goto(console.origin + "/console")
+    assert response is not None
+    assert response.status == 200
+    headers = await response.all_headers()
+    assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "default-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["cache-control"] == "no-cache"
+
+    # -- a wrong key is refused with the API's own message -----------------------------------
+    sign_in = page.get_by_role("heading", name="Sign in")
+    await expect(sign_in).to_be_visible()
+    key_field = page.get_by_label("API key")
+    assert await key_field.get_attribute("type") == "password"
+    await key_field.fill("wk_not-a-key-of-anyone-0000")
+    await page.get_by_role("button", name="Sign in").click()
+    refused = page.locator("#sign-in-error")
+    await expect(refused).to_have_text("the API key is unknown or revoked")
+    await shot(page, "sign-in-refused")
+
+    # -- sign in with the keyboard alone -----------------------------------------------------
+    await key_field.fill("")
+    await key_field.focus()
+    await page.keyboard.type(console.key)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Subscriptions")).to_be_visible()
+    stored = await page.evaluate("() => Object.values(sessionStorage)")
+    assert stored == [console.key]
+    assert await page.evaluate("() => localStorage.length") == 0
+    assert console.key not in await page.content()
+    await expect(page.locator("#subs-empty")).to_be_visible()
+
+    # Tab reaches the buttons, and the focused one is outlined.
+    await page.keyboard.press("Tab")
+    outline = await page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", "")
+
+    # -- create: the secret shown once -------------------------------------------------------
+    url = receiver.url("console")
+    await page.get_by_role("button", name="New subscription").click()
+    dialog = page.locator("#edit-dialog")
+    await expect(dialog).to_be_visible()
+    # An invalid URL answers with the API's 422 message, in the dialog.
+    await page.get_by_label("Endpoint URL").fill("ftp://example.com/hook")
+    await page.get_by_label("verification.created").check()
+    await page.get_by_role("button", name="Create").click()
+    await expect(page.locator("#edit-error")).to_contain_text("url:")
+    assert await page.get_by_label("Endpoint URL").get_attribute("aria-invalid") == "true"
+
+    await page.get_by_label("Endpoint URL").fill(url)
+    await page.get_by_label("Installed by (optional)").fill("console-test@1")
+    await page.get_by_label("Headers sent with every delivery").fill("X-Customer-Tenant: acme")
+    await page.get_by_role("button", name="Create").click()
+    secret_dialog = page.locator("#secret-dialog")
+    await expect(secret_dialog).to_be_visible()
+    await expect(secret_dialog).to_contain_text("shown once")
+    secret = await page.locator("#secret-value").input_value()
+    assert secret.startswith("qe_whsec_")
+    await expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    await shot(page, "secret-once")
+    await page.get_by_role("button", name="I have stored it").click()
+    await expect(secret_dialog).to_be_hidden()
+    await expect(page.locator("#secret-value")).to_have_value("")
+    assert secret not in await page.content()
+
+    row = row_of(page, url)
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("active")
+    await expect(row).to_contain_text("verification.created")
+    await expect(row).to_contain_text("none yet")
+
+    # -- Send test: the attempt's result in place --------------------------------------------
+    await row.get_by_role("button", name="Send test").click()
+    result = row.locator("[data-test-result]")
+    await expect(result).to_contain_text("sent")
+    await expect(result).to_contain_text("HTTP 200")
+    await expect(result).to_contain_text(" ms")
+    await expect(row.get_by_text("sent · 200")).to_have_class("badge status-sent")
+    await expect(row).to_contain_text("100 %")
+    (test_request,) = receiver.at("console")
+    assert test_request.headers["X-Customer-Tenant"] == "acme"
+    delivery_id = test_request.delivery
+    await expect(row.locator("time").first).to_contain_text("UTC")
+
+    # A second endpoint, failing (made through the API): its last delivery shows in red.
+    receiver.set("down", Behaviour(status=503))
+    down_url = receiver.url("down")
+    down = await console.api("POST", {"url": down_url, "events": ["review.overridden"]})
+    failed_test = await console.api("POST", path=f"/{down['id']}/test")
+    assert failed_test["responseCode"] == 503
+    await page.get_by_role("button", name="Refresh").click()
+    down_row = row_of(page, down_url)
+    await expect(down_row.get_by_text("503")).to_have_class(re.compile(r"status-(retrying|failed)"))
+    await expect(down_row).to_contain_text("0 %")
+    await shot(page, "subscriptions")
+
+    # Readable at 375 px: one card per row, nothing wider than the screen.
+    await page.set_viewport_size({"width": 375, "height": 812})
+    await expect(row.get_by_role("button", name="Send test")).to_be_visible()
+    width = await page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 375
+    await shot(page, "subscriptions-375px")
+    await page.set_viewport_size({"width": 1360, "height": 900})
+
+    # -- the delivery log: filters, attempts, payload, Redeliver -----------------------------
+    await row.get_by_role("button", name="Deliveries").click()
+    await expect(page.get_by_role("heading", name="Delivery log")).to_be_visible()
+    log_row = page.locator(f'#log-table tbody tr[data-id="{delivery_id}"]')
+    await expect(log_row).to_have_count(1)
+    await expect(log_row).to_contain_text("webhook.test")
+    await expect(log_row.locator(".attempt-count")).to_have_text("1")
+
+    await page.get_by_label("Status").select_option("failed")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#log-empty")).to_be_visible()
+    await page.get_by_label("Status").select_option("sent")
+    await page.get_by_label("Event").select_option("webhook.test")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(log_row).to_have_count(1)
+
+    await log_row.get_by_role("button", name="Details").click()
+    details = page.locator(f"#details-{delivery_id}")
+    await expect(details.locator("table.attempts tbody tr")).to_have_count(1)
+    await expect(details.locator("pre.payload")).to_contain_text('"event": "webhook.test"')
+    await shot(page, "deliveries")
+
+    await log_row.get_by_role("button", name="Redeliver").click()
+    await expect(log_row).to_contain_text("Redelivered: attempt 2", timeout=20_000)
+    await expect(log_row.locator(".attempt-count")).to_have_text("2")
+    await expect(details.locator("table.attempts tbody tr")).to_have_count(2)
+    assert [r.delivery for r in receiver.at("console")] == [delivery_id, delivery_id]
+    await shot(page, "redelivered")
+
+    # -- Replay since…: an event the subscription never had ----------------------------------
+    subscription_id = (await page.locator("#log-sub").text_content() or "").rsplit("(", 1)[1][:-1]
+    event_id = ids.new_id("evt")
+    body = f'{{"id":"{event_id}","event":"verification.created"}}'.encode()
+    await console.store.record_events(
+        [IncomingEvent(event_id, ORG, "verification.created", now_ms(), body, None, None)],
+        [],
+        "console-test",
+        60_000,
+    )
+    await page.get_by_label("Since", exact=True).fill(await local_input_time(page, 3600))
+    await page.get_by_label("Only failed deliveries").uncheck()
+    await page.get_by_role("button", name="Replay").click()
+    await expect(page.locator("#replay-result")).to_have_text("Queued 1 delivery.")
+    await receiver.wait_for(lambda: any(r.event_id == event_id for r in receiver.requests))
+    await page.get_by_role("button", name="Clear").click()
+    await expect(page.locator("#log-table tbody tr[data-id]")).to_have_count(2)
+    await shot(page, "replayed")
+    assert subscription_id.startswith("whk_")
+
+    # -- rotate the secret: the new one shown once -------------------------------------------
+    await page.get_by_role("link", name="← Subscriptions").click()
+    await expect(row).to_have_count(1)
+    await row.get_by_role("button", name="Rotate secret").click()
+    await expect(page.locator("#rotate-dialog")).to_be_visible()
+    await page.get_by_label("Overlap in seconds").fill("3600")
+    await page.get_by_role("button", name="Rotate", exact=True).click()
+    await expect(secret_dialog).to_be_visible()
+    rotated = await page.locator("#secret-value").input_value()
+    assert rotated.startswith("qe_whsec_")
+    assert rotated != secret
+    await expect(page.locator("#secret-note")).to_contain_text("previous secret is valid until")
+    await shot(page, "rotated")
+    await page.keyboard.press("Escape")  # a dialog closes from the keyboard too
+    await expect(secret_dialog).to_be_hidden()
+    await expect(page.locator("#secret-value")).to_have_value("")
+    assert rotated not in await page.content()
+
+    # -- edit: events, rate limit, paused ----------------------------------------------------
+    await row.get_by_role("button", name="Edit").click()
+    assert await page.get_by_label("Endpoint URL").input_value() == url
+    await page.get_by_label("customer.kyc_updated").check()
+    await page.get_by_label("Rate limit, deliveries per second").fill("20")
+    await page.get_by_label("Active").uncheck()
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#edit-dialog")).to_be_hidden()
+    await expect(row.locator(".state-paused")).to_have_text("paused")
+    await expect(row).to_contain_text("customer.kyc_updated")
+    await expect(row).to_contain_text("at most 20/s")
+
+    # -- delete, after a confirmation --------------------------------------------------------
+    await row.get_by_role("button", name="Delete").click()
+    confirm = page.locator("#confirm-dialog")
+    await expect(confirm).to_contain_text(url)
+    await shot(page, "delete-confirm")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(row).to_have_count(1)
+    await row.get_by_role("button", name="Delete").click()
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#subs-table tbody tr")).to_have_count(1)
+
+    # -- a key revoked while signed in sends the page back to sign-in, with the reason --------
+    (key_record,) = [k for k in await console.store.list_api_keys() if k.org_id == ORG]
+    await console.store.revoke_api_key(key_record.id)
+    await page.get_by_role("button", name="Refresh").click()
+    await expect(sign_in).to_be_visible()
+    await expect(refused).to_have_text("the API key is unknown or revoked")
+    assert await page.evaluate("() => sessionStorage.length") == 0
+    await shot(page, "signed-out")
+
+
+async def test_the_console_is_served_without_a_key_and_revalidated(console: Console) -> None:
+    """The page and its files need no API key (the API under them does), carry the security
+    headers, and answer 304 to a browser that has them already."""
+    client = console.client
+    for path, content_type in (
+        ("/console", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ):
+        async with client.get(path) as response:
+            assert response.status == 200, path
+            assert response.content_type == content_type
+            assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            etag = response.headers["ETag"]
+        async with client.get(path, headers={"If-None-Match": etag}) as response:
+            assert response.status == 304
+            assert await response.read() == b""
+    async with client.get("/console/", allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == "/console"
+    for missing in ("/console/index.html", "/console/nope.js"):
+        async with client.get(missing) as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+    async with client.get("/api/identity/webhooks") as response:
+        assert response.status == 401
