@@ -52,6 +52,10 @@ async def test_seeding_and_health_agree(store: Store) -> None:
 
     log = await _log(store, seeded, DeliveryFilter())
     assert len(log) == seeded.created[seeded.big]
+    # Newest first by (createdAt, id) across pages, ties within an ingest batch included.
+    keys = [(row.created_at, row.id) for row in log]
+    assert keys == sorted(keys, reverse=True)
+    assert len(set(keys)) == len(keys)
     assert {row.id: row.status.value for row in log} == {
         d: s for d, s in seeded.status.items() if seeded.subscription_of[d] == seeded.big
     }
