@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-ops clean
 
 setup: $(VENV)/.installed
 
@@ -78,12 +78,22 @@ run: setup
 	@deploy/local/demo.sh || test $$? -eq 130
 
 # The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each (~20 min),
-# or scenarios 1, 2 and 5 once and short (`bench-quick`, ~2 min). Results in var/bench/.
+# or scenarios 1, 2 and 5 once and short plus `bench-ops` at 5,000 deliveries (`bench-quick`,
+# ~2 min). Results in var/bench/.
 bench: setup $(VENV)/.bench
 	deploy/local/with-services.sh $(PY) -m tests.bench $(BENCH_ARGS)
 
 bench-quick: setup $(VENV)/.bench
 	deploy/local/with-services.sh $(PY) -m tests.bench --quick $(BENCH_ARGS)
+	SERVICES=postgres deploy/local/with-services.sh $(PY) -m tests.bench.operations \
+	  --deliveries 5000 --repeat 10 --depth 10
+
+# The delivery log and health with 100,000 deliveries in each store (issue 12): seeded through
+# the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs only
+# PostgreSQL. Results in var/bench/operations/. OPS_ARGS: e.g. --store sqlite, --baseline FILE.
+OPS_ARGS ?=
+bench-ops: setup
+	SERVICES=postgres deploy/local/with-services.sh $(PY) -m tests.bench.operations $(OPS_ARGS)
 
 $(VENV)/.bench: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench]'
