@@ -164,7 +164,7 @@ _ORDERED_COLUMNS: tuple[Column, ...] = (
 )
 _STAT_COLUMNS: tuple[Column, ...] = (
     ("subscription_id", "text"),
-    ("hour", "bigint"),
+    ("period", "bigint"),
     ("counter", "text"),
     ("n", "bigint"),
 )
@@ -413,7 +413,7 @@ class SqlStore(Store):
             # At most (retention in hours + 24 x the latency buckets) rows per subscription.
             stats = await conn.fetch(
                 "SELECT subscription_id, counter, sum(n) AS n FROM subscription_stats "
-                f"WHERE subscription_id {in_ids} AND (counter = 'deliveries' OR hour >= $2) "
+                f"WHERE subscription_id {in_ids} AND (counter = 'deliveries' OR period >= $2) "
                 "GROUP BY subscription_id, counter",
                 ids_param,
                 day_ago,
@@ -707,27 +707,29 @@ class SqlStore(Store):
         return Replayed(reopened + created, next_since)
 
     async def _count(self, conn: Conn, counts: Counter[tuple[str, int, str]]) -> None:
-        """Adds to the hourly counters: (subscription, a time in the hour, counter) → n."""
+        """Adds to the counters: (subscription, a time, counter) → n. `deliveries` are
+        counted by the day (they are summed over the whole retention: 30 rows a subscription,
+        not 720), the attempts' counters by the hour (read for the last 24 hours only)."""
         rows = sorted(
-            (sid, at // HOUR_MS * HOUR_MS, counter, n)
+            (sid, at - at % (DAY_MS if counter == "deliveries" else HOUR_MS), counter, n)
             for (sid, at, counter), n in counts.items()
             if n
         )
         if not rows:
             return
-        # Summed per hour first: one row may not be upserted twice in one statement.
+        # Summed per period first: one row may not be upserted twice in one statement.
         summed: Counter[tuple[str, int, str]] = Counter()
-        for sid, hour, counter, n in rows:
-            summed[(sid, hour, counter)] += n
+        for sid, period, counter, n in rows:
+            summed[(sid, period, counter)] += n
         source, args = self._driver.row_source(
             _STAT_COLUMNS, [(*key, n) for key, n in sorted(summed.items())], first=1
         )
         # In key order, so two writers adding to the same counters cannot deadlock.
         await conn.execute(
-            "INSERT INTO subscription_stats (subscription_id, hour, counter, n) "
-            f"SELECT r.subscription_id, r.hour, r.counter, r.n FROM ({source}) r WHERE true "
-            "ORDER BY r.subscription_id, r.hour, r.counter "
-            "ON CONFLICT (subscription_id, hour, counter) "
+            "INSERT INTO subscription_stats (subscription_id, period, counter, n) "
+            f"SELECT r.subscription_id, r.period, r.counter, r.n FROM ({source}) r WHERE true "
+            "ORDER BY r.subscription_id, r.period, r.counter "
+            "ON CONFLICT (subscription_id, period, counter) "
             "DO UPDATE SET n = subscription_stats.n + excluded.n",
             *args,
         )
@@ -1102,11 +1104,13 @@ class SqlStore(Store):
                 batch,
             )
             removed += await conn.execute(
-                "DELETE FROM subscription_stats WHERE (subscription_id, hour, counter) IN ("
-                "SELECT subscription_id, hour, counter FROM subscription_stats "
-                "WHERE hour < $1 LIMIT $2)",
-                finished_before - HOUR_MS,
+                "DELETE FROM subscription_stats WHERE (subscription_id, period, counter) IN ("
+                "SELECT subscription_id, period, counter FROM subscription_stats "
+                "WHERE period < $1 OR (counter <> 'deliveries' AND period < $3) LIMIT $2)",
+                finished_before - DAY_MS,
                 batch,
+                # The attempts' counters are read for the last 24 hours only.
+                now_ms() - DAY_MS - 2 * HOUR_MS,
             )
         return removed
 

@@ -2,10 +2,11 @@
 maintained failure streak, hourly health counters, and the indexes the delivery log, per-
 subscription health and replay read through.
 
-`subscription_stats` holds counters per (subscription, hour, counter): `deliveries` (created),
-`ok` (2xx attempts) and `le:<ms>` (attempts whose duration fell in that latency bucket; their sum
-is the attempt count). A subscription's 24 h health reads at most 24 hours x ~20 counters however
-many deliveries it has had; writers add to them once per written batch.
+`subscription_stats` holds counters per (subscription, period, counter): `deliveries` (created,
+per day, kept for the retention), `ok` (2xx attempts, per hour) and `le:<ms>` (attempts whose
+duration fell in that latency bucket, per hour; their sum is the attempt count; kept for a day).
+A subscription's health reads at most 30 days + 25 hours x ~20 counters however many deliveries
+it has had; writers add to them once per written batch.
 
 Revision ID: 0002
 Revises: 0001
@@ -34,17 +35,17 @@ def upgrade() -> None:
     op.create_table(
         "subscription_stats",
         sa.Column("subscription_id", sa.Text, primary_key=True),
-        sa.Column("hour", sa.BigInteger, primary_key=True),  # epoch ms of the hour's start
+        sa.Column("period", sa.BigInteger, primary_key=True),  # its hour or day: start, epoch ms
         sa.Column("counter", sa.Text, primary_key=True),
         sa.Column("n", sa.BigInteger, nullable=False),
     )
-    op.create_index("subscription_stats_hour", "subscription_stats", ["hour"])
+    op.create_index("subscription_stats_period", "subscription_stats", ["period"])
     # What the deliveries already there count for, so deliveryCount does not restart at 0.
     op.execute(
-        "INSERT INTO subscription_stats (subscription_id, hour, counter, n) "
-        "SELECT subscription_id, (created_at / 3600000) * 3600000, 'deliveries', count(*) "
+        "INSERT INTO subscription_stats (subscription_id, period, counter, n) "
+        "SELECT subscription_id, (created_at / 86400000) * 86400000, 'deliveries', count(*) "
         "FROM deliveries WHERE status <> 'cancelled' "
-        "GROUP BY subscription_id, (created_at / 3600000) * 3600000"
+        "GROUP BY subscription_id, (created_at / 86400000) * 86400000"
     )
     # The log, newest first, by (createdAt, id): its cursor; and the same within one status.
     op.drop_index("deliveries_subscription", "deliveries")
