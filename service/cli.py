@@ -473,7 +473,7 @@ def _with_store(run: StoreCommand) -> Command:
         except _Refused as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return exc.code
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, OSError) as exc:
             print(f"{name}: the database is away: {exc}", file=sys.stderr)
             return 1
 

@@ -549,6 +549,21 @@ async def test_rotate_secret_refuses_a_long_overlap_and_another_org(
     assert unchanged.previous_secret is None
 
 
+async def test_a_recovery_command_says_in_one_line_when_the_database_is_away(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "WEBHOOKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/webhooks",
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+    }
+
+    result = await run_cli("redeliver", ids.new_id("whk"), ids.new_id("whd"), env=env, cwd=tmp_path)
+
+    assert result.code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("identity-webhooks redeliver: the database is away: ")
+
+
 # -- migrate ----------------------------------------------------------------------------------
 
 
