@@ -24,7 +24,8 @@ from service.api.models import (
     SubscriptionRow,
     TestResult,
 )
-from service.api.routes import BASE, DEFAULT_LIMIT, MAX_LIMIT, MAX_REPLAY
+from service.api.recovery import DEFAULT_LIMIT, MAX_LIMIT, MAX_REPLAY
+from service.api.routes import BASE
 from service.events import CATALOG
 
 _REQUESTS: tuple[type[BaseModel], ...] = (

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -18,10 +17,8 @@ from service import ids
 from service.api.auth import ORG
 from service.api.catalog import event_types
 from service.api.models import (
-    AttemptRow,
     CreatedSubscription,
     CreateSubscription,
-    DeliveryDetail,
     DeliveryList,
     DeliveryRow,
     EventTypes,
@@ -34,49 +31,34 @@ from service.api.models import (
     SubscriptionRow,
     TestResult,
 )
-from service.api.paging import LOG_POSITION, decode_cursor, encode_cursor
+from service.api.paging import decode_cursor, encode_cursor
 from service.api.problems import invalid, problem
+from service.api.recovery import (
+    MAX_REPLAY,
+    LogQuery,
+    cannot_send,
+    delivery_detail,
+    delivery_row,
+    field_messages,
+    iso,
+    iso_or_none,
+    page_limit,
+    replay_window,
+)
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import now_ms
 from service.egress import vet_url
 from service.errors import TargetRejected
-from service.events import CATALOG, format_time, parse_time
 from service.store import Store, SubscriptionChanges
-from service.store.models import (
-    AttemptLog,
-    AttemptRecord,
-    DeliveryFilter,
-    DeliveryLogRow,
-    DeliveryStatus,
-    Health,
-    Subscription,
-)
+from service.store.models import AttemptRecord, Health, Subscription
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 100
-MAX_REPLAY = 10_000
-"""Deliveries one replay call queues at most; `nextSince` says where the next call goes on."""
 _ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
-_LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
-_LOG_STATUSES = ("pending", "retrying", "sent", "failed")
 
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def iso(ms: int) -> str:
-    return format_time(datetime.fromtimestamp(ms / 1000, UTC))
-
-
-def _iso_or_none(ms: int | None) -> str | None:
-    return None if ms is None else iso(ms)
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
@@ -85,27 +67,6 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
-
-
-def _field(loc: Sequence[int | str]) -> str:
-    """pydantic's location as a field path: ("events", 1) -> "events[1]"."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path or "(body)"
-
-
-def _messages(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
-    for error in exc.errors():
-        kind = error["type"]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "is required"
-        out.append((_field(error["loc"]), message))
-    return out
 
 
 def _store(request: web.Request) -> Store:
@@ -164,7 +125,7 @@ class SubscriptionApi:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            return invalid(_messages(exc))
+            return invalid(field_messages(exc))
 
     async def _vet(self, request: web.Request, url: str) -> web.Response | None:
         allow_private = request.config_dict[SETTINGS].allow_private_targets
@@ -225,7 +186,7 @@ class SubscriptionApi:
                 "p95LatencyMs24h": health.p95_latency_ms_24h,
                 "consecutiveFailures": subscription.consecutive_failures,
                 "pendingCount": health.pending_count,
-                "nextRetryAt": _iso_or_none(health.next_retry_at),
+                "nextRetryAt": iso_or_none(health.next_retry_at),
                 "ordering": subscription.ordering,
                 "blockedCustomers": health.blocked_customers,
                 "oldestBlockedDelivery": None
@@ -236,7 +197,7 @@ class SubscriptionApi:
                 },
                 "disabledAt": None
                 if subscription.active
-                else _iso_or_none(subscription.disabled_at),
+                else iso_or_none(subscription.disabled_at),
                 "disabledReason": None if subscription.active else subscription.deactivated_reason,
             }
         )
@@ -287,7 +248,7 @@ class SubscriptionApi:
         errors = [
             (name, "unknown query parameter") for name in query if name not in ("limit", "cursor")
         ]
-        limit = _limit(query, errors)
+        limit = page_limit(query, errors)
         after = None
         if "cursor" in query:
             try:
@@ -388,7 +349,7 @@ class SubscriptionApi:
 
     async def deliveries(self, request: web.Request) -> web.Response:
         """The log, newest first; filters and the cursor are checked before the lookup."""
-        query = _LogQuery(request.query)
+        query = LogQuery(request.query)
         found = await self._found(request)
         if isinstance(found, web.Response):
             return found
@@ -400,7 +361,7 @@ class SubscriptionApi:
         return _json(
             DeliveryList.model_validate(
                 {
-                    "rows": [_delivery_row(row) for row in page.rows],
+                    "rows": [delivery_row(row) for row in page.rows],
                     "nextCursor": None
                     if page.next_after is None
                     else encode_cursor(page.next_after),
@@ -428,31 +389,18 @@ class SubscriptionApi:
         )
         if not detail:
             return self._no_delivery(request)
-        try:
-            payload = orjson.loads(detail.payload)
-        except orjson.JSONDecodeError:  # every accepted event is a JSON object; be safe
-            payload = {"unreadable": True}
-        attempts = [
-            AttemptRow(**_attempt(a), number=a.number, responseExcerpt=a.response_excerpt)
-            for a in detail.attempts
-        ]
-        return _json(
-            DeliveryDetail.model_validate(
-                {**_delivery_row(detail.row), "payload": payload, "attempts": attempts}
-            )
-        )
+        return _json(delivery_detail(detail))
 
-    def _cannot_send(self, subscription: Subscription) -> web.Response | None:
+    @staticmethod
+    def _cannot_send(subscription: Subscription) -> web.Response | None:
         """409 when the subscription's deliveries cannot go out now, with what to do."""
-        if not subscription.active:
-            return problem(
-                409,
-                'the subscription is inactive; re-enable it first (PATCH {"active": true})',
-                slug="subscription-inactive",
-            )
-        if subscription.secret is None:
-            return problem(409, Subscription.UNDECRYPTABLE, slug="secret-undecryptable")
-        return None
+        blocked = cannot_send(subscription)
+        if blocked is None:
+            return None
+        slug, reason = blocked
+        if slug == "subscription-inactive":
+            reason += ' (PATCH {"active": true})'
+        return problem(409, reason, slug=slug)
 
     @staticmethod
     def _wake(request: web.Request) -> None:
@@ -478,7 +426,7 @@ class SubscriptionApi:
         detail = await store.get_delivery(request[ORG], found.id, delivery_id)
         if detail is None:  # purged in between: nothing to show, the request was taken
             return web.Response(status=202)
-        return _json(DeliveryRow.model_validate(_delivery_row(detail.row)), status=202)
+        return _json(DeliveryRow.model_validate(delivery_row(detail.row)), status=202)
 
     async def replay(self, request: web.Request) -> web.Response:
         found = await self._found(request)
@@ -487,35 +435,22 @@ class SubscriptionApi:
         body = await self._body(request, ReplayRequest)
         if isinstance(body, web.Response):
             return body
-        now = now_ms()
-        retained_from = now - int(request.config_dict[SETTINGS].retention * 1000)
-        since = _ms(body.since)
-        until = now if body.until is None else _ms(body.until)
-        # As documented (and as PATCH does): these may be left out, not null.
-        errors: list[tuple[str, str]] = [
-            (name, "cannot be null")
-            for name in ("until", "events")
-            if name in body.model_fields_set and getattr(body, name) is None
-        ]
-        if since < retained_from:
-            errors.append(
-                ("since", f"is before the retention (events are kept from {iso(retained_from)})")
-            )
-        if until <= since:
-            errors.append(("until", "must be after since"))
-        events = list(found.events) if body.events is None else body.events
-        if others := [e for e in events if e not in found.events]:
-            errors.append(("events", f"the subscription does not receive {', '.join(others)}"))
-        if errors:
-            return invalid(errors)
+        window = replay_window(
+            found,
+            body,
+            now=now_ms(),
+            retention_s=request.config_dict[SETTINGS].retention,
+        )
+        if isinstance(window, list):
+            return invalid(window)
         # An inactive subscription may be replayed into: what is queued waits in the store
         # until it is re-enabled (re-enable first to have it go out now).
         replayed = await _store(request).replay(
             request[ORG],
             found,
-            events,
-            since,
-            until,
+            window.events,
+            window.since,
+            window.until,
             only_failed=body.onlyFailed,
             limit=MAX_REPLAY,
         )
@@ -528,7 +463,7 @@ class SubscriptionApi:
             only_failed=body.onlyFailed,
             cut_short=replayed.next_since is not None,
         )
-        result = ReplayResult(count=replayed.count, nextSince=_iso_or_none(replayed.next_since))
+        result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
         return _json(result, status=202)
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
@@ -565,83 +500,3 @@ def _test_result(record: AttemptRecord) -> TestResult:
 
 async def _only_get(request: web.Request) -> web.Response:
     raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-
-
-class _LogQuery:
-    """The delivery log's query string, checked: what it filters on, or the 422's errors."""
-
-    def __init__(self, query: Mapping[str, str]) -> None:
-        self.errors = [
-            (name, "unknown query parameter") for name in query if name not in _LOG_QUERY
-        ]
-        self.limit = _limit(query, self.errors)
-        self.after: str | None = None
-        if "cursor" in query:
-            try:
-                self.after = decode_cursor(query["cursor"], LOG_POSITION)
-            except ValueError as exc:
-                self.errors.append(("cursor", str(exc)))
-        status = query.get("status")
-        if status is not None and status not in _LOG_STATUSES:
-            self.errors.append(("status", f"must be one of {', '.join(_LOG_STATUSES)}"))
-            status = None
-        event = query.get("event")
-        if event is not None and event not in CATALOG and event != "webhook.test":
-            self.errors.append(("event", "is not an event of the catalog (or webhook.test)"))
-            event = None
-        since, until = _time(query, "since", self.errors), _time(query, "until", self.errors)
-        if since is not None and until is not None and until <= since:
-            self.errors.append(("until", "must be after since"))
-        self.where = DeliveryFilter(
-            status=None if status is None else DeliveryStatus(status),
-            event=event,
-            since=since,
-            until=until,
-        )
-
-
-def _limit(query: Mapping[str, str], errors: list[tuple[str, str]]) -> int:
-    if "limit" not in query:
-        return DEFAULT_LIMIT
-    text = query["limit"]
-    # The length check comes first: int() of a 4,301-digit string raises ValueError.
-    if (
-        not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
-        or not 1 <= int(text) <= MAX_LIMIT
-    ):
-        errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
-        return DEFAULT_LIMIT
-    return int(text)
-
-
-def _time(query: Mapping[str, str], name: str, errors: list[tuple[str, str]]) -> int | None:
-    if name not in query:
-        return None
-    try:
-        return _ms(parse_time(query[name]))
-    except ValueError as exc:
-        errors.append((name, str(exc)))
-        return None
-
-
-def _attempt(attempt: AttemptLog) -> dict[str, Any]:
-    return {
-        "at": iso(attempt.at),
-        "responseCode": attempt.response_code,
-        "durationMs": attempt.duration_ms,
-        "error": attempt.error,
-    }
-
-
-def _delivery_row(row: DeliveryLogRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "eventId": row.event_id,
-        "event": row.event,
-        # A delivery of a deleted subscription is cancelled; the log never shows those.
-        "status": row.status.value,
-        "createdAt": iso(row.created_at),
-        "attemptCount": row.attempt_count,
-        "lastAttempt": None if row.last_attempt is None else _attempt(row.last_attempt),
-        "nextAttemptAt": _iso_or_none(row.next_attempt_at),
-    }

@@ -111,6 +111,11 @@ class Store(abc.ABC):
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
 
     @abc.abstractmethod
+    async def find_subscription(self, subscription_id: str) -> Subscription | None:
+        """The subscription with this id in whichever org holds it (ids are unique across
+        orgs): for operators' commands only; the API always asks within the caller's org."""
+
+    @abc.abstractmethod
     async def list_subscriptions(
         self, org_id: str, limit: int, after: str | None
     ) -> Page[Subscription]: ...

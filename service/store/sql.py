@@ -330,6 +330,15 @@ class SqlStore(Store):
             )
         return None if row is None else self._subscription(row)
 
+    async def find_subscription(self, subscription_id: str) -> Subscription | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE id = $1 AND deleted_at IS NULL",
+                subscription_id,
+            )
+        return None if row is None else self._subscription(row)
+
     async def list_subscriptions(
         self, org_id: str, limit: int, after: str | None
     ) -> Page[Subscription]:

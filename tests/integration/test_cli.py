@@ -10,8 +10,9 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -21,12 +22,22 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import SecretStr
 
 from deploy.local.receiver import DEMO_PATH, Receiver
-from service.events import Accepted, Rejected, parse_event
+from service import ids
+from service.clock import now_ms
+from service.events import Accepted, Rejected, format_time, parse_event, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
 from service.signing import SignatureHeaders, signature_headers
-from service.store import open_store
+from service.store import Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
+from service.store.models import (
+    AttemptRecord,
+    DeliveryFilter,
+    DeliveryStatus,
+    IncomingEvent,
+    NewDelivery,
+    Subscription,
+)
 from tests.conftest import TEST_ENCRYPTION_KEY
 
 
@@ -71,16 +82,24 @@ def cli_database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     return Database(url, env)
 
 
-async def org_for(database: Database, key: str) -> str | None:
+@asynccontextmanager
+async def opened(database: Database) -> AsyncIterator[Store]:
+    """The store the CLI of `database.env` works on (SQLite: created and migrated if new)."""
+    postgres = "postgres" in database.url
     settings = load_settings(
         database_url=database.url,
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY) if "postgres" in database.url else None,
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY) if postgres else None,
     )
-    store = await open_store(settings, run_migrations=False)
+    store = await open_store(settings, run_migrations=not postgres)
     try:
-        return await store.org_for_api_key(key)
+        yield store
     finally:
         await store.close()
+
+
+async def org_for(database: Database, key: str) -> str | None:
+    async with opened(database) as store:
+        return await store.org_for_api_key(key)
 
 
 # -- api-key ----------------------------------------------------------------------------------
@@ -144,6 +163,405 @@ async def test_api_key_needs_an_org(tmp_path: Path) -> None:
 
     assert result.code == 2
     assert "--org" in result.stderr
+
+
+# -- the delivery log and recovery ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    subscription: Subscription
+    failed: list[str]  # oldest event first
+    sent: str
+    pending: str
+    unsent_event: str  # an event of the org the subscription never had a delivery of
+    envelopes: dict[str, dict[str, object]]  # by delivery id
+    occurred: dict[str, int]  # each delivery's event's time, epoch ms
+
+
+async def seed(store: Store, org: str = "org_cli") -> Seeded:
+    """A subscription with four deliveries of events one minute apart (failed, failed, sent,
+    pending) and one more event of the org it has no delivery of."""
+    subscription = await store.create_subscription(
+        org, "https://receiver.example/hook", ["verification.created"], None
+    )
+    start = now_ms() - 5 * 60_000
+    events, envelopes = [], []
+    for i in range(5):
+        at = start + i * 60_000
+        envelope = sample_event("verification.created", org, datetime.fromtimestamp(at / 1000, UTC))
+        envelopes.append(envelope)
+        events.append(
+            IncomingEvent(
+                id=str(envelope["id"]),
+                org_id=org,
+                event="verification.created",
+                occurred_at=at,
+                body=orjson.dumps(envelope),
+                sibling_service=None,
+                source="t/0/1",
+            )
+        )
+    deliveries = [
+        NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription.id, e.event, org)
+        for e in events[:4]
+    ]
+    assert len(await store.record_events(events, deliveries, "seed", 60_000)) == 4
+    outcomes = [(DeliveryStatus.FAILED, 500), (DeliveryStatus.FAILED, 500)]
+    outcomes.append((DeliveryStatus.SENT, 200))
+    await store.record_attempts(
+        [
+            AttemptRecord(
+                delivery_id=d.id,
+                subscription_id=subscription.id,
+                number=1,
+                started_at=now_ms(),
+                duration_ms=12,
+                status_code=code,
+                result="2xx" if code == 200 else "5xx",
+                error=None if code == 200 else "HTTP 500",
+                response_excerpt="ok" if code == 200 else "boom",
+                new_status=status,
+                next_attempt_at=None,
+            )
+            for d, (status, code) in zip(deliveries, outcomes, strict=False)
+        ],
+        "seed",
+    )
+    await store.release([deliveries[3].id], "seed")
+    return Seeded(
+        subscription=subscription,
+        failed=[deliveries[0].id, deliveries[1].id],
+        sent=deliveries[2].id,
+        pending=deliveries[3].id,
+        unsent_event=events[4].id,
+        envelopes={d.id: envelopes[i] for i, d in enumerate(deliveries)},
+        occurred={d.id: events[i].occurred_at for i, d in enumerate(deliveries)},
+    )
+
+
+async def seeded(database: Database) -> Seeded:
+    async with opened(database) as store:
+        return await seed(store)
+
+
+async def status_of(database: Database, seeded: Seeded, delivery_id: str) -> DeliveryStatus:
+    async with opened(database) as store:
+        detail = await store.get_delivery("org_cli", seeded.subscription.id, delivery_id)
+    assert detail is not None
+    return detail.row.status
+
+
+async def test_deliveries_list_pages_filters_and_shows(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    table = await run_cli("deliveries", "list", sid, "--org", "org_cli", env=env, cwd=tmp_path)
+
+    assert table.code == 0, table.stderr
+    header, *lines = table.stdout.splitlines()
+    assert header.split() == ["ID", "EVENT", "STATUS", "CREATED", "ATTEMPTS", "NEXT", "LAST"]
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert set(rows) == {*data.failed, data.sent, data.pending}
+    assert rows[data.failed[0]][2:] == ["failed", rows[data.failed[0]][3], "1", "-", "HTTP", "500"]
+    assert rows[data.sent][2] == "sent"
+    assert rows[data.sent][-1] == "200"
+    assert rows[data.pending][2] == "pending"
+    assert rows[data.pending][-1] == "-"
+    assert "--cursor" not in table.stderr
+
+    # Without --org: found in whichever org holds it; the API's JSON shape.
+    failed = await run_cli(
+        "deliveries", "list", sid, "--status", "failed", "--json", env=env, cwd=tmp_path
+    )
+
+    assert failed.code == 0, failed.stderr
+    listed = orjson.loads(failed.stdout)
+    assert listed["nextCursor"] is None
+    assert {row["id"] for row in listed["rows"]} == set(data.failed)
+    assert all(row["lastAttempt"]["responseCode"] == 500 for row in listed["rows"])
+    assert all(row["status"] == "failed" for row in listed["rows"])
+
+    first = await run_cli("deliveries", "list", sid, "--limit", "3", env=env, cwd=tmp_path)
+    cursor = re.search(r"--cursor (\S+)", first.stderr)
+    assert cursor is not None, first.stderr
+    rest = await run_cli(
+        "deliveries",
+        "list",
+        sid,
+        "--limit",
+        "3",
+        "--cursor",
+        cursor.group(1),
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert rest.code == 0, rest.stderr
+    page_one = [line.split()[0] for line in first.stdout.splitlines()[1:]]
+    page_two = [row["id"] for row in orjson.loads(rest.stdout)["rows"]]
+    assert len(page_one) == 3
+    assert sorted(page_one + page_two) == sorted(rows)
+
+    shown = await run_cli("deliveries", "show", sid, data.failed[0], env=env, cwd=tmp_path)
+
+    assert shown.code == 0, shown.stderr
+    envelope = data.envelopes[data.failed[0]]
+    assert f"verification.created {envelope['id']}" in shown.stdout
+    assert re.search(r"^attempt 1: +\S+Z  HTTP 500  12 ms$", shown.stdout, re.M)
+    assert "'boom'" in shown.stdout
+    payload = shown.stdout.split("payload:\n", 1)[1]
+    assert orjson.loads(payload) == envelope
+
+    as_json = await run_cli(
+        "deliveries", "show", sid, data.sent, "--org", "org_cli", "--json", env=env, cwd=tmp_path
+    )
+    detail = orjson.loads(as_json.stdout)
+    assert detail["payload"] == data.envelopes[data.sent]
+    assert [(a["number"], a["responseCode"], a["responseExcerpt"]) for a in detail["attempts"]] == [
+        (1, 200, "ok")
+    ]
+
+
+async def test_deliveries_refuses_bad_input_and_unknown_ids(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    bad = await run_cli(
+        "deliveries",
+        "list",
+        sid,
+        "--status",
+        "lost",
+        "--limit",
+        "0",
+        "--since",
+        "yesterday",
+        env=env,
+        cwd=tmp_path,
+    )
+    malformed = await run_cli("deliveries", "list", "whk_nope", env=env, cwd=tmp_path)
+    other_org = await run_cli(
+        "deliveries", "list", sid, "--org", "org_other", env=env, cwd=tmp_path
+    )
+    unknown = await run_cli(
+        "deliveries", "show", sid, ids.new_id(ids.DELIVERY), env=env, cwd=tmp_path
+    )
+
+    assert bad.code == 2
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("identity-webhooks deliveries list: ")
+    for option in ("--status: must be one of", "--limit: must be a whole number", "--since: "):
+        assert option in line
+    assert malformed.code == 2
+    assert "'whk_nope' is not a subscription id" in malformed.stderr
+    assert other_org.code == 1
+    assert other_org.stderr.strip().endswith(f"no subscription {sid} in org_other")
+    assert unknown.code == 1
+    assert "no delivery whd_" in unknown.stderr
+    for result in (bad, malformed, other_org, unknown):
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+async def test_redeliver_makes_a_finished_delivery_due_again(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+    before = now_ms()
+
+    result = await run_cli(
+        "redeliver", sid, data.failed[0], "--org", "org_cli", env=env, cwd=tmp_path
+    )
+
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"{data.failed[0]} is due now")
+    async with opened(cli_database) as store:
+        detail = await store.get_delivery("org_cli", sid, data.failed[0])
+        jobs = await store.claim_due("claimer", 10, 60_000)
+    assert detail is not None
+    assert detail.row.status is DeliveryStatus.PENDING
+    assert detail.row.next_attempt_at is not None
+    assert before - 1000 <= detail.row.next_attempt_at <= now_ms()
+    # What a running service's claimer does next: the redelivered one is due, the other
+    # failed one is not.
+    assert data.failed[0] in {job.id for job in jobs}
+    assert data.failed[1] not in {job.id for job in jobs}
+
+
+async def test_redeliver_refuses_unknown_deliveries_and_inactive_subscriptions(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    unknown = await run_cli("redeliver", sid, ids.new_id(ids.DELIVERY), env=env, cwd=tmp_path)
+    malformed = await run_cli("redeliver", sid, "whd_x", env=env, cwd=tmp_path)
+    async with opened(cli_database) as store:
+        await store.update_subscription("org_cli", sid, SubscriptionChanges(active=False))
+    inactive = await run_cli("redeliver", sid, data.failed[1], env=env, cwd=tmp_path)
+
+    assert unknown.code == 1
+    assert "no delivery whd_" in unknown.stderr
+    assert malformed.code == 2
+    assert "not a delivery id" in malformed.stderr
+    assert inactive.code == 1
+    assert "cannot redeliver: the subscription is inactive" in inactive.stderr
+    assert "Traceback" not in unknown.stderr + malformed.stderr + inactive.stderr
+    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.FAILED
+
+
+async def test_replay_in_bounded_calls_then_everything(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    first = await run_cli("replay", sid, "--since", "10m", "--limit", "1", env=env, cwd=tmp_path)
+
+    assert first.code == 0, first.stderr
+    queued, cut = first.stdout.splitlines()
+    assert queued.startswith(f"queued 1 failed deliveries of {sid} from ")
+    since = cut.removeprefix("cut short at 1: run again with --since ")
+    assert parse_time(since) == datetime.fromtimestamp(data.occurred[data.failed[1]] / 1000, UTC)
+    assert await status_of(cli_database, data, data.failed[0]) is DeliveryStatus.PENDING
+    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.FAILED
+
+    rest = await run_cli("replay", sid, "--org", "org_cli", "--since", since, env=env, cwd=tmp_path)
+
+    assert rest.code == 0, rest.stderr
+    (line,) = rest.stdout.splitlines()
+    assert line.startswith("queued 1 failed deliveries")
+    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.PENDING
+
+    until = format_time(datetime.now(UTC) + timedelta(seconds=1))
+    everything = await run_cli(
+        "replay",
+        sid,
+        "--since",
+        "10m",
+        "--until",
+        until,
+        "--event",
+        "verification.created",
+        "--all",
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert everything.code == 0, everything.stderr
+    # The sent one and the event it never had; the open ones are left alone.
+    assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None}
+    assert await status_of(cli_database, data, data.sent) is DeliveryStatus.PENDING
+    async with opened(cli_database) as store:
+        page = await store.list_deliveries("org_cli", sid, DeliveryFilter(), 10, None)
+    assert data.unsent_event in {row.event_id for row in page.rows}
+
+
+async def test_replay_refuses_a_window_outside_the_retention_and_other_events(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    too_old = await run_cli("replay", sid, "--since", "31d", env=env, cwd=tmp_path)
+    not_its = await run_cli(
+        "replay", sid, "--since", "1h", "--event", "review.overridden", env=env, cwd=tmp_path
+    )
+    backwards = await run_cli(
+        "replay", sid, "--since", "1h", "--until", "2h", env=env, cwd=tmp_path
+    )
+    none = await run_cli("replay", sid, "--since", "1h", "--limit", "0", env=env, cwd=tmp_path)
+    unknown = await run_cli(
+        "replay", ids.new_id(ids.SUBSCRIPTION), "--since", "1h", env=env, cwd=tmp_path
+    )
+
+    assert too_old.code == 2
+    assert "--since: is before the retention (events are kept from " in too_old.stderr
+    assert not_its.code == 2
+    assert "--event: the subscription does not receive review.overridden" in not_its.stderr
+    assert backwards.code == 2
+    assert "--until: must be after since" in backwards.stderr
+    assert none.code == 2
+    assert "--limit: must be from 1 to 10000" in none.stderr
+    assert unknown.code == 1
+    assert "no subscription whk_" in unknown.stderr
+    for result in (too_old, not_its, backwards, none, unknown):
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+    assert await status_of(cli_database, data, data.failed[0]) is DeliveryStatus.FAILED
+
+
+async def test_rotate_secret_prints_the_new_secret_last(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid, old = data.subscription.id, data.subscription.secret
+    before = now_ms()
+
+    result = await run_cli("rotate-secret", sid, "--overlap", "2h", env=env, cwd=tmp_path)
+
+    assert result.code == 0, result.stderr
+    secret = result.stdout.splitlines()[-1]
+    assert re.fullmatch(r"qe_whsec_[0-9a-f]{64}", secret), secret
+    assert secret != old
+    assert secret not in result.stderr
+    async with opened(cli_database) as store:
+        rotated = await store.get_subscription("org_cli", sid)
+    assert rotated is not None
+    assert rotated.secret == secret
+    assert rotated.previous_secret == old
+    assert rotated.previous_secret_until is not None
+    assert before + 7_200_000 <= rotated.previous_secret_until <= now_ms() + 7_200_000
+    expiry = datetime.fromtimestamp(rotated.previous_secret_until / 1000, UTC)
+    assert f"signs too until {format_time(expiry)}" in result.stderr
+
+
+async def test_rotate_secret_refuses_a_long_overlap_and_another_org(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    env, data = cli_database.env, await seeded(cli_database)
+    sid = data.subscription.id
+
+    too_long = await run_cli("rotate-secret", sid, "--overlap", "8d", env=env, cwd=tmp_path)
+    not_a_duration = await run_cli("rotate-secret", sid, "--overlap", "soon", env=env, cwd=tmp_path)
+    other_org = await run_cli("rotate-secret", sid, "--org", "org_other", env=env, cwd=tmp_path)
+
+    assert too_long.code == 2
+    assert "--overlap: " in too_long.stderr
+    assert "604800" in too_long.stderr
+    assert not_a_duration.code == 2
+    assert "'soon' is not a duration" in not_a_duration.stderr
+    assert other_org.code == 1
+    for result in (too_long, not_a_duration, other_org):
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+    async with opened(cli_database) as store:
+        unchanged = await store.get_subscription("org_cli", sid)
+    assert unchanged is not None
+    assert unchanged.secret == data.subscription.secret
+    assert unchanged.previous_secret is None
+
+
+async def test_a_recovery_command_says_in_one_line_when_the_database_is_away(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "WEBHOOKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/webhooks",
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+    }
+
+    result = await run_cli("redeliver", ids.new_id("whk"), ids.new_id("whd"), env=env, cwd=tmp_path)
+
+    assert result.code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("identity-webhooks redeliver: the database is away: ")
 
 
 # -- migrate ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from service import ids
 from service.api import routes
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
-from service.api.routes import iso
+from service.api.recovery import iso
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
