@@ -50,9 +50,13 @@ class LiveApp:
             raw = await r.read()
             return r.status, orjson.loads(raw) if raw else None
 
-    async def subscribe(self, path: str, **fields: Any) -> dict[str, Any]:
-        """A subscription to verification.created at the receiver's `path`, through the API."""
-        body = {"url": self.receiver.url(path), "events": ["verification.created"], **fields}
+    async def subscribe(
+        self, path: str, *, at: Receiver | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """A subscription to verification.created at `path` of the receiver (or of `at`),
+        through the API; `fields` are more of the POST body."""
+        url = (at or self.receiver).url(path)
+        body = {"url": url, "events": ["verification.created"], **fields}
         status, created = await self.call("POST", body=body)
         assert status == 201, created
         assert isinstance(created, dict)
