@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from typing import Any
 
 import pytest
 
@@ -118,3 +120,105 @@ async def test_a_successful_test_send_closes_the_circuit_at_once() -> None:
     await settle()
     assert not lane.circuit_open
     assert len(endpoint.attempts) == 30
+
+
+# -- rate limits (issue 12) ---------------------------------------------------------------------
+
+
+class PacedLane(Lane):
+    """A lane that notes the loop time of each start, at the moment the lane decides it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.starts: list[float] = []
+
+    def _started(self) -> None:
+        self.starts.append(asyncio.get_running_loop().time())
+        super()._started()
+
+
+def spacing(starts: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(starts)]
+
+
+# Loop times are floats: (t + 1/rate) - t may come out a hair under 1/rate.
+EPSILON = 1e-9
+
+
+async def test_a_rate_limited_lane_spaces_its_starts_by_one_over_the_rate() -> None:
+    endpoint = Endpoint(healthy=True)
+    lane = PacedLane("whk_1", 4, 100, endpoint.run, lambda: None, rate=lambda: 20)
+    for n in range(8):
+        assert lane.offer(job(n))
+    assert len(endpoint.attempts) == 0  # nothing runs before the loop turns
+    assert len(lane.starts) == 1  # but only the first may start at once
+    await settle(8 / 20 + 0.1)
+    assert len(endpoint.attempts) == 8
+    assert len(lane.starts) == 8
+    assert min(spacing(lane.starts)) >= 1 / 20 - EPSILON, spacing(lane.starts)
+    assert endpoint.most_in_flight == 1  # 1 ms attempts 50 ms apart never overlap
+    assert lane.idle
+
+
+async def test_a_rate_change_applies_to_the_open_lane_at_its_next_start() -> None:
+    endpoint = Endpoint(healthy=True)
+    rate: list[int | None] = [50]
+    lane = PacedLane("whk_1", 4, 100, endpoint.run, lambda: None, rate=lambda: rate[0])
+    for n in range(10):
+        lane.offer(job(n))
+    await settle(0.07)  # a few at 50/s
+    rate[0] = 10
+    started = len(lane.starts)
+    assert 2 <= started < 10
+    await settle(1.0)
+    assert len(lane.starts) == 10
+    # The start due at the old pace may come; every start after it waits 1/10 s.
+    slower = spacing(lane.starts[started:])
+    assert min(slower) >= 1 / 10 - EPSILON, slower
+    # Lifting the limit lets the rest go at once, as far as the concurrency allows.
+    rate[0] = None
+    for n in range(10, 20):
+        lane.offer(job(n))
+    await settle()
+    assert len(endpoint.attempts) == 20
+    assert endpoint.most_in_flight == 4
+
+
+def test_a_rate_limited_lane_holds_two_seconds_worth_within_its_queue_size() -> None:
+    rate: list[int | None] = [None]
+
+    def lane(concurrency: int, queue_size: int) -> Lane:
+        return Lane(
+            "whk_1",
+            concurrency,
+            queue_size,
+            Endpoint(healthy=True).run,
+            lambda: None,
+            rate=lambda: rate[0],
+        )
+
+    cases = [
+        # (rate, concurrency, queue size): min(queue size, max(concurrency, 2 x rate))
+        (None, 4, 100, 100),
+        (20, 4, 100, 40),
+        (1, 4, 100, 4),
+        (1, 1, 100, 2),
+        (20, 4, 10, 10),
+        (10_000, 10, 200, 200),
+    ]
+    for limit, concurrency, queue_size, expected in cases:
+        rate[0] = limit
+        assert lane(concurrency, queue_size).capacity == expected, (limit, concurrency)
+
+
+async def test_a_rate_limited_lane_turns_away_what_is_over_its_capacity() -> None:
+    endpoint = Endpoint(healthy=True)
+    lane = Lane("whk_1", 10, 200, endpoint.run, lambda: None, rate=lambda: 5)
+    assert lane.capacity == 10
+    taken = [lane.offer(job(n)) for n in range(15)]
+    # The first starts at once and leaves the queue; ten wait in memory, the rest in the store.
+    assert taken == [True] * 11 + [False] * 4
+    assert lane.backlogged
+    assert len(lane.held) == 11
+    lane.drain_queue()
+    await settle()

@@ -1,0 +1,144 @@
+"""A subscription's static `headers` on both stores (issue 12): they reach the receiver exactly
+as set, with `/test` and with deliveries from Kafka, change with a PATCH, and can never stand in
+for a header the service sets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from multidict import CIMultiDictProxy
+
+from deploy.local.receiver import Received, Receiver
+from service.settings import Settings
+from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
+from tests.support.live import LiveApp, live_app
+
+pytestmark = pytest.mark.integration
+
+STATIC = {
+    "Authorization": "Bearer tenant-token-123",
+    "X-Tenant": "acme corp",  # an inner space is kept
+    "x-lower-case": 'v=1;w="two"',
+    "Accept": "application/json, text/plain",  # aiohttp sends */* unless told
+}
+# Every name the service sets, and the hop-by-hop and framing ones, in any case.
+OURS = [
+    "Content-Type",
+    "content-type",
+    "User-Agent",
+    "HOST",
+    "Content-Length",
+    "X-Identity-Event",
+    "x-identity-delivery",
+    "X-Identity-Signature",
+    "X-Quantum-Signature",
+    "x-quantum-anything",
+    "X-Sibling-Service",
+    "Transfer-Encoding",
+    "Connection",
+    "Proxy-Authorization",
+]
+
+
+@pytest.fixture
+async def live(
+    settings_for: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
+) -> AsyncIterator[LiveApp]:
+    async with live_app(settings_for, topics, kafka_bootstrap, receiver) as app:
+        yield app
+
+
+async def deliveries(live: LiveApp, subscription_id: str, path: str) -> list[Received]:
+    """One `/test` and one event through Kafka: the two requests as received."""
+    status, result = await live.call("POST", f"/{subscription_id}/test")
+    assert (status, result["status"]) == (200, "sent"), result
+    (event,) = await live.produce()
+    await live.receiver.wait_for(
+        lambda: any(r.event_id == event["id"] for r in live.receiver.at(path)),
+        what=f"event {event['id']}",
+    )
+    tested = [r for r in live.receiver.at(path) if r.delivery == result["deliveryId"]]
+    produced = [r for r in live.receiver.at(path) if r.event_id == event["id"]]
+    assert len(tested) == len(produced) == 1
+    return [*tested, *produced]
+
+
+def values(got: Received, name: str) -> list[str]:
+    """Every value of a header as received (the receiver keeps aiohttp's multidict)."""
+    assert isinstance(got.headers, CIMultiDictProxy)
+    return got.headers.getall(name, [])
+
+
+def assert_ours_intact(got: Received, secret: str) -> None:
+    assert values(got, "Content-Type") == ["application/json"]
+    assert got.headers["User-Agent"].startswith("QuantumElixir-Identity-Webhooks/")
+    assert got.headers["X-Identity-Delivery"].startswith("whd_")
+    verify_signature(secret, got.headers[LEGACY_HEADER], got.body)
+    verify_signature(secret, got.headers[QUANTUM_HEADER], got.body)
+
+
+async def test_static_headers_arrive_exactly_as_set_beside_ours(live: LiveApp) -> None:
+    created = await live.subscribe("static", headers=STATIC)
+    status, row = await live.call("GET", f"/{created['id']}")
+    assert (status, row["headers"]) == (200, STATIC)
+    for got in await deliveries(live, created["id"], "static"):
+        for name, value in STATIC.items():
+            assert values(got, name) == [value], name
+        assert_ours_intact(got, created["secret"])
+
+
+async def test_a_patch_replaces_the_static_headers_and_null_clears_them(live: LiveApp) -> None:
+    created = await live.subscribe("patched", headers=STATIC)
+    sid = created["id"]
+    status, row = await live.call("PATCH", f"/{sid}", {"headers": {"X-Other": "2"}})
+    assert (status, row["headers"]) == (200, {"X-Other": "2"})
+    for got in await deliveries(live, sid, "patched"):
+        assert values(got, "X-Other") == ["2"]
+        assert "X-Tenant" not in got.headers
+        assert "Authorization" not in got.headers
+    seen = len(live.receiver.at("patched"))
+    status, row = await live.call("PATCH", f"/{sid}", {"headers": None})
+    assert (status, row["headers"]) == (200, {})
+    for got in await deliveries(live, sid, "patched"):
+        assert "X-Other" not in got.headers
+        assert_ours_intact(got, created["secret"])
+    assert len(live.receiver.at("patched")) == seen + 2
+
+
+async def test_a_static_header_can_never_be_one_of_ours(live: LiveApp) -> None:
+    created = await live.subscribe("guarded", headers={"X-Tenant": "acme"})
+    sid = created["id"]
+    for name in OURS:
+        status, body = await live.call(
+            "POST",
+            body={
+                "url": live.receiver.url("nope"),
+                "events": ["verification.created"],
+                "headers": {name: "forged"},
+            },
+        )
+        assert status == 422, (name, body)
+        assert any(e["field"] == "headers" for e in body["errors"]), body
+        status, body = await live.call("PATCH", f"/{sid}", {"headers": {name: "forged"}})
+        assert status == 422, (name, body)
+    # Bad names and values, too many, too large, the same name twice in two cases.
+    for bad in (
+        {"Bad Name": "x"},
+        {"X-Ok": "line\r\nX-Injected: 1"},
+        {"X-Ok": " leading space"},
+        {f"X-H{n}": "v" for n in range(21)},
+        {"X-Big": "v" * 4096},
+        {"X-Twice": "1", "x-twice": "2"},
+        {"X-Number": 5},
+    ):
+        status, body = await live.call("PATCH", f"/{sid}", {"headers": bad})
+        assert status == 422, (bad, body)
+    # Nothing refused was stored: the deliveries carry what was set first, and ours.
+    status, row = await live.call("GET", f"/{sid}")
+    assert row["headers"] == {"X-Tenant": "acme"}
+    for got in await deliveries(live, sid, "guarded"):
+        assert values(got, "X-Tenant") == ["acme"]
+        assert "forged" not in str(dict(got.headers))
+        assert_ours_intact(got, created["secret"])
+    assert live.receiver.at("nope") == []
