@@ -11,6 +11,12 @@ status answered). How a path answers:
   `redirect` (302), `huge` (a 5 MiB answer), `hang…` (no answer until the receiver stops);
 - else with the default status (200 in-process; the command's `--status`, 204 by default).
 
+Before the path, a request's customer (the body's `data.customerId`) may decide: a `Behaviour` set
+for that customer (`set_customer()`, or `POST /_/set?customer=C&status=503`; `/_/clear?customer=C`
+ends it), or a seeded random failure (`fail_at_random()`). While either is in use the receiver
+also counts each (path, customer)'s requests in flight: `max_in_flight_by_customer` shows whether
+one customer's deliveries ever overlapped (the ordered delivery tests).
+
 With a secret file (the demo) it checks both signature headers with the file's current secret
 instead: 204 when each header present verifies and one is present, 401 otherwise, 503 while the
 file is still empty; and it prints one line per delivery: ids, event name and verdicts, never the
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import sys
 import time
@@ -51,6 +58,7 @@ Emit = Callable[[str], None]
 
 DEMO_PATH = "/webhooks/identity"
 _ID_KEY = b'"id":"'
+_CUSTOMER_KEY = b'"customerId":"'
 _FIELD_CHARS = 64
 _ROOT = Path(__file__).resolve().parents[2]  # so that `-m deploy.local.receiver` resolves
 
@@ -72,11 +80,21 @@ class Received:
     @property
     def event_id(self) -> str:
         """The envelope's id, cut out with two `find`s rather than a JSON parse."""
-        start = self.body.find(_ID_KEY)
-        if start < 0:
-            return ""
-        start += len(_ID_KEY)
-        return self.body[start : self.body.find(b'"', start)].decode("ascii", "replace")
+        return _cut(self.body, _ID_KEY)
+
+    @property
+    def customer(self) -> str:
+        """The envelope's `data.customerId` (the first `customerId` in the body)."""
+        return _cut(self.body, _CUSTOMER_KEY)
+
+
+def _cut(body: bytes, key: bytes) -> str:
+    """The string value after `key` (`"name":"`), or "" when there is none."""
+    start = body.find(key)
+    if start < 0:
+        return ""
+    start += len(key)
+    return body[start : body.find(b'"', start)].decode("ascii", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +115,14 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     ok: Counter[str] = field(default_factory=Counter)
     max_in_flight: Counter[str] = field(default_factory=Counter)
+    max_in_flight_by_customer: Counter[tuple[str, str]] = field(default_factory=Counter)
     _behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    _by_customer: dict[str, Behaviour] = field(default_factory=dict)
+    _per_customer: bool = False  # a customer may decide, and overlaps are counted
+    _failure_rate: float = 0.0
+    _failure_status: int = 500
+    _rng: random.Random = field(default_factory=random.Random)
+    _customer_in_flight: Counter[tuple[str, str]] = field(default_factory=Counter)
     _seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     _in_flight: Counter[str] = field(default_factory=Counter)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -120,6 +145,26 @@ class Receiver:
     def set(self, path: str, behaviour: Behaviour) -> None:
         self._behaviours[path] = behaviour
 
+    def set_customer(self, customer: str, behaviour: Behaviour | None) -> None:
+        """Answers every request about `customer` (on any path) so, until set to None."""
+        self._per_customer = True
+        if behaviour is None:
+            self._by_customer.pop(customer, None)
+        else:
+            self._by_customer[customer] = behaviour
+
+    def fail_at_random(self, rate: float, seed: int, status: int = 500) -> None:
+        """Answers `status` to a share `rate` of the requests of customers without a behaviour
+        of their own, drawn from a generator seeded with `seed`."""
+        self._per_customer = True
+        self._failure_rate = rate
+        self._failure_status = status
+        self._rng = random.Random(seed)  # noqa: S311 - test failures, not cryptography
+
+    def overlapping_customers(self) -> dict[tuple[str, str], int]:
+        """(path, customer) pairs that ever had two requests in flight at once."""
+        return {k: n for k, n in self.max_in_flight_by_customer.items() if n > 1}
+
     async def wait_for(
         self, condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
     ) -> None:
@@ -140,19 +185,50 @@ class Receiver:
         name = request.path[1:]
         if self._secret is not None:
             return self._check(request.headers, body, arrived)
+        if self._per_customer:
+            return await self._as_customer_says(name, request.headers, body, arrived)
+        return await self._answer(name, request.headers, body, arrived)
+
+    async def _as_customer_says(
+        self, name: str, headers: Mapping[str, str], body: bytes, arrived: float
+    ) -> web.StreamResponse:
+        """The customer's behaviour, or a random failure, or else the path's answer; the
+        (path, customer)'s requests in flight counted all along."""
+        key = (name, _cut(body, _CUSTOMER_KEY))
+        self._customer_in_flight[key] += 1
+        self.max_in_flight_by_customer[key] = max(
+            self.max_in_flight_by_customer[key], self._customer_in_flight[key]
+        )
+        try:
+            forced = self._by_customer.get(key[1])
+            if forced is None and self._failure_rate and self._rng.random() < self._failure_rate:
+                forced = Behaviour(status=self._failure_status)
+            if forced is None:
+                return await self._answer(name, headers, body, arrived)
+            self._note(name, headers, body, arrived, forced.status)
+            if forced.delay:
+                await asyncio.sleep(forced.delay)
+            return web.Response(status=forced.status)
+        finally:
+            self._customer_in_flight[key] -= 1
+
+    async def _answer(
+        self, name: str, headers: Mapping[str, str], body: bytes, arrived: float
+    ) -> web.StreamResponse:
+        """As the path's behaviour says, or its script, or the default status."""
         behaviour = self._behaviours.get(name)
         if behaviour is None:
-            response = self._scripted(name, request.headers)
+            response = self._scripted(name, headers)
             if response is None:
-                return await self._hang_until_stopped(name, request.headers, body, arrived)
-            self._note(name, request.headers, body, arrived, response.status)
+                return await self._hang_until_stopped(name, headers, body, arrived)
+            self._note(name, headers, body, arrived, response.status)
             return response
         if behaviour.hang:
-            self._note(name, request.headers, body, arrived, 0)
+            self._note(name, headers, body, arrived, 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), behaviour.hang)
             return web.Response(status=204)
-        self._note(name, request.headers, body, arrived, behaviour.status)
+        self._note(name, headers, body, arrived, behaviour.status)
         if behaviour.delay:
             # Only a path that takes time can have more than one request in flight here.
             self._in_flight[name] += 1
@@ -225,20 +301,25 @@ class Receiver:
             return web.Response(body=orjson.dumps(stats), content_type="application/json")
         if what == "set":
             query = request.query
-            self.set(
-                query["path"],
-                Behaviour(
-                    status=int(query.get("status", "204")),
-                    delay=float(query.get("delay", "0")),
-                    hang=float(query.get("hang", "0")),
-                ),
+            behaviour = Behaviour(
+                status=int(query.get("status", "204")),
+                delay=float(query.get("delay", "0")),
+                hang=float(query.get("hang", "0")),
             )
+            if "customer" in query:
+                self.set_customer(query["customer"], behaviour)
+            else:
+                self.set(query["path"], behaviour)
+            return web.Response(status=204)
+        if what == "clear":
+            self.set_customer(request.query["customer"], None)
             return web.Response(status=204)
         if what == "dump":
             columns = {
                 "path": [r.path for r in self.requests],
                 "delivery": [r.delivery for r in self.requests],
                 "event": [r.event_id for r in self.requests],
+                "customer": [r.customer for r in self.requests],
                 "at": [r.at for r in self.requests],
                 "status": [r.status for r in self.requests],
             }
@@ -356,6 +437,7 @@ class Receipts:
     event: list[str]
     at: list[float]
     status: list[int]
+    customer: list[str] = field(default_factory=list)
 
 
 class ReceiverProcess:
@@ -414,9 +496,29 @@ class ReceiverProcess:
         async with self._session.post(f"{self.base}/_/set", params=params) as response:
             response.raise_for_status()
 
+    async def set_customer(self, customer: str, *, status: int = 500, delay: float = 0.0) -> None:
+        """Every request about `customer` is answered `status` (after `delay`), on any path."""
+        assert self._session is not None
+        params = {"customer": customer, "status": str(status), "delay": str(delay)}
+        async with self._session.post(f"{self.base}/_/set", params=params) as response:
+            response.raise_for_status()
+
+    async def clear_customer(self, customer: str) -> None:
+        assert self._session is not None
+        params = {"customer": customer}
+        async with self._session.post(f"{self.base}/_/clear", params=params) as response:
+            response.raise_for_status()
+
     async def dump(self) -> Receipts:
         data = await self._get("dump")
-        return Receipts(data["path"], data["delivery"], data["event"], data["at"], data["status"])
+        return Receipts(
+            data["path"],
+            data["delivery"],
+            data["event"],
+            data["at"],
+            data["status"],
+            data["customer"],
+        )
 
     async def stop(self) -> None:
         if self._session is not None:

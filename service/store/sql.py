@@ -811,11 +811,14 @@ class SqlStore(Store):
             "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
             "AND s.active)",
             # Ordered: only the head of its customer's queue (no open one before it), so one
-            # customer's deliveries never go out together or out of order, whoever claims.
+            # customer's deliveries never go out together or out of order, whoever claims; and
+            # never while another of the customer's is held (in flight): on PostgreSQL a place
+            # taken from the sequence may commit after a later one was claimed.
             "(seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p "
             "WHERE p.subscription_id = deliveries.subscription_id "
-            "AND p.ordering_key = deliveries.ordering_key AND p.seq < deliveries.seq "
-            "AND p.status IN ('pending', 'retrying')))",
+            "AND p.ordering_key = deliveries.ordering_key AND p.seq IS NOT NULL "
+            "AND p.status IN ('pending', 'retrying') AND (p.seq < deliveries.seq "
+            f"OR p.lease_until >= {self._driver.now_ms_sql})))",
         ]
         args: list[Any] = [now, owner, lease_ms, limit]
         if subscription_id is not None:

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         default="",
         help="comma-separated scenarios to run: floor,max,defaults,fanout10,latency,isolation,"
-        "backlog (default: all, or the quick set)",
+        "backlog,ordered (default: all, or the quick set)",
     )
     parser.add_argument(
         "--lane-concurrency",
@@ -74,7 +74,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     backends = Backends.from_env(postgres=not args.no_postgres)
     bench = Bench(backends, plan, args.lane_concurrency, _progress, args.fetch_wait)
     quick_set = {"floor", "max", "isolation"}
-    everything = {"floor", "max", "defaults", "fanout10", "latency", "isolation", "backlog"}
+    everything = {
+        "floor",
+        "max",
+        "defaults",
+        "fanout10",
+        "latency",
+        "isolation",
+        "backlog",
+        "ordered",
+    }
     wanted = set(args.only.split(",")) if args.only else (quick_set if args.quick else everything)
     stores = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
     results: dict[str, Any] = {
@@ -164,6 +173,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         median("recovery_peak_retry_per_s", backlog["dead_peak_attempts_per_s_recovery"])
         median("recovery_max_in_flight", backlog["recovered_max_in_flight"])
         median("backlog_dead_attempts_per_s", backlog["dead_mean_attempts_per_s_during"])
+    if "ordered" in wanted:
+        for store in stores:
+            key = f"ordered_{store}"
+            found[key] = await timed(
+                bench,
+                f"8. ordered delivery across 1,000 customers, {store}",
+                lambda store=store: scenarios.ordered(bench, store),  # type: ignore[misc]
+            )
+            for figure in (
+                "ordered_deliveries_per_s",
+                "unordered_deliveries_per_s",
+                "ordered_p99_ms_healthy",
+                "ordered_p99_ms_one_failing",
+                "unordered_p99_ms_one_failing",
+            ):
+                median(f"{figure}_{store}", found[key][figure])
     cpu_source = found.get("max_sqlite", {})
     cpu_runs = [r["cpu_us_per_delivery"] for r in cpu_source.get("confirm", []) if not r["void"]]
     if not cpu_runs and cpu_source and not cpu_source["ramp"]["void"]:
@@ -180,6 +205,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             ("postgres_share_of_floor", "PostgreSQL max as share of the raw floor"),
             ("p99_ms_at_500_postgres", "p99 ms at 500 events/s, fan-out 1 (PostgreSQL)"),
+            *(
+                (f"{figure}_{store}", f"{label} ({name})")
+                for store, name in (("sqlite", "SQLite"), ("postgres", "PostgreSQL"))
+                for figure, label in (
+                    ("ordered_deliveries_per_s", "ordered: deliveries/s, 1,000 customers"),
+                    ("unordered_deliveries_per_s", "ordered: the same events unordered, /s"),
+                    ("ordered_p99_ms_healthy", "ordered: p99 ms, all customers healthy"),
+                    (
+                        "ordered_p99_ms_one_failing",
+                        "ordered: healthy customers' p99 ms, one customer failing",
+                    ),
+                    (
+                        "unordered_p99_ms_one_failing",
+                        "unordered: healthy customers' p99 ms, one customer failing",
+                    ),
+                )
+            ),
             ("backlog_live_p99_ms_during", "backlog: live subscriptions' p99 ms during"),
             ("backlog_live_p99_ms_after", "backlog: live subscriptions' p99 ms after recovery"),
             ("recovery_deliveries_per_s", "recovery: deliveries/s to the recovered endpoint"),

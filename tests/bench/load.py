@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +27,13 @@ from service.signing import SignatureHeaders, signature_headers
 from tests.bench.stack import ORG, Topics
 
 SLEEP_QUANTUM = 0.001
+
+CustomerOf = Callable[[int], str]
+
+
+def round_robin(customers: int) -> CustomerOf:
+    """Event n is about `cus_b<n mod customers>`."""
+    return lambda n: f"cus_b{n % customers:04d}"
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,12 @@ class Produced:
 class OpenLoad:
     """Produces catalog events to the run's topics on a fixed schedule."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Topics, customer_of: CustomerOf | None = None
+    ) -> None:
         self._bootstrap = bootstrap
+        # Which customer the n-th event is about (None: a new one each); may change between runs.
+        self.customer_of = customer_of
         self._topics = topics
         self.produced = Produced()
         self._producer: AIOKafkaProducer | None = None
@@ -107,6 +118,8 @@ class OpenLoad:
                     name = next(events)
                     envelope = sample_event(name, ORG, datetime.fromtimestamp(due, UTC))
                     envelope["benchScheduledAt"] = due
+                    if self.customer_of is not None:
+                        envelope["data"]["customerId"] = self.customer_of(len(produced.ids))
                     value = orjson.dumps(envelope)
                     key = record_key(envelope)
                     future = await producer.send(self._topics.catalog[name], value, key=key)

@@ -19,7 +19,7 @@ from types import TracebackType
 from deploy.local.receiver import Receipts, ReceiverProcess
 from service.events import CATALOG
 from tests.bench.ledger import Ledger, balance, first_arrivals
-from tests.bench.load import OpenLoad, Phase, Produced
+from tests.bench.load import CustomerOf, OpenLoad, Phase, Produced
 from tests.bench.stack import (
     VAR,
     Backends,
@@ -73,6 +73,8 @@ class ServiceRun:
     env: dict[str, str] = field(default_factory=dict)
     ledger_paths: set[str] | None = None  # default: the OK endpoints
     events: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # default: catalog
+    ordering: Mapping[str, str] = field(default_factory=dict)  # path -> "customer"; else "none"
+    customer_of: CustomerOf | None = None  # who event n is about (None: a new customer each)
     hang_seconds: float = 30.0
     sample_every: float = 0.5
 
@@ -100,6 +102,10 @@ class ServiceRun:
         return self._service
 
     @property
+    def database_url(self) -> str:
+        return self._database_url
+
+    @property
     def load(self) -> OpenLoad:
         assert self._load is not None
         return self._load
@@ -124,6 +130,7 @@ class ServiceRun:
                 key,
                 {p: self.receiver.url(p) for p in self.endpoints},
                 self.events,
+                self.ordering,
             )
             env = service_env(
                 backends=self.backends,
@@ -136,7 +143,9 @@ class ServiceRun:
             self._service = ServiceChild(env, VAR / "logs" / f"{self.run_id}.log")
             stack.push_async_callback(self._service.stop)
             await self._service.start()
-            self._load = await stack.enter_async_context(OpenLoad(self.backends.kafka, topics))
+            self._load = await stack.enter_async_context(
+                OpenLoad(self.backends.kafka, topics, self.customer_of)
+            )
             self._sampler = asyncio.create_task(self._sample())
         except BaseException:
             await stack.aclose()

@@ -8,6 +8,9 @@
 5. isolation   nine healthy subscriptions' p99 with a tenth that hangs, over the same without it
 6. backlog     a dead endpoint (500) while 100,000 deliveries pile up for it: RSS, others' latency
 7. recovery    the dead endpoint comes back: time to drain and the retry rate it saw
+8. ordered     deliveries/s with `ordering: "customer"` across 1,000 customers beside the
+               unordered figure (same events, same receiver, same service), and the healthy
+               customers' p99 while one customer's endpoint path fails
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 from deploy.local.receiver import ReceiverProcess
 from service.events import CATALOG
 from tests.bench.ledger import latencies, latency_summary_ms
-from tests.bench.load import Phase, raw_floor
+from tests.bench.load import Phase, raw_floor, round_robin
 from tests.bench.runner import FAIL, HANG, OK, RunResult, ServiceRun
-from tests.bench.stack import Backends, proc_stats
+from tests.bench.stack import Backends, proc_stats, subscription_blocked
 
 # The service keeps up while what it owes is under this many seconds of arrivals: at the end of a
 # 60 s run, and (stricter, as a step is short) at the end of a ramp step.
@@ -62,6 +65,10 @@ class Plan:
     recovery_s: float
     recovery_cap_s: float
     drain_timeout_s: float
+    ordered_burst_events: int
+    ordered_burst_rate: float
+    ordered_rate: float
+    ordered_steady_s: float
 
     @classmethod
     def full(cls) -> Plan:
@@ -89,6 +96,10 @@ _PLANS: dict[str, tuple[Any, Any]] = {
     "recovery_s": (5.0, 0.0),
     "recovery_cap_s": (20.0, 0.0),
     "drain_timeout_s": (20.0, 15.0),
+    "ordered_burst_events": (30_000, 10_000),
+    "ordered_burst_rate": (5000.0, 3000.0),
+    "ordered_rate": (200.0, 100.0),
+    "ordered_steady_s": (20.0, 10.0),
 }
 
 
@@ -535,6 +546,141 @@ async def backlog(bench: Bench, rate: float) -> dict[str, Any]:
             [r["dead_attempts_during"]["mean_per_s"] for r in good]
         ),
     }
+
+
+# -- 8. ordered delivery -------------------------------------------------------------------------
+
+ORDERED_CUSTOMERS = 1000
+FAILING_CUSTOMER = "cus_b0000"
+FAILING_SHARE = 20  # in the latency phases, every 20th event is about the failing customer
+# Quick retries, and enough of them that the failing customer's deliveries outlast the scenario.
+ORDERED_RETRY_SCHEDULE = ",".join(["200ms", "500ms"] + ["1s"] * 120)
+
+
+def _hot_customer(n: int) -> str:
+    """One event in FAILING_SHARE is about the failing customer; the rest go round the others."""
+    if n % FAILING_SHARE == 0:
+        return FAILING_CUSTOMER
+    return f"cus_b{1 + n % (ORDERED_CUSTOMERS - 1):04d}"
+
+
+def _drain_rate(
+    result: RunResult, path: str, window: tuple[float, float]
+) -> tuple[float, float, int]:
+    """Deliveries/s to `path` of the events scheduled in `window`: how many arrived, over the
+    time from the window's start to the last first arrival; also that time and the count."""
+    scheduled = result.produced.scheduled_of()
+    start, end = window
+    arrivals = [
+        at
+        for (event, p), at in result.first.items()
+        if p == path and start <= scheduled.get(event, -1.0) < end
+    ]
+    if not arrivals:
+        return math.nan, math.nan, 0
+    span = max(arrivals) - start
+    return len(arrivals) / span, span, len(arrivals)
+
+
+async def _ordered_run(bench: Bench, store: str) -> dict[str, Any]:
+    plan = bench.plan
+    paths = {"unordered", "ordered"}
+    env = {**bench.lane_env, "WEBHOOKS_RETRY_SCHEDULE": ORDERED_RETRY_SCHEDULE}
+    async with ServiceRun(
+        bench.backends,
+        store,
+        dict.fromkeys(paths, OK),
+        env=env,
+        ordering={"ordered": "customer"},
+        customer_of=round_robin(ORDERED_CUSTOMERS),
+    ) as run:
+        # Throughput: a burst faster than the service delivers, drained by both subscriptions.
+        burst_s = plan.ordered_burst_events / plan.ordered_burst_rate
+        await run.produce([Phase("burst", plan.ordered_burst_rate, burst_s)])
+        burst_drained = await run.wait_delivered(max(60.0, 4 * plan.drain_timeout_s))
+        # Latency: a steady rate, healthy, then with one customer's endpoint path failing.
+        run.load.customer_of = _hot_customer
+        await run.produce([Phase("healthy", plan.ordered_rate, plan.ordered_steady_s)])
+        await run.receiver.set_customer(FAILING_CUSTOMER, status=500)
+        await run.produce([Phase("one_failing", plan.ordered_rate, plan.ordered_steady_s)])
+        blocked_at_end = await _blocked_customers(run)
+        await run.receiver.clear_customer(FAILING_CUSTOMER)
+        await run.wait_delivered(plan.drain_timeout_s * 2)
+        result = await run.finish()
+    windows = result.produced.windows
+    failing_events = {
+        e
+        for e, c in zip(result.receipts.event, result.receipts.customer, strict=True)
+        if c == FAILING_CUSTOMER
+    }
+    healthy_first = {k: v for k, v in result.first.items() if k[0] not in failing_events}
+    scheduled = result.produced.scheduled_of()
+    throughput: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
+    for path in sorted(paths):
+        rate, span, n = _drain_rate(result, path, windows["burst"])
+        throughput[path] = {"deliveries_per_s": rate, "drain_s": span, "deliveries": n}
+        latency[path] = {
+            phase: latency_summary_ms(
+                latencies(healthy_first, scheduled, paths={path}, window=windows[phase])
+            )
+            for phase in ("healthy", "one_failing")
+        }
+    failing_attempts = sum(
+        1
+        for p, c, st in zip(
+            result.receipts.path, result.receipts.customer, result.receipts.status, strict=True
+        )
+        if c == FAILING_CUSTOMER and st >= 500 and p in paths
+    )
+    return _run_record(
+        result,
+        customers=ORDERED_CUSTOMERS,
+        burst_events=plan.ordered_burst_events,
+        burst_events_per_s=plan.ordered_burst_rate,
+        burst_drained=burst_drained is not None,
+        throughput=throughput,
+        events_per_s=plan.ordered_rate,
+        failing_share=1 / FAILING_SHARE,
+        healthy_latency=latency,
+        failing_customer_failed_attempts=failing_attempts,
+        blocked_customers_at_end_of_failure=blocked_at_end,
+    )
+
+
+async def _blocked_customers(run: ServiceRun) -> int | None:
+    """The ordered subscription's `blockedCustomers`, read from the store (None if unreadable)."""
+    names = {name: sid for sid, name in run.names.items()}
+    try:
+        return await subscription_blocked(run.database_url, names["ordered"])
+    except Exception:
+        return None
+
+
+async def ordered(bench: Bench, store: str) -> dict[str, Any]:
+    runs = []
+    for n in range(bench.plan.runs):
+        record = await _ordered_run(bench, store)
+        runs.append(record)
+        tp, lat = record["throughput"], record["healthy_latency"]
+        bench.progress(
+            f"ordered {store} run {n + 1}: {tp['ordered']['deliveries_per_s']:,.0f} deliveries/s "
+            f"ordered vs {tp['unordered']['deliveries_per_s']:,.0f} unordered; healthy p99 "
+            f"{lat['ordered']['healthy']['p99_ms']:.0f} ms -> "
+            f"{lat['ordered']['one_failing']['p99_ms']:.0f} ms with one customer failing "
+            f"(void={record['void']})"
+        )
+    good = [r for r in runs if not r["void"]]
+    out: dict[str, Any] = {"runs": runs}
+    for path in ("ordered", "unordered"):
+        out[f"{path}_deliveries_per_s"] = summarize(
+            [r["throughput"][path]["deliveries_per_s"] for r in good]
+        )
+        for phase in ("healthy", "one_failing"):
+            out[f"{path}_p99_ms_{phase}"] = summarize(
+                [r["healthy_latency"][path][phase]["p99_ms"] for r in good]
+            )
+    return out
 
 
 Scenario = Callable[[], Awaitable[dict[str, Any]]]

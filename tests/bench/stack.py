@@ -105,17 +105,20 @@ async def create_subscriptions(
     encryption_key: str,
     urls: Mapping[str, str],
     events: Mapping[str, tuple[str, ...]],
+    ordering: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """One subscription per name (to every catalog event unless `events` names some), created
-    through the store before the service starts (which also migrates the schema). Returns
-    subscription id -> name."""
+    """One subscription per name (to every catalog event unless `events` names some; ordered as
+    `ordering` says, else "none"), created through the store before the service starts (which
+    also migrates the schema). Returns subscription id -> name."""
     settings = load_settings(database_url=database_url, encryption_key=SecretStr(encryption_key))
     store = await open_store(settings)
     try:
         names: dict[str, str] = {}
         for name, url in urls.items():
             wanted = events.get(name, CATALOG)
-            subscription = await store.create_subscription(ORG, url, wanted, "bench")
+            subscription = await store.create_subscription(
+                ORG, url, wanted, "bench", ordering=(ordering or {}).get(name, "none")
+            )
             names[subscription.id] = name
         return names
     finally:
@@ -138,6 +141,22 @@ async def store_deliveries(database_url: str) -> list[StoreRow]:
     connection = await asyncpg.connect(database_url)
     try:
         return [StoreRow(*row) for row in await connection.fetch(query)]
+    finally:
+        await connection.close()
+
+
+async def subscription_blocked(database_url: str, subscription_id: str) -> int:
+    """An ordered subscription's `blockedCustomers` as the API counts it, read while it runs."""
+    query = (
+        "SELECT count(DISTINCT ordering_key) FROM deliveries WHERE subscription_id = {} "
+        "AND status = 'retrying' AND seq IS NOT NULL"
+    )
+    if database_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            return int(db.execute(query.format("?"), (subscription_id,)).fetchone()[0])
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(await connection.fetchval(query.format("$1"), subscription_id))
     finally:
         await connection.close()
 

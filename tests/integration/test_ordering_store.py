@@ -4,11 +4,14 @@ deliveries together or out of order; a failing head holds up only its own custom
 
 from __future__ import annotations
 
+import asyncpg
+
 from service import ids
 from service.clock import now_ms
-from service.store import Store
+from service.store import Store, open_store
 from service.store.models import DeliveryStatus, IncomingEvent, NewDelivery
 from tests.integration.test_store_contract import EVENTS, attempt
+from tests.support.process import service_settings
 
 ORG = "org_a"
 
@@ -117,3 +120,44 @@ async def test_unordered_subscriptions_are_untouched(store: Store) -> None:
     assert len(created) == 3
     # Leased to ingest at once, as before: nothing left for a claimer.
     assert await store.claim_due("a", 100, 60_000) == []
+
+
+async def test_a_place_taken_earlier_but_committed_later_waits_for_the_one_in_flight(
+    fresh_postgres_url: str,
+) -> None:
+    """On PostgreSQL places come from a sequence, outside the transactions that take them: a
+    writer (another replica ingesting the customer's event from another topic, or a replay) can
+    take a smaller place and commit after a larger one was recorded and claimed. That delivery
+    must wait until the one in flight is done, or the customer has two requests at once."""
+    settings = service_settings(fresh_postgres_url, "127.0.0.1:9")
+    store = await open_store(settings, run_migrations=False)
+    connection = await asyncpg.connect(fresh_postgres_url)
+    try:
+        # The slow writer takes its place first...
+        early = int(await connection.fetchval("SELECT nextval('delivery_seq')"))
+        # ...the customer's next event is recorded with a larger one, and claimed: in flight.
+        sub_id, (later,) = await _ordered_queue(store, ["c1"])
+        assert [j.id for j in await store.claim_due("a", 100, 60_000)] == [later.id]
+        # Then the slow writer commits its delivery, with the smaller place.
+        event = event_about("c1")
+        await store.record_events([event], [], "ingest", 60_000)
+        late = ids.new_id("whd")
+        await connection.execute(
+            "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "
+            "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "
+            "VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, 'c1', $7)",
+            late,
+            event.id,
+            ORG,
+            sub_id,
+            event.event,
+            now_ms(),
+            early,
+        )
+        # Nobody takes it while the other is in flight; then it goes.
+        assert await store.claim_due("b", 100, 60_000) == []
+        await store.record_attempts([attempt(later, 1, DeliveryStatus.SENT, 200, now_ms())], "a")
+        assert [j.id for j in await store.claim_due("b", 100, 60_000)] == [late]
+    finally:
+        await connection.close()
+        await store.close()
