@@ -286,6 +286,15 @@ function subscriptionRow(row) {
       h('span', { class: 'muted small mono wrap', text: row.id }),
       row.installedBy ? h('span', { class: 'muted small', text: `by ${row.installedBy}` }) : null,
       row.rateLimit ? h('span', { class: 'muted small', text: `at most ${row.rateLimit}/s` }) : null,
+      row.ordering === 'customer'
+        ? h('span', { class: 'muted small', text: 'ordered per customer' })
+        : null,
+      row.blockedCustomers
+        ? h('span', {
+          class: 'error-text small',
+          text: `${row.blockedCustomers} customer(s) blocked since ${row.oldestBlockedDelivery ? row.oldestBlockedDelivery.createdAt : '?'}`,
+        })
+        : null,
       Object.keys(row.headers || {}).length
         ? h('span', { class: 'muted small', text: `headers: ${Object.keys(row.headers).join(', ')}` })
         : null),
@@ -389,6 +398,7 @@ async function openEdit(row) {
     $('#edit-url').value = row.url;
     $('#edit-installed-by').value = row.installedBy || '';
     $('#edit-rate-limit').value = row.rateLimit === null ? '' : String(row.rateLimit);
+    $('#edit-ordering').value = row.ordering || 'none';
     $('#edit-headers').value = headersText(row.headers);
     $('#edit-active').checked = row.active;
   }
@@ -399,6 +409,7 @@ async function openEdit(row) {
 const FIELD_INPUTS = {
   url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
   rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
+  ordering: '#edit-ordering',
 };
 
 async function submitEdit(event) {
@@ -421,6 +432,7 @@ async function submitEdit(event) {
     // A number the API checks; what is not one is sent as typed, for the API's own message.
     rateLimit: rate === '' ? null : (/^\d+$/.test(rate) ? Number(rate) : rate),
     headers: Object.keys(parsed.headers).length ? parsed.headers : null,
+    ordering: $('#edit-ordering').value,
   };
   const editing = state.editing;
   if (editing) body.active = $('#edit-active').checked;

@@ -359,17 +359,19 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(page.locator("#secret-value")).to_have_value("")
     assert rotated not in await page.content()
 
-    # -- edit: events, rate limit, paused ----------------------------------------------------
+    # -- edit: events, rate limit, ordering, paused ------------------------------------------
     await row.get_by_role("button", name="Edit").click()
     assert await page.get_by_label("Endpoint URL").input_value() == url
     await page.get_by_label("customer.kyc_updated").check()
     await page.get_by_label("Rate limit, deliveries per second").fill("20")
+    await page.get_by_label("Ordering").select_option("customer")
     await page.get_by_label("Active").uncheck()
     await page.get_by_role("button", name="Save").click()
     await expect(page.locator("#edit-dialog")).to_be_hidden()
     await expect(row.locator(".state-paused")).to_have_text("paused")
     await expect(row).to_contain_text("customer.kyc_updated")
     await expect(row).to_contain_text("at most 20/s")
+    await expect(row).to_contain_text("ordered per customer")
 
     # -- delete, after a confirmation --------------------------------------------------------
     await row.get_by_role("button", name="Delete").click()
