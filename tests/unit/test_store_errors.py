@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 from typing import cast
 
-import aiosqlite
 import asyncpg
 import pytest
 
@@ -33,7 +32,7 @@ def sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
     ],
 )
 def test_sqlite_errors_by_kind(exc: Exception, away: bool) -> None:
-    driver = SqliteDriver(cast(aiosqlite.Connection, object()))
+    driver = SqliteDriver(cast(sqlite3.Connection, object()))
     assert driver.unavailable(exc) is away
 
 
