@@ -46,6 +46,7 @@ NOT_FIGURES = frozenset({"lane_concurrency", "void_runs", "elapsed_s", "quick"})
 # Keys of a profile result that repeat its arguments.
 PROFILE_SETTINGS = frozenset({"rate", "seconds", "lane_concurrency"})
 PROFILE_LINE = re.compile(
+    r"(?P<rate>[\d,.]+) ev/s for [\d.]+ s on \w+: "
     r"service CPU (?P<share>[\d,.]+)% of a core, (?P<us>[\d,.]+) us per delivery "
     r"\((?P<kernel>[\d,.]+)% of it in the kernel\), owed (?P<owed>-?[\d,]+) at the end, "
     r"ledger balanced: (?P<balanced>True|False)"
@@ -165,6 +166,7 @@ def parse_profile_line(stdout: str) -> dict[str, Any] | None:
         "cpu_us_per_delivery": num("us"),
         "kernel_share_of_cpu": num("kernel") / 100,
         "owed_at_end": num("owed"),
+        "lag_s_at_end": num("owed") / num("rate") if num("rate") else math.nan,
         "ledger_balanced": match["balanced"] == "True",
     }
 
@@ -277,6 +279,7 @@ def check_side(side: Side, target: Target) -> str | None:
     for path in found.stdout.split():
         if not Path(path).resolve().is_relative_to(side.root.resolve()):
             return f"the child imported {path}, not the code under {side.root}"
+    print(f"{side.name} ({side.label}) imports {', '.join(found.stdout.split())}", flush=True)
     shown = _python(side, "-m", MODULES[target.kind], "--help")
     if shown.returncode != 0:
         return f"`python -m {MODULES[target.kind]} --help` failed: {shown.stderr.strip()[-500:]}"

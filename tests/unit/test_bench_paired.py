@@ -129,6 +129,7 @@ def test_parse_profile_line_of_an_older_profile() -> None:
         "cpu_us_per_delivery": 1635.0,
         "kernel_share_of_cpu": 0.12,
         "owed_at_end": 4.0,
+        "lag_s_at_end": 0.004,
         "ledger_balanced": True,
     }
     assert paired.parse_profile_line("Traceback ...") is None
