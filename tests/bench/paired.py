@@ -409,6 +409,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"baseline = {baseline.label}"
     )
     notes = [f"{s.name} side skipped: {s.skipped}" for s in (new, baseline) if s.skipped]
+    for side in (new, baseline):
+        if side.runs:
+            balanced = sum(1 for r in side.runs if (r["result"] or {}).get("ledger_balanced"))
+            notes.append(f"{side.name}: ledger balanced in {balanced} of {len(side.runs)} runs")
     failed = [r for r in [*new.runs, *baseline.runs] if r["returncode"] != 0]
     notes += [f"{r['side']} round {r['round']} exited {r['returncode']}" for r in failed]
     text = "\n".join([heading, "", table, *([""] if notes else []), *notes]) + "\n"
