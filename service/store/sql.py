@@ -791,20 +791,16 @@ class SqlStore(Store):
         )
 
     def _due(
-        self,
-        owner: str,
-        limit: int,
-        lease_ms: int,
-        subscription_id: str | None,
-        exclude: Sequence[str],
+        self, leading: Sequence[Any], subscription_id: str | None, exclude: Sequence[str]
     ) -> tuple[str, list[Any]]:
-        """The WHERE clause of due, unleased deliveries and its arguments: $1 now (this
-        replica's clock, which wrote the retry times), $2 owner, $3 the lease's length, $4 limit,
-        then the optional filters. Whether a lease has run out is the database clock's call."""
-        now = now_ms()
+        """The WHERE clause of due, unleased deliveries and its arguments: `leading` (the
+        caller's own, numbered from $1), then now (this replica's clock, which wrote the retry
+        times), then the optional filters. Whether a lease has run out is the database clock's
+        call."""
+        args: list[Any] = [*leading, now_ms()]
         conditions = [
             _OPEN,
-            "next_attempt_at <= $1",
+            f"next_attempt_at <= ${len(args)}",
             f"(lease_until IS NULL OR lease_until < {self._driver.now_ms_sql})",
             # A paused subscription's deliveries wait (PATCH active=false); they go out again
             # when it is re-enabled.
@@ -820,7 +816,6 @@ class SqlStore(Store):
             "AND p.status IN ('pending', 'retrying') AND (p.seq < deliveries.seq "
             f"OR p.lease_until >= {self._driver.now_ms_sql})))",
         ]
-        args: list[Any] = [now, owner, lease_ms, limit]
         if subscription_id is not None:
             args.append(subscription_id)
             conditions.append(f"subscription_id = ${len(args)}")
@@ -946,13 +941,22 @@ class SqlStore(Store):
         subscription_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[DeliveryJob]:
-        where, args = self._due(owner, limit, lease_ms, subscription_id, exclude)
+        # A read first: most claims (every poll of an idle process) find nothing, and a read
+        # costs no write transaction (on SQLite, no fsync).
+        where, args = self._due([], subscription_id, exclude)
+        async with self._connection() as conn:
+            if (
+                await conn.fetchrow(f"SELECT 1 AS one FROM deliveries WHERE {where} LIMIT 1", *args)
+                is None
+            ):
+                return []
+        where, args = self._due([owner, lease_ms, limit], subscription_id, exclude)
         async with self._transaction() as conn:
             claimed = await conn.fetch(
                 f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
-                f"ORDER BY next_attempt_at LIMIT $4 {self._driver.lock_due}) "
-                f"UPDATE deliveries SET lease_owner = $2, lease_until = {self._driver.now_ms_sql} "
-                "+ $3 WHERE id IN (SELECT id FROM due) RETURNING id",
+                f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
+                f"UPDATE deliveries SET lease_owner = $1, lease_until = {self._driver.now_ms_sql} "
+                "+ $2 WHERE id IN (SELECT id FROM due) RETURNING id",
                 *args,
             )
             if not claimed:
