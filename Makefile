@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-ops clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-cost bench-ops clean
 
 setup: $(VENV)/.installed
 
@@ -79,14 +79,27 @@ run: setup
 
 # The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each (~20 min),
 # or scenarios 1, 2 and 5 once and short plus `bench-ops` at 5,000 deliveries (`bench-quick`,
-# ~2 min). Results in var/bench/.
+# ~2 min). Results in var/bench/. BASELINE=REV (a git revision) runs each beside REV, checked out
+# in var/baseline/, alternating (tests.bench.paired; ROUNDS, default 2): twice as long, and a table
+# of new / baseline in var/bench/paired-<timestamp>.md. `bench-cost` is the service's CPU per
+# delivery at RATE events/s (tests.bench.profile --cost-only), paired when BASELINE is set.
+BASELINE ?=
+ROUNDS ?=
+RATE ?= 500
+COST_SECONDS ?= 20
+PAIRED = $(PY) -m tests.bench.paired --baseline $(BASELINE) $(if $(ROUNDS),--rounds $(ROUNDS)) --
 bench: setup $(VENV)/.bench
-	deploy/local/with-services.sh $(PY) -m tests.bench $(BENCH_ARGS)
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m tests.bench) $(BENCH_ARGS)
 
 bench-quick: setup $(VENV)/.bench
-	deploy/local/with-services.sh $(PY) -m tests.bench --quick $(BENCH_ARGS)
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m tests.bench) --quick \
+	  $(BENCH_ARGS)
 	SERVICES=postgres deploy/local/with-services.sh $(PY) -m tests.bench.operations \
 	  --deliveries 5000 --repeat 10 --depth 10
+
+bench-cost: setup $(VENV)/.bench
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED) profile,$(PY) -m tests.bench.profile) \
+	  --rate $(RATE) --seconds $(COST_SECONDS) --cost-only $(BENCH_ARGS)
 
 # The delivery log and health with 100,000 deliveries in each store (issue 12): seeded through
 # the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs only

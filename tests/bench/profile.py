@@ -6,19 +6,26 @@ phase. Only samples holding the GIL count (py-spy `--gil`): waiting in epoll or 
 queue would otherwise look busy; C work that releases the GIL (SQLite's own) is left out. Writes the
 collapsed stacks to var/bench/profile-<timestamp>.txt and prints the share of samples by
 package (inclusive: a frame anywhere in the stack) and the top functions by self time.
+`--json PATH` also writes the figures of the printed line (and deliveries/s, latency and lag of
+the steady phase) as JSON, for `tests.bench.paired`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import orjson
+
+from tests.bench.ledger import latencies, latency_summary_ms
 from tests.bench.load import Phase
 from tests.bench.runner import OK, ServiceRun
 from tests.bench.stack import VAR, Backends
@@ -45,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lane-concurrency", type=int, default=64)
     parser.add_argument(
         "--cost-only", action="store_true", help="no py-spy: only CPU per delivery and lag"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the figures as JSON to this file"
     )
     return parser
 
@@ -79,7 +89,7 @@ def summarize(collapsed: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-async def _profile(args: argparse.Namespace, out: Path) -> None:
+async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     backends = Backends.from_env(postgres=args.store == "postgres")
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
@@ -105,21 +115,52 @@ async def _profile(args: argparse.Namespace, out: Path) -> None:
         if spy_process is not None:
             await spy_process.wait()
         owed = await run.outstanding()
-        await run.wait_delivered(30)
+        drained_after = await run.wait_delivered(30)
         result = await run.finish()
+    produced = args.rate * args.seconds
+    window = result.produced.windows["steady"]
+    steady_end = started + elapsed
+    delivered = sum(
+        1
+        for at, status in zip(result.receipts.at, result.receipts.status, strict=True)
+        if 200 <= status < 300 and started <= at < steady_end
+    )
+    latency = latency_summary_ms(
+        latencies(result.first, result.produced.scheduled_of(), paths=run.paths, window=window)
+    )
+    figures: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "store": args.store,
+        "lane_concurrency": args.lane_concurrency,
+        "cpu_share_of_core": cpu / elapsed,
+        "cpu_us_per_delivery": cpu / produced * 1e6,
+        "kernel_share_of_cpu": system / cpu if cpu else math.nan,
+        "deliveries_per_s": delivered / elapsed,
+        "owed_at_end": owed,
+        "lag_s_at_end": owed / args.rate,
+        "drained_after_s": drained_after,
+        "p50_ms": latency["p50_ms"],
+        "p99_ms": latency["p99_ms"],
+        "ledger_balanced": result.ledger.balanced,
+    }
     print(
         f"{args.rate:,.0f} ev/s for {args.seconds:g} s on {args.store}: service CPU "
         f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * args.seconds) * 1e6:,.0f} us per "
         f"delivery ({system / cpu:.0%} of it in the kernel), owed {owed} at the end, "
         f"ledger balanced: {result.ledger.balanced}"
     )
+    return figures
 
 
 def main() -> None:
     args = _parser().parse_args()
     VAR.mkdir(parents=True, exist_ok=True)
     out = VAR / f"profile-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
-    asyncio.run(_profile(args, out))
+    figures = asyncio.run(_profile(args, out))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
     if args.cost_only:
         return
     print(summarize(out))
