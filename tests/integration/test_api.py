@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,9 +82,17 @@ class Api:
 
 @pytest.fixture
 async def api(settings_for: Settings) -> AsyncIterator[Api]:
-    settings = settings_for.model_copy(update={"allow_private_targets": False})
     # The API process of a split deployment: no consumer (its pipeline is tested elsewhere).
-    app = create_app(settings, Roles(consumer=False))
+    async with api_over(settings_for, Roles(consumer=False)) as api:
+        yield api
+
+
+@asynccontextmanager
+async def api_over(settings: Settings, roles: Roles) -> AsyncIterator[Api]:
+    """The app with `roles` on `settings` (private targets refused), with keys of org_a and,
+    as `other_key`, org_b."""
+    settings = settings.model_copy(update={"allow_private_targets": False})
+    app = create_app(settings, roles)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -219,11 +228,11 @@ async def test_patch_changes_fields_and_delete_removes(api: Api) -> None:
     assert status == 404
 
 
-def _fields(body: Any) -> set[str]:
+def problem_fields(body: Any) -> set[str]:
     return {error["field"] for error in body.get("errors", [])}
 
 
-def _assert_problem(status: int, body: Any, content_type: str, expected: int) -> None:
+def assert_problem(status: int, body: Any, content_type: str, expected: int) -> None:
     assert status == expected, body
     assert content_type == "application/problem+json"
     assert {"type", "title", "status", "detail"} <= set(body)
@@ -244,7 +253,7 @@ def _assert_problem(status: int, body: Any, content_type: str, expected: int) ->
 )
 async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expected: int) -> None:
     status, body, ct = await api.call("POST", raw=raw, headers={"Content-Type": content_type})
-    _assert_problem(status, body, ct, expected)
+    assert_problem(status, body, ct, expected)
 
 
 @pytest.mark.parametrize(
@@ -281,14 +290,14 @@ async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expecte
 )
 async def test_invalid_fields_name_the_field(api: Api, change: dict[str, Any], field: str) -> None:
     status, body, ct = await api.call("POST", body={**SEED_REQUEST, **change})
-    _assert_problem(status, body, ct, 422)
-    assert field in _fields(body), body
+    assert_problem(status, body, ct, 422)
+    assert field in problem_fields(body), body
 
 
 async def test_url_missing(api: Api) -> None:
     status, body, ct = await api.call("POST", body={"events": ["verification.created"]})
-    _assert_problem(status, body, ct, 422)
-    assert _fields(body) == {"url"}
+    assert_problem(status, body, ct, 422)
+    assert problem_fields(body) == {"url"}
 
 
 async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
@@ -300,8 +309,8 @@ async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
         ({"id": "whk_x"}, "id"),
     ):
         status, body, ct = await api.call("PATCH", f"/{created['id']}", change)
-        _assert_problem(status, body, ct, 422)
-        assert field in _fields(body)
+        assert_problem(status, body, ct, 422)
+        assert field in problem_fields(body)
     _, row, _ = await api.call("GET", f"/{created['id']}")
     assert row["events"] == SEED_REQUEST["events"]
 
@@ -319,7 +328,7 @@ async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
 async def test_requests_without_a_valid_key_are_401(api: Api, headers: dict[str, str]) -> None:
     async with api.client.get(BASE, headers=headers, skip_auto_headers=()) as response:
         body = await response.json(content_type=None)
-        _assert_problem(response.status, body, response.content_type, 401)
+        assert_problem(response.status, body, response.content_type, 401)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -329,7 +338,7 @@ async def test_revoked_key_is_401(api: Api) -> None:
     assert status == 200
     await api.store.revoke_api_key(record.id)
     status, body, ct = await api.call("GET", key=key)
-    _assert_problem(status, body, ct, 401)
+    assert_problem(status, body, ct, 401)
 
 
 async def test_another_orgs_subscription_is_404(api: Api) -> None:
@@ -337,7 +346,7 @@ async def test_another_orgs_subscription_is_404(api: Api) -> None:
     path = f"/{created['id']}"
     for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
         status, problem, ct = await api.call(method, path, body, key=api.other_key)
-        _assert_problem(status, problem, ct, 404)
+        assert_problem(status, problem, ct, 404)
     status, listed, _ = await api.call("GET", key=api.other_key)
     assert listed["rows"] == []
     _, row, _ = await api.call("GET", path)
@@ -348,7 +357,7 @@ async def test_another_orgs_subscription_is_404(api: Api) -> None:
 async def test_unknown_ids_are_404(api: Api, path: str) -> None:
     for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
         status, problem, ct = await api.call(method, path, body)
-        _assert_problem(status, problem, ct, 404)
+        assert_problem(status, problem, ct, 404)
 
 
 async def test_bad_query_parameters_are_422(api: Api) -> None:
@@ -361,8 +370,8 @@ async def test_bad_query_parameters_are_422(api: Api) -> None:
         ("?colour=red", "colour"),
     ):
         status, body, ct = await api.call("GET", query)
-        _assert_problem(status, body, ct, 422)
-        assert field in _fields(body)
+        assert_problem(status, body, ct, 422)
+        assert field in problem_fields(body)
 
 
 async def test_unknown_route_and_method_are_problems(api: Api) -> None:
@@ -471,8 +480,8 @@ async def test_an_undecryptable_secret_is_shown_not_a_500(api: Api, settings_for
 async def test_a_huge_limit_is_a_422_not_a_500(api: Api, digits: int) -> None:
     # Python refuses int() of more than 4,300 digits; the handler must never get that far.
     status, body, ct = await api.call("GET", "?limit=" + "9" * digits)
-    _assert_problem(status, body, ct, 422)
-    assert _fields(body) == {"limit"}
+    assert_problem(status, body, ct, 422)
+    assert problem_fields(body) == {"limit"}
 
 
 async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
@@ -493,7 +502,7 @@ async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
                 BASE + "-broken", headers={"Authorization": f"Bearer {key}"}
             ) as response:
                 body = await response.json(content_type=None)
-                _assert_problem(response.status, body, response.content_type, 500)
+                assert_problem(response.status, body, response.content_type, 500)
         assert "must-not-be-logged" not in body["detail"]
         (logged,) = [line for line in logs if line["event"] == "api.unexpected_error"]
         assert logged["error"] == "RuntimeError"

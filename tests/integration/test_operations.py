@@ -16,14 +16,12 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from service import ids
 from service.api import routes
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
 from service.api.recovery import iso
-from service.app import Roles, create_app
-from service.appkeys import STORE
+from service.app import Roles
 from service.clock import now_ms
 from service.events import parse_time
 from service.settings import Settings
@@ -33,9 +31,10 @@ from tests.integration.test_api import (
     RFC3339_MS,
     SEED_REQUEST,
     Api,
-    _assert_problem,
-    _fields,
+    api_over,
+    assert_problem,
     create,
+    problem_fields,
     sealed_elsewhere,
 )
 
@@ -50,17 +49,8 @@ UNKNOWN_SUBSCRIPTION = "whk_01JD2Y8Q0S6M2X0YV1X4J5T7ZK"
 @pytest.fixture
 async def ops(settings_for: Settings) -> AsyncIterator[Api]:
     """The API (org_a's key, and org_b's as `other_key`) over a store nothing else writes to."""
-    settings = settings_for.model_copy(update={"allow_private_targets": False})
-    app = create_app(settings, Roles(consumer=False, dispatch=False))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        store = app[STORE]
-        _, key = await store.create_api_key("org_a", "tests")
-        _, other = await store.create_api_key("org_b", "tests")
-        yield Api(client, store, key, other)
-    finally:
-        await client.close()
+    async with api_over(settings_for, Roles(consumer=False, dispatch=False)) as api:
+        yield api
 
 
 # -- seeding through the store ----------------------------------------------------------------
@@ -399,12 +389,12 @@ async def test_bad_log_queries_are_422_naming_the_parameter(ops: Api) -> None:
         ({"subscriptionId": sub}, "subscriptionId"),
     ):
         status, body, ct = await ops.call("GET", f"/{sub}/deliveries?{urlencode(query)}")
-        _assert_problem(status, body, ct, 422)
-        assert field in _fields(body), (query, body)
+        assert_problem(status, body, ct, 422)
+        assert field in problem_fields(body), (query, body)
     # Several at once: each named.
     status, body, ct = await ops.call("GET", f"/{sub}/deliveries?status=x&event=y&colour=z")
-    _assert_problem(status, body, ct, 422)
-    assert _fields(body) == {"status", "event", "colour"}
+    assert_problem(status, body, ct, 422)
+    assert problem_fields(body) == {"status", "event", "colour"}
 
 
 # -- ids that are not the caller's ------------------------------------------------------------
@@ -459,7 +449,7 @@ async def test_unknown_malformed_and_foreign_ids_are_404_without_a_leak(ops: Api
     ]
     for method, path, body in not_found:
         status, problem, ct = await ops.call(method, path, body)
-        _assert_problem(status, problem, ct, 404)
+        assert_problem(status, problem, ct, 404)
         shown = orjson.dumps(problem).decode()
         assert their_event.id not in shown, path
         assert "cus_1" not in shown, path
@@ -474,7 +464,7 @@ async def test_unknown_malformed_and_foreign_ids_are_404_without_a_leak(ops: Api
     status, problem, ct = await ops.call(
         "GET", f"/{mine}/deliveries/{my_delivery.id}", key=ops.other_key
     )
-    _assert_problem(status, problem, ct, 404)
+    assert_problem(status, problem, ct, 404)
 
 
 # -- redelivery -------------------------------------------------------------------------------
@@ -535,12 +525,12 @@ async def test_redelivery_for_an_inactive_or_undecryptable_subscription_is_409(
     status, _, _ = await ops.call("PATCH", f"/{sub}", {"active": False})
     assert status == 200
     status, problem, ct = await ops.call("POST", f"/{sub}/deliveries/{delivery.id}/redeliver")
-    _assert_problem(status, problem, ct, 409)
+    assert_problem(status, problem, ct, 409)
     assert problem["type"].endswith("subscription-inactive")
     assert (await detail(ops, sub, delivery.id))["status"] == "sent"  # left alone
     # An unknown delivery of an inactive subscription is still a 404.
     status, problem, ct = await ops.call("POST", f"/{sub}/deliveries/{UNKNOWN_DELIVERY}/redeliver")
-    _assert_problem(status, problem, ct, 404)
+    assert_problem(status, problem, ct, 404)
     status, _, _ = await ops.call("PATCH", f"/{sub}", {"active": True})
     assert status == 200
     status, row, _ = await ops.call("POST", f"/{sub}/deliveries/{delivery.id}/redeliver")
@@ -550,7 +540,7 @@ async def test_redelivery_for_an_inactive_or_undecryptable_subscription_is_409(
     (stuck,) = await seed(ops.store, broken, [event()])
     await failed(ops.store, stuck)
     status, problem, ct = await ops.call("POST", f"/{broken}/deliveries/{stuck.id}/redeliver")
-    _assert_problem(status, problem, ct, 409)
+    assert_problem(status, problem, ct, 409)
     assert "WEBHOOKS_ENCRYPTION_KEY" in problem["detail"]
     assert (await detail(ops, broken, stuck.id))["status"] == "failed"
 
@@ -713,21 +703,21 @@ async def test_bad_replays_are_problems(ops: Api) -> None:
         ({}, "since"),
     ):
         status, problem, ct = await ops.call("POST", f"/{sub}/replay", body)
-        _assert_problem(status, problem, ct, 422)
-        assert field in _fields(problem), (body, problem)
+        assert_problem(status, problem, ct, 422)
+        assert field in problem_fields(problem), (body, problem)
     status, problem, ct = await ops.call(
         "POST", f"/{sub}/replay", raw=b"since=x", headers={"Content-Type": "text/plain"}
     )
-    _assert_problem(status, problem, ct, 415)
+    assert_problem(status, problem, ct, 415)
     status, problem, ct = await ops.call(
         "POST", f"/{sub}/replay", raw=b"{", headers={"Content-Type": "application/json"}
     )
-    _assert_problem(status, problem, ct, 400)
+    assert_problem(status, problem, ct, 400)
     # A deleted subscription cannot be replayed into.
     status, _, _ = await ops.call("DELETE", f"/{sub}")
     assert status == 204
     status, problem, ct = await ops.call("POST", f"/{sub}/replay", {"since": hour_ago})
-    _assert_problem(status, problem, ct, 404)
+    assert_problem(status, problem, ct, 404)
 
 
 # -- secret rotation --------------------------------------------------------------------------
@@ -788,10 +778,10 @@ async def test_bad_rotations_are_problems(ops: Api) -> None:
         ({"overlap": 60}, "overlap"),
     ):
         status, problem, ct = await ops.call("POST", f"/{sub}/rotate-secret", body)
-        _assert_problem(status, problem, ct, 422)
-        assert field in _fields(problem), (body, problem)
+        assert_problem(status, problem, ct, 422)
+        assert field in problem_fields(problem), (body, problem)
     status, problem, ct = await ops.call("POST", f"/{sub}/rotate-secret", key=ops.other_key)
-    _assert_problem(status, problem, ct, 404)
+    assert_problem(status, problem, ct, 404)
     stored = await ops.store.get_subscription("org_a", sub)
     assert stored is not None
     assert (stored.secret, stored.previous_secret) == (created["secret"], None)
@@ -932,19 +922,19 @@ async def test_bad_headers_and_rate_limits_are_422_on_create_and_patch(ops: Api)
     ]
     for change, field in cases:
         status, body, ct = await ops.call("POST", body={**SEED_REQUEST, **change})
-        _assert_problem(status, body, ct, 422)
-        assert any(f.startswith(field) for f in _fields(body)), (change, body)
+        assert_problem(status, body, ct, 422)
+        assert any(f.startswith(field) for f in problem_fields(body)), (change, body)
         status, body, ct = await ops.call("PATCH", f"/{sub}", change)
-        _assert_problem(status, body, ct, 422)
-        assert any(f.startswith(field) for f in _fields(body)), (change, body)
+        assert_problem(status, body, ct, 422)
+        assert any(f.startswith(field) for f in problem_fields(body)), (change, body)
     # Past 64 bits (orjson reads it as a float): still a 422.
     raw = b'{"rateLimit": 100000000000000000000000000000}'
     for method, path in (("POST", ""), ("PATCH", f"/{sub}")):
         status, body, ct = await ops.call(
             method, path, raw=raw, headers={"Content-Type": "application/json"}
         )
-        _assert_problem(status, body, ct, 422)
-        assert "rateLimit" in _fields(body)
+        assert_problem(status, body, ct, 422)
+        assert "rateLimit" in problem_fields(body)
     row = await row_of(ops, sub)
     assert (row["rateLimit"], row["headers"]) == (3, {"X-Keep": "1"})
     status, listed, _ = await ops.call("GET")

@@ -30,6 +30,7 @@ from deploy.local.receiver import Behaviour, Received, Receiver
 from service.samples import sample_event
 from service.settings import Settings
 from service.store import open_store
+from service.store.models import DeliveryFilter, DeliveryStatus
 from tests.support.process import ServiceProcess, service_env, service_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -146,10 +147,17 @@ async def run_ordered(
         store = await open_store(settings, run_migrations=False)
         try:
             health = (await store.subscription_health([subscription.id]))[subscription.id]
+            retrying = await store.list_deliveries(
+                ORG, subscription.id, DeliveryFilter(status=DeliveryStatus.RETRYING), 100, None
+            )
         finally:
             await store.close()
-        assert health.blocked_customers == 1
+        # At least its customer. Another may be retrying for a moment too: a delivery its
+        # receiver had answered 2xx, resent after the kill (its outcome was not recorded
+        # yet), can meet one of the random 500s.
+        assert health.blocked_customers >= 1
         assert health.oldest_blocked is not None
+        assert produced[BLOCKED][0] in {row.event_id for row in retrying.rows}
         receiver.set_customer(BLOCKED, None)
         await receiver.wait_for(lambda: through(receiver, produced, CUSTOMERS), 60, "everyone")
     finally:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from deploy.local.receiver import Receiver
 from service.appkeys import METRICS
-from service.settings import Settings
-from tests.support.live import LiveApp, live_app
+from tests.support.live import LiveApp
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +38,6 @@ def too_close(spacing: list[float], interval: float) -> list[int]:
             short.append(i)
         late = max(0.0, gap - interval)
     return short
-
-
-@pytest.fixture
-async def live(
-    settings_for: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
-) -> AsyncIterator[LiveApp]:
-    async with live_app(settings_for, topics, kafka_bootstrap, receiver) as app:
-        yield app
 
 
 def gaps(arrivals: list[float]) -> list[float]:

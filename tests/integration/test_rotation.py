@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -16,23 +15,14 @@ import pytest
 import stripe
 import structlog
 
-from deploy.local.receiver import Received, Receiver
+from deploy.local.receiver import Received
 from service.errors import SignatureError
-from service.settings import Settings
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tests.support.live import LiveApp, live_app
+from tests.support.live import LiveApp
 
 pytestmark = pytest.mark.integration
 
 TOLERANCE = 300
-
-
-@pytest.fixture
-async def live(
-    settings_for: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
-) -> AsyncIterator[LiveApp]:
-    async with live_app(settings_for, topics, kafka_bootstrap, receiver) as app:
-        yield app
 
 
 def stripe_verifies(secret: str, got: Received) -> bool:

@@ -4,15 +4,12 @@ for a header the service sets."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from multidict import CIMultiDictProxy
 
-from deploy.local.receiver import Received, Receiver
-from service.settings import Settings
+from deploy.local.receiver import Received
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tests.support.live import LiveApp, live_app
+from tests.support.live import LiveApp
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +36,6 @@ OURS = [
     "Connection",
     "Proxy-Authorization",
 ]
-
-
-@pytest.fixture
-async def live(
-    settings_for: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
-) -> AsyncIterator[LiveApp]:
-    async with live_app(settings_for, topics, kafka_bootstrap, receiver) as app:
-        yield app
 
 
 async def deliveries(live: LiveApp, subscription_id: str, path: str) -> list[Received]:
