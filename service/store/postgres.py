@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
@@ -85,6 +85,9 @@ class PostgresDriver:
     async def connection(self) -> AsyncIterator[_PgConn]:
         async with self._pool.acquire() as connection:
             yield _PgConn(connection)
+
+    def scan(self) -> AbstractAsyncContextManager[_PgConn]:
+        return self.connection()  # the server does the work; the loop only waits
 
     def unavailable(self, exc: Exception) -> bool:
         return isinstance(exc, _UNAVAILABLE)

@@ -90,6 +90,11 @@ class Driver(Protocol):
 
     def connection(self) -> AbstractAsyncContextManager[Conn]: ...
 
+    def scan(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection for reads that may go through many rows (the API's health rows and
+        delivery log, the backlog count): where statements run on the event loop's thread
+        (SQLite), these run elsewhere, so they never stall the loop."""
+
     def unavailable(self, exc: Exception) -> bool:
         """True when `exc` means the database is away (down, locked, failing over, out of
         connections or disk), not that the statement is wrong."""
@@ -198,6 +203,9 @@ class SqlStore(Store):
 
     def _connection(self) -> AbstractAsyncContextManager[Conn]:
         return self._mapped(self._driver.connection())
+
+    def _scan(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.scan())
 
     @asynccontextmanager
     async def _mapped(self, session: AbstractAsyncContextManager[Conn]) -> AsyncIterator[Conn]:
@@ -418,7 +426,7 @@ class SqlStore(Store):
         in_ids = self._driver.in_list("$1")
         ids_param = self._driver.list_param(subscription_ids)
         day_ago = (now_ms() - DAY_MS) // HOUR_MS * HOUR_MS
-        async with self._connection() as conn:
+        async with self._scan() as conn:
             # At most (retention in hours + 24 x the latency buckets) rows per subscription.
             stats = await conn.fetch(
                 "SELECT subscription_id, counter, sum(n) AS n FROM subscription_stats "
@@ -550,7 +558,7 @@ class SqlStore(Store):
             # as a filter instead, walking every newer row first (linear in the page's depth:
             # 7,600 rows read for page 51 of an event-filtered log, tests/bench/operations.py).
             conditions.append(f"(d.created_at, d.id) < ({arg(created)}, {arg(after_id)})")
-        async with self._connection() as conn:
+        async with self._scan() as conn:
             rows = await conn.fetch(
                 f"SELECT {_LOG_COLUMNS} FROM deliveries d {_JOIN_LAST_ATTEMPT} "
                 f"WHERE {' AND '.join(conditions)} "
@@ -1095,7 +1103,7 @@ class SqlStore(Store):
         return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
 
     async def pending_count(self) -> int:
-        async with self._connection() as conn:
+        async with self._scan() as conn:
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {_OPEN}")
         return 0 if row is None else int(row["n"])
 

@@ -74,6 +74,28 @@ class _SqliteConn:
         self._c.executemany(_sqlite_sql(sql), rows)
 
 
+class _ThreadedConn(_SqliteConn):
+    """Statements in the store's thread, one hand-off each: for reads that may go through
+    many rows (`SqliteDriver.scan`), which would stall the loop's thread."""
+
+    def __init__(self, connection: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        super().__init__(connection)
+        self._thread = thread
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._thread, lambda: self._c.execute(_sqlite_sql(sql), args).fetchall()
+        )
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        loop = asyncio.get_running_loop()
+        row: Row | None = await loop.run_in_executor(
+            self._thread, lambda: self._c.execute(_sqlite_sql(sql), args).fetchone()
+        )
+        return row
+
+
 class SqliteDriver:
     """One sqlite3 connection behind a lock, and one thread for what blocks.
 
@@ -133,6 +155,11 @@ class SqliteDriver:
     async def connection(self) -> AsyncIterator[_SqliteConn]:
         async with self._lock:
             yield self._conn
+
+    @asynccontextmanager
+    async def scan(self) -> AsyncIterator[_ThreadedConn]:
+        async with self._lock:
+            yield _ThreadedConn(self._connection, self._thread)
 
     def unavailable(self, exc: Exception) -> bool:
         if isinstance(exc, sqlite3.OperationalError):

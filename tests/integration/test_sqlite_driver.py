@@ -1,0 +1,98 @@
+"""The SQLite driver's own contract: statements on the loop's thread, the write lock and the
+commit in the store's thread, and a transaction cancelled at any point leaves the connection
+ready for the next (nothing half-open, nothing of the cancelled one kept but a full commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from service import ids
+from service.settings import load_settings
+from service.store import open_store
+from service.store.models import DeliveryFilter, NewDelivery
+from service.store.sqlite import SqliteDriver
+from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.integration.test_store_contract import EVENTS, incoming
+
+
+async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: Path) -> None:
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path}/w.db", encryption_key=SecretStr(TEST_ENCRYPTION_KEY)
+    )
+    store = await open_store(settings, run_migrations=True)
+    try:
+        sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+        rng = random.Random(5)
+        written: list[str] = []
+        for _ in range(60):
+            event = incoming()
+            delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
+            task = asyncio.create_task(store.record_events([event], [delivery], "me", 60_000))
+            # Cancelled before, during or after BEGIN, the statements, or COMMIT.
+            for _ in range(rng.randrange(0, 6)):
+                await asyncio.sleep(0)
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.uniform(0, 0.003))
+            task.cancel()
+            try:
+                await task
+                written.append(delivery.id)  # it finished before the cancel came
+            except asyncio.CancelledError:
+                pass
+        # The store still takes writes and reads, and nothing is half-written: every delivery
+        # has its event (one transaction wrote both, or neither).
+        event = incoming()
+        delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
+        assert await store.record_events([event], [delivery], "me", 60_000) == [delivery]
+        health = (await store.subscription_health([sub.id]))[sub.id]
+        assert health.pending_count >= len(written) + 1
+        page = await store.list_deliveries(
+            "org_a",
+            sub.id,
+            DeliveryFilter(),
+            100,
+            None,
+        )
+        for row in page.rows:
+            assert await store.get_delivery("org_a", sub.id, row.id) is not None
+    finally:
+        await store.close()
+
+
+async def test_a_transaction_cancelled_while_its_begin_waits_leaves_none_open(
+    tmp_path: Path,
+) -> None:
+    """The store's thread is busy, so BEGIN waits in its queue; the caller is cancelled
+    meanwhile. Nothing may be left open for the next transaction (a BEGIN that ran after its
+    caller left would make the next one fail)."""
+    driver = await SqliteDriver.open(tmp_path / "d.db")
+    try:
+        busy = asyncio.get_running_loop().run_in_executor(
+            driver._thread,  # occupy the driver's own thread
+            time.sleep,
+            0.05,
+        )
+
+        async def write() -> None:
+            async with driver.transaction() as conn:
+                await conn.execute("CREATE TABLE t (x)")
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.01)  # it holds the lock and waits for BEGIN
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await busy
+        async with driver.transaction() as conn:  # would raise: a transaction is open
+            await conn.execute("CREATE TABLE u (x)")
+        async with driver.connection() as conn:
+            tables = {row["name"] for row in await conn.fetch("SELECT name FROM sqlite_master")}
+        assert tables == {"u"}
+    finally:
+        await driver.close()
