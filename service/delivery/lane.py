@@ -146,7 +146,11 @@ class Lane:
 
     @property
     def idle(self) -> bool:
-        return not self._held and not self.backlogged and not self.tasks
+        """Nothing queued, in flight or turned away, and no rate-limit spacing still running
+        (a lane forgotten and opened again would start its next attempt at once)."""
+        if self._held or self.backlogged or self.tasks:
+            return False
+        return asyncio.get_running_loop().time() >= self._next_start
 
     @property
     def held(self) -> set[str]:

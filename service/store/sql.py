@@ -950,9 +950,10 @@ class SqlStore(Store):
         exclude: Sequence[str] = (),
     ) -> list[DeliveryJob]:
         # A read first: most claims (every poll of an idle process) find nothing, and a read
-        # costs no write transaction (on SQLite, no fsync).
+        # costs no write transaction (on SQLite, no fsync). A scan: behind a failing ordered
+        # head, thousands of due but blocked deliveries may be walked before nothing is found.
         where, args = self._due([], subscription_id, exclude)
-        async with self._connection() as conn:
+        async with self._scan() as conn:
             if (
                 await conn.fetchrow(f"SELECT 1 AS one FROM deliveries WHERE {where} LIMIT 1", *args)
                 is None
@@ -974,6 +975,18 @@ class SqlStore(Store):
                 f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
                 self._driver.list_param([row["id"] for row in claimed]),
             )
+            if orphans := {row["id"] for row in claimed} - {row["id"] for row in rows}:
+                # Its event is gone (a retention purge raced a replay that made the delivery,
+                # on PostgreSQL): it can never be sent, and must not be claimed forever nor
+                # hold up an ordered customer's queue.
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'failed', last_error = $2, updated_at = $3, "
+                    f"lease_owner = NULL, lease_until = NULL WHERE id {self._driver.in_list('$1')}",
+                    self._driver.list_param(sorted(orphans)),
+                    "its event was deleted by the retention",
+                    now_ms(),
+                )
+                log.error("delivery.event_missing", deliveries=sorted(orphans))
         return [self._job(row) for row in rows]
 
     async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:

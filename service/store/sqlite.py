@@ -14,12 +14,12 @@ import os
 import re
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,6 +27,7 @@ from service.errors import StoreInUse
 from service.store.crypto import SecretBox
 from service.store.sql import Column, Row, SqlStore
 
+T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 # Primary result codes that mean the file is away, locked or full, not that the SQL is wrong
@@ -74,24 +75,44 @@ class _SqliteConn:
         self._c.executemany(_sqlite_sql(sql), rows)
 
 
+class _Worker:
+    """The store's one thread, and what was last handed to it. A statement handed over runs to
+    its end even when its caller is cancelled (asyncio cancels only the wait): `settle()` waits
+    for it, so no one else uses the connection while it still runs there."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._last: Future[Any] | None = None
+
+    async def run(self, call: Callable[[], T]) -> T:
+        self._last = self._thread.submit(call)
+        return await asyncio.wrap_future(self._last)
+
+    async def settle(self) -> None:
+        last = self._last
+        while last is not None and not last.done():
+            # Shielded and to the end: a second cancel must not let the lock go early either.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.wrap_future(last))
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=False)
+
+
 class _ThreadedConn(_SqliteConn):
     """Statements in the store's thread, one hand-off each: for reads that may go through
     many rows (`SqliteDriver.scan`), which would stall the loop's thread."""
 
-    def __init__(self, connection: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, connection: sqlite3.Connection, worker: _Worker) -> None:
         super().__init__(connection)
-        self._thread = thread
+        self._worker = worker
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._thread, lambda: self._c.execute(_sqlite_sql(sql), args).fetchall()
-        )
+        return await self._worker.run(lambda: self._c.execute(_sqlite_sql(sql), args).fetchall())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        loop = asyncio.get_running_loop()
-        row: Row | None = await loop.run_in_executor(
-            self._thread, lambda: self._c.execute(_sqlite_sql(sql), args).fetchone()
+        row: Row | None = await self._worker.run(
+            lambda: self._c.execute(_sqlite_sql(sql), args).fetchone()
         )
         return row
 
@@ -118,8 +139,7 @@ class SqliteDriver:
         self._connection = connection
         self._conn = _SqliteConn(connection)
         self._lock = asyncio.Lock()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._pending: asyncio.Future[Any] | None = None
+        self._worker = _Worker()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDriver:
@@ -127,25 +147,18 @@ class SqliteDriver:
         connection = await asyncio.to_thread(_connect, path)
         return cls(connection)
 
-    async def _in_thread(self, sql: str) -> None:
-        self._pending = asyncio.get_running_loop().run_in_executor(
-            self._thread, self._connection.execute, sql
-        )
-        await self._pending
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteConn]:
         async with self._lock:
             try:
-                await self._in_thread("BEGIN IMMEDIATE")
+                await self._worker.run(lambda: self._connection.execute("BEGIN IMMEDIATE"))
                 yield self._conn
-                await self._in_thread("COMMIT")
+                await self._worker.run(lambda: self._connection.execute("COMMIT"))
             except BaseException:
-                # A statement handed to the thread runs to its end even when its caller is
-                # cancelled: wait for it, so the connection's state is known, and roll back
-                # whatever is open before the lock is released.
-                if self._pending is not None and not self._pending.done():
-                    await asyncio.wait([self._pending])
+                # A BEGIN or COMMIT whose caller was cancelled still runs in the thread (BEGIN
+                # may be waiting for another process's write lock): wait for it, then roll
+                # back whatever is open, before the lock is released.
+                await self._worker.settle()
                 if self._connection.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         self._connection.execute("ROLLBACK")
@@ -159,12 +172,16 @@ class SqliteDriver:
     @asynccontextmanager
     async def scan(self) -> AsyncIterator[_ThreadedConn]:
         async with self._lock:
-            yield _ThreadedConn(self._connection, self._thread)
+            try:
+                yield _ThreadedConn(self._connection, self._worker)
+            finally:
+                await self._worker.settle()  # a cancelled read may still run there
 
     def unavailable(self, exc: Exception) -> bool:
-        if isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, sqlite3.DatabaseError) and hasattr(exc, "sqlite_errorcode"):
             return (exc.sqlite_errorcode & 0xFF) in _UNAVAILABLE_CODES
-        return isinstance(exc, OSError)
+        # SQLITE_NOMEM is raised as MemoryError by the sqlite3 module.
+        return isinstance(exc, OSError | MemoryError)
 
     def in_list(self, placeholder: str) -> str:
         return f"IN (SELECT value FROM json_each({placeholder}))"
@@ -195,8 +212,9 @@ class SqliteDriver:
 
     async def close(self) -> None:
         async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._connection.close)
-        self._thread.shutdown(wait=False)
+            await self._worker.settle()
+            await self._worker.run(self._connection.close)
+        self._worker.shutdown()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
+import sqlite3
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -68,31 +68,32 @@ async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: 
 async def test_a_transaction_cancelled_while_its_begin_waits_leaves_none_open(
     tmp_path: Path,
 ) -> None:
-    """The store's thread is busy, so BEGIN waits in its queue; the caller is cancelled
-    meanwhile. Nothing may be left open for the next transaction (a BEGIN that ran after its
-    caller left would make the next one fail)."""
+    """Another process (an admin command) holds the write lock, so BEGIN IMMEDIATE waits in
+    the store's thread; its caller is cancelled meanwhile (a /test's time bound, a shutdown).
+    The BEGIN still succeeds once the other commits: the driver waits for it and rolls it back
+    before letting anyone in, so the next transaction does not find one open."""
     driver = await SqliteDriver.open(tmp_path / "d.db")
+    other = sqlite3.connect(tmp_path / "d.db", isolation_level=None, check_same_thread=False)
     try:
-        busy = asyncio.get_running_loop().run_in_executor(
-            driver._thread,  # occupy the driver's own thread
-            time.sleep,
-            0.05,
-        )
+        other.execute("BEGIN IMMEDIATE")
 
         async def write() -> None:
             async with driver.transaction() as conn:
                 await conn.execute("CREATE TABLE t (x)")
 
         task = asyncio.create_task(write())
-        await asyncio.sleep(0.01)  # it holds the lock and waits for BEGIN
+        await asyncio.sleep(0.2)  # its BEGIN is waiting in the store's thread
         task.cancel()
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await busy
-        async with driver.transaction() as conn:  # would raise: a transaction is open
+        async with driver.transaction() as conn:  # raised "within a transaction" before
             await conn.execute("CREATE TABLE u (x)")
         async with driver.connection() as conn:
             tables = {row["name"] for row in await conn.fetch("SELECT name FROM sqlite_master")}
         assert tables == {"u"}
     finally:
+        with contextlib.suppress(sqlite3.Error):
+            other.execute("ROLLBACK")
+        other.close()
         await driver.close()

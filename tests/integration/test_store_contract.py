@@ -15,6 +15,7 @@ from service.store import Recorded, Store, SubscriptionChanges, sql
 from service.store.migrate import sqlite_path
 from service.store.models import (
     AttemptRecord,
+    DeliveryFilter,
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
@@ -392,3 +393,32 @@ async def test_the_owner_of_an_embedded_store_takes_back_every_lease(store: Stor
     assert await store.claim_due("restarted", 10, 60_000) == []
     assert await store.take_back_leases() == 3
     assert len(await store.claim_due("restarted", 10, 60_000)) == 3
+
+
+async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
+    store: Store, settings_for: Settings
+) -> None:
+    """On PostgreSQL a retention purge can delete an event while a replay commits a new
+    delivery of it; such a delivery can never be sent, and must not be claimed forever."""
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
+    await store.record_events([event], [delivery], "me", 60_000)
+    await store.release([delivery.id], "me")
+    await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", event.id)
+    assert await store.claim_due("me", 10, 60_000) == []
+    assert await store.claim_due("me", 10, 60_000) == []  # not leased again and again
+    (row,) = (await store.list_deliveries("org_a", sub.id, DeliveryFilter(), 10, None)).rows
+    assert row.status is DeliveryStatus.FAILED
+
+
+async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:
+    if settings.is_postgres:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await conn.execute(sql, *args)
+        finally:
+            await conn.close()
+        return
+    with sqlite3.connect(sqlite_path(settings.database_url)) as lite:
+        lite.execute(sql.replace("$1", "?"), args)
