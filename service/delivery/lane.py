@@ -261,10 +261,19 @@ class Lane:
         self.pump()
 
     def _started(self) -> None:
+        """The lane decided to start an attempt: the next may start one interval later."""
         rate = self._rate()
         if rate is not None:
             now = asyncio.get_running_loop().time()
             self._next_start = max(now, self._next_start) + 1.0 / rate
+
+    def _began(self) -> None:
+        """The attempt's task runs (on a busy loop, maybe well after the decision): the next
+        may start no sooner than one interval from now either."""
+        rate = self._rate()
+        if rate is not None:
+            now = asyncio.get_running_loop().time()
+            self._next_start = max(self._next_start, now + 1.0 / rate)
 
     def _end(self, task: asyncio.Task[Any]) -> None:
         """The attempt is over: out of the in-flight set, its connection slot handed on. Once
@@ -276,6 +285,9 @@ class Lane:
                 self._budget.give_back()
 
     async def _attempt(self, job: DeliveryJob) -> None:
+        # The pace counts from when the attempt really starts: on a busy loop a task may run
+        # well after the lane decided to start it, and the next must still keep its distance.
+        self._began()
         ok = False
         try:
             ok = await self._run(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -241,3 +242,24 @@ async def test_a_lane_within_its_spacing_is_not_forgotten_as_idle() -> None:
     assert min(spacing(first.starts)) >= 1 / 5 - EPSILON
     lanes.forget_idle()
     assert lanes.get("whk_1") is None  # idle once its spacing has run out
+
+
+async def test_the_pace_counts_from_when_an_attempt_really_runs() -> None:
+    """On a busy loop an attempt's task may run well after the lane decided to start it; the
+    next attempt still runs at least 1/rate after it (the receiver would otherwise see two
+    requests close together)."""
+    endpoint = Endpoint(healthy=True)
+    ran: list[float] = []
+
+    async def run(j: DeliveryJob) -> bool:
+        ran.append(asyncio.get_running_loop().time())
+        return await endpoint.run(j)
+
+    lane = Lane("whk_1", 4, 100, run, lambda: None, rate=lambda: 5)
+    loop = asyncio.get_running_loop()
+    loop.call_soon(time.sleep, 0.15)  # the loop is busy before the first task gets to run
+    lane.offer(job(1))
+    lane.offer(job(2))
+    await settle(0.6)
+    assert len(ran) == 2
+    assert ran[1] - ran[0] >= 1 / 5 - EPSILON, ran
