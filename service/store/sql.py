@@ -385,15 +385,27 @@ class SqlStore(Store):
                 "disabled_at = COALESCE(disabled_at, $3)",
                 f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
             ]
+        return await self._change(
+            org_id,
+            subscription_id,
+            ", ".join(["updated_at = $3", *assignments]),
+            now_ms(),
+            *given.values(),
+        )
+
+    async def _change(
+        self, org_id: str, subscription_id: str, assignments: str, *args: Any
+    ) -> Subscription | None:
+        """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
+        deleted, and bumps the revision every index follows; returns the row as it is now."""
         async with self._transaction() as conn:
             row = await conn.fetchrow(
-                f"UPDATE subscriptions SET {', '.join(['updated_at = $3', *assignments])} "
+                f"UPDATE subscriptions SET {assignments} "
                 "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
                 f"RETURNING {_SUBSCRIPTION_COLUMNS}",
                 subscription_id,
                 org_id,
-                now_ms(),
-                *given.values(),
+                *args,
             )
             if row is not None:
                 await conn.execute(_BUMP_REVISION)
@@ -509,21 +521,15 @@ class SqlStore(Store):
             if overlap_ms > 0
             else ("previous_secret_enc = NULL, previous_secret_until = NULL", [])
         )
-        async with self._transaction() as conn:
-            # Both sides of every assignment read the row as it was: the old secret moves over.
-            row = await conn.fetchrow(
-                f"UPDATE subscriptions SET secret_enc = $3, updated_at = $4, {keep} "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
-                f"RETURNING {_SUBSCRIPTION_COLUMNS}",
-                subscription_id,
-                org_id,
-                self._box.seal(new_secret()),
-                now,
-                *until,
-            )
-            if row is not None:
-                await conn.execute(_BUMP_REVISION)
-        return None if row is None else self._subscription(row)
+        # Both sides of every assignment read the row as it was: the old secret moves over.
+        return await self._change(
+            org_id,
+            subscription_id,
+            f"secret_enc = $3, updated_at = $4, {keep}",
+            self._box.seal(new_secret()),
+            now,
+            *until,
+        )
 
     # -- the delivery log and recovery --------------------------------------------------------
 
