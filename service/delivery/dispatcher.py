@@ -149,9 +149,11 @@ class Dispatcher:
         return decision.status is DeliveryStatus.SENT
 
     async def _attempt(
-        self, job: DeliveryJob, subscription: Subscription
+        self, job: DeliveryJob, subscription: Subscription, *, test: bool = False
     ) -> tuple[AttemptRecord, Decision, asyncio.Future[Recorded]]:
-        """Sends, decides, and queues the record; the future resolves once it is durable."""
+        """Sends, decides, and queues the record; the future resolves once it is durable. The
+        record is written at once when someone waits for it: the `/test` caller, or the next
+        delivery of an ordered subscription's customer (else within the recorder's linger)."""
         exchange = await self._sender.send(job, subscription)
         lane = self._lanes.get(subscription.id)
         failing_since = lane.failing_since if lane is not None else subscription.failing_since
@@ -172,7 +174,8 @@ class Dispatcher:
             exchange.duration
         )
         record = _record(job, subscription, exchange, decision)
-        return record, decision, self._recorder.submit(record)
+        urgent = test or subscription.ordering == "customer"
+        return record, decision, self._recorder.submit(record, urgent=urgent)
 
     def _follow_clocks(self, recorded: Recorded) -> None:
         """The store's failure clocks are the truth (other replicas attempt too): lanes follow,
@@ -295,7 +298,9 @@ class Dispatcher:
             raise StoreUnavailable("the store did not record the test delivery in time") from None
         job = DeliveryJob.first(delivery, event)
         # Shielded: a client that hangs up does not cancel an attempt halfway.
-        attempt = asyncio.create_task(self._attempt(job, subscription), name=f"test-{delivery.id}")
+        attempt = asyncio.create_task(
+            self._attempt(job, subscription, test=True), name=f"test-{delivery.id}"
+        )
         self._tests.add(attempt)
         attempt.add_done_callback(self._tests.discard)
         self._fatal.watch(attempt)

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import queue
 import re
 import socket
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +46,12 @@ _UNAVAILABLE_CODES = frozenset(
         sqlite3.SQLITE_PROTOCOL,
     }
 )
+
+
+# How long a statement waits for another process's lock (an admin command writing) before the
+# store counts as unavailable; `_NO_WAIT` for the first, non-blocking try at the write lock.
+BUSY_TIMEOUT_MS = 5000
+_NO_WAIT = 0
 
 
 @lru_cache(maxsize=512)
@@ -78,25 +85,61 @@ class _SqliteConn:
 class _Worker:
     """The store's one thread, and what was last handed to it. A statement handed over runs to
     its end even when its caller is cancelled (asyncio cancels only the wait): `settle()` waits
-    for it, so no one else uses the connection while it still runs there."""
+    for it, so no one else uses the connection while it still runs there.
+
+    Its own thread and queue rather than a ThreadPoolExecutor and `wrap_future`: a hand-off is
+    one queue put and one `call_soon_threadsafe`, where the executor's chained futures cost
+    about twice the Python per hand-off, at two hand-offs per transaction (issue 15)."""
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._last: Future[Any] | None = None
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
+        self._thread.start()
+        self._busy = 0  # handed over, not yet finished (the thread's side reported back)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self, call: Callable[[], T]) -> T:
-        self._last = self._thread.submit(call)
-        return await asyncio.wrap_future(self._last)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._busy += 1
+        self._idle.clear()
+        self._calls.put((call, future))
+        result: T = await future
+        return result
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+                future.get_loop().call_soon_threadsafe(self._finish, future, None, exc)
+            else:
+                future.get_loop().call_soon_threadsafe(self._finish, future, result, None)
+
+    def _finish(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+        if future.done():  # its caller was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
     async def settle(self) -> None:
-        last = self._last
-        while last is not None and not last.done():
-            # Shielded and to the end: a second cancel must not let the lock go early either.
+        while self._busy:
+            # To the end: a second cancel must not let the lock go early either.
             with contextlib.suppress(BaseException):
-                await asyncio.shield(asyncio.wrap_future(last))
+                await self._idle.wait()
 
     def shutdown(self) -> None:
-        self._thread.shutdown(wait=False)
+        self._calls.put(None)
 
 
 class _ThreadedConn(_SqliteConn):
@@ -120,10 +163,11 @@ class _ThreadedConn(_SqliteConn):
 class SqliteDriver:
     """One sqlite3 connection behind a lock, and one thread for what blocks.
 
-    A write transaction takes the lock, then `BEGIN IMMEDIATE` in the store's thread (the only
-    statement that can wait, for another process's write lock, up to `busy_timeout`); its
-    statements run on the loop's thread; `COMMIT` (the WAL's fsync, and a checkpoint now and
-    then) runs in the store's thread again. Two hand-offs per transaction, whatever it holds.
+    A write transaction takes the lock, then `BEGIN IMMEDIATE`: on the loop's thread when the
+    write lock is free, else in the store's thread (the only statement that can wait, for
+    another process's write lock, up to `busy_timeout`); its statements run on the loop's
+    thread; `COMMIT` (the WAL's fsync, and a checkpoint now and then) runs in the store's
+    thread. One hand-off per transaction, whatever it holds.
     Reads (`connection()`) run on the loop's thread: in WAL mode they never wait for a lock.
     """
 
@@ -151,7 +195,7 @@ class SqliteDriver:
     async def transaction(self) -> AsyncIterator[_SqliteConn]:
         async with self._lock:
             try:
-                await self._worker.run(lambda: self._connection.execute("BEGIN IMMEDIATE"))
+                await self._begin()
                 yield self._conn
                 await self._worker.run(lambda: self._connection.execute("COMMIT"))
             except BaseException:
@@ -163,6 +207,27 @@ class SqliteDriver:
                     with contextlib.suppress(sqlite3.Error):
                         self._connection.execute("ROLLBACK")
                 raise
+
+    async def _begin(self) -> None:
+        """`BEGIN IMMEDIATE`: tried on the loop's thread without waiting (the write lock is
+        free unless an admin command holds it, nearly always), else in the store's thread with
+        the busy timeout. Saves a hand-off per transaction: at low rates, with two transactions
+        per delivery, the hand-offs were a tenth of the service's CPU."""
+        if not self._try_begin():
+            await self._worker.run(lambda: self._connection.execute("BEGIN IMMEDIATE"))
+
+    def _try_begin(self) -> bool:
+        execute = self._connection.execute
+        execute(f"PRAGMA busy_timeout={_NO_WAIT}")
+        try:
+            execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return True
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_SqliteConn]:
@@ -225,7 +290,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     for pragma in (
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",
-        "PRAGMA busy_timeout=5000",
+        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
         "PRAGMA temp_store=MEMORY",
     ):
         connection.execute(pragma)
