@@ -56,15 +56,10 @@ SIBLING_HEADER = "x-sibling-service"
 # A header value we forward into customers' HTTP requests: a plain token or nothing.
 _SIBLING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BATCH = 1000
-# In a stream, a batch waits this long for more records once one arrived, so that at high rates
-# one store transaction and one offset commit cover many records; a lone record after a pause
-# (low rates) does not wait at all.
-BATCH_LINGER = 0.005
-# A batch within this of the last one is part of a stream: linger for more. No wider than the
-# linger itself: waiting pays only when another record is likely within it (above ~200 events/s).
-# At 20 ms, 50 events/s (a record every 20 ms, give or take) counted as a stream most of the
-# time and waited 5 ms for nothing: half of its median latency (issue 15).
-LINGER_GAP = BATCH_LINGER
+# In a stream the broker holds each fetch up to this long (or until 64 KiB are there), so that
+# one fetch, one store transaction and one offset commit cover many records; a lone record after
+# a pause is fetched at once (issue 15, see `Ingest._adapt_fetch`).
+STREAM_FETCH_WAIT = 0.005
 # Recorded offsets are committed at most this often (and always on revoke and on stop): a commit
 # is a broker round trip, and a replay of what was recorded but not yet committed is a no-op.
 # The lag gauge follows on the same beat, not after every fetch.
@@ -156,8 +151,8 @@ class Ingest:
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
         self._last_batch_at = 0.0  # loop time of the last batch's first records
+        self._streaming = False
         self._dead = DeadLetters(self._send_dead, metrics)
-        self._deferred: KafkaError | None = None  # raised by the next fetch
         self._readiness: Readiness | None = None
         self.joined = False
 
@@ -218,41 +213,40 @@ class Ingest:
             await self._stop()
 
     async def _fetch(self) -> Records:
-        """Up to MAX_BATCH records: waits up to half a second for the first, then lingers
-        BATCH_LINGER for more."""
+        """Up to MAX_BATCH records: what the consumer has, or the first to come within half a
+        second (50 ms in a stream, so that its end is noticed soon)."""
         assert self._consumer is not None
-        if self._deferred is not None:
-            error, self._deferred = self._deferred, None
-            raise error
-        records: Records = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
+        timeout_ms = int(STREAM_FETCH_WAIT * 10_000) if self._streaming else 500
+        records: Records = await self._consumer.getmany(
+            timeout_ms=timeout_ms, max_records=MAX_BATCH
+        )
         count = sum(len(r) for r in records.values())
-        if not count:
-            return records
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        # Linger only in a stream (several records at once, or the last batch a moment ago):
-        # a lone record after a pause has nothing to wait for, and waiting would only add to
-        # its latency.
-        streaming = count > 1 or now - self._last_batch_at < LINGER_GAP
-        self._last_batch_at = now
-        if not streaming:
-            return records
-        deadline = now + BATCH_LINGER
-        while count < MAX_BATCH and (left := deadline - loop.time()) > 0:
-            try:
-                more = await self._consumer.getmany(
-                    timeout_ms=max(1, int(left * 1000)), max_records=MAX_BATCH - count
-                )
-            except KafkaError as exc:
-                # An error aiokafka held back from the first call: that call's records have
-                # moved the positions on, so they are handled (else the next commit would skip
-                # them) and the error waits for the next fetch.
-                self._deferred = exc
-                break
-            for tp, extra in more.items():
-                records.setdefault(tp, []).extend(extra)
-                count += len(extra)
+        now = asyncio.get_running_loop().time()
+        # A stream: several records at once, or the last batch a moment ago. Waiting for more
+        # pays only then (above ~200 events/s); a lone record after a pause has nothing to
+        # wait for, and waiting would only add to its latency.
+        streaming = count > 1 or (count > 0 and now - self._last_batch_at < STREAM_FETCH_WAIT)
+        if count:
+            self._last_batch_at = now
+        self._adapt_fetch(streaming)
         return records
+
+    def _adapt_fetch(self, streaming: bool) -> None:
+        """With WEBHOOKS_KAFKA_FETCH_WAIT at 0 (the default), the fetch adapts to the rate: in
+        a stream the broker holds each fetch up to STREAM_FETCH_WAIT for 64 KiB, otherwise it
+        answers as soon as a record is there. Set on the consumer's fetcher, which reads both
+        values for every request it builds (aiokafka has no public setter; a unit test checks
+        that the attributes are still there). Measured against a 5 ms linger of our own, which
+        polled while the fetcher kept fetching a record or two at a time: (issue 15 note)."""
+        if streaming == self._streaming or self._settings.kafka_fetch_wait > 0:
+            return
+        self._streaming = streaming
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is None or not hasattr(fetcher, "_fetch_min_bytes"):
+            return
+        options = fetch_options(STREAM_FETCH_WAIT if streaming else 0.0)
+        fetcher._fetch_min_bytes = options["fetch_min_bytes"]
+        fetcher._fetch_max_wait_ms = options["fetch_max_wait_ms"]
 
     async def _pause_for(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -576,11 +570,12 @@ class Ingest:
 
 
 def fetch_options(wait: float) -> dict[str, int]:
-    """WEBHOOKS_KAFKA_FETCH_WAIT. 0 keeps aiokafka's defaults: the broker answers as soon as one
-    byte is there (or after 500 ms when idle). Above 0 the broker holds a fetch until 64 KiB are
-    there or `wait` has passed: measured at 2,500 events/s, 10 ms cost about 6% less CPU per
-    delivery, for up to 10 ms more latency and about 5% of a core when idle (100 fetches a
-    second), so it is for deployments that run near their limit."""
+    """The broker's hold on a fetch. 0: it answers as soon as one byte is there (or after
+    500 ms when idle). Above 0: it holds a fetch until 64 KiB are there or `wait` has passed.
+    WEBHOOKS_KAFKA_FETCH_WAIT at 0 (the default) switches between the two with the rate (see
+    `Ingest._adapt_fetch`); above 0 it fixes the second: measured at 2,500 events/s, 10 ms cost
+    about 6% less CPU per delivery, for up to 10 ms more latency and about 5% of a core when
+    idle (100 fetches a second), so it is for deployments that run near their limit."""
     if wait <= 0:
         return {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
     return {"fetch_min_bytes": FETCH_BATCH_BYTES, "fetch_max_wait_ms": max(1, int(wait * 1000))}

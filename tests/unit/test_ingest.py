@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any, cast
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaError,
@@ -300,24 +302,58 @@ def test_the_fetch_wait_setting_picks_thefetch_options() -> None:
     assert fetch_options(0.0001)["fetch_max_wait_ms"] == 1
 
 
-# -- hole: an error held back to the linger poll ---------------------------------------------
+# -- the fetch adapts to the rate -----------------------------------------------------------
 
 
-async def test_an_error_raised_by_the_linger_poll_keeps_the_records_already_fetched() -> None:
-    # aiokafka may raise, on the batch's second getmany(), an error it held back from the
-    # first; the first call's records have moved the position on, so the next commit would
-    # cover them: they must be handled, not dropped.
-    ingest, consumer, store, _ = make(failures=0)
-    consumer.script = [{TP: [Record(5, event())]}, OffsetOutOfRangeError({TP1: 9})]
-    records = await ingest._fetch()
-    assert [r.offset for r in records[TP]] == [5]
-    await ingest._handle(records)
-    await ingest.commit_if_due()
-    assert len(store.recorded) == 1
-    assert consumer.commits == {TP: 6}
-    # Nor is the error lost: the next fetch raises it, and the loop backs off as for any other.
-    with pytest.raises(OffsetOutOfRangeError):
-        await ingest._fetch()
+@dataclass
+class FakeFetcher:
+    _fetch_min_bytes: int = 1
+    _fetch_max_wait_ms: int = 500
+
+
+async def test_in_a_stream_the_broker_holds_fetches_and_a_lone_record_is_fetched_at_once() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    fetcher = FakeFetcher()
+    consumer._fetcher = fetcher  # type: ignore[attr-defined]
+    consumer.script = [
+        {TP: [Record(1, event())]},  # a lone record: nothing to wait for
+        {TP: [Record(2, event()), Record(3, event())]},  # several at once: a stream
+        {TP: [Record(4, event())]},  # a moment after the last batch: still a stream
+    ]
+    await ingest._fetch()
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 500)
+    await ingest._fetch()
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (64 * 1024, 5)
+    await ingest._fetch()
+    assert fetcher._fetch_max_wait_ms == 5
+    # The stream ends: a fetch that brings nothing (after 50 ms in a stream, not half a
+    # second) puts the broker back to answering at once.
+    assert await ingest._fetch() == {}
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 500)
+    # A lone record after a pause is not a stream.
+    ingest._last_batch_at -= 1
+    consumer.script = [{TP: [Record(5, event())]}]
+    await ingest._fetch()
+    assert fetcher._fetch_max_wait_ms == 500
+
+
+async def test_a_fixed_fetch_wait_is_left_alone() -> None:
+    ingest, consumer, _, _ = make(failures=0)
+    ingest._settings = load_settings(kafka_fetch_wait=0.01)
+    fetcher = FakeFetcher(64 * 1024, 10)
+    consumer._fetcher = fetcher  # type: ignore[attr-defined]
+    consumer.script = [{TP: [Record(1, event()), Record(2, event())]}]
+    await ingest._fetch()
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (64 * 1024, 10)
+
+
+def test_aiokafka_still_builds_each_fetch_from_the_attributes_ingest_adapts() -> None:
+    # Ingest sets these private attributes of aiokafka's Fetcher; should an upgrade rename
+    # them, the fetch would silently stop adapting. This fails instead.
+    source = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms" in source
+    assert "self._fetch_min_bytes" in source
+    assert "_fetch_min_bytes" in inspect.getsource(Fetcher.__init__)
 
 
 # -- readiness follows the group ---------------------------------------------------------------
