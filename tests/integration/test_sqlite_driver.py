@@ -1,6 +1,8 @@
 """The SQLite driver's own contract: statements on the loop's thread, the write lock and the
-commit in the store's thread, and a transaction cancelled at any point leaves the connection
-ready for the next (nothing half-open, nothing of the cancelled one kept but a full commit)."""
+commit there too unless they must wait (the lock for another process, a slow disk's fsync), the
+WAL checkpointed in the store's thread, and a transaction cancelled at any point leaves the
+connection ready for the next (nothing half-open, nothing of the cancelled one kept but a full
+commit)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import threading
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -16,7 +19,7 @@ from service import ids
 from service.settings import load_settings
 from service.store import open_store
 from service.store.models import DeliveryFilter, NewDelivery
-from service.store.sqlite import SqliteDriver
+from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.integration.test_store_contract import EVENTS, incoming
 
@@ -96,4 +99,62 @@ async def test_a_transaction_cancelled_while_its_begin_waits_leaves_none_open(
         with contextlib.suppress(sqlite3.Error):
             other.execute("ROLLBACK")
         other.close()
+        await driver.close()
+
+
+async def test_commits_run_inline_while_fast_and_in_the_thread_once_one_is_slow(
+    tmp_path: Path,
+) -> None:
+    driver = await SqliteDriver.open(tmp_path / "d.db")
+    loop_thread = threading.get_ident()
+    where: list[bool] = []  # True: the COMMIT ran on the loop's thread
+    real = driver._timed_commit
+
+    def timed_commit() -> None:
+        where.append(threading.get_ident() == loop_thread)
+        real()
+
+    driver._timed_commit = timed_commit  # type: ignore[method-assign]
+    try:
+        async with driver.transaction() as conn:
+            await conn.execute("CREATE TABLE t (x)")
+        assert where == [True]  # a local file's fsync is far under INLINE_COMMIT_MAX
+        # A commit as slow as a network disk's: the next ones go to the store's thread...
+        driver._commit_s = 0.02
+        for n in range(3):
+            async with driver.transaction() as conn:
+                await conn.execute("INSERT INTO t VALUES ($1)", n)
+        assert where[1:] == [False, False, False]
+        # ...and come back once commits are fast again.
+        for n in range(20):
+            async with driver.transaction() as conn:
+                await conn.execute("INSERT INTO t VALUES ($1)", n)
+        assert where[-1] is True
+        async with driver.connection() as conn:
+            assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == 23  # type: ignore[index]
+    finally:
+        await driver.close()
+
+
+async def test_the_driver_checkpoints_the_wal_so_it_does_not_grow_without_bound(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own checkpoints are off (they would run inside a COMMIT, maybe on the loop's
+    thread); the driver's must keep the WAL from growing: 1,000 commits of 8 KiB each would
+    leave an 8 MiB WAL without them."""
+    path = tmp_path / "d.db"
+    driver = await SqliteDriver.open(path)
+    try:
+        async with driver.transaction() as conn:
+            await conn.execute("CREATE TABLE t (x BLOB)")
+        for _ in range(1000):
+            async with driver.transaction() as conn:
+                await conn.execute("INSERT INTO t VALUES (randomblob(8192))")
+        wal = Path(f"{path}-wal").stat().st_size  # noqa: ASYNC240 - a local stat
+        # CHECKPOINT_EVERY commits of ~3 pages each between restarts, not 1,000.
+        assert CHECKPOINT_EVERY * 3 * 4096 < 1024 * 1024
+        assert wal < 2 * 1024 * 1024, wal
+        async with driver.connection() as conn:
+            assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == 1000  # type: ignore[index]
+    finally:
         await driver.close()
