@@ -29,7 +29,9 @@ SHIPPED_LANE_CONCURRENCY: int = Settings.model_fields["lane_concurrency"].defaul
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="scenarios 1, 2 and 5 only, shortened (< 3 minutes)"
+        "--quick",
+        action="store_true",
+        help="scenarios 1, 2, 4 (at 50 events/s) and 5 only, shortened (< 4 minutes)",
     )
     parser.add_argument(
         "--only",
@@ -73,7 +75,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         plan = dataclasses.replace(plan, backlog_deliveries=args.backlog_deliveries)
     backends = Backends.from_env(postgres=not args.no_postgres)
     bench = Bench(backends, plan, args.lane_concurrency, _progress, args.fetch_wait)
-    quick_set = {"floor", "max", "isolation"}
+    quick_set = {"floor", "max", "latency", "isolation"}
     everything = {
         "floor",
         "max",
@@ -143,16 +145,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         median("max_deliveries_per_s_fanout10", found["fanout10"]["max_deliveries_per_s"])
     if "latency" in wanted:
-        for store in stores:
-            found[f"latency_{store}"] = await timed(
-                bench,
-                f"4. latency at 500 events/s, {store}",
-                lambda store=store: scenarios.latency(bench, store, 500.0),  # type: ignore[misc]
-            )
-        median("p99_ms_at_500", found["latency_sqlite"]["p99_ms"])
-        median("cpu_us_per_delivery_at_500", found["latency_sqlite"]["cpu_us_per_delivery"])
-        if "latency_postgres" in found:
-            median("p99_ms_at_500_postgres", found["latency_postgres"]["p99_ms"])
+        # 500 events/s (not in --quick), and 50/s: a lone event at a time, where fixed costs
+        # per event (a fetch, two transactions, the exchange) show (issue 15).
+        for per_s in (50, 500) if not args.quick else (50,):
+            name = "latency" if per_s == 500 else f"latency{per_s}"
+            for store in stores:
+                found[f"{name}_{store}"] = await timed(
+                    bench,
+                    f"4. latency at {per_s} events/s, {store}",
+                    lambda store=store, per_s=per_s: scenarios.latency(  # type: ignore[misc]
+                        bench, store, float(per_s)
+                    ),
+                )
+            runs = found[f"{name}_sqlite"]
+            median(f"p50_ms_at_{per_s}", runs["p50_ms"])
+            median(f"p99_ms_at_{per_s}", runs["p99_ms"])
+            median(f"cpu_us_per_delivery_at_{per_s}", runs["cpu_us_per_delivery"])
+            postgres = found.get(f"{name}_postgres")
+            if postgres is not None:
+                median(f"p99_ms_at_{per_s}_postgres", postgres["p99_ms"])
     if "isolation" in wanted:
         found["isolation"] = await timed(bench, "5. isolation", lambda: scenarios.isolation(bench))
         median("isolation_p99_ratio", found["isolation"]["p99_ratio"])

@@ -6,8 +6,12 @@ gets its own `--out`) or `profile` and those of `python -m tests.bench.profile`
 (`profile --rate 500 --seconds 20 --cost-only`). REV is checked out, detached, in a scratch
 worktree under var/baseline/<sha12> (reused when there); its side runs there, with
 PYTHONPATH=<worktree>, so its own `service` and `tests.bench` (and schema migrations) are the ones
-imported. Both sides use this interpreter. Each round runs both sides, the order alternating
-(new-old, old-new, ...) so that drift on a shared machine falls on both alike.
+imported. With `--harness current`, the baseline side runs today's `tests.bench` against REV's
+`service` instead (PYTHONPATH=<a folder holding only REV's service>:<this tree>): the same load,
+receiver and figures on both sides, for scenarios REV's own bench lacks (latency at 50 events/s);
+it needs REV's store API to be the one today's bench seeds subscriptions with. Both sides use
+this interpreter. Each round runs both sides, the order alternating (new-old, old-new, ...) so
+that drift on a shared machine falls on both alike.
 
 Prints, and writes to var/bench/paired-<timestamp>.md, a table of every numeric headline figure:
 the median over the rounds of each side and new / baseline; var/bench/paired-<timestamp>.json
@@ -21,6 +25,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -232,12 +237,32 @@ def markdown(rows: Sequence[Row], new_label: str, baseline_label: str) -> str:
 class Side:
     name: str
     label: str  # what it runs: a short sha, "working tree"
-    root: Path
+    root: Path  # where it runs (first on its path: its `service`), and its tests.bench's tree
     skipped: str | None = None  # why this side does not run
     runs: list[dict[str, Any]] = field(default_factory=list)
+    bench_from: Path | None = None  # another tree's tests.bench (`--harness current`)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.root)}
+        paths = [self.root, self.bench_from] if self.bench_from else [self.root]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
+
+    def homes(self) -> tuple[Path, Path]:
+        """Where its `service` and its `tests.bench` must come from."""
+        if self.bench_from is None:
+            return self.root, self.root
+        return (self.root / "service").resolve(), self.bench_from
+
+
+def service_only(worktree: Path) -> Path:
+    """A folder beside `worktree` holding only a link to its `service` package: run there,
+    `python -m` finds that `service` first, and tests.bench (and the service child it starts
+    from where its `service` lives) comes from PYTHONPATH."""
+    folder = worktree.with_name(worktree.name + "-service")
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "service"
+    if not link.is_symlink():
+        link.symlink_to(worktree / "service", target_is_directory=True)
+    return folder
 
 
 def git(*args: str, cwd: Path = ROOT) -> str:
@@ -276,14 +301,14 @@ def check_side(side: Side, target: Target) -> str | None:
     found = _python(side, "-c", probe)
     if found.returncode != 0:
         return f"its packages do not import: {found.stderr.strip()[-500:]}"
-    for path in found.stdout.split():
-        if not Path(path).resolve().is_relative_to(side.root.resolve()):
-            return f"the child imported {path}, not the code under {side.root}"
+    for path, root in zip(found.stdout.split(), side.homes(), strict=False):
+        if not Path(path).resolve().is_relative_to(root.resolve()):
+            return f"the child imported {path}, not the code under {root}"
     print(f"{side.name} ({side.label}) imports {', '.join(found.stdout.split())}", flush=True)
     shown = _python(side, "-m", MODULES[target.kind], "--help")
     if shown.returncode != 0:
         return f"`python -m {MODULES[target.kind]} --help` failed: {shown.stderr.strip()[-500:]}"
-    main = side.root / "tests" / "bench" / "__main__.py"
+    main = side.homes()[1] / "tests" / "bench" / "__main__.py"
     source = main.read_text() if main.exists() else ""
     missing = unsupported(target, shown.stdout, source)
     if target.kind == BENCH and "--out" not in shown.stdout:
@@ -350,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m tests.bench.paired",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s --baseline REV [--rounds N] [--keep-worktree] -- "
+        usage="%(prog)s --baseline REV [--rounds N] [--keep-worktree] [--harness own|current] -- "
         "[bench args | profile args]",
     )
     parser.add_argument("--baseline", required=True, help="the git revision to compare against")
@@ -364,6 +389,13 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-worktree",
         action="store_true",
         help="leave var/baseline/<sha12> in place (one that was already there is always kept)",
+    )
+    parser.add_argument(
+        "--harness",
+        choices=("own", "current"),
+        default="own",
+        help="the baseline side's tests.bench: REV's own (default), or today's against REV's "
+        "service",
     )
     parser.add_argument("--out", type=Path, default=VAR, help="results folder (%(default)s)")
     return parser
@@ -382,7 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     new = Side(NEW, f"{head}{'+changes' if dirty else ''}", ROOT)
     path, existed = baseline_worktree(sha)
-    baseline = Side(BASELINE, f"{args.baseline} = {sha[:12]}", path)
+    if args.harness == "current":
+        label = f"{args.baseline} = {sha[:12]}, today's bench"
+        baseline = Side(BASELINE, label, service_only(path), bench_from=ROOT)
+    else:
+        baseline = Side(BASELINE, f"{args.baseline} = {sha[:12]}", path)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     scratch = args.out.resolve() / f"paired-{stamp}"
     try:
@@ -401,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not existed and not args.keep_worktree:
             git("worktree", "remove", "--force", str(path))
+            shutil.rmtree(path.with_name(path.name + "-service"), ignore_errors=True)
     rows = build_rows([r["figures"] for r in new.runs], [r["figures"] for r in baseline.runs])
     table = markdown(rows, new.label, baseline.label)
     what = " ".join([MODULES[target.kind], *target.args])

@@ -89,7 +89,7 @@ _PLANS: dict[str, tuple[Any, Any]] = {
     "warmup_s": (3.0, 2.0),
     "steady_s": (60.0, 0.0),
     "fanout10_steady_s": (15.0, 0.0),
-    "latency_steady_s": (10.0, 0.0),
+    "latency_steady_s": (10.0, 8.0),
     "isolation_rate": (50.0, 50.0),
     "isolation_steady_s": (12.0, 8.0),
     "backlog_deliveries": (100_000, 0),

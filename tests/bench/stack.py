@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+import service
 from service.events import CATALOG
 from service.settings import load_settings
 from service.store import open_store
@@ -32,6 +33,7 @@ from tests.support.process import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "bench"
+SERVICE_HOME = Path(service.__file__).parents[1]
 ORG = "org_bench"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:54329/webhooks"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -116,9 +118,14 @@ async def create_subscriptions(
         names: dict[str, str] = {}
         for name, url in urls.items():
             wanted = events.get(name, CATALOG)
-            subscription = await store.create_subscription(
-                ORG, url, wanted, "bench", ordering=(ordering or {}).get(name, "none")
-            )
+            # Only when asked: a revision before ordered delivery (a paired baseline running
+            # today's bench) has no such argument.
+            if ordering and name in ordering:
+                subscription = await store.create_subscription(
+                    ORG, url, wanted, "bench", ordering=ordering[name]
+                )
+            else:
+                subscription = await store.create_subscription(ORG, url, wanted, "bench")
             names[subscription.id] = name
         return names
     finally:
@@ -209,7 +216,9 @@ class ServiceChild:
                 "service",
                 "serve",
                 env=env,
-                cwd=ROOT,
+                # Where the `service` this harness imported lives (this tree, or another
+                # revision's with `tests.bench.paired --harness current`): `-m` puts it first.
+                cwd=SERVICE_HOME,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
             )

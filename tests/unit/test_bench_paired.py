@@ -3,6 +3,7 @@ tests.bench lacks, reading figures back, and the median/ratio table."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,19 @@ def test_markdown_table() -> None:
             "| p50_ms | 4.25 | — | — |",
         ]
     )
+
+
+def test_a_current_harness_side_runs_beside_the_baseline_service_with_todays_bench(
+    tmp_path: Path,
+) -> None:
+    worktree = tmp_path / "abc123"
+    (worktree / "service").mkdir(parents=True)
+    folder = paired.service_only(worktree)
+    assert paired.service_only(worktree) == folder  # made once, reused
+    side = paired.Side("baseline", "abc", folder, bench_from=paired.ROOT)
+    # Run in the folder (`-m` puts it first: its `service`), today's tests.bench from the path.
+    assert side.env()["PYTHONPATH"].split(os.pathsep) == [str(folder), str(paired.ROOT)]
+    assert side.homes() == ((worktree / "service").resolve(), paired.ROOT)
+    own = paired.Side("baseline", "abc", worktree)
+    assert own.env()["PYTHONPATH"] == str(worktree)
+    assert own.homes() == (worktree, worktree)
