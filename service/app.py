@@ -12,6 +12,7 @@ store and, for `/test`, to delivery.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -108,6 +109,7 @@ async def serve(settings: Settings, roles: Roles) -> int:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         log.info("http.listening", host=settings.http_host, port=settings.http_port)
+        _settle_garbage_collector()
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(fatal.event.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -120,6 +122,21 @@ async def serve(settings: Settings, roles: Roles) -> int:
     finally:
         await runner.cleanup()
     return 1 if fatal.reason else 0
+
+
+# Young-generation collections every 10,000 net allocations rather than 700: an attempt or a
+# batch allocates thousands of short-lived objects (futures, dicts, records) that reference
+# counting frees anyway, so the default traversed the young heap several times per delivery.
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+def _settle_garbage_collector() -> None:
+    """Once started: what start-up made (modules, settings, the index) is frozen out of every
+    later collection, and collections run less often (GC_THRESHOLDS). Measured at 50 events/s,
+    alternating with the defaults: ~6% less CPU per delivery and a lower p99 (issue 15)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def instance_id() -> str:
