@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-cost bench-ops clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-cost bench-clients bench-ops clean
 
 setup: $(VENV)/.installed
 
@@ -100,6 +100,12 @@ bench-quick: setup $(VENV)/.bench
 bench-cost: setup $(VENV)/.bench
 	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED) profile,$(PY) -m tests.bench.profile) \
 	  --rate $(RATE) --seconds $(COST_SECONDS) --cost-only $(BENCH_ARGS)
+
+# The CPU per lone event of the two clients the service must use, bare (an aiokafka consumer,
+# an aiohttp POST) at CLIENT_RATE events/s: the floor under `bench-cost` at that rate.
+CLIENT_RATE ?= 50
+bench-clients: setup
+	SERVICES=kafka deploy/local/with-services.sh $(PY) -m tests.bench.client_floor --rate $(CLIENT_RATE)
 
 # The delivery log and health with 100,000 deliveries in each store (issue 12): seeded through
 # the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs only
