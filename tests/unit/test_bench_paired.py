@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench import paired
+from tests.bench import paired, paired_plot
 from tests.bench.paired import BENCH, PROFILE, Row, Target
 
 
@@ -180,3 +180,24 @@ def test_a_current_harness_side_runs_beside_the_baseline_service_with_todays_ben
     own = paired.Side("baseline", "abc", worktree)
     assert own.env()["PYTHONPATH"] == str(worktree)
     assert own.homes() == (worktree, worktree)
+
+
+def test_paired_plot_takes_the_asked_figures_in_order_with_a_profile_s_rate() -> None:
+    bench = {
+        "target": {"kind": "bench", "args": ["--quick"]},
+        "table": [
+            {"figure": "p50_ms_at_50", "ratio": 0.55},
+            {"figure": "floor_deliveries_per_s", "ratio": None},
+        ],
+    }
+    profile = {
+        "target": {"kind": "profile", "args": ["--rate", "500", "--cost-only"]},
+        "table": [{"figure": "cpu_us_per_delivery", "ratio": 0.68}],
+    }
+    shown = paired_plot.bars(
+        [bench, profile], ["cpu_us_per_delivery@500", "p50_ms_at_50", "floor_deliveries_per_s"]
+    )
+    assert shown == [
+        ("cpu_us_per_delivery@500", "CPU per delivery at 500/s", 0.68),
+        ("p50_ms_at_50", "p50 latency at 50/s", 0.55),
+    ]
