@@ -225,7 +225,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         body = orjson.dumps(decoded)
     except orjson.JSONEncodeError:
         return Rejected("too_deep")
-    if _WIDE_INTEGER.search(value):
+    if _LONG_DIGITS.search(value) and _WIDE_INTEGER.search(value):
         body = _exact_body(value)
     return Accepted(
         event_id=envelope.id,
@@ -255,6 +255,9 @@ def customer_key(customer_id: object) -> str | None:
 # reads those as floats, which would deliver 123456789012345678901234567890 as
 # 1.2345678901234568e+29. Also matches digits inside strings, which only costs a slower parse.
 _WIDE_INTEGER = re.compile(rb"-[0-9]{19}|[0-9]{20}")
+# What any such literal contains, found about twice as fast (the alternation above defeats the
+# regex engine's skipping of non-digits): the exact pattern runs only where this matched.
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
 
 
 def _exact_body(value: bytes) -> bytes:
