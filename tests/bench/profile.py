@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from tests.bench import stages
 from tests.bench.ledger import latencies, latency_summary_ms
 from tests.bench.load import Phase
 from tests.bench.runner import OK, ServiceRun
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the figures as JSON to this file"
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each stage of the bench's events in the service (tests.bench.stages)",
     )
     return parser
 
@@ -95,6 +101,8 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
     env = {"WEBHOOKS_LANE_CONCURRENCY": str(args.lane_concurrency)}
+    if args.stages:
+        env |= stages.hook_env(out.with_suffix(".stages.json"))
     async with ServiceRun(backends, args.store, {"s0": OK}, env=env) as run:
         await run.produce([Phase("warmup", args.rate, 5.0)])
         command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
@@ -161,6 +169,8 @@ def main() -> None:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    if args.stages:
+        print(stages.table(out.with_suffix(".stages.json")))
     if args.cost_only:
         return
     print(summarize(out))
