@@ -97,7 +97,7 @@ class _Worker:
 
     Its own thread and queue rather than a ThreadPoolExecutor and `wrap_future`: a hand-off is
     one queue put and one `call_soon_threadsafe`, where the executor's chained futures cost
-    about twice the Python per hand-off, at two hand-offs per transaction (issue 15)."""
+    about twice the Python. Most transactions need none: see `SqliteDriver`."""
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
