@@ -77,17 +77,23 @@ test-fuzz: setup
 run: setup
 	@deploy/local/demo.sh || test $$? -eq 130
 
-# The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each (~20 min),
-# or scenarios 1, 2 and 5 once and short plus `bench-ops` at 5,000 deliveries (`bench-quick`,
-# ~2 min). Results in var/bench/. BASELINE=REV (a git revision) runs each beside REV, checked out
-# in var/baseline/, alternating (tests.bench.paired; ROUNDS, default 2): twice as long, and a table
-# of new / baseline in var/bench/paired-<timestamp>.md. `bench-cost` is the service's CPU per
-# delivery at RATE events/s (tests.bench.profile --cost-only), paired when BASELINE is set.
+# The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each
+# (~25 min), or scenarios 1, 2, 4 (at 50 events/s) and 5 once and short plus `bench-ops` at
+# 5,000 deliveries (`bench-quick`, ~4 min). Results in var/bench/. BASELINE=REV (a git revision)
+# runs each beside REV, checked out in var/baseline/, alternating (tests.bench.paired; ROUNDS,
+# default 2): twice as long, and a table of new / baseline in var/bench/paired-<timestamp>.md.
+# `bench-cost` is the service's CPU per delivery at RATE events/s (tests.bench.profile
+# --cost-only), paired when BASELINE is set.
 BASELINE ?=
 ROUNDS ?=
+# The baseline side's harness: `current` runs today's tests.bench against REV's service (the
+# same load and figures on both sides; REV's store must take today's bench's subscriptions),
+# `own` REV's own tests.bench.
+HARNESS ?= current
 RATE ?= 500
 COST_SECONDS ?= 20
-PAIRED = $(PY) -m tests.bench.paired --baseline $(BASELINE) $(if $(ROUNDS),--rounds $(ROUNDS)) --
+PAIRED = $(PY) -m tests.bench.paired --baseline $(BASELINE) --harness $(HARNESS) \
+  $(if $(ROUNDS),--rounds $(ROUNDS)) --
 bench: setup $(VENV)/.bench
 	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m tests.bench) $(BENCH_ARGS)
 
