@@ -16,13 +16,29 @@ import orjson
 
 # Figures a reader knows by another name.
 LABELS = {
-    "cpu_us_per_delivery": "CPU per delivery",
+    "cpu_us_per_delivery": "CPU per delivery at the max rate",
+    "max_deliveries_per_s_sqlite": "max deliveries/s, SQLite",
+    "max_deliveries_per_s_postgres": "max deliveries/s, PostgreSQL",
+    "sqlite_share_of_floor": "SQLite max / raw floor",
+    "floor_deliveries_per_s": "raw floor deliveries/s",
     "cpu_us_per_delivery_at_50": "CPU per delivery at 50/s",
-    "p50_ms": "p50 latency",
-    "p99_ms": "p99 latency",
     "p50_ms_at_50": "p50 latency at 50/s",
     "p99_ms_at_50": "p99 latency at 50/s",
 }
+# A profile's figures, at its `--rate`.
+PROFILE_LABELS = {
+    "cpu_us_per_delivery": "CPU per delivery",
+    "p50_ms": "p50 latency",
+    "p99_ms": "p99 latency",
+}
+
+
+# Figures where more is better (everything else here is a cost: CPU, latency).
+HIGHER_IS_BETTER = ("max_deliveries", "share_of_floor", "floor_deliveries", "deliveries_per_s")
+
+
+def better(key: str, ratio: float) -> bool:
+    return ratio > 1 if any(part in key for part in HIGHER_IS_BETTER) else ratio < 1
 
 
 def bars(results: Sequence[Mapping[str, Any]], only: Sequence[str]) -> list[tuple[str, str, float]]:
@@ -36,8 +52,10 @@ def bars(results: Sequence[Mapping[str, Any]], only: Sequence[str]) -> list[tupl
             if row["ratio"] is None:
                 continue
             key = row["figure"] if rate is None else f"{row['figure']}@{rate}"
-            label = LABELS.get(row["figure"], row["figure"])
-            shown = label if rate is None else f"{label} at {rate}/s"
+            if rate is None:
+                shown = LABELS.get(row["figure"], row["figure"])
+            else:
+                shown = f"{PROFILE_LABELS.get(row['figure'], row['figure'])} at {rate}/s"
             found[key] = (key, shown, float(row["ratio"]))
     return [found[key] for key in only if key in found]
 
@@ -53,10 +71,10 @@ def plot(
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
     shown = bars(results, only)[::-1]  # the first asked at the top
-    figure, axes = plt.subplots(figsize=(9, 0.55 * len(shown) + 1.6))
+    figure, axes = plt.subplots(figsize=(11, 0.55 * len(shown) + 1.6))
     labels = [label for _, label, _ in shown]
     ratios = [ratio for _, _, ratio in shown]
-    colours = ["#2a7" if r < 1 else "#c44" for r in ratios]
+    colours = ["#2a7" if better(key, ratio) else "#c44" for key, _, ratio in shown]
     axes.barh(labels, ratios, color=colours)
     for y, ratio in enumerate(ratios):
         axes.text(ratio + 0.01, y, f"{ratio:.2f}x", va="center", fontsize=9)
@@ -65,7 +83,7 @@ def plot(
             axes.plot([targets[key]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
     axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     axes.set_xlim(0, max(1.2, max(ratios, default=1) + 0.15))
-    axes.set_xlabel("today / baseline (lower is better; black marks: the target)")
+    axes.set_xlabel("today / baseline; green: better (costs lower, throughput higher); black: goal")
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
