@@ -508,7 +508,8 @@ class Ingest:
         self._recorded[tp] = max(offset, self._recorded.get(tp, 0))
 
     async def commit_if_due(self) -> None:
-        """Commits what is recorded when COMMIT_INTERVAL has passed since the last commit."""
+        """Commits what is recorded, and updates the lag gauge, once per COMMIT_INTERVAL (the
+        one place that keeps that beat)."""
         if asyncio.get_running_loop().time() - self._last_commit >= COMMIT_INTERVAL:
             self._last_commit = asyncio.get_running_loop().time()
             await self.commit_recorded(None)
@@ -528,7 +529,6 @@ class Ingest:
         }
         if not offsets:
             return
-        self._last_commit = asyncio.get_running_loop().time()
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:

@@ -211,9 +211,10 @@ class SqliteDriver:
                 yield self._conn
                 await self._commit()
             except BaseException:
-                # A BEGIN or COMMIT whose caller was cancelled still runs in the thread (BEGIN
-                # may be waiting for another process's write lock): wait for it, then roll
-                # back whatever is open, before the lock is released.
+                # Whatever was handed to the thread still runs there when its caller is
+                # cancelled (a BEGIN waiting for another process's write lock, a slow disk's
+                # COMMIT, a checkpoint): wait for it, then roll back whatever is open, before
+                # the lock is released.
                 await self._worker.settle()
                 if self._connection.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
