@@ -1,17 +1,22 @@
 """The documentation stays true to the code: every setting is in the configuration table of
 docs/operations.md (and nothing else is), every alert's runbook_url leads to a heading in docs/,
-and every relative link between the documents leads to a file and heading that exist."""
+every relative link between the documents leads to a file and heading that exist, and the
+README's signature check works."""
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote
 
 import yaml
 from pydantic import AliasChoices, AliasPath
 
 from service.settings import Settings
+from service.signing import quantum_signature
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -122,3 +127,20 @@ def test_github_anchor_follows_githubs_rules() -> None:
         "the-day-an-endpoint-broke-log-redeliver"
     )
     assert github_anchor("Rate limit and `static` headers") == "rate-limit-and-static-headers"
+
+
+def test_the_readmes_signature_check_tells_genuine_from_forged() -> None:
+    found = re.findall(r"^```python\n(.*?)^```$", (REPO / "README.md").read_text(), re.M | re.S)
+    assert len(found) == 1, "README.md needs exactly one ```python block"
+    namespace: dict[str, Any] = {}
+    exec(compile(found[0], "README.md", "exec"), namespace)
+    genuine = cast(Callable[[str, str, bytes], bool], namespace["genuine"])
+    secret, other, body = "qe_whsec_new", "qe_whsec_old", b'{"id":"evt_1","event":"x"}'
+    now = int(time.time())
+    assert genuine(secret, quantum_signature([secret], body, now), body)
+    assert genuine(secret, quantum_signature([other, secret], body, now), body)
+    assert not genuine(secret, quantum_signature([secret], body, now), body + b" ")
+    assert not genuine(secret, quantum_signature([other], body, now), body)
+    assert not genuine(secret, quantum_signature([secret], body, now - 3600), body)
+    assert not genuine(secret, quantum_signature([secret], body, now).split(",")[1], body)
+    assert not genuine(secret, "garbage", body)
