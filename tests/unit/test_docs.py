@@ -36,9 +36,7 @@ def github_anchor(heading: str) -> str:
 def anchors(document: Path) -> set[str]:
     text = _FENCE.sub("", document.read_text())
     return {
-        github_anchor(line.lstrip("#"))
-        for line in text.splitlines()
-        if re.match(r"^#{1,6} ", line)
+        github_anchor(line.lstrip("#")) for line in text.splitlines() if re.match(r"^#{1,6} ", line)
     }
 
 
@@ -86,7 +84,8 @@ def test_every_row_of_the_configuration_table_is_a_setting() -> None:
 
 def test_every_row_has_a_default_and_a_meaning() -> None:
     for variable, (default, meaning) in configuration_table().items():
-        assert default and meaning, variable
+        assert default, variable
+        assert meaning, variable
 
 
 def test_every_runbook_url_resolves_to_a_heading_in_docs() -> None:

@@ -32,7 +32,7 @@ def snippet(language: str) -> str:
     found = re.findall(
         rf"^```{language} verify-snippet\n(.*?)^```$", RECEIVERS.read_text(), re.M | re.S
     )
-    assert len(found) == 1, f"docs/receivers.md needs exactly one ```{language} verify-snippet block"
+    assert len(found) == 1, f"receivers.md needs exactly one ```{language} verify-snippet block"
     return str(found[0])
 
 
