@@ -500,7 +500,7 @@ def _print_json(value: Any) -> None:
 async def _deliveries(args: argparse.Namespace, _: Settings, store: Store) -> int:
     from service.api.models import DeliveryList  # noqa: PLC0415
     from service.api.paging import encode_cursor  # noqa: PLC0415
-    from service.api.recovery import (  # noqa: PLC0415
+    from service.api.deliverylog import (  # noqa: PLC0415
         LOG_QUERY,
         LogQuery,
         delivery_detail,
@@ -583,7 +583,7 @@ def _print_delivery(detail: dict[str, Any]) -> None:
 
 
 async def _redeliver(args: argparse.Namespace, _: Settings, store: Store) -> int:
-    from service.api.recovery import cannot_send  # noqa: PLC0415
+    from service.api.deliverylog import cannot_send  # noqa: PLC0415
 
     subscription = await _subscription(store, args)
     org, delivery_id = subscription.org_id, args.delivery_id
@@ -602,7 +602,7 @@ async def _replay(args: argparse.Namespace, settings: Settings, store: Store) ->
     from pydantic import ValidationError  # noqa: PLC0415
 
     from service.api.models import ReplayRequest, ReplayResult  # noqa: PLC0415
-    from service.api.recovery import (  # noqa: PLC0415
+    from service.api.deliverylog import (  # noqa: PLC0415
         MAX_REPLAY,
         field_messages,
         iso,
@@ -663,7 +663,7 @@ async def _rotate_secret(args: argparse.Namespace, _: Settings, store: Store) ->
     from pydantic import ValidationError  # noqa: PLC0415
 
     from service.api.models import RotateSecret  # noqa: PLC0415
-    from service.api.recovery import field_messages, iso  # noqa: PLC0415
+    from service.api.deliverylog import field_messages, iso  # noqa: PLC0415
 
     request: dict[str, Any] = {}
     if args.overlap is not None:
