@@ -51,7 +51,6 @@ from service.errors import (
     TargetRejected,
 )
 from service.operations import recovery, secrets
-from service.operations.recovery import ReplayAsk
 from service.store import Store, SubscriptionChanges
 from service.store.models import AttemptRecord, Health, Subscription
 
@@ -436,23 +435,11 @@ class SubscriptionApi:
         body = await self._body(request, ReplayRequest)
         if isinstance(body, web.Response):
             return body
-        ask = ReplayAsk(
-            since=body.since,
-            until=body.until,
-            events=body.events,
-            only_failed=body.onlyFailed,
-            # As documented (and as PATCH does): these may be left out, not null.
-            null_fields=[
-                name
-                for name in ("until", "events")
-                if name in body.model_fields_set and getattr(body, name) is None
-            ],
-        )
         try:
             replayed = await recovery.replay(
                 _store(request),
                 found,
-                ask,
+                body.ask(),
                 retention_s=request.config_dict[SETTINGS].retention,
                 wake=self._wake(request),
             )
