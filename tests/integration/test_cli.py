@@ -4,7 +4,6 @@ the configuration in `WEBHOOKS_*` variables; and the demo receiver behind `make 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -38,31 +37,11 @@ from service.store.models import (
     Subscription,
 )
 from tests.conftest import TEST_ENCRYPTION_KEY
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
+from tests.support.commands import Result, run_module
 
 
 async def run_cli(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
-    # Only the variables the test gives: none of the developer's WEBHOOKS_* settings leak in.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *args,
-        env={**clean, **env},
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
+    return await run_module("service", *args, env=env, cwd=cwd)
 
 
 @dataclass(frozen=True)

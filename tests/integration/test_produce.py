@@ -4,45 +4,19 @@ with Kafka's address and topics in `WEBHOOKS_*` variables."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from service.events import Accepted, Rejected, parse_event
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
+from tests.support.commands import Result, run_module
 
 
 async def run_produce(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
-    # Only the variables the test gives: none of the developer's WEBHOOKS_* settings leak in.
-    # tools/ is not installed: the repository root on the path finds it, from any directory.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tools.produce",
-        *args,
-        env={**clean, "PYTHONPATH": str(ROOT), **env},
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
+    return await run_module("tools.produce", *args, env=env, cwd=cwd)
 
 
 async def read_all(bootstrap: str, topics: list[str]) -> list[ConsumerRecord[bytes, bytes]]:
