@@ -1,4 +1,4 @@
-"""The service's small exception classes that carry data (STYLE lesson 9).
+"""The service's small exception classes that carry data.
 
 Each class holds what its handler needs as attributes; `str()` is for people. Normal replies are
 returned, never raised, so only real failures live here.
@@ -23,7 +23,7 @@ class SignatureError(Exception):
 
 
 class TargetRejected(Exception):
-    """A webhook URL is not acceptable as a delivery target (SPEC sections 2 and 3).
+    """A webhook URL is not acceptable as a delivery target.
 
     Raised at registration and PATCH (the API answers 422 with `reason` as the field message) and
     before a delivery to a literal-IP URL. `reason` is a sentence fragment for people, e.g.

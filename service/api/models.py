@@ -1,5 +1,4 @@
-"""The API's request and response shapes (SPEC section 3), one source for validation and for the
-OpenAPI document."""
+"""The API's request and response shapes, one source for validation and for the OpenAPI document."""
 
 from __future__ import annotations
 
