@@ -35,13 +35,13 @@ postgres-down:
 	deploy/local/postgres.sh stop
 
 lint: setup
-	$(BIN)/ruff check service tests deploy
-	$(BIN)/ruff format --check service tests deploy
+	$(BIN)/ruff check service tests deploy tools
+	$(BIN)/ruff format --check service tests deploy tools
 	$(BIN)/mypy
 
 fmt: setup
-	$(BIN)/ruff check --fix service tests deploy
-	$(BIN)/ruff format service tests deploy
+	$(BIN)/ruff check --fix service tests deploy tools
+	$(BIN)/ruff format service tests deploy tools
 
 # Starts Kafka and PostgreSQL unless they already run, runs lint and the whole suite, and stops
 # what it started even when a test fails.

@@ -1,4 +1,4 @@
-"""The service's small exception classes that carry data (STYLE lesson 9).
+"""The service's small exception classes that carry data.
 
 Each class holds what its handler needs as attributes; `str()` is for people. Normal replies are
 returned, never raised, so only real failures live here.
@@ -23,7 +23,7 @@ class SignatureError(Exception):
 
 
 class TargetRejected(Exception):
-    """A webhook URL is not acceptable as a delivery target (SPEC sections 2 and 3).
+    """A webhook URL is not acceptable as a delivery target.
 
     Raised at registration and PATCH (the API answers 422 with `reason` as the field message) and
     before a delivery to a literal-IP URL. `reason` is a sentence fragment for people, e.g.
@@ -66,3 +66,44 @@ class StoreInUse(Exception):
         )
         self.path = path
         self.holder = holder
+
+
+# -- what an operation (service.operations) refuses; each front end says it in its own words --
+
+
+class SubscriptionNotFound(Exception):
+    """No subscription `subscription_id` (in `org_id`, when the caller named one)."""
+
+    def __init__(self, subscription_id: str, org_id: str | None = None) -> None:
+        where = "" if org_id is None else f" in {org_id}"
+        super().__init__(f"no subscription {subscription_id}{where}")
+        self.subscription_id = subscription_id
+        self.org_id = org_id
+
+
+class DeliveryNotFound(Exception):
+    """No delivery `delivery_id` of the subscription `subscription_id`."""
+
+    def __init__(self, subscription_id: str, delivery_id: str) -> None:
+        super().__init__(f"no delivery {delivery_id} of {subscription_id}")
+        self.subscription_id = subscription_id
+        self.delivery_id = delivery_id
+
+
+class CannotSend(Exception):
+    """A subscription's deliveries cannot go out now. `slug` says why in a word
+    (`subscription-inactive`, `secret-undecryptable`), `reason` in a sentence for people."""
+
+    def __init__(self, slug: str, reason: str) -> None:
+        super().__init__(reason)
+        self.slug = slug
+        self.reason = reason
+
+
+class InvalidInput(Exception):
+    """An operation's input is wrong: `errors` are (field, message) pairs, all of them at once,
+    with the fields named as the management API names them."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+        self.errors = errors

@@ -1,7 +1,8 @@
 #!/bin/sh
 # docker-compose.yml's demo-setup: what deploy/local/demo.sh does once the service is ready, in
-# the demo image (identity-webhooks, python, curl). Replaces the subscription an earlier `up` made,
-# so the receiver holds the one secret that signs what it gets. Prints the API key last.
+# the demo image (identity-webhooks, python, curl, the producer of tools/). Replaces the
+# subscription an earlier `up` made, so the receiver holds the one secret that signs what it
+# gets. Prints the API key last.
 set -eu
 installed_by=deploy/docker-compose.yml
 
@@ -32,6 +33,6 @@ os.close(fd)
 print("subscription", answer["id"], "->", answer["url"])
 ' /demo/secret
 
-identity-webhooks produce --count 3
+python -m tools.produce --count 3
 echo "API key for org_demo (curl -H \"Authorization: Bearer <key>\" localhost:8080/api/identity/webhooks):"
 echo "$key"

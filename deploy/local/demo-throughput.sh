@@ -9,7 +9,7 @@ metrics=${METRICS_URL:-http://127.0.0.1:8080/metrics}
 sent() { curl -sf "$metrics" | awk '/^webhooks_deliveries_total\{.*outcome="sent"/ {s+=$2} END {printf "%d", s}'; }
 before=$(sent)
 start=$(date +%s.%N)
-WEBHOOKS_LOG_LEVEL=warning .venv/bin/identity-webhooks produce --count "$n" --org org_demo
+WEBHOOKS_LOG_LEVEL=warning .venv/bin/python -m tools.produce --count "$n" --org org_demo
 while [ "$(sent)" -lt $((before + n)) ]; do sleep 0.2; done
 end=$(date +%s.%N)
 awk -v n="$n" -v s="$start" -v e="$end" \

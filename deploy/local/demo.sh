@@ -144,8 +144,8 @@ os.close(fd)
 print(answer["id"])
 ' "$demo/secret")
 
-"$iw" produce --count 3 >&2
-"$iw" produce --count 1 --event verification.created --sibling-service orchestration >&2
+"$py" -m tools.produce --count 3 >&2
+"$py" -m tools.produce --count 1 --event verification.created --sibling-service orchestration >&2
 
 cat <<EOF
 
@@ -159,7 +159,7 @@ cat <<EOF
     curl -s -X POST -H "Authorization: Bearer $key" $api/api/identity/webhooks/$subscription/test
     curl -s $api/metrics | grep '^webhooks_'
   More events:
-    .venv/bin/identity-webhooks produce --count 100 --rate 20
+    .venv/bin/python -m tools.produce --count 100 --rate 20
 
   Deliveries as the receiver sees them (Ctrl-C stops everything):
 

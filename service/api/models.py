@@ -1,5 +1,4 @@
-"""The API's request and response shapes (SPEC section 3), one source for validation and for the
-OpenAPI document."""
+"""The API's request and response shapes, one source for validation and for the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from service.events import CATALOG, Timestamp
+from service.operations.recovery import ReplayAsk
 
 MAX_URL_LENGTH = 2048
 MAX_INSTALLED_BY = 200
@@ -308,6 +308,20 @@ class ReplayRequest(_Request):
     @classmethod
     def _events(cls, events: list[str] | None) -> list[str] | None:
         return None if events is None else _events_rule(events)
+
+    def ask(self) -> ReplayAsk:
+        """The replay to run; `until` and `events` may be left out, not null (as PATCH's)."""
+        return ReplayAsk(
+            since=self.since,
+            until=self.until,
+            events=self.events,
+            only_failed=self.onlyFailed,
+            null_fields=[
+                name
+                for name in ("until", "events")
+                if name in self.model_fields_set and getattr(self, name) is None
+            ],
+        )
 
 
 class ReplayResult(BaseModel):

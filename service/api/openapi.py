@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service import __version__
+from service.api.deliverylog import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.models import (
     CreatedSubscription,
     CreateSubscription,
@@ -24,9 +25,9 @@ from service.api.models import (
     SubscriptionRow,
     TestResult,
 )
-from service.api.recovery import DEFAULT_LIMIT, MAX_LIMIT, MAX_REPLAY
 from service.api.routes import BASE
 from service.events import CATALOG
+from service.operations.recovery import MAX_REPLAY
 
 _REQUESTS: tuple[type[BaseModel], ...] = (
     CreateSubscription,

@@ -1,5 +1,5 @@
-"""The management API (SPEC section 3, issue 12): register, list, get, change, delete and test
-subscriptions; their delivery log, redelivery, replay and secret rotation; each scoped to the org
+"""The management API: register, list, get, change, delete and test subscriptions; their delivery
+log, redelivery, replay and secret rotation (done by `service.operations`); each scoped to the org
 of the caller's API key."""
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from pydantic import BaseModel, ValidationError
 from service import ids
 from service.api.auth import ORG
 from service.api.catalog import event_types
+from service.api.deliverylog import (
+    LogQuery,
+    delivery_detail,
+    delivery_row,
+    field_messages,
+    page_limit,
+)
 from service.api.models import (
     CreatedSubscription,
     CreateSubscription,
@@ -33,22 +40,17 @@ from service.api.models import (
 )
 from service.api.paging import decode_cursor, encode_cursor
 from service.api.problems import invalid, problem
-from service.api.recovery import (
-    MAX_REPLAY,
-    LogQuery,
-    cannot_send,
-    delivery_detail,
-    delivery_row,
-    field_messages,
-    iso,
-    iso_or_none,
-    page_limit,
-    replay_window,
-)
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
-from service.clock import now_ms
+from service.clock import iso, iso_or_none
 from service.egress import vet_url
-from service.errors import TargetRejected
+from service.errors import (
+    CannotSend,
+    DeliveryNotFound,
+    InvalidInput,
+    SubscriptionNotFound,
+    TargetRejected,
+)
+from service.operations import recovery, secrets
 from service.store import Store, SubscriptionChanges
 from service.store.models import AttemptRecord, Health, Subscription
 
@@ -345,7 +347,7 @@ class SubscriptionApi:
             return problem(503, "this process runs without the dispatcher")
         return _json(_test_result(await tester.send_test(found)))
 
-    # -- the delivery log and recovery (issue 12) ---------------------------------------------
+    # -- the delivery log and recovery ---------------------------------------------------------
 
     async def deliveries(self, request: web.Request) -> web.Response:
         """The log, newest first; filters and the cursor are checked before the lookup."""
@@ -392,21 +394,19 @@ class SubscriptionApi:
         return _json(delivery_detail(detail))
 
     @staticmethod
-    def _cannot_send(subscription: Subscription) -> web.Response | None:
-        """409 when the subscription's deliveries cannot go out now, with what to do."""
-        blocked = cannot_send(subscription)
-        if blocked is None:
-            return None
-        slug, reason = blocked
-        if slug == "subscription-inactive":
+    def _cannot_send(blocked: CannotSend) -> web.Response:
+        """409: the subscription's deliveries cannot go out now, with what to do."""
+        reason = blocked.reason
+        if blocked.slug == "subscription-inactive":
             reason += ' (PATCH {"active": true})'
-        return problem(409, reason, slug=slug)
+        return problem(409, reason, slug=blocked.slug)
 
     @staticmethod
-    def _wake(request: web.Request) -> None:
+    def _wake(request: web.Request) -> recovery.Wake | None:
+        """The dispatcher's wake-up when this process runs one; else a dispatcher elsewhere
+        claims what is due within its poll."""
         tester = request.config_dict.get(TESTER)
-        if tester is not None:  # else a dispatcher elsewhere claims it within its poll
-            tester.wake()
+        return None if tester is None else tester.wake
 
     async def redeliver(self, request: web.Request) -> web.Response:
         """One more attempt now, same delivery id, signed afresh; 202 with its log row."""
@@ -414,16 +414,16 @@ class SubscriptionApi:
         if isinstance(found, web.Response):
             return found
         delivery_id = await self._delivery_id(request)
-        store = _store(request)
-        if not delivery_id or not await store.get_delivery(request[ORG], found.id, delivery_id):
+        if not delivery_id:
             return self._no_delivery(request)
-        if blocked := self._cannot_send(found):
-            return blocked
-        if not await store.redeliver(request[ORG], found.id, delivery_id):
+        try:
+            detail = await recovery.redeliver(
+                _store(request), found, delivery_id, wake=self._wake(request)
+            )
+        except DeliveryNotFound:
             return self._no_delivery(request)
-        self._wake(request)
-        log.info("delivery.redeliver", subscription_id=found.id, delivery_id=delivery_id)
-        detail = await store.get_delivery(request[ORG], found.id, delivery_id)
+        except CannotSend as exc:
+            return self._cannot_send(exc)
         if detail is None:  # purged in between: nothing to show, the request was taken
             return web.Response(status=202)
         return _json(DeliveryRow.model_validate(delivery_row(detail.row)), status=202)
@@ -435,34 +435,16 @@ class SubscriptionApi:
         body = await self._body(request, ReplayRequest)
         if isinstance(body, web.Response):
             return body
-        window = replay_window(
-            found,
-            body,
-            now=now_ms(),
-            retention_s=request.config_dict[SETTINGS].retention,
-        )
-        if isinstance(window, list):
-            return invalid(window)
-        # An inactive subscription may be replayed into: what is queued waits in the store
-        # until it is re-enabled (re-enable first to have it go out now).
-        replayed = await _store(request).replay(
-            request[ORG],
-            found,
-            window.events,
-            window.since,
-            window.until,
-            only_failed=body.onlyFailed,
-            limit=MAX_REPLAY,
-        )
-        if replayed.count:
-            self._wake(request)
-        log.info(
-            "subscription.replay",
-            subscription_id=found.id,
-            queued=replayed.count,
-            only_failed=body.onlyFailed,
-            cut_short=replayed.next_since is not None,
-        )
+        try:
+            replayed = await recovery.replay(
+                _store(request),
+                found,
+                body.ask(),
+                retention_s=request.config_dict[SETTINGS].retention,
+                wake=self._wake(request),
+            )
+        except InvalidInput as exc:
+            return invalid(exc.errors)
         result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
         return _json(result, status=202)
 
@@ -473,19 +455,18 @@ class SubscriptionApi:
         body = await self._body(request, RotateSecret, optional=True)
         if isinstance(body, web.Response):
             return body
-        rotated = await _store(request).rotate_secret(
-            request[ORG], subscription_id, body.overlapSeconds * 1000
-        )
-        if rotated is None or rotated.secret is None:
+        try:
+            rotated = await secrets.rotate_secret(
+                _store(request),
+                request[ORG],
+                subscription_id,
+                body.overlapSeconds,
+                on_change=request.config_dict.get(ON_CHANGE),
+            )
+        except SubscriptionNotFound:
             return self._not_found(subscription_id)
-        await self._changed(request, rotated.id)
-        log.info(
-            "subscription.secret_rotated",
-            subscription_id=rotated.id,
-            overlap_seconds=body.overlapSeconds,
-        )
-        expires = rotated.previous_secret_until or rotated.updated_at
-        return _json(RotatedSecret(secret=rotated.secret, previousSecretExpiresAt=iso(expires)))
+        expires = iso(rotated.previous_until)
+        return _json(RotatedSecret(secret=rotated.secret, previousSecretExpiresAt=expires))
 
 
 def _test_result(record: AttemptRecord) -> TestResult:

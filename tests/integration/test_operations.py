@@ -18,12 +18,11 @@ import orjson
 import pytest
 
 from service import ids
-from service.api import routes
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
-from service.api.recovery import iso
 from service.app import Roles
-from service.clock import now_ms
+from service.clock import iso, now_ms
 from service.events import parse_time
+from service.operations import recovery
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
@@ -637,7 +636,7 @@ async def test_replay_keeps_to_its_window_and_events(ops: Api) -> None:
 async def test_replay_is_bounded_per_call_and_next_since_goes_on(
     ops: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(routes, "MAX_REPLAY", 2)
+    monkeypatch.setattr(recovery, "MAX_REPLAY", 2)
     now = now_ms()
     sub = (await create(ops))["id"]
     events = [event(occurred_at=now - HOUR + i * 1000) for i in range(5)]
@@ -664,7 +663,7 @@ async def test_replay_is_bounded_per_call_and_next_since_goes_on(
 async def test_replay_with_only_failed_false_is_bounded_over_new_deliveries_too(
     ops: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(routes, "MAX_REPLAY", 2)
+    monkeypatch.setattr(recovery, "MAX_REPLAY", 2)
     now = now_ms()
     events = [event(occurred_at=now - HOUR + i * 1000) for i in range(3)]
     await ops.store.record_events(events, [], OWNER, 0)

@@ -1,51 +1,34 @@
-"""The delivery log and recovery (issue 12) as both the management API and the command line check
-and show them: the log's filters, replay's window, whether a subscription's deliveries can go out
-now, and the JSON shapes of the log. No HTTP here: the handlers turn the errors into a 422, the
-command line into one line and exit code 2."""
+"""The delivery log as both the management API and the command line check and show it: the log's
+filters, the request models' errors in our words, and the JSON shapes of the log. No HTTP here:
+the handlers turn the errors into a 422, the command line into one line and exit code 2."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from service.api.models import AttemptRow, DeliveryDetail, ReplayRequest
+from service.api.models import AttemptRow, DeliveryDetail
 from service.api.paging import LOG_POSITION, decode_cursor
-from service.events import CATALOG, TEST_EVENT, format_time, parse_time
+from service.clock import iso, iso_or_none, to_ms
+from service.events import CATALOG, TEST_EVENT, parse_time
 from service.store.models import (
     AttemptLog,
     DeliveryFilter,
     DeliveryLogRow,
     DeliveryStatus,
-    Subscription,
 )
 from service.store.models import DeliveryDetail as StoredDetail
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
-MAX_REPLAY = 10_000
-"""Deliveries one replay call queues at most; `nextSince` says where the next call goes on."""
 LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
 LOG_STATUSES = ("pending", "retrying", "sent", "failed")
 
 Errors = list[tuple[str, str]]
 """(field, message) pairs: what is wrong with the input, all of it at once."""
-
-
-def iso(ms: int) -> str:
-    return format_time(datetime.fromtimestamp(ms / 1000, UTC))
-
-
-def iso_or_none(ms: int | None) -> str | None:
-    return None if ms is None else iso(ms)
-
-
-def to_ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def _field(loc: Sequence[int | str]) -> str:
@@ -127,54 +110,6 @@ class LogQuery:
             since=since,
             until=until,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayWindow:
-    """A replay checked against its subscription and the retention: what to queue."""
-
-    events: list[str]
-    since: int
-    until: int
-
-
-def replay_window(
-    subscription: Subscription, body: ReplayRequest, *, now: int, retention_s: float
-) -> ReplayWindow | Errors:
-    """The window of a replay request, or its errors: `since` within the retention, `until`
-    (default now) after it, and the events (default the subscription's) among the
-    subscription's."""
-    retained_from = now - int(retention_s * 1000)
-    since = to_ms(body.since)
-    until = now if body.until is None else to_ms(body.until)
-    # As documented (and as PATCH does): these may be left out, not null.
-    errors: Errors = [
-        (name, "cannot be null")
-        for name in ("until", "events")
-        if name in body.model_fields_set and getattr(body, name) is None
-    ]
-    if since < retained_from:
-        errors.append(
-            ("since", f"is before the retention (events are kept from {iso(retained_from)})")
-        )
-    if until <= since:
-        errors.append(("until", "must be after since"))
-    events: list[str] = list(subscription.events if body.events is None else body.events)
-    if others := [e for e in events if e not in subscription.events]:
-        errors.append(("events", f"the subscription does not receive {', '.join(others)}"))
-    return errors or ReplayWindow(events, since, until)
-
-
-INACTIVE = "the subscription is inactive; re-enable it first"
-
-
-def cannot_send(subscription: Subscription) -> tuple[str, str] | None:
-    """(slug, reason) when the subscription's deliveries cannot go out now."""
-    if not subscription.active:
-        return "subscription-inactive", INACTIVE
-    if subscription.secret is None:
-        return "secret-undecryptable", Subscription.UNDECRYPTABLE
-    return None
 
 
 def _attempt(attempt: AttemptLog) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""`identity-webhooks produce`: sample catalog events (and, on request, records that must be
+"""`python -m tools.produce`: sample catalog events (and, on request, records that must be
 dead-lettered) published to Kafka, for demos and load. Event i leaves at start + i/rate (an open
-schedule) when a rate is given, as fast as the broker takes them otherwise."""
+schedule) when a rate is given, as fast as the broker takes them otherwise. Kafka's address and
+topics come from the service's `WEBHOOKS_*` settings."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -15,9 +17,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from service.cli.convert import count, number
+from service.cli.run import with_settings
 from service.events import CATALOG
-from service.samples import poison_records, record_key, sample_event
+from service.samples import record_key, sample_event
 from service.settings import Settings
+from tools.poison import poison_records
 
 Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 """What `produce` sends: topic, key, value, headers."""
@@ -140,3 +145,63 @@ async def _publish(
     rate_done = total / max(elapsed, 1e-6)
     print(f"produced {_plural(events, 'event')}{extra} in {elapsed:.2f} s ({rate_done:.0f}/s)")
     return 0
+
+
+_rate = number(float, what="a rate in events per second, 0 or more")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """What to publish, how many, how fast, and for which org."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.produce",
+        description="Publish events shaped like the seed page's examples, with fresh ids and "
+        "occurredAt = the time of sending, each to the topic of WEBHOOKS_KAFKA_TOPICS that ends "
+        "with its event name, keyed by customerId. Without --event the catalog events take "
+        "turns, so the default --count 3 is the seed page's three examples.",
+    )
+    parser.add_argument(
+        "--count", type=count, default=3, help="events to publish (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=0.0,
+        help="events per second on an open schedule, event i sent at start + i/RATE "
+        "(default 0: as fast as the broker takes them)",
+    )
+    parser.add_argument("--org", default="org_demo", help="the events' orgId (%(default)s)")
+    parser.add_argument(
+        "--event",
+        action="append",
+        choices=CATALOG,
+        dest="events",
+        metavar="NAME",
+        help="publish only this event; repeat for several (default: the whole catalog)",
+    )
+    parser.add_argument(
+        "--sibling-service",
+        metavar="NAME",
+        help="add the x-sibling-service header, as another product's events carry it",
+    )
+    parser.add_argument(
+        "--invalid",
+        type=count,
+        default=0,
+        metavar="N",
+        help="also publish N records of different kinds that must be dead-lettered",
+    )
+    return parser
+
+
+@with_settings
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    plan = Plan(**{name: getattr(args, name) for name in Plan.__dataclass_fields__})
+    return asyncio.run(produce(settings, plan))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

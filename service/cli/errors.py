@@ -1,0 +1,67 @@
+"""What a command refuses, said in one line with its exit code: 2 for bad input, 1 for what is
+not found or not possible now. The errors of `service.errors` are said here in the command
+line's words (its options, not the API's fields)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from service.api.deliverylog import field_messages
+from service.errors import DeliveryNotFound, InvalidInput, SubscriptionNotFound
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Refused(Exception):
+    """What the command cannot do, said in one line, and its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_OPTIONS = {
+    "since": "--since",
+    "until": "--until",
+    "events": "--event",
+    "event": "--event",
+    "status": "--status",
+    "limit": "--limit",
+    "cursor": "--cursor",
+    "onlyFailed": "--all",
+    "overlapSeconds": "--overlap",
+}
+
+
+def invalid(errors: Sequence[tuple[str, str]]) -> Refused:
+    """The API's (field, message) errors, with the fields named as this command's options."""
+
+    def option(field: str) -> str:
+        name, _, rest = field.partition("[")
+        return _OPTIONS.get(name, name) + (f"[{rest}" if rest else "")
+
+    return Refused("; ".join(f"{option(field)}: {message}" for field, message in errors), 2)
+
+
+REFUSALS = (Refused, InvalidInput, SubscriptionNotFound, DeliveryNotFound)
+"""What a command may raise to refuse: said in one line, never a traceback."""
+
+
+def refusal(exc: Exception) -> Refused:
+    """One of REFUSALS as the command says it."""
+    if isinstance(exc, Refused):
+        return exc
+    if isinstance(exc, InvalidInput):
+        return invalid(exc.errors)
+    return Refused(str(exc), 1)
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """The options as the API's request `model`, or InvalidInput in the API's words."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(field_messages(exc)) from None

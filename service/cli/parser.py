@@ -1,0 +1,204 @@
+"""The command line's arguments: every command, its options and its help text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from service import ids
+from service.cli import convert
+from service.signing import DEFAULT_TOLERANCE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command, its options and its help."""
+    parser = argparse.ArgumentParser(
+        prog="identity-webhooks",
+        description="Deliver Identity Platform events from Kafka as signed webhooks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the API, the consumer and the dispatcher")
+    serve.add_argument(
+        "--no-consumer", action="store_true", help="no Kafka consumer: API and dispatch only"
+    )
+    serve.add_argument(
+        "--no-api", action="store_true", help="no management API: consumer and dispatch only"
+    )
+    verify = commands.add_parser(
+        "verify",
+        help="check a webhook signature, as a receiver would",
+        description="Exit 0 and print `ok` when the signature is valid; exit 1 with the reason on "
+        "stderr when it is not; exit 2 on a usage error (e.g. the body file cannot be read).",
+    )
+    verify.add_argument("--secret", required=True, help="the signing secret, qe_whsec_…")
+    verify.add_argument(
+        "--header",
+        required=True,
+        help="the X-Quantum-Signature (t=…,v1=…) or X-Identity-Signature (sha256=…) value",
+    )
+    verify.add_argument(
+        "--body-file",
+        required=True,
+        type=Path,
+        help="the raw request body exactly as received (- reads standard input)",
+    )
+    verify.add_argument(
+        "--tolerance",
+        type=convert.seconds,
+        default=DEFAULT_TOLERANCE,
+        help="seconds t= may differ from now (default %(default)g)",
+    )
+    commands.add_parser(
+        "migrate",
+        help="bring the database schema up to date",
+        description="Upgrade the schema of WEBHOOKS_DATABASE_URL to the newest revision; "
+        "safe to repeat.",
+    )
+    _api_key_parser(commands)
+    _recovery_parsers(commands)
+    return parser
+
+
+def _api_key_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    api_key = commands.add_parser(
+        "api-key",
+        help="create, list or revoke management API keys",
+        description="Management API keys; each belongs to one org and sees only its subscriptions.",
+    )
+    actions = api_key.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create a key and print it once",
+        description="Create a key for ORG. The key is shown once, alone on the last line of "
+        "standard output (`| tail -1` takes it); only its hash is stored.",
+    )
+    create.add_argument("--org", required=True, help="the org the key acts for, e.g. org_demo")
+    create.add_argument("--name", help="a label to recognise the key by in `api-key list`")
+    actions.add_parser("list", help="list the keys (never the keys themselves)")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a key at once",
+        description="Exit 0 when the key is revoked, 1 when no active key has this id.",
+    )
+    revoke.add_argument("key_id", metavar="ID", help="the key's id, key_…, from `api-key list`")
+
+
+# The delivery log and recovery, as the management API offers them, for operators.
+_ORG_HELP = (
+    "the subscription's org (optional: ids are unique across orgs, so without it the "
+    "subscription is looked up in whichever org holds it; with it, another org's "
+    "subscription is not found, as in the API)"
+)
+_PICKED_UP = (
+    "Nothing is sent from here: the deliveries are made due now in the store, and a running "
+    "`identity-webhooks serve` claims them within its WEBHOOKS_POLL_INTERVAL (default 1s)."
+)
+_EXITS = "Exit 2 on bad input, 1 when the subscription or delivery is not found."
+_TIME_HELP = "an RFC 3339 time (2026-05-24T08:15:00Z) or a duration ago (30m, 2h, 7d)"
+
+
+def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    subscription = argparse.ArgumentParser(add_help=False)
+    subscription.add_argument(
+        "subscription_id",
+        metavar="SUBSCRIPTION_ID",
+        type=convert.id_of(ids.SUBSCRIPTION, "a subscription"),
+        help="the subscription, whk_…",
+    )
+    subscription.add_argument("--org", help=_ORG_HELP)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="print the management API's JSON instead"
+    )
+    delivery = argparse.ArgumentParser(add_help=False)
+    delivery.add_argument(
+        "delivery_id",
+        metavar="DELIVERY_ID",
+        type=convert.id_of(ids.DELIVERY, "a delivery"),
+        help="the delivery, whd_…",
+    )
+
+    deliveries = commands.add_parser(
+        "deliveries",
+        help="a subscription's delivery log",
+        description="Read a subscription's deliveries, as GET …/{id}/deliveries does.",
+    )
+    actions = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        parents=[subscription, as_json],
+        help="its deliveries, newest first",
+        description="The subscription's deliveries, newest first, as a table; with --json the "
+        "API's {rows, nextCursor}. When there are more, the next page's --cursor is printed "
+        f"on standard error. {_EXITS}",
+    )
+    listing.add_argument("--status", help="pending, retrying, sent or failed")
+    listing.add_argument("--event", help="one event name of the catalog, or webhook.test")
+    listing.add_argument("--since", type=convert.when, help=f"created at or after: {_TIME_HELP}")
+    listing.add_argument("--until", type=convert.when, help=f"created before: {_TIME_HELP}")
+    listing.add_argument("--limit", help="rows per page, 1 to 100 (default 50)")
+    listing.add_argument("--cursor", help="the next page, as printed by the previous one")
+    actions.add_parser(
+        "show",
+        parents=[subscription, delivery, as_json],
+        help="one delivery: its payload and attempts",
+        description=f"One delivery with the envelope it sends and its attempts. {_EXITS}",
+    )
+    commands.add_parser(
+        "redeliver",
+        parents=[subscription, delivery],
+        help="send one delivery again",
+        description="One more attempt at a delivery (sent, failed or still open), same "
+        f"delivery id, signed afresh. {_PICKED_UP} {_EXITS} Exit 1 too when the "
+        "subscription is inactive or its secret cannot be decrypted.",
+    )
+    replay = commands.add_parser(
+        "replay",
+        parents=[subscription, as_json],
+        help="send a window of past events again",
+        description="Queue again the subscription's deliveries of the events that occurred in "
+        "[--since, --until): by default only its failed ones; with --all its sent ones too, "
+        "and new deliveries of retained events it never had. What is open already is left "
+        f"alone. {_PICKED_UP} An inactive subscription's replayed deliveries wait until it is "
+        "re-enabled. When --limit cuts the window short, the --since to run again with is "
+        f"printed. {_EXITS}",
+    )
+    replay.add_argument(
+        "--since",
+        type=convert.when,
+        required=True,
+        help=f"from (within the retention): {_TIME_HELP}",
+    )
+    replay.add_argument(
+        "--until", type=convert.when, help=f"up to, excluded (default now): {_TIME_HELP}"
+    )
+    replay.add_argument(
+        "--event",
+        action="append",
+        dest="events",
+        metavar="NAME",
+        help="replay only this event; repeat for several (default: the subscription's events)",
+    )
+    replay.add_argument(
+        "--all", action="store_true", help="not only the failed deliveries (onlyFailed false)"
+    )
+    replay.add_argument(
+        "--limit",
+        type=convert.count,
+        help="queue at most this many, 1 or more (default and most: one API call's bound, 10,000)",
+    )
+    rotate = commands.add_parser(
+        "rotate-secret",
+        parents=[subscription],
+        help="give a subscription a new signing secret",
+        description="A new signing secret, shown once, alone on the last line of standard "
+        "output (`| tail -1` takes it); when the previous one stops signing is said on "
+        "standard error. Running services sign with both (the previous one until then) within "
+        f"WEBHOOKS_INDEX_REFRESH (default 2s). {_EXITS}",
+    )
+    rotate.add_argument(
+        "--overlap",
+        metavar="DURATION",
+        help="how long the previous secret keeps signing too, whole seconds up to 7d, e.g. "
+        "12h; 0 ends it now (default 1d)",
+    )
