@@ -22,8 +22,8 @@ from service.settings import Settings, SettingsError, load_settings, parse_durat
 from service.signing import DEFAULT_TOLERANCE, verify_signature
 
 if TYPE_CHECKING:
+    from service.domain import ApiKey, DeliveryLogRow, Subscription
     from service.store import Store
-    from service.store.models import ApiKey, DeliveryLogRow, Subscription
 
 log = structlog.get_logger(__name__)
 

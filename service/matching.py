@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 import structlog
 
 from service.clock import now_ms
+from service.domain import Subscription
 from service.store import Store, StoreUnavailable
-from service.store.models import Subscription
 from service.supervise import in_background
 
 log = structlog.get_logger(__name__)

@@ -4,7 +4,6 @@ of the caller's API key."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -47,14 +46,13 @@ from service.api.recovery import (
 )
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import now_ms
+from service.domain import AttemptRecord, Ordering, Subscription, Summary
 from service.egress import vet_url
 from service.errors import TargetRejected
 from service.store import Store, SubscriptionChanges
-from service.store.models import AttemptRecord, Health, Subscription
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
-_ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +137,7 @@ class SubscriptionApi:
 
     def _id(self, request: web.Request) -> str | None:
         subscription_id = request.match_info["id"]
-        return subscription_id if _ID.match(subscription_id) else None
+        return subscription_id if ids.looks_like(subscription_id, ids.SUBSCRIPTION) else None
 
     @staticmethod
     def _not_found(subscription_id: str) -> web.Response:
@@ -160,8 +158,8 @@ class SubscriptionApi:
         return found or self._not_found(request.match_info["id"])
 
     @staticmethod
-    def _row(subscription: Subscription, health: Health) -> SubscriptionRow:
-        last = health.last_delivery
+    def _row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
+        last = summary.last_delivery
         return SubscriptionRow.model_validate(
             {
                 "id": subscription.id,
@@ -170,7 +168,7 @@ class SubscriptionApi:
                 "installedBy": subscription.installed_by,
                 "active": subscription.active,
                 "createdAt": iso(subscription.created_at),
-                "deliveryCount": health.delivery_count,
+                "deliveryCount": summary.delivery_count,
                 "lastDelivery": None
                 if last is None
                 else {
@@ -182,18 +180,18 @@ class SubscriptionApi:
                 "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
                 "rateLimit": subscription.rate_limit,
                 "headers": dict(subscription.headers),
-                "successRate24h": health.success_rate_24h,
-                "p95LatencyMs24h": health.p95_latency_ms_24h,
+                "successRate24h": summary.success_rate_24h,
+                "p95LatencyMs24h": summary.p95_latency_ms_24h,
                 "consecutiveFailures": subscription.consecutive_failures,
-                "pendingCount": health.pending_count,
-                "nextRetryAt": iso_or_none(health.next_retry_at),
-                "ordering": subscription.ordering,
-                "blockedCustomers": health.blocked_customers,
+                "pendingCount": summary.pending_count,
+                "nextRetryAt": iso_or_none(summary.next_retry_at),
+                "ordering": subscription.ordering.value,
+                "blockedCustomers": summary.blocked_customers,
                 "oldestBlockedDelivery": None
-                if health.oldest_blocked is None
+                if summary.oldest_blocked is None
                 else {
-                    "id": health.oldest_blocked[0],
-                    "createdAt": iso(health.oldest_blocked[1]),
+                    "id": summary.oldest_blocked[0],
+                    "createdAt": iso(summary.oldest_blocked[1]),
                 },
                 "disabledAt": None
                 if subscription.active
@@ -205,8 +203,8 @@ class SubscriptionApi:
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
-        health = await _store(request).subscription_health([s.id for s in subscriptions])
-        return [self._row(s, health[s.id]) for s in subscriptions]
+        summary = await _store(request).subscription_summaries([s.id for s in subscriptions])
+        return [self._row(s, summary[s.id]) for s in subscriptions]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -223,7 +221,7 @@ class SubscriptionApi:
             body.installedBy,
             rate_limit=body.rateLimit,
             headers=tuple((body.headers or {}).items()),
-            ordering=body.ordering,
+            ordering=Ordering(body.ordering),
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -309,8 +307,8 @@ class SubscriptionApi:
             changes["rate_limit"] = body.rateLimit
         if "headers" in given:
             changes["headers"] = tuple((body.headers or {}).items())
-        if "ordering" in given:
-            changes["ordering"] = body.ordering
+        if "ordering" in given and body.ordering is not None:
+            changes["ordering"] = Ordering(body.ordering)
         updated = await _store(request).update_subscription(
             request[ORG], subscription_id, SubscriptionChanges(**changes)
         )

@@ -11,9 +11,9 @@ import structlog
 
 from service.delivery.lane import Lanes
 from service.delivery.recorder import Recorder
+from service.domain import DeliveryJob
 from service.metrics import Metrics
 from service.store import Store, StoreUnavailable
-from service.store.models import DeliveryJob
 
 log = structlog.get_logger(__name__)
 

@@ -24,12 +24,7 @@ from service.delivery.claimer import Claimer
 from service.delivery.lane import ConnectionBudget, Lane, Lanes
 from service.delivery.recorder import Recorder
 from service.delivery.retry import Decision, RetryPolicy, decide
-from service.events import TEST_EVENT, test_event_body
-from service.matching import SubscriptionIndex
-from service.metrics import Metrics
-from service.settings import Settings
-from service.store import Recorded, Store, StoreUnavailable
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryJob,
     DeliveryStatus,
@@ -37,6 +32,11 @@ from service.store.models import (
     NewDelivery,
     Subscription,
 )
+from service.events import TEST_EVENT, test_event_body
+from service.matching import SubscriptionIndex
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import Recorded, Store, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -174,7 +174,7 @@ class Dispatcher:
             exchange.duration
         )
         record = _record(job, subscription, exchange, decision)
-        urgent = test or subscription.ordering == "customer"
+        urgent = test or subscription.ordered
         return record, decision, self._recorder.submit(record, urgent=urgent)
 
     def _follow_clocks(self, recorded: Recorded) -> None:
@@ -187,7 +187,7 @@ class Dispatcher:
             if lane is not None:
                 lane.failing_since = since
             subscription = self._index.get(subscription_id)
-            ordered |= subscription is not None and subscription.ordering == "customer"
+            ordered |= subscription is not None and subscription.ordered
         if ordered:
             self._claimer.wake()
 

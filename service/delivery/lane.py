@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from service.store.models import DeliveryJob
+from service.domain import DeliveryJob
 from service.supervise import Fatal
 
 Run = Callable[[DeliveryJob], Coroutine[Any, Any, bool]]

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from service.domain import AttemptRecord
 from service.metrics import Metrics
 from service.store import Recorded, Store, StoreUnavailable
-from service.store.models import AttemptRecord
 
 log = structlog.get_logger(__name__)
 

@@ -33,10 +33,10 @@ from service.api.openapi import document
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
 from service.store import Store, open_store
-from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 
 BASE = "/api/identity/webhooks"
 SEED_REQUEST = {

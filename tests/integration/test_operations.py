@@ -23,10 +23,10 @@ from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, Subscr
 from service.api.recovery import iso
 from service.app import Roles
 from service.clock import now_ms
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import parse_time
 from service.settings import Settings
 from service.store import Store
-from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from tests.integration.test_api import (
     RFC3339_MS,
     SEED_REQUEST,

@@ -4,9 +4,9 @@ seeding through the store's write path and what health and the log read back agr
 
 from __future__ import annotations
 
+from service.domain import DeliveryFilter, DeliveryLogRow, DeliveryStatus
 from service.store import Store
-from service.store.models import DeliveryFilter, DeliveryLogRow, DeliveryStatus
-from service.store.sql import HOUR_MS
+from service.summaries import HOUR_MS
 from tests.bench.operations import Seeded, SeedPlan, SimulatedClock, seed
 
 PLAN = SeedPlan(
@@ -32,16 +32,16 @@ async def test_seeding_and_health_agree(store: Store) -> None:
     clock = SimulatedClock()
     clock.at = seeded.now  # the 24 h window as the seeding saw it, whatever the wall clock does
     with clock.installed():
-        health = await store.subscription_health(seeded.subscription_ids)
+        summary = await store.subscription_summaries(seeded.subscription_ids)
     for sid in seeded.subscription_ids:
         expected = seeded.expected_health(sid, seeded.now)
-        got = health[sid]
+        got = summary[sid]
         assert got.delivery_count == expected["delivery_count"] == seeded.created[sid]
         assert got.attempts_24h == expected["attempts_24h"]
         assert got.ok_24h == expected["ok_24h"]
         assert got.pending_count == expected["pending_count"]
         assert got.next_retry_at == expected["next_retry_at"]
-    big = health[seeded.big]
+    big = summary[seeded.big]
     # Half the 48 h are older than the window: their attempts are not in the 24 h figures.
     everything = len(seeded.attempts[seeded.big])
     assert 0 < big.attempts_24h < everything * 0.75
