@@ -46,7 +46,7 @@ from service.health import Readiness
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Store, StoreUnavailable
+from service.store import Pipeline, StoreUnavailable
 from service.supervise import Fatal, in_background
 from service.tracing import Tracing
 
@@ -127,7 +127,7 @@ class Ingest:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: Pipeline,
         index: SubscriptionIndex,
         submit: Submit,
         lease: Lease,

@@ -5,7 +5,7 @@ of the caller's API key."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -49,7 +49,7 @@ from service.clock import now_ms
 from service.domain import AttemptRecord, Ordering, Subscription, Summary
 from service.egress import vet_url
 from service.errors import TargetRejected
-from service.store import Store, SubscriptionChanges
+from service.store import DeliveryLog, SubscriptionChanges, Subscriptions, Summaries
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
@@ -67,7 +67,11 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-def _store(request: web.Request) -> Store:
+class ManagedStore(Subscriptions, Summaries, DeliveryLog, Protocol):
+    """What the management API uses of the store (API keys are `auth`'s)."""
+
+
+def _store(request: web.Request) -> ManagedStore:
     return request.config_dict[STORE]
 
 

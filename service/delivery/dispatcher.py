@@ -36,7 +36,7 @@ from service.events import TEST_EVENT, test_event_body
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Recorded, Store, StoreUnavailable
+from service.store import Pipeline, Recorded, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,7 @@ class Dispatcher:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: Pipeline,
         index: SubscriptionIndex,
         sender: Sender,
         metrics: Metrics,
@@ -89,7 +89,8 @@ class Dispatcher:
         )
         self._accepting = True
         self._taken: dict[str, float] = {}  # loop time each held delivery was leased to us
-        self._tests: set[asyncio.Task[Any]] = set()  # `/test` attempts, outside the lanes
+        # `/test` attempts, outside the lanes, and the delivery each sends.
+        self._tests: dict[asyncio.Task[Any], str] = {}
         self._finishing: set[asyncio.Task[None]] = set()
 
     def _open_lane(self, subscription_id: str) -> Lane:
@@ -301,8 +302,8 @@ class Dispatcher:
         attempt = asyncio.create_task(
             self._attempt(job, subscription, test=True), name=f"test-{delivery.id}"
         )
-        self._tests.add(attempt)
-        attempt.add_done_callback(self._tests.discard)
+        self._tests[attempt] = delivery.id
+        attempt.add_done_callback(lambda done: self._tests.pop(done, None))
         self._fatal.watch(attempt)
         record, decision, durable = await asyncio.shield(attempt)
         settled = self._settle(record, decision, job, durable, test=True)
@@ -341,16 +342,16 @@ class Dispatcher:
         self._accepting = False
         queued = [i for lane in self._lanes for i in lane.drain_queue()]
         self._taken.clear()
-        in_flight: set[asyncio.Task[Any]] = self._lanes.in_flight() | self._tests
+        in_flight: dict[asyncio.Task[Any], str] = {**self._lanes.in_flight(), **self._tests}
         finished: set[asyncio.Task[Any]] = set()
         if in_flight:
-            finished, _ = await asyncio.wait(in_flight, timeout=self._settings.shutdown_grace)
-        cut_short = in_flight - finished
+            finished, _ = await asyncio.wait(set(in_flight), timeout=self._settings.shutdown_grace)
+        cut_short = in_flight.keys() - finished
         for task in cut_short:
             task.cancel()
         if cut_short:
             await asyncio.gather(*cut_short, return_exceptions=True)
-        cut_ids = [t.get_name().split("-", 1)[1] for t in cut_short]
+        cut_ids = [in_flight[t] for t in cut_short]
         self._recorder.release(queued + cut_ids)
         # What is left of the grace, and at least FINAL_FLUSH, to write the outcomes: the
         # recorder gives up at that deadline even while the store is away or stalls, so an

@@ -66,8 +66,8 @@ class DeliveryLogSql(SqlBase):
             # A row value (SQLite 3.15+), which both databases read as a range of the log's
             # indexes (…, created_at, id): the page starts where the cursor points. Spelled
             # out as `created_at < $a OR (created_at = $a AND id < $b)`, PostgreSQL reads it
-            # as a filter instead, walking every newer row first (linear in the page's depth:
-            # 7,600 rows read for page 51 of an event-filtered log, tests/bench/operations.py).
+            # as a filter instead, walking every newer row first (linear in the page's depth,
+            # as the operations bench's query plans show).
             conditions.append(f"(d.created_at, d.id) < ({arg(created)}, {arg(after_id)})")
         async with self._scan() as conn:
             rows = await conn.fetch(
