@@ -7,6 +7,7 @@ listing of subscriptions pages after an id; the delivery log, newest first, afte
 
 from __future__ import annotations
 
+import functools
 import re
 
 from ulid import ULID
@@ -24,6 +25,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{ULID()}"
 
 
+@functools.cache
 def shape(prefix: str) -> re.Pattern[str]:
     """What an id `new_id(prefix)` makes looks like (use with `fullmatch`)."""
     return re.compile(rf"{re.escape(prefix)}_{_ULID}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service import credentials, ids
 from service.domain import ApiKey
-from service.store.sql.base import SqlBase, insert_row
+from service.store.sql.base import SqlBase
 
 _COLUMNS = "id, org_id, name, prefix, created_at, revoked_at"
 
@@ -14,19 +14,20 @@ class ApiKeysSql(SqlBase):
 
     async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
         key = credentials.new_api_key()
+        label = credentials.api_key_label(key)
+        record = ApiKey(ids.new_id(ids.API_KEY), org_id, name, label, self._now(), None)
         async with self._transaction() as conn:
-            row = await insert_row(
-                conn,
-                "api_keys",
-                _COLUMNS,
-                id=ids.new_id(ids.API_KEY),
-                org_id=org_id,
-                name=name,
-                key_hash=credentials.hash_api_key(key),
-                prefix=credentials.api_key_label(key),
-                created_at=self._now(),
+            await conn.execute(
+                "INSERT INTO api_keys (id, org_id, name, key_hash, prefix, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                record.id,
+                org_id,
+                name,
+                credentials.hash_api_key(key),
+                label,
+                record.created_at,
             )
-        return ApiKey(**dict(row)), key
+        return record, key
 
     async def org_for_api_key(self, key: str) -> str | None:
         async with self._connection() as conn:

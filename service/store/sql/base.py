@@ -131,17 +131,3 @@ class SqlBase:
         async with self._connection() as conn:
             row = await conn.fetchrow("SELECT 1 AS one")
         return row is not None and row["one"] == 1
-
-
-async def insert_row(conn: Conn, table: str, returning: str, **values: Any) -> Row:
-    """Inserts one row and returns its `returning` columns. The table and column names are
-    the store's constants, never input."""
-    columns = ", ".join(values)
-    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-    row = await conn.fetchrow(
-        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
-        *values.values(),
-    )
-    if row is None:  # an INSERT without ON CONFLICT returns its row or raises
-        raise RuntimeError(f"INSERT INTO {table} returned no row")
-    return row

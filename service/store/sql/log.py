@@ -147,42 +147,35 @@ class DeliveryLogSql(SqlBase):
     ) -> Replayed:
         if not events:
             return Replayed(0, None)
-        names = self._driver.list_param(events)
         in_names = self._driver.in_list("$2")
+        if only_failed:
+            # From the subscription's failed deliveries (an index on its statuses).
+            source = (
+                f"FROM deliveries d {JOIN_EVENTS} WHERE d.subscription_id = $1 "
+                f"AND d.status = 'failed' AND d.event {in_names} AND d.org_id = $6"
+            )
+        else:
+            # From the org's events in the window (an index on their time), with what the
+            # subscription had of each: nothing, or a finished delivery.
+            source = (
+                "FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
+                "AND d.event_id = e.id AND d.subscription_id = $1 "
+                f"WHERE e.org_id = $6 AND e.event {in_names} "
+                "AND (d.id IS NULL OR d.status IN ('failed', 'sent'))"
+            )
         now = self._now()
         async with self._transaction() as conn:
-            if only_failed:
-                # From the subscription's failed deliveries (an index on its statuses).
-                candidates = await conn.fetch(
-                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
-                    f"e.customer_id FROM deliveries d {JOIN_EVENTS} WHERE d.subscription_id = $1 "
-                    f"AND d.status = 'failed' AND d.event {in_names} AND e.occurred_at >= $3 "
-                    "AND e.occurred_at < $4 AND d.org_id = $6 "
-                    "ORDER BY e.occurred_at, e.id LIMIT $5",
-                    subscription.id,
-                    names,
-                    since,
-                    until,
-                    limit + 1,
-                    org_id,
-                )
-            else:
-                # From the org's events in the window (an index on their time), with what the
-                # subscription had of each: nothing, or a finished delivery.
-                candidates = await conn.fetch(
-                    "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
-                    "e.customer_id FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
-                    "AND d.event_id = e.id AND d.subscription_id = $1 "
-                    f"WHERE e.org_id = $6 AND e.event {in_names} AND e.occurred_at >= $3 "
-                    "AND e.occurred_at < $4 AND (d.id IS NULL OR d.status IN ('failed', 'sent')) "
-                    "ORDER BY e.occurred_at, e.id LIMIT $5",
-                    subscription.id,
-                    names,
-                    since,
-                    until,
-                    limit + 1,
-                    org_id,
-                )
+            candidates = await conn.fetch(
+                "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
+                f"e.customer_id {source} AND e.occurred_at >= $3 AND e.occurred_at < $4 "
+                "ORDER BY e.occurred_at, e.id LIMIT $5",
+                subscription.id,
+                self._driver.list_param(events),
+                since,
+                until,
+                limit + 1,
+                org_id,
+            )
             more = len(candidates) > limit
             chosen = candidates[:limit]
             # Ordered: every replayed delivery takes a new place in its customer's queue, in

@@ -13,7 +13,7 @@ import structlog
 from service import credentials, ids
 from service.domain import Ordering, Subscription
 from service.store.interfaces import Page, SubscriptionChanges
-from service.store.sql.base import BUMP_REVISION, OPEN, Conn, Row, SqlBase, insert_row
+from service.store.sql.base import BUMP_REVISION, OPEN, Conn, Row, SqlBase
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ class SubscriptionsSql(SqlBase):
     ) -> Subscription:
         now = self._now()
         async with self._transaction() as conn:
-            row = await insert_row(
+            row = await _insert(
                 conn,
                 "subscriptions",
                 _COLUMNS,
@@ -264,3 +264,17 @@ async def _close_open(conn: Conn, subscription_id: str, status: str, error: str,
 
 def _headers_json(headers: Sequence[tuple[str, str]]) -> str | None:
     return orjson.dumps(dict(headers)).decode() if headers else None
+
+
+async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:
+    """Inserts one row and returns its `returning` columns. The table and column names are
+    this module's constants, never input."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
+        *values.values(),
+    )
+    if row is None:  # an INSERT without ON CONFLICT returns its row or raises
+        raise RuntimeError(f"INSERT INTO {table} returned no row")
+    return row
