@@ -8,7 +8,7 @@ subscription, each with its event and 1-3 attempts (2xx, 5xx and timeouts, 5 ms 
 
 Seeding goes through the store's own write path, as the service does: `record_events` in
 ingest-sized batches, `record_attempts` for the first attempts, `claim_due` + `record_attempts`
-for the retries. So `subscription_stats` (the hourly counters health reads) is filled by the
+for the retries. So `subscription_stats` (the hourly counters the summaries read) is filled by the
 code that fills it in production, not by a copy of it. The only stand-in is the clock: the
 store's `now_ms` is replaced while seeding by a simulated one walking the 48 hours, which is what
 stamps `createdAt` and decides which retries are due. (~30 s per 100,000 deliveries per store;
@@ -25,7 +25,7 @@ client: GET the list, GET the big one's log). Once per query, its plan: PostgreS
 Results: a table per store on stdout and var/bench/operations/<timestamp>.json (and
 latest.json). `--baseline <json>` prints an earlier result's medians beside this run's.
 Nothing here is asserted: tests/integration/test_operations_bench.py checks the seeding and
-the health it reads back, by value.
+the summaries it reads back, by value.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Seeded:
             if self.subscription_of[delivery] == subscription_id
         )
 
-    def expected_health(self, subscription_id: str, now: int) -> dict[str, Any]:
+    def expected_summary(self, subscription_id: str, now: int) -> dict[str, Any]:
         """What `subscription_summaries` should say at `now`: the hourly counters count an
         attempt in the 24 h when its hour starts at or after the hour of `now` - 24 h."""
         day_ago = (now - DAY_MS) // HOUR_MS * HOUR_MS
@@ -477,10 +477,10 @@ async def measure(
     figures: dict[str, Any] = {}
     plans: dict[str, Any] = {}
 
-    async def health() -> dict[str, Summary]:
+    async def summaries() -> dict[str, Summary]:
         return await store.subscription_summaries(seeded.subscription_ids)
 
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {"health (50 subscriptions)": health}
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {"health (50 subscriptions)": summaries}
     filters = {
         "": DeliveryFilter(),
         ", status=failed": DeliveryFilter(status=DeliveryStatus.FAILED),

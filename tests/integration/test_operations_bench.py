@@ -1,5 +1,5 @@
 """The operations bench (tests/bench/operations.py) measures what it seeded: on both stores, its
-seeding through the store's write path and what health and the log read back agree, by value.
+seeding through the store's write path and what the summaries and the log read back agree, by value.
 (The bench's timings are figures in its report, never asserted.)"""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ async def _log(store: Store, seeded: Seeded, where: DeliveryFilter) -> list[Deli
         after = page.next_after
 
 
-async def test_seeding_and_health_agree(store: Store) -> None:
+async def test_seeding_and_summaries_agree(store: Store) -> None:
     seeded = await seed(store, PLAN, org="org_ops")
     assert sum(seeded.created.values()) == PLAN.deliveries
     assert seeded.created[seeded.big] > PLAN.deliveries * 0.8
@@ -34,7 +34,7 @@ async def test_seeding_and_health_agree(store: Store) -> None:
     with clock.installed():
         summary = await store.subscription_summaries(seeded.subscription_ids)
     for sid in seeded.subscription_ids:
-        expected = seeded.expected_health(sid, seeded.now)
+        expected = seeded.expected_summary(sid, seeded.now)
         got = summary[sid]
         assert got.delivery_count == expected["delivery_count"] == seeded.created[sid]
         assert got.attempts_24h == expected["attempts_24h"]

@@ -336,7 +336,7 @@ async def test_poison_records_are_dead_lettered_and_later_records_flow(
     assert "missing_field:orgId" in reasons
 
 
-async def test_the_test_endpoint_sends_and_shows_in_health(
+async def test_the_test_endpoint_sends_and_shows_in_the_summary(
     pipeline_factory: PipelineFactory,
 ) -> None:
     p = await pipeline_factory()

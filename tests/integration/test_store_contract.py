@@ -252,7 +252,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     ]
 
 
-async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) -> None:
+async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)

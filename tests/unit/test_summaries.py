@@ -7,7 +7,17 @@ import math
 import random
 
 from service.domain import AttemptRecord, DeliveryStatus, failure_clocks
-from service.summaries import LATENCY_BUCKETS_MS, latency_counter, p95
+from service.summaries import (
+    DAY_MS,
+    DELIVERIES,
+    HOUR_MS,
+    LATENCY_BUCKETS_MS,
+    LATENCY_COUNTERS,
+    OK,
+    latency_counter,
+    p95,
+    period,
+)
 
 
 def test_each_duration_lands_in_the_first_bucket_that_holds_it() -> None:
@@ -16,6 +26,17 @@ def test_each_duration_lands_in_the_first_bucket_that_holds_it() -> None:
     assert latency_counter(6) == "le:10"
     assert latency_counter(30_000) == "le:30000"
     assert latency_counter(30_001) == "le:inf"
+
+
+def test_the_latency_counters_are_the_buckets_in_order_then_inf() -> None:
+    assert (*(f"le:{b}" for b in LATENCY_BUCKETS_MS), "le:inf") == LATENCY_COUNTERS
+
+
+def test_deliveries_are_counted_by_the_day_attempts_by_the_hour() -> None:
+    at = 3 * DAY_MS + 5 * HOUR_MS + 1234
+    assert period(at, DELIVERIES) == 3 * DAY_MS
+    assert period(at, OK) == 3 * DAY_MS + 5 * HOUR_MS
+    assert period(at, latency_counter(40)) == 3 * DAY_MS + 5 * HOUR_MS
 
 
 def _counts(durations: list[int]) -> list[int]:
