@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from service.domain import AttemptRecord, Subscription
 from service.egress import Resolve
 from service.health import Readiness
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Store
-from service.store.models import AttemptRecord, Subscription
 from service.supervise import Fatal
 from service.tracing import Tracing
 

@@ -40,13 +40,13 @@ from aiokafka.errors import (
 
 from service import ids
 from service.deadletter import DeadLetters
+from service.domain import DeliveryJob, IncomingEvent, NewDelivery
 from service.events import Accepted, Rejected, Skipped, parse_event
 from service.health import Readiness
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Store, StoreUnavailable
-from service.store.models import DeliveryJob, IncomingEvent, NewDelivery
+from service.store import Pipeline, StoreUnavailable
 from service.supervise import Fatal, in_background
 from service.tracing import Tracing
 
@@ -127,7 +127,7 @@ class Ingest:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: Pipeline,
         index: SubscriptionIndex,
         submit: Submit,
         lease: Lease,
@@ -405,7 +405,7 @@ class Ingest:
                 s.id,
                 event.event,
                 event.org_id,
-                ordering_key=event.customer_id if s.ordering == "customer" else None,
+                ordering_key=event.customer_id if s.ordered else None,
             )
             for s in matches
         )

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 import structlog
 
 from service.clock import now_ms
-from service.store import Store, StoreUnavailable
-from service.store.models import Subscription
+from service.domain import Subscription
+from service.store import Pipeline, StoreUnavailable
 from service.supervise import in_background
 
 log = structlog.get_logger(__name__)
@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 class SubscriptionIndex:
     """Active subscriptions by (org, event) and by id."""
 
-    def __init__(self, store: Store, refresh_interval: float = 2.0) -> None:
+    def __init__(self, store: Pipeline, refresh_interval: float = 2.0) -> None:
         self._store = store
         self._interval = refresh_interval
         self._revision: int | None = None

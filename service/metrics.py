@@ -1,7 +1,7 @@
 """Prometheus metrics (SPEC section 7), prefix `webhooks_`, on a registry of the app's own.
 
 No per-subscription label: with thousands of subscriptions that would be thousands of series per
-metric. Per-subscription health is in the API instead.
+metric. Per-subscription summaries are in the API instead.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from service.api.problems import problem
 from service.appkeys import STORE
+from service.store import ApiKeys
 
 ORG: web.RequestKey[str] = web.RequestKey("org", str)
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{8,200})$")
@@ -30,7 +31,8 @@ def auth_middleware(prefix: str) -> Middleware:
             return problem(
                 401, "the Authorization header must be 'Bearer <api key>'", headers=_CHALLENGE
             )
-        org = await request.config_dict[STORE].org_for_api_key(match.group(1))
+        keys: ApiKeys = request.config_dict[STORE]
+        org = await keys.org_for_api_key(match.group(1))
         if org is None:
             return problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
         request[ORG] = org

@@ -11,16 +11,17 @@ import orjson
 from pydantic import ValidationError
 
 from service.api.models import AttemptRow, DeliveryDetail
-from service.api.paging import LOG_POSITION, decode_cursor
+from service.api.paging import decode_cursor
 from service.clock import iso, iso_or_none, to_ms
-from service.events import CATALOG, TEST_EVENT, parse_time
-from service.store.models import (
+from service.domain import (
     AttemptLog,
     DeliveryFilter,
+    DeliveryLogEntry,
     DeliveryLogRow,
     DeliveryStatus,
 )
-from service.store.models import DeliveryDetail as StoredDetail
+from service.events import CATALOG, TEST_EVENT, parse_time
+from service.ids import LOG_POSITION
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -136,7 +137,7 @@ def delivery_row(row: DeliveryLogRow) -> dict[str, Any]:
     }
 
 
-def delivery_detail(detail: StoredDetail) -> DeliveryDetail:
+def delivery_detail(detail: DeliveryLogEntry) -> DeliveryDetail:
     """One delivery with its payload and attempts, in the API's shape."""
     try:
         payload = orjson.loads(detail.payload)

@@ -79,7 +79,7 @@ _RESERVED = frozenset(
 )
 _RESERVED_PREFIXES = ("x-identity-", "x-quantum-", "proxy-")
 
-Ordering = Annotated[
+OrderingName = Annotated[
     Literal["none", "customer"],
     Field(
         description='"customer": one customer\'s deliveries (by data.customerId) go out one '
@@ -137,7 +137,7 @@ class CreateSubscription(_Request):
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
     rateLimit: RateLimit | None = None
     headers: Headers | None = None
-    ordering: Ordering = "none"
+    ordering: OrderingName = "none"
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
@@ -152,7 +152,7 @@ class PatchSubscription(_Request):
     # null clears these: no limit, no headers
     rateLimit: RateLimit | None = None
     headers: Headers | None = None
-    ordering: Ordering | None = Field(None, json_schema_extra=_NOT_NULL)
+    ordering: OrderingName | None = Field(None, json_schema_extra=_NOT_NULL)
 
     _headers = field_validator("headers")(_headers_rule)
 

@@ -4,9 +4,8 @@ of the caller's API key."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -42,6 +41,7 @@ from service.api.paging import decode_cursor, encode_cursor
 from service.api.problems import invalid, problem
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import iso, iso_or_none
+from service.domain import AttemptRecord, Ordering, Subscription, Summary
 from service.egress import vet_url
 from service.errors import (
     CannotSend,
@@ -51,12 +51,10 @@ from service.errors import (
     TargetRejected,
 )
 from service.operations import recovery, secrets
-from service.store import Store, SubscriptionChanges
-from service.store.models import AttemptRecord, Health, Subscription
+from service.store import DeliveryLog, SubscriptionChanges, Subscriptions, Summaries
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
-_ID = re.compile(r"^whk_[0-9A-HJKMNP-TV-Z]{26}$")
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +69,11 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-def _store(request: web.Request) -> Store:
+class ManagedStore(Subscriptions, Summaries, DeliveryLog, Protocol):
+    """What the management API uses of the store (API keys are `auth`'s)."""
+
+
+def _store(request: web.Request) -> ManagedStore:
     return request.config_dict[STORE]
 
 
@@ -141,7 +143,7 @@ class SubscriptionApi:
 
     def _id(self, request: web.Request) -> str | None:
         subscription_id = request.match_info["id"]
-        return subscription_id if _ID.match(subscription_id) else None
+        return subscription_id if ids.looks_like(subscription_id, ids.SUBSCRIPTION) else None
 
     @staticmethod
     def _not_found(subscription_id: str) -> web.Response:
@@ -162,8 +164,8 @@ class SubscriptionApi:
         return found or self._not_found(request.match_info["id"])
 
     @staticmethod
-    def _row(subscription: Subscription, health: Health) -> SubscriptionRow:
-        last = health.last_delivery
+    def _row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
+        last = summary.last_delivery
         return SubscriptionRow.model_validate(
             {
                 "id": subscription.id,
@@ -172,7 +174,7 @@ class SubscriptionApi:
                 "installedBy": subscription.installed_by,
                 "active": subscription.active,
                 "createdAt": iso(subscription.created_at),
-                "deliveryCount": health.delivery_count,
+                "deliveryCount": summary.delivery_count,
                 "lastDelivery": None
                 if last is None
                 else {
@@ -184,18 +186,18 @@ class SubscriptionApi:
                 "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
                 "rateLimit": subscription.rate_limit,
                 "headers": dict(subscription.headers),
-                "successRate24h": health.success_rate_24h,
-                "p95LatencyMs24h": health.p95_latency_ms_24h,
+                "successRate24h": summary.success_rate_24h,
+                "p95LatencyMs24h": summary.p95_latency_ms_24h,
                 "consecutiveFailures": subscription.consecutive_failures,
-                "pendingCount": health.pending_count,
-                "nextRetryAt": iso_or_none(health.next_retry_at),
-                "ordering": subscription.ordering,
-                "blockedCustomers": health.blocked_customers,
+                "pendingCount": summary.pending_count,
+                "nextRetryAt": iso_or_none(summary.next_retry_at),
+                "ordering": subscription.ordering.value,
+                "blockedCustomers": summary.blocked_customers,
                 "oldestBlockedDelivery": None
-                if health.oldest_blocked is None
+                if summary.oldest_blocked is None
                 else {
-                    "id": health.oldest_blocked[0],
-                    "createdAt": iso(health.oldest_blocked[1]),
+                    "id": summary.oldest_blocked[0],
+                    "createdAt": iso(summary.oldest_blocked[1]),
                 },
                 "disabledAt": None
                 if subscription.active
@@ -207,8 +209,8 @@ class SubscriptionApi:
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
-        health = await _store(request).subscription_health([s.id for s in subscriptions])
-        return [self._row(s, health[s.id]) for s in subscriptions]
+        summary = await _store(request).subscription_summaries([s.id for s in subscriptions])
+        return [self._row(s, summary[s.id]) for s in subscriptions]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class SubscriptionApi:
             body.installedBy,
             rate_limit=body.rateLimit,
             headers=tuple((body.headers or {}).items()),
-            ordering=body.ordering,
+            ordering=Ordering(body.ordering),
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -311,8 +313,8 @@ class SubscriptionApi:
             changes["rate_limit"] = body.rateLimit
         if "headers" in given:
             changes["headers"] = tuple((body.headers or {}).items())
-        if "ordering" in given:
-            changes["ordering"] = body.ordering
+        if "ordering" in given and body.ordering is not None:
+            changes["ordering"] = Ordering(body.ordering)
         updated = await _store(request).update_subscription(
             request[ORG], subscription_id, SubscriptionChanges(**changes)
         )

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from service.cli.output import print_table
 from service.cli.run import with_settings
 from service.clock import iso
+from service.domain import ApiKey
 from service.settings import Settings
 from service.store import Store, open_store
-from service.store.models import ApiKey
 
 
 @with_settings

@@ -16,10 +16,10 @@ from service.cli.errors import invalid
 from service.cli.output import print_json, print_table
 from service.cli.run import subscription_of, with_store
 from service.clock import iso
+from service.domain import DeliveryLogRow
 from service.errors import DeliveryNotFound
 from service.settings import Settings
 from service.store import Store
-from service.store.models import DeliveryLogRow
 
 
 @with_store

@@ -9,11 +9,11 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from service.cli.errors import REFUSALS, refusal
+from service.domain import Subscription
 from service.errors import SubscriptionNotFound
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.store import Store, StoreUnavailable, open_store
-from service.store.models import Subscription
 
 Command = Callable[[argparse.Namespace], int]
 SettingsCommand = Callable[[argparse.Namespace, Settings], int]

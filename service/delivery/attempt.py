@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import aiohttp
 
 from service import __version__
+from service.domain import DeliveryJob, Subscription
 from service.egress import check_literal_target
 from service.errors import TargetRejected
 from service.signing import SignatureHeaders, signature_headers
-from service.store.models import DeliveryJob, Subscription
 from service.tracing import Tracing
 
 USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"

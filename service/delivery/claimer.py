@@ -11,9 +11,9 @@ import structlog
 
 from service.delivery.lane import Lanes
 from service.delivery.recorder import Recorder
+from service.domain import DeliveryJob
 from service.metrics import Metrics
-from service.store import Store, StoreUnavailable
-from service.store.models import DeliveryJob
+from service.store import Pipeline, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +29,7 @@ class Claimer:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Pipeline,
         lanes: Lanes,
         recorder: Recorder,
         submit: Callable[[Sequence[DeliveryJob]], None],

@@ -24,12 +24,7 @@ from service.delivery.claimer import Claimer
 from service.delivery.lane import ConnectionBudget, Lane, Lanes
 from service.delivery.recorder import Recorder
 from service.delivery.retry import Decision, RetryPolicy, decide
-from service.events import TEST_EVENT, test_event_body
-from service.matching import SubscriptionIndex
-from service.metrics import Metrics
-from service.settings import Settings
-from service.store import Recorded, Store, StoreUnavailable
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryJob,
     DeliveryStatus,
@@ -37,6 +32,11 @@ from service.store.models import (
     NewDelivery,
     Subscription,
 )
+from service.events import TEST_EVENT, test_event_body
+from service.matching import SubscriptionIndex
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store import Pipeline, Recorded, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,7 @@ class Dispatcher:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: Pipeline,
         index: SubscriptionIndex,
         sender: Sender,
         metrics: Metrics,
@@ -89,7 +89,8 @@ class Dispatcher:
         )
         self._accepting = True
         self._taken: dict[str, float] = {}  # loop time each held delivery was leased to us
-        self._tests: set[asyncio.Task[Any]] = set()  # `/test` attempts, outside the lanes
+        # `/test` attempts, outside the lanes, and the delivery each sends.
+        self._tests: dict[asyncio.Task[Any], str] = {}
         self._finishing: set[asyncio.Task[None]] = set()
 
     def _open_lane(self, subscription_id: str) -> Lane:
@@ -174,7 +175,7 @@ class Dispatcher:
             exchange.duration
         )
         record = _record(job, subscription, exchange, decision)
-        urgent = test or subscription.ordering == "customer"
+        urgent = test or subscription.ordered
         return record, decision, self._recorder.submit(record, urgent=urgent)
 
     def _follow_clocks(self, recorded: Recorded) -> None:
@@ -187,7 +188,7 @@ class Dispatcher:
             if lane is not None:
                 lane.failing_since = since
             subscription = self._index.get(subscription_id)
-            ordered |= subscription is not None and subscription.ordering == "customer"
+            ordered |= subscription is not None and subscription.ordered
         if ordered:
             self._claimer.wake()
 
@@ -301,8 +302,8 @@ class Dispatcher:
         attempt = asyncio.create_task(
             self._attempt(job, subscription, test=True), name=f"test-{delivery.id}"
         )
-        self._tests.add(attempt)
-        attempt.add_done_callback(self._tests.discard)
+        self._tests[attempt] = delivery.id
+        attempt.add_done_callback(lambda done: self._tests.pop(done, None))
         self._fatal.watch(attempt)
         record, decision, durable = await asyncio.shield(attempt)
         settled = self._settle(record, decision, job, durable, test=True)
@@ -341,16 +342,16 @@ class Dispatcher:
         self._accepting = False
         queued = [i for lane in self._lanes for i in lane.drain_queue()]
         self._taken.clear()
-        in_flight: set[asyncio.Task[Any]] = self._lanes.in_flight() | self._tests
+        in_flight: dict[asyncio.Task[Any], str] = {**self._lanes.in_flight(), **self._tests}
         finished: set[asyncio.Task[Any]] = set()
         if in_flight:
-            finished, _ = await asyncio.wait(in_flight, timeout=self._settings.shutdown_grace)
-        cut_short = in_flight - finished
+            finished, _ = await asyncio.wait(set(in_flight), timeout=self._settings.shutdown_grace)
+        cut_short = in_flight.keys() - finished
         for task in cut_short:
             task.cancel()
         if cut_short:
             await asyncio.gather(*cut_short, return_exceptions=True)
-        cut_ids = [t.get_name().split("-", 1)[1] for t in cut_short]
+        cut_ids = [in_flight[t] for t in cut_short]
         self._recorder.release(queued + cut_ids)
         # What is left of the grace, and at least FINAL_FLUSH, to write the outcomes: the
         # recorder gives up at that deadline even while the store is away or stalls, so an

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import structlog
 
 from service.clock import now_ms
 from service.metrics import Metrics
-from service.store import Store, StoreUnavailable
+from service.store import Pipeline, Retention, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -29,10 +30,14 @@ PURGE_BATCH = 500
 PURGE_PAUSE = 0.05  # seconds between batches: other writers get the store in between
 
 
+class Kept(Pipeline, Retention, Protocol):
+    """What housekeeping reads (the gauges' counts) and purges."""
+
+
 class Housekeeping:
     def __init__(
         self,
-        store: Store,
+        store: Kept,
         metrics: Metrics,
         retention: float,
         *,

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from service.store.models import DeliveryJob
+from service.domain import DeliveryJob
 from service.supervise import Fatal
 
 Run = Callable[[DeliveryJob], Coroutine[Any, Any, bool]]
@@ -142,7 +142,8 @@ class Lane:
         self._next_start = 0.0  # loop time the rate limit allows the next attempt
         self._paced: asyncio.TimerHandle | None = None
         self.backlogged = False  # jobs were turned away and wait in the store
-        self.tasks: set[asyncio.Task[None]] = set()
+        # In flight: each attempt's task and the delivery it sends (for the drain's releases).
+        self.tasks: dict[asyncio.Task[None], str] = {}
 
     @property
     def idle(self) -> bool:
@@ -234,7 +235,7 @@ class Lane:
             self._started()
             job = self._queue.popleft()
             task = asyncio.create_task(self._attempt(job), name=f"attempt-{job.id}")
-            self.tasks.add(task)
+            self.tasks[task] = job.id
             task.add_done_callback(self._end)
             # An attempt that raises is a bug: it ends the process rather than vanish.
             self._fatal.watch(task)
@@ -279,10 +280,8 @@ class Lane:
         """The attempt is over: out of the in-flight set, its connection slot handed on. Once
         per task: from the attempt's `finally`, or from the done-callback for a task cancelled
         before it ever ran (a drain), whose `finally` never ran."""
-        if task in self.tasks:
-            self.tasks.discard(task)
-            if self._budget is not None:
-                self._budget.give_back()
+        if self.tasks.pop(task, None) is not None and self._budget is not None:
+            self._budget.give_back()
 
     async def _attempt(self, job: DeliveryJob) -> None:
         # The pace counts from when the attempt really starts: on a busy loop a task may run
@@ -332,8 +331,9 @@ class Lanes:
         """Every delivery id queued or in flight in any lane."""
         return {i for lane in self._lanes.values() for i in lane.held}
 
-    def in_flight(self) -> set[asyncio.Task[None]]:
-        return {t for lane in self._lanes.values() for t in lane.tasks}
+    def in_flight(self) -> dict[asyncio.Task[None], str]:
+        """Every attempt in flight in any lane, and the delivery it sends."""
+        return {t: i for lane in self._lanes.values() for t, i in lane.tasks.items()}
 
     def forget_idle(self) -> None:
         for sid in [sid for sid, lane in self._lanes.items() if lane.idle]:

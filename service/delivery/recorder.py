@@ -4,8 +4,8 @@ done only once its record is durable; until then its lease covers the delivery.
 An outcome waits up to RECORD_LINGER for others to share its transaction, unless someone is
 waiting on it (`urgent`: an ordered subscription's next delivery, a `/test` call) or a whole
 batch is queued. The attempt has been made by then and its lane has moved on, so the wait adds
-nothing to delivery latency; it only makes the outcome visible (health, the log) that much later,
-and widens what a crash would send again (the delivery, same id, after its lease) from the
+nothing to delivery latency; it only makes the outcome visible (the summaries, the log) that much
+later, and widens what a crash would send again (the delivery, same id, after its lease) from the
 deliveries of one write to those of RECORD_LINGER. At 50 events/s it turns one write per
 delivery into one per two or three; at 500/s one per ~25 (issue 15).
 """
@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from service.domain import AttemptRecord
 from service.metrics import Metrics
-from service.store import Recorded, Store, StoreUnavailable
-from service.store.models import AttemptRecord
+from service.store import Pipeline, Recorded, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: Store,
+        store: Pipeline,
         metrics: Metrics,
         owner: str,
         on_recorded: Callable[[Recorded], None] = lambda _: None,

@@ -12,7 +12,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from service.delivery.attempt import Exchange, ResultClass
-from service.store.models import DeliveryStatus
+from service.domain import DeliveryStatus
 
 JITTER = 0.2  # ±20%
 GONE = "the endpoint answered 410 Gone"

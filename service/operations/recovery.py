@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from service.clock import iso, now_ms, to_ms
+from service.domain import DeliveryLogEntry, Subscription
 from service.errors import CannotSend, DeliveryNotFound, InvalidInput
-from service.store.models import DeliveryDetail, Subscription
 
 if TYPE_CHECKING:
-    from service.store import Store
+    from service.store import DeliveryLog
 
 MAX_REPLAY = 10_000
 """Deliveries one replay call queues at most; `next_since` says where the next call goes on."""
@@ -42,8 +42,8 @@ def cannot_send(subscription: Subscription) -> CannotSend | None:
 
 
 async def redeliver(
-    store: Store, subscription: Subscription, delivery_id: str, *, wake: Wake | None = None
-) -> DeliveryDetail | None:
+    store: DeliveryLog, subscription: Subscription, delivery_id: str, *, wake: Wake | None = None
+) -> DeliveryLogEntry | None:
     """One more attempt at a delivery (sent, failed or still open), same delivery id, signed
     afresh when it goes out. Returns the delivery as it is now (None when it was purged in
     between: the redelivery was taken all the same)."""
@@ -118,7 +118,7 @@ def replay_window(
 
 
 async def replay(
-    store: Store,
+    store: DeliveryLog,
     subscription: Subscription,
     ask: ReplayAsk,
     *,

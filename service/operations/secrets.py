@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from service.domain import Subscription
 from service.errors import SubscriptionNotFound
-from service.store.models import Subscription
 
 if TYPE_CHECKING:
-    from service.store import Store
+    from service.store import Subscriptions
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Rotated:
 
 
 async def rotate_secret(
-    store: Store,
+    store: Subscriptions,
     org_id: str,
     subscription_id: str,
     overlap_seconds: int,

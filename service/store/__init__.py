@@ -1,19 +1,37 @@
-"""The store: one interface (`base.Store`), one SQL implementation over a SQLite and a PostgreSQL
-driver, and migrations."""
+"""The store: its interfaces by role (`interfaces`), one SQL implementation (`sql`) over a SQLite
+and a PostgreSQL driver, and migrations."""
 
 from __future__ import annotations
 
 from service.settings import Settings
-from service.store.base import Page, Recorded, Store, StoreUnavailable, SubscriptionChanges
 from service.store.crypto import SecretBox, key_file_for
+from service.store.interfaces import (
+    ApiKeys,
+    DeliveryLog,
+    Page,
+    Pipeline,
+    Recorded,
+    Retention,
+    Store,
+    StoreUnavailable,
+    SubscriptionChanges,
+    Subscriptions,
+    Summaries,
+)
 from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
+    "ApiKeys",
+    "DeliveryLog",
     "Page",
+    "Pipeline",
     "Recorded",
+    "Retention",
     "Store",
     "StoreUnavailable",
     "SubscriptionChanges",
+    "Subscriptions",
+    "Summaries",
     "migrate",
     "open_store",
     "sqlite_path",

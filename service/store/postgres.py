@@ -14,7 +14,8 @@ from typing import Any, cast
 import asyncpg
 
 from service.store.crypto import SecretBox
-from service.store.sql import Column, Row, SqlStore
+from service.store.sql import SqlStore
+from service.store.sql.base import Column, Row
 
 # Errors that mean "the database is away", not "the statement is wrong": the connection broke
 # or was refused, the server is starting, shutting down or out of connections, a failover left

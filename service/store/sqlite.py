@@ -28,7 +28,8 @@ import structlog
 
 from service.errors import StoreInUse
 from service.store.crypto import SecretBox
-from service.store.sql import Column, Row, SqlStore
+from service.store.sql import SqlStore
+from service.store.sql.base import Column, Row
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from deploy.local.receiver import Receipts
-from service.store.models import DeliveryStatus
 from tests.bench.stack import StoreRow
 
 
@@ -91,9 +90,9 @@ def balance(
             if path not in paths:
                 continue
             pair = (row.event_id, path)
-            if row.status == DeliveryStatus.SENT:
+            if row.status == "sent":
                 sent.add(pair)
-            elif row.status == DeliveryStatus.FAILED:
+            elif row.status == "failed":
                 failed.add(pair)
             else:
                 open_.add(pair)

@@ -8,14 +8,14 @@ subscription, each with its event and 1-3 attempts (2xx, 5xx and timeouts, 5 ms 
 
 Seeding goes through the store's own write path, as the service does: `record_events` in
 ingest-sized batches, `record_attempts` for the first attempts, `claim_due` + `record_attempts`
-for the retries. So `subscription_stats` (the hourly counters health reads) is filled by the
+for the retries. So `subscription_stats` (the hourly counters the summaries read) is filled by the
 code that fills it in production, not by a copy of it. The only stand-in is the clock: the
 store's `now_ms` is replaced while seeding by a simulated one walking the 48 hours, which is what
 stamps `createdAt` and decides which retries are due. (~30 s per 100,000 deliveries per store;
 a bulk `INSERT … SELECT` would be faster but would have to re-implement the counters.)
 
 Then, each timed with `time.perf_counter` over `--repeat` repetitions after a warm-up (median
-and p95 in ms): `subscription_health` for the page of all 50, the log's first page and a deep
+and p95 in ms): `subscription_summaries` for the page of all 50, the log's first page and a deep
 page (after walking `--depth` pages by cursor) for the big subscription unfiltered, with
 `status=failed` and with an event filter, `get_delivery`, and the API end to end (aiohttp test
 client: GET the list, GET the big one's log). Once per query, its plan: PostgreSQL's
@@ -25,7 +25,7 @@ client: GET the list, GET the big one's log). Once per query, its plan: PostgreS
 Results: a table per store on stdout and var/bench/operations/<timestamp>.json (and
 latest.json). `--baseline <json>` prints an earlier result's medians beside this run's.
 Nothing here is asserted: tests/integration/test_operations_bench.py checks the seeding and
-the health it reads back, by value.
+the summaries it reads back, by value.
 """
 
 from __future__ import annotations
@@ -60,19 +60,20 @@ from service import ids
 from service.api.setup import setup_api
 from service.appkeys import SETTINGS, STORE
 from service.clock import now_ms
-from service.events import CATALOG
-from service.settings import Settings, load_settings
-from service.store import Store, open_store
-from service.store import sql as store_sql
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryFilter,
     DeliveryStatus,
-    Health,
     IncomingEvent,
     NewDelivery,
+    Summary,
 )
-from service.store.sql import DAY_MS, HOUR_MS, SqlStore
+from service.events import CATALOG
+from service.settings import Settings, load_settings
+from service.store import Store, open_store
+from service.store.sql import SqlStore
+from service.store.sql import base as sql_base
+from service.summaries import DAY_MS, HOUR_MS
 from tests.bench.report import machine
 from tests.bench.stack import DEFAULT_POSTGRES, VAR
 from tests.support.postgres import scratch_database
@@ -129,8 +130,8 @@ class Seeded:
             if self.subscription_of[delivery] == subscription_id
         )
 
-    def expected_health(self, subscription_id: str, now: int) -> dict[str, Any]:
-        """What `subscription_health` should say at `now`: the hourly counters count an
+    def expected_summary(self, subscription_id: str, now: int) -> dict[str, Any]:
+        """What `subscription_summaries` should say at `now`: the hourly counters count an
         attempt in the 24 h when its hour starts at or after the hour of `now` - 24 h."""
         day_ago = (now - DAY_MS) // HOUR_MS * HOUR_MS
         recent = [a for a in self.attempts[subscription_id] if a[0] // HOUR_MS * HOUR_MS >= day_ago]
@@ -164,7 +165,7 @@ class SimulatedClock:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[SimulatedClock]:
-        with mock.patch.object(store_sql, "now_ms", self):
+        with mock.patch.object(sql_base, "now_ms", self):
             yield self
 
 
@@ -476,10 +477,10 @@ async def measure(
     figures: dict[str, Any] = {}
     plans: dict[str, Any] = {}
 
-    async def health() -> dict[str, Health]:
-        return await store.subscription_health(seeded.subscription_ids)
+    async def summaries() -> dict[str, Summary]:
+        return await store.subscription_summaries(seeded.subscription_ids)
 
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {"health (50 subscriptions)": health}
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {"health (50 subscriptions)": summaries}
     filters = {
         "": DeliveryFilter(),
         ", status=failed": DeliveryFilter(status=DeliveryStatus.FAILED),

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -121,9 +122,10 @@ async def create_subscriptions(
             # Only when asked: a revision before ordered delivery (a paired baseline running
             # today's bench) has no such argument.
             if ordering and name in ordering:
-                subscription = await store.create_subscription(
-                    ORG, url, wanted, "bench", ordering=ordering[name]
-                )
+                # Passed as its value: the store of a revision this bench runs against
+                # (`--harness current`) may predate the `Ordering` enum.
+                options: dict[str, Any] = {"ordering": ordering[name]}
+                subscription = await store.create_subscription(ORG, url, wanted, "bench", **options)
             else:
                 subscription = await store.create_subscription(ORG, url, wanted, "bench")
             names[subscription.id] = name

@@ -52,7 +52,7 @@ def install(path: str) -> None:
                     }
         await handle(self, records)
 
-    async def timed_record(self: SqlStore, events: Any, *args: Any, **kwargs: Any) -> Any:
+    async def timed_record(self: Any, events: Any, *args: Any, **kwargs: Any) -> Any:
         created = await record(self, events, *args, **kwargs)
         now = time.time()
         for event in events:

@@ -33,10 +33,10 @@ from service.api.openapi import document
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
 from service.store import Store, open_store
-from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 
 BASE = "/api/identity/webhooks"
 SEED_REQUEST = {
@@ -136,7 +136,7 @@ async def test_registration_answers_the_seed_shape_with_the_secret_once(api: Api
         assert "secret" not in orjson.dumps(shown).decode()
 
 
-async def test_list_and_get_carry_delivery_health_from_the_deliveries_table(api: Api) -> None:
+async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(api: Api) -> None:
     created = await create(api)
     status, listed, _ = await api.call("GET")
     assert status == 200
@@ -407,7 +407,7 @@ async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
     assert set(created["required"]) == set(CreatedSubscription.model_fields)
 
 
-async def test_the_test_call_delivers_and_shows_in_health(settings_for: Settings) -> None:
+async def test_the_test_call_delivers_and_shows_in_the_summary(settings_for: Settings) -> None:
     """`POST /{id}/test` goes through the dispatcher to a real receiver and waits for it."""
     async for receiver in start_receiver():
         app = create_app(settings_for, Roles(consumer=False))

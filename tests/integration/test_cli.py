@@ -22,13 +22,7 @@ from pydantic import SecretStr
 from deploy.local.receiver import DEMO_PATH, Receiver
 from service import ids
 from service.clock import now_ms
-from service.events import format_time, parse_time
-from service.samples import sample_event
-from service.settings import load_settings
-from service.signing import SignatureHeaders, signature_headers
-from service.store import Store, SubscriptionChanges, open_store
-from service.store.migrate import head_revision
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryFilter,
     DeliveryStatus,
@@ -36,6 +30,12 @@ from service.store.models import (
     NewDelivery,
     Subscription,
 )
+from service.events import format_time, parse_time
+from service.samples import sample_event
+from service.settings import load_settings
+from service.signing import SignatureHeaders, signature_headers
+from service.store import Store, SubscriptionChanges, open_store
+from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
 

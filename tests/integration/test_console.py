@@ -38,9 +38,9 @@ from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
 from service.console import CONTENT_SECURITY_POLICY
+from service.domain import IncomingEvent
 from service.settings import load_settings
 from service.store import Store
-from service.store.models import IncomingEvent
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 
 pytestmark = pytest.mark.integration

@@ -77,8 +77,8 @@ async def test_0002_keeps_0001_data_and_counts_its_deliveries(empty_database: st
         assert sub.secret == "qe_whsec_" + "ab" * 32
         assert (sub.rate_limit, sub.headers, sub.consecutive_failures) == (None, (), 0)
         assert sub.signing_secrets(base) == [sub.secret]
-        health = (await store.subscription_health([sub.id]))[sub.id]
-        assert health.delivery_count == 3  # the cancelled one is not counted
-        assert health.last_delivery is not None
+        summary = (await store.subscription_summaries([sub.id]))[sub.id]
+        assert summary.delivery_count == 3  # the cancelled one is not counted
+        assert summary.last_delivery is not None
     finally:
         await store.close()

@@ -1,5 +1,5 @@
 """Issue 12's operations on both stores, through the API: the delivery log and one delivery,
-redelivery, replay, secret rotation, the richer health of a row, rate limits and static headers;
+redelivery, replay, secret rotation, the richer summary of a row, rate limits and static headers;
 and a problem body (never a 500, never another org's data) for every kind of bad input.
 
 The app runs without its dispatcher, so what a test seeds through the store (`record_events`,
@@ -21,11 +21,11 @@ from service import ids
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
 from service.app import Roles
 from service.clock import iso, now_ms
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
 from service.store import Store
-from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from tests.integration.test_api import (
     RFC3339_MS,
     SEED_REQUEST,
@@ -791,10 +791,10 @@ async def test_bad_rotations_are_problems(ops: Api) -> None:
     assert rotated["secret"] != created["secret"]
 
 
-# -- health, rate limits, headers, pausing ----------------------------------------------------
+# -- summaries, rate limits, headers, pausing ----------------------------------------------------
 
 
-async def test_health_fields_follow_recorded_attempts(ops: Api) -> None:
+async def test_summary_fields_follow_recorded_attempts(ops: Api) -> None:
     sub = (await create(ops))["id"]
     row = await row_of(ops, sub)
     assert (row["successRate24h"], row["p95LatencyMs24h"], row["nextRetryAt"]) == (None,) * 3

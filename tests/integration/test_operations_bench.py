@@ -1,12 +1,12 @@
 """The operations bench (tests/bench/operations.py) measures what it seeded: on both stores, its
-seeding through the store's write path and what health and the log read back agree, by value.
+seeding through the store's write path and what the summaries and the log read back agree, by value.
 (The bench's timings are figures in its report, never asserted.)"""
 
 from __future__ import annotations
 
+from service.domain import DeliveryFilter, DeliveryLogRow, DeliveryStatus
 from service.store import Store
-from service.store.models import DeliveryFilter, DeliveryLogRow, DeliveryStatus
-from service.store.sql import HOUR_MS
+from service.summaries import HOUR_MS
 from tests.bench.operations import Seeded, SeedPlan, SimulatedClock, seed
 
 PLAN = SeedPlan(
@@ -25,23 +25,23 @@ async def _log(store: Store, seeded: Seeded, where: DeliveryFilter) -> list[Deli
         after = page.next_after
 
 
-async def test_seeding_and_health_agree(store: Store) -> None:
+async def test_seeding_and_summaries_agree(store: Store) -> None:
     seeded = await seed(store, PLAN, org="org_ops")
     assert sum(seeded.created.values()) == PLAN.deliveries
     assert seeded.created[seeded.big] > PLAN.deliveries * 0.8
     clock = SimulatedClock()
     clock.at = seeded.now  # the 24 h window as the seeding saw it, whatever the wall clock does
     with clock.installed():
-        health = await store.subscription_health(seeded.subscription_ids)
+        summary = await store.subscription_summaries(seeded.subscription_ids)
     for sid in seeded.subscription_ids:
-        expected = seeded.expected_health(sid, seeded.now)
-        got = health[sid]
+        expected = seeded.expected_summary(sid, seeded.now)
+        got = summary[sid]
         assert got.delivery_count == expected["delivery_count"] == seeded.created[sid]
         assert got.attempts_24h == expected["attempts_24h"]
         assert got.ok_24h == expected["ok_24h"]
         assert got.pending_count == expected["pending_count"]
         assert got.next_retry_at == expected["next_retry_at"]
-    big = health[seeded.big]
+    big = summary[seeded.big]
     # Half the 48 h are older than the window: their attempts are not in the 24 h figures.
     everything = len(seeded.attempts[seeded.big])
     assert 0 < big.attempts_24h < everything * 0.75

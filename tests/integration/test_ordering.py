@@ -27,10 +27,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.local.receiver import Behaviour, Received, Receiver
+from service.domain import DeliveryFilter, DeliveryStatus, Ordering
 from service.samples import sample_event
 from service.settings import Settings
 from service.store import open_store
-from service.store.models import DeliveryFilter, DeliveryStatus
 from tests.support.process import ServiceProcess, service_env, service_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -108,7 +108,7 @@ async def run_ordered(
     store = await open_store(settings, run_migrations=not settings.is_postgres)
     try:
         subscription = await store.create_subscription(
-            ORG, receiver.url(PATH), ("verification.created",), None, ordering="customer"
+            ORG, receiver.url(PATH), ("verification.created",), None, ordering=Ordering.CUSTOMER
         )
     finally:
         await store.close()
@@ -146,7 +146,7 @@ async def run_ordered(
         }
         store = await open_store(settings, run_migrations=False)
         try:
-            health = (await store.subscription_health([subscription.id]))[subscription.id]
+            summary = (await store.subscription_summaries([subscription.id]))[subscription.id]
             retrying = await store.list_deliveries(
                 ORG, subscription.id, DeliveryFilter(status=DeliveryStatus.RETRYING), 100, None
             )
@@ -155,8 +155,8 @@ async def run_ordered(
         # At least its customer. Another may be retrying for a moment too: a delivery its
         # receiver had answered 2xx, resent after the kill (its outcome was not recorded
         # yet), can meet one of the random 500s.
-        assert health.blocked_customers >= 1
-        assert health.oldest_blocked is not None
+        assert summary.blocked_customers >= 1
+        assert summary.oldest_blocked is not None
         assert produced[BLOCKED][0] in {row.event_id for row in retrying.rows}
         receiver.set_customer(BLOCKED, None)
         await receiver.wait_for(lambda: through(receiver, produced, CUSTOMERS), 60, "everyone")
@@ -167,12 +167,12 @@ async def run_ordered(
     assert_in_order(receiver, produced)
     store = await open_store(settings, run_migrations=False)
     try:
-        health = (await store.subscription_health([subscription.id]))[subscription.id]
+        summary = (await store.subscription_summaries([subscription.id]))[subscription.id]
     finally:
         await store.close()
-    assert health.delivery_count == len(CUSTOMERS) * PER_CUSTOMER
-    assert health.pending_count == 0
-    assert health.blocked_customers == 0
+    assert summary.delivery_count == len(CUSTOMERS) * PER_CUSTOMER
+    assert summary.pending_count == 0
+    assert summary.blocked_customers == 0
     failures = sum(1 for r in receiver.requests if r.status >= 500)
     assert failures > len(CUSTOMERS), (failures, seed)  # the random failures did happen
 

@@ -8,8 +8,8 @@ import asyncpg
 
 from service import ids
 from service.clock import now_ms
+from service.domain import DeliveryStatus, IncomingEvent, NewDelivery, Ordering
 from service.store import Store, open_store
-from service.store.models import DeliveryStatus, IncomingEvent, NewDelivery
 from tests.integration.test_store_contract import EVENTS, attempt
 from tests.support.process import service_settings
 
@@ -31,7 +31,7 @@ def event_about(customer: str) -> IncomingEvent:
 
 async def _ordered_queue(store: Store, customers: list[str]) -> tuple[str, list[NewDelivery]]:
     sub = await store.create_subscription(
-        ORG, "https://a.example/o", EVENTS, None, ordering="customer"
+        ORG, "https://a.example/o", EVENTS, None, ordering=Ordering.CUSTOMER
     )
     events = [event_about(c) for c in customers]
     deliveries = [
@@ -70,10 +70,10 @@ async def test_a_failing_head_blocks_only_its_customer_until_it_finally_fails(
     )
     # c2 flows on; c1 waits behind its retrying head (due in 5 s).
     assert [j.id for j in await store.claim_due("a", 100, 60_000)] == [ds[3].id]
-    health = (await store.subscription_health([sub_id]))[sub_id]
-    assert health.blocked_customers == 1
-    assert health.oldest_blocked is not None
-    assert health.oldest_blocked[0] == ds[0].id
+    summary = (await store.subscription_summaries([sub_id]))[sub_id]
+    assert summary.blocked_customers == 1
+    assert summary.oldest_blocked is not None
+    assert summary.oldest_blocked[0] == ds[0].id
     # The head fails for good: the queue moves on to c1's next. (Its retry is 5 s away: made
     # due now by a redelivery, which keeps an open delivery's place.)
     retry = attempt(ds[0], 2, DeliveryStatus.FAILED, 503, now + 1)
@@ -81,8 +81,8 @@ async def test_a_failing_head_blocks_only_its_customer_until_it_finally_fails(
     assert [j.id for j in await store.claim_due("a", 100, 60_000)] == [ds[0].id]
     await store.record_attempts([retry], "a")
     assert [j.id for j in await store.claim_due("a", 100, 60_000)] == [ds[2].id]
-    health = (await store.subscription_health([sub_id]))[sub_id]
-    assert health.blocked_customers == 0
+    summary = (await store.subscription_summaries([sub_id]))[sub_id]
+    assert summary.blocked_customers == 0
 
 
 async def test_a_redelivered_finished_delivery_goes_out_of_band(store: Store) -> None:

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 from deploy.local.receiver import Receiver
 from service import ids
 from service.clock import now_ms
+from service.domain import IncomingEvent, NewDelivery
 from service.settings import load_settings
 from service.store import open_store
-from service.store.models import IncomingEvent, NewDelivery
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
 

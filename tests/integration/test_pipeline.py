@@ -22,12 +22,12 @@ from pydantic import SecretStr
 from deploy.local.receiver import Receiver, start_receiver
 from service.app import create_app
 from service.appkeys import DISPATCHER, INDEX, INGEST, STORE
+from service.domain import DeliveryJob, Subscription
 from service.events import format_time
 from service.samples import seed_examples
 from service.settings import Settings
 from service.signing import verify_signature
 from service.store import Store, open_store
-from service.store.models import DeliveryJob, Subscription
 from tests.conftest import CATALOG_TOPICS, FAST_DELIVERY
 
 
@@ -187,10 +187,10 @@ async def test_events_older_than_the_subscription_are_not_delivered(
 
 
 async def _delivery_rows(store: Store, subscription_id: str) -> tuple[int, str | None, int | None]:
-    health = (await store.subscription_health([subscription_id]))[subscription_id]
-    last = health.last_delivery
+    summary = (await store.subscription_summaries([subscription_id]))[subscription_id]
+    last = summary.last_delivery
     return (
-        health.delivery_count,
+        summary.delivery_count,
         None if last is None else last.status.value,
         None if last is None else last.response_code,
     )
@@ -336,7 +336,7 @@ async def test_poison_records_are_dead_lettered_and_later_records_flow(
     assert "missing_field:orgId" in reasons
 
 
-async def test_the_test_endpoint_sends_and_shows_in_health(
+async def test_the_test_endpoint_sends_and_shows_in_the_summary(
     pipeline_factory: PipelineFactory,
 ) -> None:
     p = await pipeline_factory()

@@ -38,8 +38,8 @@ async def produce(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]
 
 
 async def delivery_rows(store: Store, subscription_ids: list[str]) -> int:
-    health = await store.subscription_health(subscription_ids)
-    return sum(h.delivery_count for h in health.values())
+    summary = await store.subscription_summaries(subscription_ids)
+    return sum(h.delivery_count for h in summary.values())
 
 
 def delivered_pairs(receiver: Receiver) -> set[tuple[str, str]]:

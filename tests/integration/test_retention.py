@@ -9,9 +9,9 @@ import pytest
 from service import ids
 from service.clock import now_ms
 from service.delivery.housekeeping import Housekeeping
+from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
 from service.metrics import Metrics
 from service.store import Store
-from service.store.models import DeliveryFilter, DeliveryStatus, NewDelivery
 from tests.integration.test_store_contract import EVENTS, attempt, incoming
 
 DAY = 86_400_000
@@ -52,6 +52,6 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     assert {row.id for row in left.rows} == {deliveries[5].id, deliveries[6].id}
     assert (await store.get_delivery("org_a", sub.id, deliveries[6].id)) is not None
     assert await housekeeping.purge() == 0  # nothing left past the retention
-    health = (await store.subscription_health([sub.id]))[sub.id]
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
     # The 2-day-old attempts' counters went with the retention; today's stay.
-    assert health.attempts_24h == 1
+    assert summary.attempts_24h == 1

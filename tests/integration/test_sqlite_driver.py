@@ -16,9 +16,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from service import ids
+from service.domain import DeliveryFilter, NewDelivery
 from service.settings import load_settings
 from service.store import open_store
-from service.store.models import DeliveryFilter, NewDelivery
 from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.integration.test_store_contract import EVENTS, incoming
@@ -53,8 +53,8 @@ async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: 
         event = incoming()
         delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
         assert await store.record_events([event], [delivery], "me", 60_000) == [delivery]
-        health = (await store.subscription_health([sub.id]))[sub.id]
-        assert health.pending_count >= len(written) + 1
+        summary = (await store.subscription_summaries([sub.id]))[sub.id]
+        assert summary.pending_count >= len(written) + 1
         page = await store.list_deliveries(
             "org_a",
             sub.id,

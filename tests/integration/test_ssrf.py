@@ -23,12 +23,12 @@ from service.app import Roles, create_app
 from service.appkeys import RESOLVE, STORE
 from service.delivery.attempt import Sender
 from service.delivery.dispatcher import Dispatcher
+from service.domain import AttemptRecord
 from service.egress import make_connector
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Store
-from service.store.models import AttemptRecord
 from tests.support.dns import FakeResolver, fake_dns
 
 BASE = "/api/identity/webhooks"

@@ -10,10 +10,7 @@ import pytest
 
 from service import ids
 from service.clock import now_ms
-from service.settings import Settings
-from service.store import Recorded, Store, SubscriptionChanges, sql
-from service.store.migrate import sqlite_path
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryFilter,
     DeliveryJob,
@@ -21,6 +18,10 @@ from service.store.models import (
     IncomingEvent,
     NewDelivery,
 )
+from service.settings import Settings
+from service.store import Recorded, Store, SubscriptionChanges
+from service.store.migrate import sqlite_path
+from service.store.sql import base as sql_base
 
 EVENTS = ("verification.created", "customer.kyc_updated")
 
@@ -161,8 +162,8 @@ async def test_record_events_is_idempotent_per_event_and_subscription(store: Sto
     assert created == [first]
     replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     assert await store.record_events([event], [replay], "me", 60_000) == []
-    health = await store.subscription_health([sub.id])
-    assert health[sub.id].delivery_count == 1
+    summary = await store.subscription_summaries([sub.id])
+    assert summary[sub.id].delivery_count == 1
     (job,) = await due_jobs(store, [first.id])
     assert job.body == event.body
     assert job.event == "verification.created"
@@ -251,7 +252,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     ]
 
 
-async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) -> None:
+async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store) -> None:
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
@@ -261,12 +262,12 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
         [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)], "me"
     )
     assert clocks == Recorded({sub.id: t0}, frozenset())
-    health = (await store.subscription_health([sub.id]))[sub.id]
-    assert health.delivery_count == 1
-    assert health.last_delivery is not None
-    assert health.last_delivery.status is DeliveryStatus.RETRYING
-    assert health.last_delivery.response_code == 500
-    assert health.last_delivery.at == t0
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
+    assert summary.delivery_count == 1
+    assert summary.last_delivery is not None
+    assert summary.last_delivery.status is DeliveryStatus.RETRYING
+    assert summary.last_delivery.response_code == 500
+    assert summary.last_delivery.at == t0
     # Retried later: a second failure keeps the clock where it started.
     assert [j.attempts for j in await store.claim_due("me", 10, 60_000)] == [1]
     clocks = await store.record_attempts(
@@ -278,10 +279,10 @@ async def test_attempts_drive_status_health_and_the_failure_clock(store: Store) 
         [attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)], "me"
     )
     assert clocks.failing_since == {sub.id: None}
-    health = (await store.subscription_health([sub.id]))[sub.id]
-    assert health.last_delivery is not None
-    assert health.last_delivery.status is DeliveryStatus.SENT
-    assert health.last_delivery.response_code == 200
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
+    assert summary.last_delivery is not None
+    assert summary.last_delivery.status is DeliveryStatus.SENT
+    assert summary.last_delivery.response_code == 200
     assert await store.pending_count() == 0
 
 
@@ -311,9 +312,9 @@ async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
     assert got is not None
     assert got.active is False
     assert got.deactivated_reason == "410 Gone"
-    health = (await store.subscription_health([sub.id]))[sub.id]
-    assert health.last_delivery is not None
-    assert health.last_delivery.status is DeliveryStatus.FAILED
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
+    assert summary.last_delivery is not None
+    assert summary.last_delivery.status is DeliveryStatus.FAILED
     again = await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=True))
     assert again is not None
     assert again.active is True
@@ -366,7 +367,7 @@ async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
         [attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())], "fast"
     )
     assert done.lost == frozenset()
-    summary = (await store.subscription_health([sub.id]))[sub.id]
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
     assert summary.last_delivery is not None
     assert summary.last_delivery.status is DeliveryStatus.SENT
 
@@ -379,7 +380,7 @@ async def test_leases_are_timed_by_the_database_clock(
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
     await store.record_events([event], [delivery], "a", 60_000)
     # A replica whose clock runs an hour fast still sees replica a's lease alive.
-    monkeypatch.setattr(sql, "now_ms", lambda: now_ms() + 3_600_000)
+    monkeypatch.setattr(sql_base, "now_ms", lambda: now_ms() + 3_600_000)
     assert await store.claim_due("b", 10, 60_000) == []
     assert await store.renew([delivery.id], "a", 60_000) == {delivery.id}
     assert await store.claim_due("b", 10, 60_000) == []

@@ -11,9 +11,9 @@ from typing import cast
 from service.delivery.claimer import Claimer
 from service.delivery.lane import Lane, Lanes
 from service.delivery.recorder import Recorder
+from service.domain import DeliveryJob
 from service.metrics import Metrics
 from service.store import Store, StoreUnavailable
-from service.store.models import DeliveryJob
 
 LEASE = 0.3
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from service.delivery.lane import ConnectionBudget, Lane
-from service.store.models import DeliveryJob
+from service.domain import DeliveryJob
 
 
 def job(n: int) -> DeliveryJob:

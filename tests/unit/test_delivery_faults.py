@@ -24,17 +24,17 @@ from service import ids
 from service.app import Roles, create_app
 from service.appkeys import DISPATCHER, INDEX, METRICS, STORE
 from service.delivery.attempt import ResultClass, Sender
-from service.events import format_time
-from service.settings import Settings, load_settings
-from service.signing import SignatureHeaders
-from service.store import Store, StoreUnavailable, open_store
-from service.store.models import (
+from service.domain import (
     AttemptRecord,
     DeliveryJob,
     IncomingEvent,
     NewDelivery,
     Subscription,
 )
+from service.events import format_time
+from service.settings import Settings, load_settings
+from service.signing import SignatureHeaders
+from service.store import Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 
 EVENT = "verification.created"

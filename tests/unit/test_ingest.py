@@ -27,6 +27,7 @@ from aiokafka.errors import (
 )
 
 from service.clock import now_ms
+from service.domain import DeliveryJob, IncomingEvent, NewDelivery, Subscription
 from service.health import Readiness
 from service.ingest import COMMIT_INTERVAL, Ingest, Lease, _Listener, fetch_options
 from service.matching import SubscriptionIndex
@@ -34,7 +35,6 @@ from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
 from service.store import Store, StoreUnavailable
-from service.store.models import DeliveryJob, IncomingEvent, NewDelivery, Subscription
 
 TP = TopicPartition("identity.verification.created", 0)
 TP1 = TopicPartition("identity.verification.created", 1)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.delivery.lane import Lane, Lanes
-from service.store.models import DeliveryJob
+from service.domain import DeliveryJob
 
 
 def job(n: int) -> DeliveryJob:

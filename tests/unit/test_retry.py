@@ -9,7 +9,7 @@ import pytest
 
 from service.delivery.attempt import Exchange, ResultClass, classify
 from service.delivery.retry import GONE, RetryPolicy, decide, next_delay, parse_retry_after
-from service.store.models import DeliveryStatus
+from service.domain import DeliveryStatus
 
 T0 = 1_800_000_000.0  # epoch seconds of the attempt's start
 POLICY = RetryPolicy(schedule=(5.0, 300.0, 1800.0), disable_after=5 * 86400.0)

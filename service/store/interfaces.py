@@ -1,25 +1,28 @@
-"""The store's one interface. `sql.SqlStore` implements it for both databases, over the thin
-drivers of `sqlite.py` and `postgres.py`; a contract test suite runs against both."""
+"""The store's interfaces, one per role: each part of the service depends on the narrow one it
+uses (API keys for authentication, the log for recovery, the pipeline for ingest and delivery,
+retention for housekeeping), and `Store` is all of them with the lifecycle. `sql.SqlStore`
+implements `Store` for both databases, over the thin drivers of `sqlite.py` and `postgres.py`;
+a contract test suite runs against both."""
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from service.store.models import (
+from service.domain import (
     ApiKey,
     AttemptRecord,
-    DeliveryDetail,
     DeliveryFilter,
     DeliveryJob,
+    DeliveryLogEntry,
     DeliveryLogRow,
-    Health,
     IncomingEvent,
     NewDelivery,
+    Ordering,
     Replayed,
     Subscription,
+    Summary,
 )
 
 UNSET: Any = object()
@@ -36,7 +39,7 @@ class SubscriptionChanges:
     installed_by: str | None = UNSET
     rate_limit: int | None = UNSET
     headers: tuple[tuple[str, str], ...] = UNSET
-    ordering: str = UNSET
+    ordering: Ordering = UNSET
 
     def given(self) -> Mapping[str, Any]:
         names = ("url", "events", "active", "installed_by", "rate_limit", "headers", "ordering")
@@ -67,34 +70,23 @@ class StoreUnavailable(Exception):
     caller pauses and tries again, and the API answers 503."""
 
 
-class Store(abc.ABC):
-    """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts."""
+class ApiKeys(Protocol):
+    """The API keys: issued and revoked by operators, checked on every API request."""
 
-    # lifecycle
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> bool:
-        """True when the database answers a trivial query."""
-
-    # API keys
-    @abc.abstractmethod
     async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
         """A new key for `org_id`; returns the record and the key itself, shown once."""
 
-    @abc.abstractmethod
     async def org_for_api_key(self, key: str) -> str | None:
         """The org a presented, unrevoked key belongs to."""
 
-    @abc.abstractmethod
     async def list_api_keys(self) -> list[ApiKey]: ...
 
-    @abc.abstractmethod
     async def revoke_api_key(self, key_id: str) -> bool: ...
 
-    # subscriptions
-    @abc.abstractmethod
+
+class Subscriptions(Protocol):
+    """Subscriptions as their owners manage them (the API) and operators find them (the CLI)."""
+
     async def create_subscription(
         self,
         org_id: str,
@@ -104,45 +96,44 @@ class Store(abc.ABC):
         *,
         rate_limit: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
-        ordering: str = "none",
+        ordering: Ordering = Ordering.NONE,
     ) -> Subscription: ...
 
-    @abc.abstractmethod
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
 
-    @abc.abstractmethod
     async def find_subscription(self, subscription_id: str) -> Subscription | None:
         """The subscription with this id in whichever org holds it (ids are unique across
         orgs): for operators' commands only; the API always asks within the caller's org."""
 
-    @abc.abstractmethod
     async def list_subscriptions(
         self, org_id: str, limit: int, after: str | None
     ) -> Page[Subscription]: ...
 
-    @abc.abstractmethod
     async def update_subscription(
         self, org_id: str, subscription_id: str, changes: SubscriptionChanges
     ) -> Subscription | None: ...
 
-    @abc.abstractmethod
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         """Soft-deletes it and cancels its open deliveries."""
 
-    @abc.abstractmethod
-    async def subscription_health(self, subscription_ids: Sequence[str]) -> dict[str, Health]:
-        """Per subscription: its deliveries retained, the latest one, the last 24 hours'
-        attempts (from hourly counters) and its open deliveries."""
-
-    @abc.abstractmethod
     async def rotate_secret(
         self, org_id: str, subscription_id: str, overlap_ms: int
     ) -> Subscription | None:
         """A new signing secret; the current one stays valid for `overlap_ms` (0: it ends
         now). Returns the subscription with its new secret, shown once."""
 
-    # the delivery log and recovery
-    @abc.abstractmethod
+
+class Summaries(Protocol):
+    """Each subscription's deliveries at a glance, for the API's rows."""
+
+    async def subscription_summaries(self, subscription_ids: Sequence[str]) -> dict[str, Summary]:
+        """Per subscription: its deliveries retained, the latest one, the last 24 hours'
+        attempts (from hourly counters) and its open deliveries."""
+
+
+class DeliveryLog(Protocol):
+    """A subscription's delivery log, and the recovery that acts on it: redeliver, replay."""
+
     async def list_deliveries(
         self,
         org_id: str,
@@ -153,17 +144,14 @@ class Store(abc.ABC):
     ) -> Page[DeliveryLogRow]:
         """A subscription's deliveries, newest first (cancelled ones are not listed)."""
 
-    @abc.abstractmethod
     async def get_delivery(
         self, org_id: str, subscription_id: str, delivery_id: str
-    ) -> DeliveryDetail | None: ...
+    ) -> DeliveryLogEntry | None: ...
 
-    @abc.abstractmethod
     async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
         """Makes the delivery due now (reopening a sent or failed one, same id): one more
         attempt on its schedule. False when there is no such delivery."""
 
-    @abc.abstractmethod
     async def replay(
         self,
         org_id: str,
@@ -180,23 +168,12 @@ class Store(abc.ABC):
         ones, and unless `only_failed` its sent ones and new deliveries of events it never
         had. What is open already is left alone."""
 
-    @abc.abstractmethod
-    async def subscriptions_revision(self) -> int:
-        """A counter bumped by every subscription change, for cheap change detection."""
 
-    @abc.abstractmethod
-    async def active_subscriptions(self) -> list[Subscription]: ...
+class Pipeline(Protocol):
+    """What ingest and delivery write and read: events and deliveries recorded, due work claimed
+    under leases, outcomes recorded; the active subscriptions the index matches against; the
+    gauges' counts."""
 
-    @abc.abstractmethod
-    async def subscription_counts(self) -> dict[str, int]:
-        """Subscriptions not deleted, by state: `active` and `deactivated`."""
-
-    @abc.abstractmethod
-    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
-        """Marks it inactive with a reason and fails its open deliveries."""
-
-    # pipeline
-    @abc.abstractmethod
     async def record_events(
         self,
         events: Sequence[IncomingEvent],
@@ -208,7 +185,6 @@ class Store(abc.ABC):
         exists is left alone. Returns the deliveries that are new: leased to `lease_owner`,
         but for ordered ones (an `ordering_key`), which wait unleased for their turn."""
 
-    @abc.abstractmethod
     async def claim_due(
         self,
         owner: str,
@@ -220,31 +196,50 @@ class Store(abc.ABC):
     ) -> list[DeliveryJob]:
         """Leases up to `limit` due open deliveries nobody holds (or whose lease expired)."""
 
-    @abc.abstractmethod
     async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
         """Extends, by the database clock, the leases `owner` still holds of these; returns
         their ids (the others were lost)."""
 
-    @abc.abstractmethod
     async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
         """Gives back the leases `owner` still holds of these: claimable at once."""
 
-    @abc.abstractmethod
     async def take_back_leases(self) -> int:
         """Clears every lease (for the one process that owns an embedded database, at start:
         whatever an earlier, crashed process held is claimable at once); returns how many."""
 
-    @abc.abstractmethod
     async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         """Attempt rows, delivery status, lease release and the subscriptions' failure clocks,
         in one transaction, for the deliveries `owner` still holds."""
 
-    @abc.abstractmethod
+    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        """Marks it inactive with a reason and fails its open deliveries."""
+
     async def pending_count(self) -> int: ...
 
-    @abc.abstractmethod
+    async def subscriptions_revision(self) -> int:
+        """A counter bumped by every subscription change, for cheap change detection."""
+
+    async def active_subscriptions(self) -> list[Subscription]: ...
+
+    async def subscription_counts(self) -> dict[str, int]:
+        """Subscriptions not deleted, by state: `active` and `deactivated`."""
+
+
+class Retention(Protocol):
+    """The purge of finished deliveries and old events."""
+
     async def purge(self, finished_before: int, batch: int) -> int:
         """Deletes at most `batch` finished deliveries last touched before then with their
         attempts, then as many events received before then that no delivery needs, and the
         hourly counters of before then, in one short transaction; returns how many rows went
         (0: nothing is left to purge)."""
+
+
+class Store(ApiKeys, Subscriptions, Summaries, DeliveryLog, Pipeline, Retention, Protocol):
+    """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts;
+    for whoever opens and closes the store (the app's wiring, the CLI)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""

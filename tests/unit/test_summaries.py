@@ -1,28 +1,49 @@
-"""The health fields' arithmetic: latency buckets and their p95, and the failure streak kept
-per written batch."""
+"""A subscription summary's arithmetic: latency buckets and their p95, and the failure streak
+kept per written batch."""
 
 from __future__ import annotations
 
 import math
 import random
 
-from service.store.models import AttemptRecord, DeliveryStatus
-from service.store.sql import LATENCY_BUCKETS_MS, _failure_clocks, _latency_counter, p95
+from service.domain import AttemptRecord, DeliveryStatus, failure_clocks
+from service.summaries import (
+    DAY_MS,
+    DELIVERIES,
+    HOUR_MS,
+    LATENCY_BUCKETS_MS,
+    LATENCY_COUNTERS,
+    OK,
+    latency_counter,
+    p95,
+    period,
+)
 
 
 def test_each_duration_lands_in_the_first_bucket_that_holds_it() -> None:
-    assert _latency_counter(0) == "le:5"
-    assert _latency_counter(5) == "le:5"
-    assert _latency_counter(6) == "le:10"
-    assert _latency_counter(30_000) == "le:30000"
-    assert _latency_counter(30_001) == "le:inf"
+    assert latency_counter(0) == "le:5"
+    assert latency_counter(5) == "le:5"
+    assert latency_counter(6) == "le:10"
+    assert latency_counter(30_000) == "le:30000"
+    assert latency_counter(30_001) == "le:inf"
+
+
+def test_the_latency_counters_are_the_buckets_in_order_then_inf() -> None:
+    assert (*(f"le:{b}" for b in LATENCY_BUCKETS_MS), "le:inf") == LATENCY_COUNTERS
+
+
+def test_deliveries_are_counted_by_the_day_attempts_by_the_hour() -> None:
+    at = 3 * DAY_MS + 5 * HOUR_MS + 1234
+    assert period(at, DELIVERIES) == 3 * DAY_MS
+    assert period(at, OK) == 3 * DAY_MS + 5 * HOUR_MS
+    assert period(at, latency_counter(40)) == 3 * DAY_MS + 5 * HOUR_MS
 
 
 def _counts(durations: list[int]) -> list[int]:
     names = [f"le:{b}" for b in LATENCY_BUCKETS_MS] + ["le:inf"]
     counts = dict.fromkeys(names, 0)
     for ms in durations:
-        counts[_latency_counter(ms)] += 1
+        counts[latency_counter(ms)] += 1
     return [counts[name] for name in names]
 
 
@@ -74,7 +95,7 @@ def _attempt(subscription: str, status: DeliveryStatus, at: int) -> AttemptRecor
 
 def test_failure_streak_counts_failures_after_the_last_success() -> None:
     sent, retrying = DeliveryStatus.SENT, DeliveryStatus.RETRYING
-    clocks = _failure_clocks(
+    clocks = failure_clocks(
         [
             _attempt("a", retrying, 1),
             _attempt("a", sent, 2),

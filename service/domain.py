@@ -1,9 +1,22 @@
-"""The records the store hands out and takes in. Plain frozen dataclasses: no driver types leak."""
+"""The types every stage speaks: subscriptions, events, deliveries, attempts and their statuses.
+
+Plain frozen dataclasses and enums, owned by no stage: ingest makes events and deliveries, the
+store keeps them, delivery sends and records attempts, the API and the CLI present them. No
+driver type leaks into them."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Ordering(enum.StrEnum):
+    """How a subscription's deliveries are sequenced (stored and shown as the value)."""
+
+    NONE = "none"  # each delivery goes out as soon as its lane has room
+    CUSTOMER = "customer"  # one customer's deliveries go out one at a time, in order
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -50,8 +63,12 @@ class Subscription:
     headers: tuple[tuple[str, str], ...] = ()  # static headers sent with every delivery
     disabled_at: int | None = None  # when it was last deactivated
     consecutive_failures: int = 0  # failed attempts since its last success
-    # "customer": one customer's deliveries go out one at a time, in order (issue 14).
-    ordering: str = "none"
+    ordering: Ordering = Ordering.NONE
+
+    @property
+    def ordered(self) -> bool:
+        """True when one customer's deliveries go out one at a time, in order."""
+        return self.ordering == Ordering.CUSTOMER
 
     def signing_secrets(self, now: int) -> list[str]:
         """The secrets an attempt at `now` (epoch ms) is signed with: the current one first,
@@ -72,19 +89,22 @@ class Subscription:
 
 
 @dataclass(frozen=True, slots=True)
-class LastDelivery:
+class LatestOutcome:
+    """Where a subscription's newest delivery stands: its status, its last response code and
+    when it was last attempted (or created, before any attempt)."""
+
     status: DeliveryStatus
     response_code: int | None
     at: int
 
 
 @dataclass(frozen=True, slots=True)
-class Health:
+class Summary:
     """A subscription's deliveries at a glance, for the API's rows: read from the hourly
     counters and the open deliveries, never from its whole history."""
 
     delivery_count: int  # deliveries retained (created within the retention)
-    last_delivery: LastDelivery | None
+    last_delivery: LatestOutcome | None
     attempts_24h: int
     ok_24h: int  # of those, 2xx
     p95_latency_ms_24h: int | None  # None without attempts
@@ -127,7 +147,9 @@ class DeliveryLogRow:
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryDetail:
+class DeliveryLogEntry:
+    """One delivery in full as the log shows it: its row, the payload, its latest attempts."""
+
     row: DeliveryLogRow
     payload: bytes = field(repr=False)  # the envelope exactly as sent
     attempts: tuple[AttemptLog, ...]
@@ -221,3 +243,25 @@ class AttemptRecord:
     response_excerpt: str | None
     new_status: DeliveryStatus
     next_attempt_at: int | None  # when new_status is retrying
+
+
+class FailureClock(NamedTuple):
+    """What a batch of attempts does to one subscription's failure clock."""
+
+    reset: bool  # a success came first in the batch: the stored streak restarts
+    first_failure: int | None  # the first failure after the last success; None: it succeeded
+    failures: int  # failures after the last success
+
+
+def failure_clocks(attempts: Sequence[AttemptRecord]) -> dict[str, FailureClock]:
+    """Per subscription, the attempts taken in order: where its failure clock stands after
+    them, relative to what is stored (see `FailureClock`)."""
+    clocks: dict[str, FailureClock] = {}
+    for attempt in attempts:
+        reset, first, failures = clocks.get(attempt.subscription_id, (False, None, 0))
+        if attempt.new_status is DeliveryStatus.SENT:
+            clocks[attempt.subscription_id] = FailureClock(True, None, 0)
+        else:
+            start = attempt.started_at if first is None else first
+            clocks[attempt.subscription_id] = FailureClock(reset, start, failures + 1)
+    return clocks

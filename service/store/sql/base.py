@@ -1,0 +1,133 @@
+"""What every part of the SQL store shares: the `Driver` and `Conn` protocols a database
+implements, transactions and connections, and the one place where a driver's errors become
+`StoreUnavailable`.
+
+A driver owns only what really differs: how a connection and a transaction are had, the
+placeholders (statements are written with `$n`, asyncpg's; the SQLite driver rewrites them), the
+row source of a bulk insert (`json_each` or `unnest`), the lock clause of a claim
+(`FOR UPDATE SKIP LOCKED` where replicas compete) and which of its errors mean "the database is
+away". Times are epoch milliseconds, read through `SqlBase._now` (this module's `now_ms`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+from service.clock import now_ms
+from service.store.crypto import SecretBox
+from service.store.interfaces import StoreUnavailable
+
+Row = Mapping[str, Any]
+
+
+class Conn(Protocol):
+    """One connection (or transaction) of either driver."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Runs a statement; returns the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+Column = tuple[str, str]
+"""A bulk insert's column: its name and its PostgreSQL type (`text`, `bigint` or `bytea`)."""
+
+
+class Driver(Protocol):
+    """What differs between the two databases; everything else is `SqlStore`'s."""
+
+    lock_due: str
+    """Appended to the SELECT of due deliveries a claim takes: `FOR UPDATE SKIP LOCKED` where
+    several replicas claim at once, empty where one process owns the database."""
+
+    now_ms_sql: str
+    """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
+    so replicas whose clocks disagree still agree on whose lease has run out."""
+
+    sequence_sql: str
+    """Takes $1 places in the order of ordered deliveries: $1 rows of `v`, or one row whose `v`
+    is the new top of a counter (the $1 values up to it are the caller's)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    def connection(self) -> AbstractAsyncContextManager[Conn]: ...
+
+    def scan(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection for reads that may go through many rows (the API's summary rows and
+        delivery log, the backlog count): where statements run on the event loop's thread
+        (SQLite), these run elsewhere, so they never stall the loop."""
+
+    def unavailable(self, exc: Exception) -> bool:
+        """True when `exc` means the database is away (down, locked, failing over, out of
+        connections or disk), not that the statement is wrong."""
+
+    def in_list(self, placeholder: str) -> str:
+        """SQL that is true when a column is in the list passed as `placeholder`, after `IN`
+        or `= ANY`: the caller writes `column <in_list>`."""
+
+    def list_param(self, values: Sequence[str]) -> Any: ...
+
+    def row_source(
+        self, columns: Sequence[Column], rows: Sequence[Sequence[Any]], first: int
+    ) -> tuple[str, list[Any]]:
+        """A `SELECT` of `rows` as a table with `columns`, for `INSERT … SELECT`; its
+        parameters are numbered from `$first`, and returned to be passed in that order."""
+
+    async def close(self) -> None: ...
+
+
+OPEN = "status IN ('pending', 'retrying')"
+"""A delivery still to be sent (or retried)."""
+JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
+"""A delivery `d`'s event `e`."""
+BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
+"""Tells every subscription index that subscriptions changed."""
+
+
+class SqlBase:
+    """The store's shared state and sessions; each part (`appkeys`, `subscriptions`, …) adds
+    its statements on top, and `SqlStore` is all of them."""
+
+    def __init__(self, driver: Driver, box: SecretBox) -> None:
+        self._driver = driver
+        self._box = box
+
+    @staticmethod
+    def _now() -> int:
+        """This replica's clock, epoch ms (lease times are the database's: `now_ms_sql`)."""
+        return now_ms()
+
+    def _transaction(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.transaction())
+
+    def _connection(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.connection())
+
+    def _scan(self) -> AbstractAsyncContextManager[Conn]:
+        return self._mapped(self._driver.scan())
+
+    @asynccontextmanager
+    async def _mapped(self, session: AbstractAsyncContextManager[Conn]) -> AsyncIterator[Conn]:
+        """The one place where a driver's errors become the store's: whatever means the
+        database is away, from connecting to committing, is `StoreUnavailable`."""
+        try:
+            async with session as conn:
+                yield conn
+        except Exception as exc:
+            if self._driver.unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+    async def ping(self) -> bool:
+        async with self._connection() as conn:
+            row = await conn.fetchrow("SELECT 1 AS one")
+        return row is not None and row["one"] == 1

@@ -1,0 +1,408 @@
+"""The pipeline's statements: events and their deliveries recorded (ordered ones given their
+place in their customer's queue), due work claimed under leases timed by the database clock,
+leases renewed and given back, and outcomes recorded behind the fence `lease_owner = $me`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from service.domain import (
+    AttemptRecord,
+    DeliveryJob,
+    DeliveryStatus,
+    IncomingEvent,
+    NewDelivery,
+    failure_clocks,
+)
+from service.store.interfaces import Recorded
+from service.store.sql.base import JOIN_EVENTS, OPEN, Column, Conn, Driver, Row, SqlBase
+from service.store.sql.summaries import add_counts
+from service.summaries import DELIVERIES, OK, latency_counter
+
+log = structlog.get_logger(__name__)
+
+_JOB_COLUMNS = (
+    "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
+    "e.occurred_at"
+)
+_EVENT_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("org_id", "text"),
+    ("event", "text"),
+    ("occurred_at", "bigint"),
+    ("body", "bytea"),
+    ("sibling_service", "text"),
+    ("source", "text"),
+    ("customer_id", "text"),
+)
+_OUTCOME_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("status", "text"),
+    ("number", "bigint"),
+    ("started_at", "bigint"),
+    ("status_code", "bigint"),
+    ("error", "text"),
+    ("next_attempt_at", "bigint"),
+    ("finished_at", "bigint"),
+)
+_DELIVERY_COLUMNS: tuple[Column, ...] = (
+    ("id", "text"),
+    ("event_id", "text"),
+    ("subscription_id", "text"),
+    ("event", "text"),
+    ("org_id", "text"),
+)
+_ORDERED_COLUMNS: tuple[Column, ...] = (
+    *_DELIVERY_COLUMNS,
+    ("ordering_key", "text"),
+    ("seq", "bigint"),
+)
+
+
+class PipelineSql(SqlBase):
+    """`interfaces.Pipeline`'s deliveries and attempts (its subscription reads are
+    `SubscriptionsSql`')."""
+
+    @staticmethod
+    def _job(row: Row) -> DeliveryJob:
+        return DeliveryJob(
+            id=row["id"],
+            subscription_id=row["subscription_id"],
+            event_id=row["event_id"],
+            event=row["event"],
+            body=bytes(row["body"]),
+            sibling_service=row["sibling_service"],
+            attempts=row["attempts"],
+            occurred_at=row["occurred_at"],
+        )
+
+    def _due(
+        self, leading: Sequence[Any], subscription_id: str | None, exclude: Sequence[str]
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of due, unleased deliveries and its arguments: `leading` (the
+        caller's own, numbered from $1), then now (this replica's clock, which wrote the retry
+        times), then the optional filters. Whether a lease has run out is the database clock's
+        call."""
+        args: list[Any] = [*leading, self._now()]
+        conditions = [
+            OPEN,
+            f"next_attempt_at <= ${len(args)}",
+            f"(lease_until IS NULL OR lease_until < {self._driver.now_ms_sql})",
+            # A paused subscription's deliveries wait (PATCH active=false); they go out again
+            # when it is re-enabled.
+            "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
+            "AND s.active)",
+            # Ordered: only the head of its customer's queue (no open one before it), so one
+            # customer's deliveries never go out together or out of order, whoever claims; and
+            # never while another of the customer's is held (in flight): on PostgreSQL a place
+            # taken from the sequence may commit after a later one was claimed.
+            "(seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p "
+            "WHERE p.subscription_id = deliveries.subscription_id "
+            "AND p.ordering_key = deliveries.ordering_key AND p.seq IS NOT NULL "
+            "AND p.status IN ('pending', 'retrying') AND (p.seq < deliveries.seq "
+            f"OR p.lease_until >= {self._driver.now_ms_sql})))",
+        ]
+        if subscription_id is not None:
+            args.append(subscription_id)
+            conditions.append(f"subscription_id = ${len(args)}")
+        if exclude:
+            args.append(self._driver.list_param(exclude))
+            conditions.append(f"NOT (subscription_id {self._driver.in_list(f'${len(args)}')})")
+        return " AND ".join(conditions), args
+
+    async def record_events(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease_owner: str,
+        lease_ms: int,
+    ) -> list[NewDelivery]:
+        now = self._now()
+        async with self._transaction() as conn:
+            source, args = self._driver.row_source(
+                _EVENT_COLUMNS,
+                [
+                    (
+                        e.id,
+                        e.org_id,
+                        e.event,
+                        e.occurred_at,
+                        e.body,
+                        e.sibling_service,
+                        e.source,
+                        e.customer_id,
+                    )
+                    for e in events
+                ],
+                first=2,
+            )
+            # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
+            await conn.execute(
+                "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
+                "source, customer_id, received_at) SELECT r.id, r.org_id, r.event, "
+                "r.occurred_at, r.body, r.sibling_service, r.source, r.customer_id, $1 "
+                f"FROM ({source}) r WHERE true ON CONFLICT (org_id, id) DO NOTHING",
+                now,
+                *args,
+            )
+            if not deliveries:
+                return []
+            unordered = [d for d in deliveries if d.ordering_key is None]
+            created: set[str] = set()
+            if unordered:
+                source, args = self._driver.row_source(
+                    _DELIVERY_COLUMNS,
+                    [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in unordered],
+                    first=4,
+                )
+                rows = await conn.fetch(
+                    "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
+                    "status, attempts, next_attempt_at, created_at, updated_at, lease_owner, "
+                    "lease_until) SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, "
+                    f"'pending', 0, $1, $1, $1, $2, {self._driver.now_ms_sql} + $3 "
+                    f"FROM ({source}) r WHERE true "
+                    "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+                    now,
+                    lease_owner,
+                    lease_ms,
+                    *args,
+                )
+                created.update(row["id"] for row in rows)
+            if ordered := [d for d in deliveries if d.ordering_key is not None]:
+                created.update(await self._insert_ordered(conn, ordered, now))
+            await add_counts(
+                self._driver,
+                conn,
+                Counter(
+                    (d.subscription_id, now, DELIVERIES) for d in deliveries if d.id in created
+                ),
+            )
+        return [d for d in deliveries if d.id in created]
+
+    async def _insert_ordered(
+        self, conn: Conn, deliveries: Sequence[NewDelivery], now: int
+    ) -> set[str]:
+        """Ordered deliveries, unleased, each given its place in the order as listed (Kafka's
+        order within a partition); returns the ids that were new."""
+        seqs = await take_places(self._driver, conn, len(deliveries))
+        return await insert_deliveries(
+            self._driver, conn, list(zip(deliveries, seqs, strict=True)), now
+        )
+
+    async def claim_due(
+        self,
+        owner: str,
+        limit: int,
+        lease_ms: int,
+        *,
+        subscription_id: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[DeliveryJob]:
+        # A read first: most claims (every poll of an idle process) find nothing, and a read
+        # costs no write transaction (on SQLite, no fsync). A scan: behind a failing ordered
+        # head, thousands of due but blocked deliveries may be walked before nothing is found.
+        where, args = self._due([], subscription_id, exclude)
+        async with self._scan() as conn:
+            if (
+                await conn.fetchrow(f"SELECT 1 AS one FROM deliveries WHERE {where} LIMIT 1", *args)
+                is None
+            ):
+                return []
+        where, args = self._due([owner, lease_ms, limit], subscription_id, exclude)
+        async with self._transaction() as conn:
+            claimed = await conn.fetch(
+                f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
+                f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
+                f"UPDATE deliveries SET lease_owner = $1, lease_until = {self._driver.now_ms_sql} "
+                "+ $2 WHERE id IN (SELECT id FROM due) RETURNING id",
+                *args,
+            )
+            if not claimed:
+                return []
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d {JOIN_EVENTS} "
+                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
+                self._driver.list_param([row["id"] for row in claimed]),
+            )
+            if orphans := {row["id"] for row in claimed} - {row["id"] for row in rows}:
+                # Its event is gone (a retention purge raced a replay that made the delivery,
+                # on PostgreSQL): it can never be sent, and must not be claimed forever nor
+                # hold up an ordered customer's queue.
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'failed', last_error = $2, updated_at = $3, "
+                    f"lease_owner = NULL, lease_until = NULL WHERE id {self._driver.in_list('$1')}",
+                    self._driver.list_param(sorted(orphans)),
+                    "its event was deleted by the retention",
+                    self._now(),
+                )
+                log.error("delivery.event_missing", deliveries=sorted(orphans))
+        return [self._job(row) for row in rows]
+
+    async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
+        assignment = f"lease_until = {self._driver.now_ms_sql} + $3"
+        return await self._leases(delivery_ids, owner, assignment, lease_ms)
+
+    async def release(self, delivery_ids: Sequence[str], owner: str) -> None:
+        await self._leases(delivery_ids, owner, "lease_owner = NULL, lease_until = NULL")
+
+    async def _leases(
+        self, delivery_ids: Sequence[str], owner: str, assignments: str, *args: Any
+    ) -> set[str]:
+        """Sets `assignments` ($3… are `args`) on those of these deliveries that `owner` still
+        holds (the fence: a lease that ran out and was taken by another is theirs); returns
+        their ids."""
+        if not delivery_ids:
+            return set()
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                f"UPDATE deliveries SET {assignments} "
+                f"WHERE id {self._driver.in_list('$1')} AND lease_owner = $2 RETURNING id",
+                self._driver.list_param(delivery_ids),
+                owner,
+                *args,
+            )
+        return {row["id"] for row in rows}
+
+    async def take_back_leases(self) -> int:
+        async with self._transaction() as conn:
+            return await conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                "WHERE lease_owner IS NOT NULL"
+            )
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
+        if not attempts:
+            return Recorded({}, frozenset())
+        clocks = failure_clocks(attempts)
+        # Locks are taken in one order everywhere — subscriptions (by id), then deliveries (by
+        # id) — as deactivate and delete do, so concurrent writers cannot deadlock.
+        ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
+        # A delivery attempted twice in one batch ends as its later attempt says.
+        latest = list({a.delivery_id: a for a in ordered}.values())
+        failing_since: dict[str, int | None] = {}
+        async with self._transaction() as conn:
+            for subscription_id, (reset, first_failure, failures) in sorted(clocks.items()):
+                if first_failure is None:
+                    # Only a row that was failing is written: the healthy common case
+                    # leaves the subscription row (and its lock) alone.
+                    await conn.execute(
+                        "UPDATE subscriptions SET failing_since = NULL, consecutive_failures = 0 "
+                        "WHERE id = $1 AND (failing_since IS NOT NULL OR consecutive_failures > 0)",
+                        subscription_id,
+                    )
+                    failing_since[subscription_id] = None
+                    continue
+                row = await conn.fetchrow(
+                    "UPDATE subscriptions SET failing_since = "
+                    + (
+                        "$2, consecutive_failures = $3"
+                        if reset
+                        else "COALESCE(failing_since, $2), "
+                        "consecutive_failures = consecutive_failures + $3"
+                    )
+                    + " WHERE id = $1 RETURNING failing_since",
+                    subscription_id,
+                    first_failure,
+                    failures,
+                )
+                failing_since[subscription_id] = None if row is None else row["failing_since"]
+            source, args = self._driver.row_source(
+                _OUTCOME_COLUMNS,
+                [
+                    (
+                        a.delivery_id,
+                        a.new_status.value,
+                        a.number,
+                        a.started_at,
+                        a.status_code,
+                        a.error,
+                        a.next_attempt_at,
+                        a.started_at + a.duration_ms,
+                    )
+                    for a in latest
+                ],
+                first=2,
+            )
+            # The fence: only deliveries this replica still holds take its outcome.
+            rows = await conn.fetch(
+                "UPDATE deliveries SET status = r.status, attempts = r.number, "
+                "last_attempt_at = r.started_at, last_status_code = r.status_code, "
+                "last_error = r.error, "
+                "next_attempt_at = COALESCE(r.next_attempt_at, deliveries.next_attempt_at), "
+                "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
+                f"FROM ({source}) r WHERE deliveries.id = r.id "
+                "AND deliveries.status IN ('pending', 'retrying') "
+                "AND deliveries.lease_owner = $1 RETURNING deliveries.id",
+                owner,
+                *args,
+            )
+            held = {row["id"] for row in rows}
+            await conn.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
+                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [
+                    (
+                        a.delivery_id,
+                        a.number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.result,
+                        a.error,
+                        a.response_excerpt,
+                    )
+                    for a in ordered
+                    if a.delivery_id in held
+                ],
+            )
+            counts: Counter[tuple[str, int, str]] = Counter()
+            for a in ordered:
+                if a.delivery_id in held:
+                    counts[(a.subscription_id, a.started_at, latency_counter(a.duration_ms))] += 1
+                    if a.new_status is DeliveryStatus.SENT:
+                        counts[(a.subscription_id, a.started_at, OK)] += 1
+            await add_counts(self._driver, conn, counts)
+        return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
+
+    async def pending_count(self) -> int:
+        async with self._scan() as conn:
+            row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {OPEN}")
+        return 0 if row is None else int(row["n"])
+
+
+async def take_places(driver: Driver, conn: Conn, n: int) -> list[int]:
+    """`n` new places in the store-wide order of ordered deliveries, ascending."""
+    rows = await conn.fetch(driver.sequence_sql, n)
+    if len(rows) == n:
+        return sorted(int(row["v"]) for row in rows)
+    top = int(rows[0]["v"])  # a counter's new top: the n values up to it are ours
+    return list(range(top - n + 1, top + 1))
+
+
+async def insert_deliveries(
+    driver: Driver, conn: Conn, deliveries: Sequence[tuple[NewDelivery, int | None]], now: int
+) -> set[str]:
+    """Unleased deliveries due now, each with its place in the order (None: unordered);
+    returns the ids that were new."""
+    source, args = driver.row_source(
+        _ORDERED_COLUMNS,
+        [
+            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, d.ordering_key, seq)
+            for d, seq in deliveries
+        ],
+        first=2,
+    )
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+        "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "
+        "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
+        f"$1, $1, $1, r.ordering_key, r.seq FROM ({source}) r WHERE true "
+        "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+        now,
+        *args,
+    )
+    return {row["id"] for row in rows}

@@ -1,0 +1,280 @@
+"""Subscriptions in SQL: their rows (secrets sealed by the `SecretBox`), changes that every
+subscription index learns of through the revision, taking one down (deleted or deactivated)
+with its open deliveries, secret rotation, and what the index and the gauges read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from service import credentials, ids
+from service.domain import Ordering, Subscription
+from service.store.interfaces import Page, SubscriptionChanges
+from service.store.sql.base import BUMP_REVISION, OPEN, Conn, Row, SqlBase
+
+log = structlog.get_logger(__name__)
+
+_COLUMNS = (
+    "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
+    "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering"
+)
+_DELETE = (
+    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
+    "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
+)
+_DEACTIVATE = (
+    "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2, "
+    "disabled_at = $2 WHERE id = $1 AND active AND deleted_at IS NULL"
+)
+PAUSED = "paused through the API (PATCH active: false)"
+
+
+class SubscriptionsSql(SqlBase):
+    """`interfaces.Subscriptions`, and the subscription reads and writes of the pipeline."""
+
+    def _subscription(self, row: Row) -> Subscription:
+        return Subscription(
+            id=row["id"],
+            org_id=row["org_id"],
+            url=row["url"],
+            events=tuple(orjson.loads(row["events"])),
+            installed_by=row["installed_by"],
+            active=bool(row["active"]),
+            deactivated_reason=row["deactivated_reason"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            failing_since=row["failing_since"],
+            secret=self._box.open_or_none(row["secret_enc"]),
+            previous_secret=None
+            if row["previous_secret_enc"] is None
+            else self._box.open_or_none(row["previous_secret_enc"]),
+            previous_secret_until=row["previous_secret_until"],
+            rate_limit=row["rate_limit"],
+            headers=() if row["headers"] is None else tuple(orjson.loads(row["headers"]).items()),
+            disabled_at=row["disabled_at"],
+            consecutive_failures=row["consecutive_failures"],
+            ordering=Ordering(row["ordering"]),
+        )
+
+    async def create_subscription(
+        self,
+        org_id: str,
+        url: str,
+        events: Sequence[str],
+        installed_by: str | None,
+        *,
+        rate_limit: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        ordering: Ordering = Ordering.NONE,
+    ) -> Subscription:
+        now = self._now()
+        async with self._transaction() as conn:
+            row = await _insert(
+                conn,
+                "subscriptions",
+                _COLUMNS,
+                id=ids.new_id(ids.SUBSCRIPTION),
+                org_id=org_id,
+                url=url,
+                events=orjson.dumps(list(events)).decode(),
+                installed_by=installed_by,
+                secret_enc=self._box.seal(credentials.new_secret()),
+                active=True,
+                created_at=now,
+                updated_at=now,
+                rate_limit=rate_limit,
+                headers=_headers_json(headers),
+                ordering=ordering,
+            )
+            await conn.execute(BUMP_REVISION)
+        return self._subscription(row)
+
+    async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM subscriptions "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+                subscription_id,
+                org_id,
+            )
+        return None if row is None else self._subscription(row)
+
+    async def find_subscription(self, subscription_id: str) -> Subscription | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM subscriptions WHERE id = $1 AND deleted_at IS NULL",
+                subscription_id,
+            )
+        return None if row is None else self._subscription(row)
+
+    async def list_subscriptions(
+        self, org_id: str, limit: int, after: str | None
+    ) -> Page[Subscription]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM subscriptions "
+                "WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
+                org_id,
+                after or "",
+                limit + 1,
+            )
+        subscriptions = [self._subscription(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(subscriptions, subscriptions[-1].id if more else None)
+
+    async def update_subscription(
+        self, org_id: str, subscription_id: str, changes: SubscriptionChanges
+    ) -> Subscription | None:
+        given = dict(changes.given())
+        if "events" in given:
+            given["events"] = orjson.dumps(list(given["events"])).decode()
+        if "headers" in given:
+            given["headers"] = _headers_json(given["headers"])
+        assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
+        if given.get("active") is True:
+            # Reactivating starts a fresh failure clock and clears the old reason.
+            assignments += [
+                "deactivated_reason = NULL",
+                "failing_since = NULL",
+                "disabled_at = NULL",
+                "consecutive_failures = 0",
+            ]
+        elif given.get("active") is False:
+            # Paused by its owner: said so, unless the service had deactivated it already.
+            assignments += [
+                "disabled_at = COALESCE(disabled_at, $3)",
+                f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
+            ]
+        return await self._change(
+            org_id,
+            subscription_id,
+            ", ".join(["updated_at = $3", *assignments]),
+            self._now(),
+            *given.values(),
+        )
+
+    async def _change(
+        self, org_id: str, subscription_id: str, assignments: str, *args: Any
+    ) -> Subscription | None:
+        """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
+        deleted, and bumps the revision every index follows; returns the row as it is now."""
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE subscriptions SET {assignments} "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                f"RETURNING {_COLUMNS}",
+                subscription_id,
+                org_id,
+                *args,
+            )
+            if row is not None:
+                await conn.execute(BUMP_REVISION)
+        return None if row is None else self._subscription(row)
+
+    async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
+        ended = ("cancelled", "subscription deleted")
+        return await self._take_down(_DELETE, subscription_id, org_id, ended)
+
+    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        ended = ("failed", f"subscription deactivated: {reason}"[:500])
+        return await self._take_down(_DEACTIVATE, subscription_id, reason, ended)
+
+    async def _take_down(
+        self, sql: str, subscription_id: str, arg: str, ended: tuple[str, str]
+    ) -> bool:
+        """Runs `sql` ($1 the subscription, $2 now, $3 `arg`) on the subscription's row; when
+        it changed the row, the open deliveries end as `ended` (status, error) in the same
+        transaction."""
+        now = self._now()
+        async with self._transaction() as conn:
+            changed = await conn.execute(sql, subscription_id, now, arg)
+            if changed:
+                await _close_open(conn, subscription_id, *ended, now)
+        return changed > 0
+
+    async def rotate_secret(
+        self, org_id: str, subscription_id: str, overlap_ms: int
+    ) -> Subscription | None:
+        now = self._now()
+        keep, until = (
+            ("previous_secret_enc = secret_enc, previous_secret_until = $5", [now + overlap_ms])
+            if overlap_ms > 0
+            else ("previous_secret_enc = NULL, previous_secret_until = NULL", [])
+        )
+        # Both sides of every assignment read the row as it was: the old secret moves over.
+        return await self._change(
+            org_id,
+            subscription_id,
+            f"secret_enc = $3, updated_at = $4, {keep}",
+            self._box.seal(credentials.new_secret()),
+            now,
+            *until,
+        )
+
+    async def subscriptions_revision(self) -> int:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
+            )
+        return 0 if row is None else int(row["value"])
+
+    async def active_subscriptions(self) -> list[Subscription]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM subscriptions "
+                "WHERE active = $1 AND deleted_at IS NULL ORDER BY id",
+                True,
+            )
+        active = [self._subscription(row) for row in rows]
+        for subscription in active:
+            if subscription.secret is None:
+                # Still matched (its events are recorded, nothing is lost); delivery skips it.
+                log.error("subscription.undecryptable", subscription_id=subscription.id)
+        return active
+
+    async def subscription_counts(self) -> dict[str, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT active, count(*) AS n FROM subscriptions WHERE deleted_at IS NULL "
+                "GROUP BY active"
+            )
+        counts = {"active": 0, "deactivated": 0}
+        for row in rows:
+            counts["active" if row["active"] else "deactivated"] = int(row["n"])
+        return counts
+
+
+async def _close_open(conn: Conn, subscription_id: str, status: str, error: str, now: int) -> None:
+    """A subscription went away (deleted or deactivated): its open deliveries end as `status`
+    with `error`, their leases dropped, and every index learns of the change."""
+    await conn.execute(
+        "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
+        f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {OPEN}",
+        subscription_id,
+        status,
+        now,
+        error,
+    )
+    await conn.execute(BUMP_REVISION)
+
+
+def _headers_json(headers: Sequence[tuple[str, str]]) -> str | None:
+    return orjson.dumps(dict(headers)).decode() if headers else None
+
+
+async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:
+    """Inserts one row and returns its `returning` columns. The table and column names are
+    this module's constants, never input."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
+        *values.values(),
+    )
+    if row is None:  # an INSERT without ON CONFLICT returns its row or raises
+        raise RuntimeError(f"INSERT INTO {table} returned no row")
+    return row
