@@ -4,7 +4,7 @@ runs it until a signal or a crashed background task.
 Each resource is a cleanup context added in dependency order — tracing, store, subscription index,
 housekeeping, HTTP session and dispatcher, consumer — so cleanup runs in reverse order (stop
 consuming first, then drain deliveries, then close the session and the store) and runs even when
-a later start-up step failed (STYLE lesson 1). Handlers reach the resources through the typed keys
+a later start-up step failed. Handlers reach the resources through the typed keys
 of `service.appkeys`. Data flows one way: ingest → store → delivery → store; the API talks to the
 store and, for `/test`, to delivery.
 """
@@ -132,8 +132,8 @@ GC_THRESHOLDS = (10_000, 50, 100)
 
 def _settle_garbage_collector() -> None:
     """Once started: what start-up made (modules, settings, the index) is frozen out of every
-    later collection, and collections run less often (GC_THRESHOLDS). Measured at 50 events/s,
-    alternating with the defaults: ~6% less CPU per delivery and a lower p99 (issue 15)."""
+    later collection, and collections run less often (GC_THRESHOLDS); what it was measured to
+    save: docs/decisions/0004-gc-thresholds.md."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

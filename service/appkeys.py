@@ -1,4 +1,4 @@
-"""Every typed aiohttp application key (STYLE lesson 3), in one place: how handlers and cleanup
+"""Every typed aiohttp application key, in one place: how handlers and cleanup
 contexts reach the resources that `app.py` creates at start-up.
 
 Delivery is reached through the `Tester` protocol, so the API needs nothing of `service.delivery`.

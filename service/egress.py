@@ -1,4 +1,4 @@
-"""Where webhooks may be sent: the URL rules and the SSRF guard (SPEC sections 2 and 3).
+"""Where webhooks may be sent: the URL rules and the SSRF guard (docs/contract.md: "Webhooks out", "The API").
 
 This module owns two checks of one policy:
 

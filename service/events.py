@@ -1,4 +1,4 @@
-"""The event envelope and the Identity Platform event catalog (SPEC section 1).
+"""The event envelope and the Identity Platform event catalog (docs/contract.md, "Events in").
 
 `parse_event` turns one Kafka record value into exactly one of three outcomes:
 
@@ -279,7 +279,7 @@ def _reason(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
 
 
 def format_time(dt: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-05-24T11:42:18.122Z` (SPEC section 3).
+    """RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-05-24T11:42:18.122Z` (docs/contract.md, "The API").
 
     Sub-millisecond digits are cut, not rounded. A naive datetime is a bug and raises ValueError.
     """

@@ -1,4 +1,4 @@
-"""Kafka in: consume, validate, match, record, and only then commit (SPEC section 1).
+"""Kafka in: consume, validate, match, record, and only then commit (docs/contract.md, "Events in").
 
 For each batch from `getmany()`: every record is parsed; bad ones are dead-lettered
 (`service.deadletter`: a partition whose bad records the dead-letter topic has not acknowledged
@@ -58,7 +58,7 @@ _SIBLING = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BATCH = 1000
 # In a stream the broker holds each fetch up to this long (or until 64 KiB are there), so that
 # one fetch, one store transaction and one offset commit cover many records; a lone record after
-# a pause is fetched at once (issue 15, see `Ingest._adapt_fetch`).
+# a pause is fetched at once (see `Ingest._adapt_fetch`).
 STREAM_FETCH_WAIT = 0.005
 STREAM_END = 0.05  # in a stream, a poll that brings nothing for this long ends it
 # Recorded offsets are committed at most this often (and always on revoke and on stop): a commit
@@ -237,9 +237,8 @@ class Ingest:
         a stream the broker holds each fetch up to STREAM_FETCH_WAIT for 64 KiB, otherwise it
         answers as soon as a record is there. Set on the consumer's fetcher, which reads both
         values for every request it builds (aiokafka has no public setter; a unit test checks
-        that the attributes are still there). It replaced a 5 ms linger of our own, which polled
-        while the fetcher went on fetching a record or two at a time: paired with it at 500
-        events/s, 0.91x the CPU per delivery, 0.60x the p50 and 0.68x the p99 (issue 15)."""
+        that the attributes are still there). Why, and what it replaced:
+        docs/decisions/0002-adaptive-fetch.md."""
         if streaming == self._streaming or self._settings.kafka_fetch_wait > 0:
             return
         self._streaming = streaming
@@ -365,7 +364,7 @@ class Ingest:
 
     async def _match(self, batch: _Batch) -> bool:
         """Matches the accepted events, after one cheap revision read so that a subscription
-        made a moment ago by another process's API is matched already (SPEC 1: events at or
+        made a moment ago by another process's API is matched already (docs/contract.md, "Events in": events at or
         after its createdAt). When that read fails, the index may lack a subscription made
         since it last loaded; an event that occurred before then is matched right, but a newer
         one could miss it for good, so such a batch waits for the index like a store outage.
@@ -575,9 +574,9 @@ def fetch_options(wait: float) -> dict[str, int]:
     """The broker's hold on a fetch. 0: it answers as soon as one byte is there (or after
     500 ms when idle). Above 0: it holds a fetch until 64 KiB are there or `wait` has passed.
     WEBHOOKS_KAFKA_FETCH_WAIT at 0 (the default) switches between the two with the rate (see
-    `Ingest._adapt_fetch`); above 0 it fixes the second: measured at 2,500 events/s, 10 ms cost
-    about 6% less CPU per delivery, for up to 10 ms more latency and about 5% of a core when
-    idle (100 fetches a second), so it is for deployments that run near their limit."""
+    `Ingest._adapt_fetch`); above 0 it fixes the second, which saves a little CPU per delivery
+    near the service's limit at the price of that much more latency and of a hundred fetches a
+    second when idle (docs/decisions/0002-adaptive-fetch.md)."""
     if wait <= 0:
         return {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500}
     return {"fetch_min_bytes": FETCH_BATCH_BYTES, "fetch_max_wait_ms": max(1, int(wait * 1000))}

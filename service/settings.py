@@ -1,7 +1,7 @@
 """The service's one settings class: every `WEBHOOKS_*` variable, validated at start-up.
 
 Variables come from the environment and from `.env`. Lists are comma-separated; durations are
-written `500ms`, `10s`, `5m`, `2h`, `5d`, and a bare number means seconds (SPEC section 5).
+written `500ms`, `10s`, `5m`, `2h`, `5d`, and a bare number means seconds (docs/contract.md, "Configuration").
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         use_enum_values=False,
     )
 
-    # Kafka (SPEC section 1)
+    # Kafka (docs/contract.md, "Events in")
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_group_id: str = Field("identity-webhooks", min_length=1)
     kafka_topics: CommaList = Field(default_factory=lambda: list(DEFAULT_TOPICS), min_length=1)
@@ -110,16 +110,16 @@ class Settings(BaseSettings):
     # below ~200 events/s, up to 5 ms in a stream (see `ingest.fetch_options`).
     kafka_fetch_wait: Duration = Field(0.0, ge=0.0, le=0.5)
 
-    # Store (SPEC section 4)
+    # Store (docs/contract.md, "Storage")
     database_url: str = "sqlite:///var/webhooks.db"
     encryption_key: SecretStr | None = None
     retention: Duration = 30 * 86400.0
 
-    # HTTP API (SPEC section 3)
+    # HTTP API (docs/contract.md, "The API")
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65535)
 
-    # Delivery (SPEC section 2)
+    # Delivery (docs/contract.md, "Webhooks out")
     signature_headers: SignatureHeaders = SignatureHeaders.BOTH
     retry_schedule: DurationList = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
     delivery_timeout: Duration = 10.0
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
 
-    # Logs (SPEC section 7)
+    # Logs (docs/contract.md, "Observability")
     log_format: LogFormat = LogFormat.JSON
     log_level: LogLevel = LogLevel.INFO
 

@@ -1,4 +1,4 @@
-"""Webhook signatures: sign a body in both header formats and verify either one (SPEC section 2).
+"""Webhook signatures: sign a body in both header formats and verify either one (docs/contract.md, "Webhooks out").
 
 - `X-Identity-Signature: sha256=<hex>` (legacy, GitHub's format): HMAC-SHA256 of the body.
 - `X-Quantum-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>…]` (Stripe's format): HMAC-SHA256 of
@@ -20,7 +20,7 @@ from service.errors import SignatureError
 
 
 class SignatureHeaders(enum.StrEnum):
-    """Which signature headers a delivery carries (SPEC section 2)."""
+    """Which signature headers a delivery carries (docs/contract.md, "Webhooks out")."""
 
     LEGACY = "legacy"
     BOTH = "both"

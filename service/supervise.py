@@ -40,7 +40,7 @@ class Fatal:
 async def in_background(
     work: Coroutine[Any, Any, None], name: str, fatal: Fatal | None = None
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Runs `work` as a task for as long as the block lasts (STYLE lesson 2), then cancels it
+    """Runs `work` as a task for as long as the block lasts, then cancels it
     and waits for it. With `fatal`, a crash of the task ends the process; without, it is raised
     when the block ends. Never left unobserved either way."""
     task = asyncio.create_task(work, name=name)

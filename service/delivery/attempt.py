@@ -2,13 +2,13 @@
 of answer it was. It returns a plain `Exchange` and decides nothing about what comes next (that
 is `retry.decide`).
 
-All attempts share one pooled `ClientSession` (STYLE lesson 4). Redirects are not followed, at
-most 64 KiB of an answer is read and its first KiB kept for the attempt log (SPEC section 2).
+All attempts share one pooled `ClientSession`. Redirects are not followed, at most 64 KiB of
+an answer is read and its first KiB kept for the attempt log (docs/contract.md, "Webhooks out").
 
 Two clocks, both started only once the request is being sent (a lane takes its connection slot
 before the attempt begins, see `lane.ConnectionBudget`, so no clock ever runs while waiting for
 the pool): the delivery timeout bounds everything up to the status line and headers, which
-decide the attempt (SPEC: "any 2xx within the timeout"); the body then gets a short bound of its
+decide the attempt ("any 2xx within the timeout", docs/contract.md); the body then gets a short bound of its
 own (`READ_TIMEOUT`). A body that does not finish in it is cut and the excerpt says so, but the
 answer stands: an endpoint that accepted a delivery and then dribbles its body is not retried
 into a duplicate.

@@ -6,8 +6,8 @@ waiting on it (`urgent`: an ordered subscription's next delivery, a `/test` call
 batch is queued. The attempt has been made by then and its lane has moved on, so the wait adds
 nothing to delivery latency; it only makes the outcome visible (the summaries, the log) that much
 later, and widens what a crash would send again (the delivery, same id, after its lease) from the
-deliveries of one write to those of RECORD_LINGER. At 50 events/s it turns one write per
-delivery into one per two or three; at 500/s one per ~25 (issue 15).
+deliveries of one write to those of RECORD_LINGER. Why 50 ms, and what it saves:
+docs/decisions/0003-recorder-linger.md.
 """
 
 from __future__ import annotations

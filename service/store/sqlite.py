@@ -72,7 +72,8 @@ class _SqliteConn:
     """Statements on the event loop's thread: a statement of this service's takes microseconds
     on a local file whose pages are cached, far less than handing it to a thread and back
     (aiosqlite's three hand-offs per statement were most of the store's CPU at low rates). What
-    can wait — taking the write lock and the commit's fsync — goes to the store's thread."""
+    can wait — taking the write lock and the commit's fsync — goes to the store's thread
+    (docs/decisions/0001-sqlite-on-the-loop.md)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._c = connection
@@ -224,10 +225,9 @@ class SqliteDriver:
 
     async def _commit(self) -> None:
         """On the loop's thread while a COMMIT takes under INLINE_COMMIT_MAX (a local disk's
-        fsync: ~0.1 ms on the bench machine), which spares the hand-off to the store's thread
-        and back (measured at 500 events/s: 11% of the service's CPU per delivery); in the
-        thread when the disk is slower, so that a slow fsync never stalls the loop more than
-        once.
+        fsync), which spares the hand-off to the store's thread and back; in the thread when
+        the disk is slower, so that a slow fsync never stalls the loop more than once
+        (docs/decisions/0001-sqlite-on-the-loop.md).
 
         Every CHECKPOINT_EVERY commits, a checkpoint in the thread, still holding the lock (as
         SQLite's own would inside that COMMIT): with no write between it and the next BEGIN,

@@ -1,6 +1,8 @@
 """The pipeline's statements: events and their deliveries recorded (ordered ones given their
 place in their customer's queue), due work claimed under leases timed by the database clock,
-leases renewed and given back, and outcomes recorded behind the fence `lease_owner = $me`."""
+leases renewed and given back, and outcomes recorded behind the fence `lease_owner = $me`
+(docs/decisions/0005-leases-and-fencing.md; which ordered delivery may be claimed:
+docs/decisions/0006-ordering-claim-rule.md)."""
 
 from __future__ import annotations
 

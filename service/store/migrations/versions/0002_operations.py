@@ -1,4 +1,4 @@
-"""Operating it (issue 12): secret rotation, rate limits, static headers, the disable time, a
+"""Operating it: secret rotation, rate limits, static headers, the disable time, a
 maintained failure streak, hourly health counters, and the indexes the delivery log, per-
 subscription health and replay read through.
 

@@ -1,4 +1,4 @@
-"""Ordered delivery per customer (issue 14): a subscription's `ordering` (`none` or
+"""Ordered delivery per customer: a subscription's `ordering` (`none` or
 `customer`), the customer an event is about, and per delivery of an ordered subscription its
 customer (`ordering_key`) and its place in the store-wide order (`seq`).
 
