@@ -1,7 +1,7 @@
 """Rejected records on their way to the dead-letter topic, held per partition until written.
 
-Ingest hands over each batch's rejected records (docs/contract.md, "Events in"). Their writes start at once and the batch
-waits ACK_WAIT for the acknowledgements, which on a healthy broker come in milliseconds. A
+Ingest hands over each batch's rejected records (docs/contract.md, "Events in"). Their writes
+start at once and the batch waits ACK_WAIT for the acknowledgements, which on a healthy broker come in milliseconds. A
 partition whose rejected records are not all acknowledged by then is *held*: ingest pauses it, and
 its committable offset stays at its first record not yet written, so no offset is committed past
 a record that is neither recorded nor dead-lettered. Its writes go on in the background, retried

@@ -1,4 +1,5 @@
-"""Where webhooks may be sent: the URL rules and the SSRF guard (docs/contract.md: "Webhooks out", "The API").
+"""Where webhooks may be sent: the URL rules and the SSRF guard (docs/contract.md: "Webhooks
+out", "The API").
 
 This module owns two checks of one policy:
 

@@ -279,7 +279,8 @@ def _reason(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
 
 
 def format_time(dt: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-05-24T11:42:18.122Z` (docs/contract.md, "The API").
+    """RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-05-24T11:42:18.122Z`
+    (docs/contract.md, "The API").
 
     Sub-millisecond digits are cut, not rounded. A naive datetime is a bug and raises ValueError.
     """

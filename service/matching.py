@@ -41,7 +41,8 @@ class SubscriptionIndex:
         self._lock = asyncio.Lock()
 
     def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
-        """Subscriptions of `org_id` that want `event` and existed when it occurred (docs/contract.md, "Events in")."""
+        """Subscriptions of `org_id` that want `event` and existed when it occurred
+        (docs/contract.md, "Events in")."""
         candidates = self._by_key.get((org_id, event), ())
         return tuple(s for s in candidates if s.created_at <= occurred_at_ms)
 

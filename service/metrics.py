@@ -1,4 +1,5 @@
-"""Prometheus metrics (docs/contract.md, "Observability"), prefix `webhooks_`, on a registry of the app's own.
+"""Prometheus metrics (docs/contract.md, "Observability"), prefix `webhooks_`, on a registry of
+the app's own.
 
 No per-subscription label: with thousands of subscriptions that would be thousands of series per
 metric. Per-subscription summaries are in the API instead.

@@ -1,7 +1,8 @@
 """The service's one settings class: every `WEBHOOKS_*` variable, validated at start-up.
 
 Variables come from the environment and from `.env`. Lists are comma-separated; durations are
-written `500ms`, `10s`, `5m`, `2h`, `5d`, and a bare number means seconds (docs/contract.md, "Configuration").
+written `500ms`, `10s`, `5m`, `2h`, `5d`, and a bare number means seconds (docs/contract.md,
+"Configuration").
 """
 
 from __future__ import annotations

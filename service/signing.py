@@ -1,4 +1,5 @@
-"""Webhook signatures: sign a body in both header formats and verify either one (docs/contract.md, "Webhooks out").
+"""Webhook signatures: sign a body in both header formats and verify either one
+(docs/contract.md, "Webhooks out").
 
 - `X-Identity-Signature: sha256=<hex>` (legacy, GitHub's format): HMAC-SHA256 of the body.
 - `X-Quantum-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>…]` (Stripe's format): HMAC-SHA256 of
