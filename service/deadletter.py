@@ -1,14 +1,14 @@
 """Rejected records on their way to the dead-letter topic, held per partition until written.
 
-Ingest hands over each batch's rejected records (docs/contract.md, "Events in"). Their writes
-start at once and the batch waits ACK_WAIT for the acknowledgements, which on a healthy broker come in milliseconds. A
-partition whose rejected records are not all acknowledged by then is *held*: ingest pauses it, and
-its committable offset stays at its first record not yet written, so no offset is committed past
-a record that is neither recorded nor dead-lettered. Its writes go on in the background, retried
-with a backoff (RETRY_FIRST doubling to RETRY_MAX) whatever the error — a missing topic, a refused
-ACL, a broker down — because a crash would only replay the same record into the same error; the
-consume loop meanwhile keeps polling the other partitions. Once every one is written, the
-partition is released and its offset moves to the end of the batch that held it.
+Ingest hands over each batch's rejected records (docs/contract.md, "Events in"). Their writes start
+at once and the batch waits ACK_WAIT for the acknowledgements, which on a healthy broker come in
+milliseconds. A partition whose rejected records are not all acknowledged by then is *held*: ingest
+pauses it, and its committable offset stays at its first record not yet written, so no offset is
+committed past a record that is neither recorded nor dead-lettered. Its writes go on in the
+background, retried with a backoff (RETRY_FIRST doubling to RETRY_MAX) whatever the error — a
+missing topic, a refused ACL, a broker down — because a crash would only replay the same record into
+the same error; the consume loop meanwhile keeps polling the other partitions. Once every one is
+written, the partition is released and its offset moves to the end of the batch that held it.
 """
 
 from __future__ import annotations

@@ -363,12 +363,12 @@ class Ingest:
         return batch
 
     async def _match(self, batch: _Batch) -> bool:
-        """Matches the accepted events, after one cheap revision read so that a subscription
-        made a moment ago by another process's API is matched already (docs/contract.md,
-        "Events in": events at or after its createdAt). When that read fails, the index may lack a subscription made
-        since it last loaded; an event that occurred before then is matched right, but a newer
-        one could miss it for good, so such a batch waits for the index like a store outage.
-        False when stop came first."""
+        """Matches the accepted events, after one cheap revision read so that a subscription made a
+        moment ago by another process's API is matched already (docs/contract.md, "Events in":
+        events at or after its createdAt). When that read fails, the index may lack a subscription
+        made since it last loaded; an event that occurred before then is matched right, but a newer
+        one could miss it for good, so such a batch waits for the index like a store outage. False
+        when stop came first."""
         try:
             await self._index.refresh()
         except (StoreUnavailable, OSError):

@@ -6,12 +6,12 @@ All attempts share one pooled `ClientSession`. Redirects are not followed, at mo
 an answer is read and its first KiB kept for the attempt log (docs/contract.md, "Webhooks out").
 
 Two clocks, both started only once the request is being sent (a lane takes its connection slot
-before the attempt begins, see `lane.ConnectionBudget`, so no clock ever runs while waiting for
-the pool): the delivery timeout bounds everything up to the status line and headers, which
-decide the attempt ("any 2xx within the timeout", docs/contract.md); the body then gets a
-short bound of its own (`READ_TIMEOUT`). A body that does not finish in it is cut and the excerpt says so, but the
-answer stands: an endpoint that accepted a delivery and then dribbles its body is not retried
-into a duplicate.
+before the attempt begins, see `lane.ConnectionBudget`, so no clock ever runs while waiting for the
+pool): the delivery timeout bounds everything up to the status line and headers, which decide the
+attempt ("any 2xx within the timeout", docs/contract.md); the body then gets a short bound of its
+own (`READ_TIMEOUT`). A body that does not finish in it is cut and the excerpt says so, but the
+answer stands: an endpoint that accepted a delivery and then dribbles its body is not retried into a
+duplicate.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""What happens after an attempt (docs/contract.md, "Webhooks out"): sent, retry at a time,
-failed, and whether the subscription is deactivated — one pure function, `decide`, of the attempt's exchange, its number,
-the subscription's failure clock and the policy. No I/O and no clock of its own: the dispatcher
-passes the times and the randomness, so unit tests call it directly."""
+"""What happens after an attempt (docs/contract.md, "Webhooks out"): sent, retry at a time, failed,
+and whether the subscription is deactivated — one pure function, `decide`, of the attempt's
+exchange, its number, the subscription's failure clock and the policy. No I/O and no clock of its
+own: the dispatcher passes the times and the randomness, so unit tests call it directly."""
 
 from __future__ import annotations
 
