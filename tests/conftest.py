@@ -1,4 +1,5 @@
-"""Session-wide fixtures: where the real Kafka broker and PostgreSQL are, and fresh names per test.
+"""Session-wide fixtures: where the real Kafka broker and PostgreSQL are, and fresh names per test;
+and each test's tier marker.
 
 `make test` starts both and exports their addresses (`WEBHOOKS_TEST_KAFKA`,
 `WEBHOOKS_TEST_POSTGRES`); a developer can point the suite at an existing broker or database the
@@ -18,10 +19,38 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver, start_receiver
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
 from tests.support.postgres import scratch_database
+from tools.receiver import Receiver, start_receiver
+
+# -- tiers ------------------------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+TIERS = {"unit", "integration", "chaos", "deploy"}
+BROWSER = {"test_console.py"}
+"""Files that drive Chromium: `browser` besides their folder's tier."""
+SERIAL_GROUPS = {"chaos": "chaos"}
+"""Folders whose tests must not overlap one another under pytest-xdist (`--dist loadgroup` runs
+one group on one worker, in order): the fault tests kill and stall processes, start private
+brokers and measure recovery times that a second fault beside them would distort."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with its tier (the folder it is in: `-m unit` selects the unit tier), and
+    groups the tests that must run one after another when the suite runs in parallel."""
+    for item in items:
+        path = item.path.resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        tier = path.relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+        if path.name in BROWSER:
+            item.add_marker("browser")
+        group = SERIAL_GROUPS.get(tier)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _from_make_test(name: str) -> str:
@@ -150,6 +179,6 @@ async def store(settings_for: Settings) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    """The one test receiver (deploy/local/receiver.py), in-process on a free loopback port."""
+    """The one test receiver (tools/receiver.py), in-process on a free loopback port."""
     async for r in start_receiver():
         yield r

@@ -21,7 +21,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import SecretStr
 
-from deploy.local.receiver import DEMO_PATH, Receiver
 from service import ids
 from service.clock import now_ms
 from service.events import Accepted, Rejected, format_time, parse_event, parse_time
@@ -39,6 +38,7 @@ from service.store.models import (
     Subscription,
 )
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tools.demo_receiver import DEMO_PATH, VerifyingReceiver
 
 
 @dataclass(frozen=True)
@@ -700,7 +700,7 @@ async def demo_receiver(tmp_path: Path) -> AsyncIterator[DemoReceiver]:
     secret_file = tmp_path / "secret"
     secret_file.write_text("")
     lines: list[str] = []
-    async with Receiver(secret_file=secret_file, emit=lines.append).serving() as receiver:
+    async with VerifyingReceiver(secret_file=secret_file, emit=lines.append).serving() as receiver:
         yield DemoReceiver(receiver.base + DEMO_PATH, secret_file, lines)
 
 
@@ -812,7 +812,7 @@ async def test_demo_receiver_command_writes_its_url_and_stops_on_sigterm(tmp_pat
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "deploy.local.receiver",
+        "tools.demo_receiver",
         "--secret-file",
         str(secret_file),
         "--url-file",

@@ -27,7 +27,7 @@ from service.events import parse_time
 from service.settings import Settings
 from service.store import Store
 from service.store.models import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
-from tests.integration.test_api import (
+from tests.support.api import (
     RFC3339_MS,
     SEED_REQUEST,
     Api,

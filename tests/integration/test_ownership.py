@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver
 from service import ids
 from service.clock import now_ms
 from service.settings import load_settings
@@ -19,6 +18,7 @@ from service.store import open_store
 from service.store.models import IncomingEvent, NewDelivery
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
+from tools.receiver import Receiver
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:

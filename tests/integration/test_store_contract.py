@@ -14,45 +14,13 @@ from service.settings import Settings
 from service.store import Recorded, Store, SubscriptionChanges, sql
 from service.store.migrate import sqlite_path
 from service.store.models import (
-    AttemptRecord,
     DeliveryFilter,
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
 )
-
-EVENTS = ("verification.created", "customer.kyc_updated")
-
-
-def incoming(org: str = "org_a", event: str = "verification.created") -> IncomingEvent:
-    return IncomingEvent(
-        id=ids.new_id("evt"),
-        org_id=org,
-        event=event,
-        occurred_at=now_ms(),
-        body=b'{"id":"x"}',
-        sibling_service=None,
-        source="t/0/1",
-    )
-
-
-def attempt(
-    delivery: NewDelivery, number: int, status: DeliveryStatus, code: int | None, at: int
-) -> AttemptRecord:
-    return AttemptRecord(
-        delivery_id=delivery.id,
-        subscription_id=delivery.subscription_id,
-        number=number,
-        started_at=at,
-        duration_ms=12,
-        status_code=code,
-        result="2xx" if status is DeliveryStatus.SENT else "5xx",
-        error=None if status is DeliveryStatus.SENT else "HTTP 500",
-        response_excerpt="ok",
-        new_status=status,
-        next_attempt_at=at + 5000 if status is DeliveryStatus.RETRYING else None,
-    )
+from tests.support.store import EVENTS, attempt, incoming
 
 
 async def test_ping(store: Store) -> None:

@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from deploy.local.receiver import Behaviour, Receiver
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import DISPATCHER, INDEX, METRICS, STORE
@@ -36,6 +35,7 @@ from service.store.models import (
     Subscription,
 )
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+from tools.receiver import Behaviour, Receiver
 
 EVENT = "verification.created"
 T = TypeVar("T")

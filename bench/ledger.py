@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deploy.local.receiver import Receipts
+from bench.stack import StoreRow
 from service.store.models import DeliveryStatus
-from tests.bench.stack import StoreRow
+from tools.sink import Receipts
 
 
 @dataclass(frozen=True)

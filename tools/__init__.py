@@ -1,0 +1,1 @@
+"""Development tools for identity-webhooks: never in the wheel or the image."""
