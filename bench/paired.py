@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
 WORKTREES = ROOT / "var" / "baseline"
 NEW = "new"

@@ -18,7 +18,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,7 +48,7 @@ class VerifyingReceiver(Receiver):
         self._secret = _SecretFile(self.secret_file)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        arrived = time.time()
+        arrived = self.clock()
         return self._check(request.headers, await request.read(), arrived)
 
     def _check(self, headers: Mapping[str, str], body: bytes, at: float) -> web.Response:

@@ -43,7 +43,7 @@ class Received:
     path: str  # without the leading slash
     headers: Mapping[str, str]
     body: bytes
-    at: float  # epoch seconds
+    at: float  # by the receiver's clock: epoch seconds unless a test gave it another
     status: int  # what was answered; 0 for a request left hanging
 
     @property
@@ -83,6 +83,7 @@ class Receiver:
 
     default_status: int = 200
     base: str = ""
+    clock: Callable[[], float] = time.time  # what `Received.at` reads
     requests: list[Received] = field(default_factory=list)
     ok: Counter[str] = field(default_factory=Counter)
     max_in_flight: Counter[str] = field(default_factory=Counter)
@@ -144,7 +145,7 @@ class Receiver:
     # -- answering ---------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        arrived = time.time()
+        arrived = self.clock()
         body = await request.read()
         name = request.path[1:]
         if self._per_customer:
