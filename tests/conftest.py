@@ -36,6 +36,7 @@ one group on one worker, in order): the fault tests kill and stall processes, st
 brokers and measure recovery times that a second fault beside them would distort."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every test with its tier (the folder it is in: `-m unit` selects the unit tier), and
     groups the tests that must run one after another when the suite runs in parallel."""
