@@ -64,9 +64,9 @@ test-chaos: setup
 	  $(BIN)/pytest tests/chaos -m chaos -s $(PYTEST_ARGS) | tee var/chaos.log \
 	  | grep -E "^chaos-ledger|[0-9]+ (passed|failed)"
 
-# The unit tier alone: no Kafka, no PostgreSQL, no browser; seconds.
+# The unit tier alone, on every core: no Kafka, no PostgreSQL, no browser; seconds.
 test-unit: setup
-	$(BIN)/pytest tests/unit -m unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -m unit -n $(WORKERS) $(PYTEST_ARGS)
 
 # The hostile-input suites at length (`make test` runs them short): schemathesis with
 # FUZZ_EXAMPLES per API operation, and HYPOTHESIS_RECORDS_EXAMPLES batches of hostile Kafka
@@ -84,9 +84,9 @@ test-fuzz: setup
 run: setup
 	@deploy/local/demo.sh || test $$? -eq 130
 
-# The benchmarks of bench/ (never part of `make test`; bench/README.md): every scenario, 3 runs each
-# (~25 min), or scenarios 1, 2, 4 (at 50 events/s) and 5 once and short plus `bench-ops` at
-# 5,000 deliveries (`bench-quick`, ~4 min). Results in var/bench/. BASELINE=REV (a git revision)
+# The benchmarks of bench/ (never part of `make test`; bench/README.md): every scenario, 3 runs
+# each (~25 min), or scenarios 1, 2, 4 (at 50 events/s) and 5 once and short plus `bench-ops`
+# at 5,000 deliveries (`bench-quick`, ~4 min). Results in var/bench/. BASELINE=REV (a git revision)
 # runs each beside REV, checked out in var/baseline/, alternating (bench.paired; ROUNDS,
 # default 2): twice as long, and a table of new / baseline in var/bench/paired-<timestamp>.md.
 # `bench-cost` is the service's CPU per delivery at RATE events/s (bench.profile

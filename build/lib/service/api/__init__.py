@@ -1,0 +1,1 @@
+"""The HTTP API: management routes, API-key auth, problem+json errors, OpenAPI."""

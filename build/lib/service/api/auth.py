@@ -1,0 +1,39 @@
+"""Bearer API keys: each key belongs to one org, and a request sees only that org's data."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from service.api.problems import problem
+from service.appkeys import STORE
+
+ORG: web.RequestKey[str] = web.RequestKey("org", str)
+_BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{8,200})$")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="identity-webhooks"'}
+
+
+def auth_middleware(prefix: str) -> Middleware:
+    """Requires a valid, unrevoked key on every path under `prefix`."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(prefix):
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is None:
+            return problem(401, "send Authorization: Bearer <api key>", headers=_CHALLENGE)
+        match = _BEARER.match(header)
+        if match is None:
+            return problem(
+                401, "the Authorization header must be 'Bearer <api key>'", headers=_CHALLENGE
+            )
+        org = await request.config_dict[STORE].org_for_api_key(match.group(1))
+        if org is None:
+            return problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+        request[ORG] = org
+        return await handler(request)
+
+    return authenticate

@@ -1,0 +1,345 @@
+"""The API's request and response shapes (SPEC section 3), one source for validation and for the
+OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from pydantic.config import JsonDict
+
+from service.events import CATALOG, Timestamp
+
+MAX_URL_LENGTH = 2048
+MAX_INSTALLED_BY = 200
+# Free text we store: printable, no control characters (PostgreSQL text cannot hold NUL).
+_PRINTABLE = r"^[^\x00-\x1F\x7F]*$"
+
+EventName = Literal["verification.created", "customer.kyc_updated", "review.overridden"]
+assert set(EventName.__args__) == set(CATALOG)  # type: ignore[attr-defined]
+
+
+def _events_rule(events: list[str]) -> list[str]:
+    if not events:
+        raise ValueError("must name at least one event")
+    seen: set[str] = set()
+    for event in events:
+        if event in seen:
+            raise ValueError(f"{event!r} is listed twice")
+        seen.add(event)
+    return events
+
+
+class _Request(BaseModel):
+    # Unknown fields are an error, not silently dropped: a typo must not look like success.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# What the handlers check beyond the types, said in the document too (the messages stay ours).
+def _documented(**extra: JsonValue) -> Callable[[JsonDict], None]:
+    def apply(schema: JsonDict) -> None:
+        # PATCH's optional fields may be left out but not null (the handler answers "cannot be
+        # null"): the document shows the non-null branch alone, and no default.
+        branches = schema.pop("anyOf", None)
+        if isinstance(branches, list):
+            (kept,) = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
+            schema.update(kept)
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return apply
+
+
+_EVENTS_SCHEMA = _documented(minItems=1, uniqueItems=True)
+_URL_SCHEMA = _documented(pattern="^https?://")
+_NOT_NULL = _documented()
+
+
+MAX_RATE_LIMIT = 10_000
+MAX_HEADERS = 20
+MAX_HEADER_BYTES = 4096
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Visible ASCII and inner spaces or tabs (RFC 9110 field values): no CR, LF or NUL.
+_FIELD_VALUE = re.compile(r"^[\x21-\x7E]([\x20-\x7E\t]*[\x21-\x7E])?$|^$")
+_RESERVED = frozenset(
+    {"content-type", "user-agent", "host", "content-length", "x-sibling-service"}
+    # hop-by-hop and framing: sent by anyone but the HTTP client, they would break the request
+    | {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
+)
+_RESERVED_PREFIXES = ("x-identity-", "x-quantum-", "proxy-")
+
+Ordering = Annotated[
+    Literal["none", "customer"],
+    Field(
+        description='"customer": one customer\'s deliveries (by data.customerId) go out one '
+        "at a time, in order; a failing one holds up only its own customer's queue.",
+    ),
+]
+RateLimit = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="Deliveries per second at most, per process running the dispatcher. "
+        "What waits stays in the store.",
+    ),
+]
+Headers = Annotated[
+    dict[StrictStr, StrictStr],
+    Field(
+        description=f"Sent with every delivery: at most {MAX_HEADERS} headers and "
+        f"{MAX_HEADER_BYTES} bytes of names and values. The names the service sets "
+        "(Content-Type, User-Agent, Host, Content-Length, X-Identity-*, X-Quantum-*, "
+        "X-Sibling-Service) and hop-by-hop ones are refused.",
+        json_schema_extra={"maxProperties": MAX_HEADERS},
+    ),
+]
+
+
+def _headers_rule(headers: dict[str, str] | None) -> dict[str, str] | None:
+    if headers is None:
+        return None
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_BYTES:
+        raise ValueError(f"names and values together are over {MAX_HEADER_BYTES} bytes")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        lower = name.lower()
+        if not _TOKEN.match(name):
+            raise ValueError(f"{name[:64]!r} is not a valid header name")
+        if lower in _RESERVED or lower.startswith(_RESERVED_PREFIXES):
+            raise ValueError(f"{name!r} is set by the service and cannot be overridden")
+        if lower in seen:
+            raise ValueError(f"{name!r} is given twice (header names ignore case)")
+        seen.add(lower)
+        if not _FIELD_VALUE.match(value):
+            raise ValueError(
+                f"the value of {name!r} must be visible ASCII (spaces inside), no line breaks"
+            )
+    return headers
+
+
+class CreateSubscription(_Request):
+    url: StrictStr = Field(max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] = Field(json_schema_extra=_EVENTS_SCHEMA)
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
+    rateLimit: RateLimit | None = None
+    headers: Headers | None = None
+    ordering: Ordering = "none"
+
+    _events = field_validator("events")(_events_rule)
+    _headers = field_validator("headers")(_headers_rule)
+
+
+class PatchSubscription(_Request):
+    # `installedBy` may be null, which clears it; the others may only be left out.
+    url: StrictStr | None = Field(None, max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    events: list[EventName] | None = Field(None, json_schema_extra=_EVENTS_SCHEMA)
+    active: StrictBool | None = Field(None, json_schema_extra=_NOT_NULL)
+    installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
+    # null clears these: no limit, no headers
+    rateLimit: RateLimit | None = None
+    headers: Headers | None = None
+    ordering: Ordering | None = Field(None, json_schema_extra=_NOT_NULL)
+
+    _headers = field_validator("headers")(_headers_rule)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        return None if events is None else _events_rule(events)
+
+
+class LastDelivery(BaseModel):
+    status: Literal["sent", "retrying", "failed", "pending"]
+    responseCode: int | None
+    at: str
+
+
+class BlockedDelivery(BaseModel):
+    id: str
+    createdAt: str
+
+
+class SubscriptionRow(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    installedBy: str | None
+    active: bool
+    createdAt: str
+    deliveryCount: int
+    lastDelivery: LastDelivery | None
+    deactivatedReason: str | None = Field(
+        None,
+        description="Why the service deactivated it (410 Gone, failing too long); null if active.",
+    )
+    problem: str | None = Field(
+        None,
+        description="Why its deliveries cannot go out now although it is active (its signing "
+        "secret cannot be decrypted with the configured keys); null when nothing stops them.",
+    )
+    rateLimit: int | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    successRate24h: float | None = Field(
+        None, description="2xx attempts / attempts in the last 24 hours; null without attempts."
+    )
+    p95LatencyMs24h: int | None = Field(
+        None,
+        description="95th percentile of attempt durations in the last 24 hours, from latency "
+        "buckets; null without attempts.",
+    )
+    consecutiveFailures: int = Field(0, description="Failed attempts since the last success.")
+    pendingCount: int = Field(0, description="Deliveries waiting to be sent or retried.")
+    nextRetryAt: str | None = Field(None, description="When the earliest retry is due.")
+    ordering: Literal["none", "customer"] = "none"
+    blockedCustomers: int = Field(
+        0, description="Ordered: customers whose queue waits behind a failing delivery."
+    )
+    oldestBlockedDelivery: BlockedDelivery | None = Field(
+        None, description="Ordered: the oldest failing delivery holding up its customer."
+    )
+    disabledAt: str | None = None
+    disabledReason: str | None = Field(
+        None, description="Why it is inactive: 410 Gone, failing too long, or paused."
+    )
+
+
+class CreatedSubscription(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    installedBy: str | None
+    secret: str = Field(description="The signing secret. Shown in this response only.")
+    active: bool
+    createdAt: str
+
+
+class SubscriptionList(BaseModel):
+    rows: list[SubscriptionRow]
+    nextCursor: str | None
+
+
+class TestResult(BaseModel):
+    deliveryId: str
+    status: Literal["sent", "retrying", "failed", "pending"]
+    responseCode: int | None
+    durationMs: int | None
+    error: str | None
+
+
+class EventType(BaseModel):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="JSON Schema of the whole envelope, from the models ingest validates with.",
+    )
+    example: dict[str, Any]
+
+
+class EventTypes(BaseModel):
+    rows: list[EventType]
+
+
+DeliveryStatusName = Literal["pending", "retrying", "sent", "failed"]
+
+
+class LastAttempt(BaseModel):
+    at: str
+    responseCode: int | None
+    durationMs: int
+    error: str | None
+
+
+class DeliveryRow(BaseModel):
+    id: str
+    eventId: str
+    event: str
+    status: DeliveryStatusName
+    createdAt: str
+    attemptCount: int
+    lastAttempt: LastAttempt | None
+    nextAttemptAt: str | None
+
+
+class DeliveryList(BaseModel):
+    rows: list[DeliveryRow]
+    nextCursor: str | None
+
+
+class AttemptRow(BaseModel):
+    number: int
+    at: str
+    responseCode: int | None
+    durationMs: int
+    error: str | None
+    responseExcerpt: str | None = Field(description="The answer's first KiB.")
+
+
+class DeliveryDetail(DeliveryRow):
+    payload: dict[str, Any] = Field(description="The envelope as sent (the signed body).")
+    attempts: list[AttemptRow]
+
+
+class ReplayRequest(_Request):
+    since: Timestamp
+    until: Timestamp | None = Field(None, json_schema_extra=_NOT_NULL)
+    events: list[EventName] | None = Field(None, json_schema_extra=_EVENTS_SCHEMA)
+    onlyFailed: StrictBool = Field(
+        True,
+        description="true: only its failed deliveries; false: also its sent ones and events "
+        "it never had.",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str] | None) -> list[str] | None:
+        return None if events is None else _events_rule(events)
+
+
+class ReplayResult(BaseModel):
+    count: int = Field(description="Deliveries queued by this call.")
+    nextSince: str | None = Field(
+        description="Set when the per-call bound cut the window short: call again with this "
+        "as `since` for the rest."
+    )
+
+
+class RotateSecret(_Request):
+    overlapSeconds: StrictInt = Field(
+        86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="How long the previous secret keeps signing too; 0 ends it now.",
+    )
+
+
+class RotatedSecret(BaseModel):
+    secret: str = Field(description="The new signing secret. Shown in this response only.")
+    previousSecretExpiresAt: str
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None

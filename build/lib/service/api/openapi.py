@@ -1,0 +1,294 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic models the handlers validate with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from service import __version__
+from service.api.models import (
+    CreatedSubscription,
+    CreateSubscription,
+    DeliveryDetail,
+    DeliveryList,
+    DeliveryRow,
+    EventTypes,
+    PatchSubscription,
+    Problem,
+    ReplayRequest,
+    ReplayResult,
+    RotatedSecret,
+    RotateSecret,
+    SubscriptionList,
+    SubscriptionRow,
+    TestResult,
+)
+from service.api.recovery import DEFAULT_LIMIT, MAX_LIMIT, MAX_REPLAY
+from service.api.routes import BASE
+from service.events import CATALOG
+
+_REQUESTS: tuple[type[BaseModel], ...] = (
+    CreateSubscription,
+    PatchSubscription,
+    ReplayRequest,
+    RotateSecret,
+)
+_MODELS: list[type[BaseModel]] = [
+    *_REQUESTS,
+    CreatedSubscription,
+    SubscriptionRow,
+    SubscriptionList,
+    TestResult,
+    EventTypes,
+    DeliveryRow,
+    DeliveryList,
+    DeliveryDetail,
+    ReplayResult,
+    RotatedSecret,
+    Problem,
+]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {
+        str(status): {
+            "description": "problem details (RFC 9457)",
+            "content": {"application/problem+json": {"schema": _ref(Problem)}},
+        }
+        for status in statuses
+    }
+
+
+def schemas() -> dict[str, Any]:
+    """Each model's JSON Schema, with nested models lifted into components."""
+    components: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}",
+            mode="validation" if model in _REQUESTS else "serialization",
+        )
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    return components
+
+
+def _links() -> dict[str, Any]:
+    """What a new subscription's id leads to (OpenAPI links, which API fuzzers follow)."""
+    by_id = {"id": "$response.body#/id"}
+    return {
+        name: {"operationId": operation, "parameters": by_id}
+        for name, operation in (
+            ("GetSubscription", "getSubscription"),
+            ("UpdateSubscription", "updateSubscription"),
+            ("TestSubscription", "testSubscription"),
+            ("DeleteSubscription", "deleteSubscription"),
+            ("ListDeliveries", "listDeliveries"),
+            ("ReplaySubscription", "replaySubscription"),
+            ("RotateSecret", "rotateSecret"),
+        )
+    }
+
+
+def _paging() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "the previous page's nextCursor (opaque)",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+={0,2}$"},
+        },
+    ]
+
+
+def _log_filters() -> list[dict[str, Any]]:
+    time = {"type": "string", "format": "date-time"}
+    return [
+        {
+            "name": "status",
+            "in": "query",
+            "schema": {"enum": ["pending", "retrying", "sent", "failed"]},
+        },
+        {"name": "event", "in": "query", "schema": {"enum": [*CATALOG, "webhook.test"]}},
+        {"name": "since", "in": "query", "description": "createdAt at or after", "schema": time},
+        {"name": "until", "in": "query", "description": "createdAt before", "schema": time},
+    ]
+
+
+def document() -> dict[str, Any]:
+    id_param = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^whk_[0-9A-HJKMNP-TV-Z]{26}$"},
+    }
+    delivery_param = {
+        "name": "delivery",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^whd_[0-9A-HJKMNP-TV-Z]{26}$"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Identity Platform webhooks", "version": __version__},
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            BASE: {
+                "post": {
+                    "operationId": "createSubscription",
+                    "requestBody": {"required": True, "content": _json(CreateSubscription)},
+                    "responses": {
+                        "201": {
+                            "description": "created; holds the secret, once",
+                            "content": _json(CreatedSubscription),
+                            "links": _links(),
+                        },
+                        **_problems(400, 401, 413, 415, 422),
+                    },
+                },
+                "get": {
+                    "operationId": "listSubscriptions",
+                    "parameters": _paging(),
+                    "responses": {
+                        "200": {"description": "a page", "content": _json(SubscriptionList)},
+                        **_problems(401, 422),
+                    },
+                },
+            },
+            BASE + "/event-types": {
+                "get": {
+                    "operationId": "listEventTypes",
+                    "description": "Every event a subscription can receive, with the JSON Schema "
+                    "of its envelope and an example; the same for every org.",
+                    "responses": {
+                        "200": {"description": "the catalog", "content": _json(EventTypes)},
+                        **_problems(401),
+                    },
+                },
+            },
+            BASE + "/{id}": {
+                "parameters": [id_param],
+                "get": {
+                    "operationId": "getSubscription",
+                    "responses": {
+                        "200": {"description": "the row", "content": _json(SubscriptionRow)},
+                        **_problems(401, 404),
+                    },
+                },
+                "patch": {
+                    "operationId": "updateSubscription",
+                    "requestBody": {"required": True, "content": _json(PatchSubscription)},
+                    "responses": {
+                        "200": {"description": "the row", "content": _json(SubscriptionRow)},
+                        **_problems(400, 401, 404, 413, 415, 422),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteSubscription",
+                    "responses": {
+                        "204": {"description": "deleted; pending deliveries cancelled"},
+                        **_problems(401, 404),
+                    },
+                },
+            },
+            BASE + "/{id}/test": {
+                "parameters": [id_param],
+                "post": {
+                    "operationId": "testSubscription",
+                    "responses": {
+                        "200": {
+                            "description": "the first attempt's result",
+                            "content": _json(TestResult),
+                        },
+                        **_problems(401, 404, 409, 503),
+                    },
+                },
+            },
+            BASE + "/{id}/deliveries": {
+                "parameters": [id_param],
+                "get": {
+                    "operationId": "listDeliveries",
+                    "description": "The subscription's delivery log, newest first.",
+                    "parameters": [*_log_filters(), *_paging()],
+                    "responses": {
+                        "200": {"description": "a page", "content": _json(DeliveryList)},
+                        **_problems(401, 404, 422),
+                    },
+                },
+            },
+            BASE + "/{id}/deliveries/{delivery}": {
+                "parameters": [id_param, delivery_param],
+                "get": {
+                    "operationId": "getDelivery",
+                    "responses": {
+                        "200": {
+                            "description": "the delivery, its payload and its attempts",
+                            "content": _json(DeliveryDetail),
+                        },
+                        **_problems(401, 404),
+                    },
+                },
+            },
+            BASE + "/{id}/deliveries/{delivery}/redeliver": {
+                "parameters": [id_param, delivery_param],
+                "post": {
+                    "operationId": "redeliver",
+                    "description": "Sends it again now: same X-Identity-Delivery, signed "
+                    "afresh, one more attempt in its log (a sent or failed one too).",
+                    "responses": {
+                        "202": {"description": "due now", "content": _json(DeliveryRow)},
+                        **_problems(401, 404, 409),
+                    },
+                },
+            },
+            BASE + "/{id}/replay": {
+                "parameters": [id_param],
+                "post": {
+                    "operationId": "replaySubscription",
+                    "description": "Re-sends the org's retained events that occurred in the "
+                    "window and match the subscription, oldest first, at most "
+                    f"{MAX_REPLAY} per call; what is pending already is not queued again.",
+                    "requestBody": {"required": True, "content": _json(ReplayRequest)},
+                    "responses": {
+                        "202": {"description": "queued", "content": _json(ReplayResult)},
+                        **_problems(400, 401, 404, 413, 415, 422),
+                    },
+                },
+            },
+            BASE + "/{id}/rotate-secret": {
+                "parameters": [id_param],
+                "post": {
+                    "operationId": "rotateSecret",
+                    "description": "A new signing secret, shown once; the previous one keeps "
+                    "signing (a second v1=) for overlapSeconds.",
+                    "requestBody": {"required": False, "content": _json(RotateSecret)},
+                    "responses": {
+                        "200": {"description": "rotated", "content": _json(RotatedSecret)},
+                        **_problems(400, 401, 404, 413, 415, 422),
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,771 @@
+// The console: a client of the management API under /api/identity/webhooks, in this origin.
+// No framework and no build step. Everything the API says is put on the page as text
+// (textContent, text nodes, attribute values), never as markup: the Content-Security-Policy's
+// Trusted Types setting makes the browser refuse innerHTML anyway.
+'use strict';
+
+const API = '/api/identity/webhooks';
+const KEY_STORAGE = 'identity-webhooks.apiKey';
+const PAGE_SIZE = 50;
+const KEY_CHARS = /^[A-Za-z0-9_-]{8,200}$/;
+
+const state = {
+  key: null,
+  eventTypes: null, // catalog names, without webhook.test
+  subscriptions: new Map(), // id -> row, in list order
+  subsCursor: null,
+  testResults: new Map(), // id -> {result} or {error}: survives a re-render of the table
+  log: { subscription: null, filter: {}, cursor: null },
+  editing: null, // the row being edited, null when creating
+  acting: null, // the row a dialog acts on
+};
+
+// -- small helpers -------------------------------------------------------------------------
+
+const $ = (selector) => document.querySelector(selector);
+
+/** An element with properties and children; strings become text nodes, never markup. */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === 'class') el.className = value;
+    else if (name === 'text') el.textContent = value;
+    else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local';
+const localFormat = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric',
+  hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short',
+});
+
+/** A time in UTC and, under it, in the browser's zone. */
+function when(iso) {
+  if (!iso) return h('span', { class: 'muted', text: '—' });
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return h('span', { text: iso });
+  const utc = `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  return h('time', { datetime: iso, class: 'when' },
+    h('span', { class: 'utc', text: utc }),
+    h('span', { class: 'local', text: localFormat.format(date) }));
+}
+
+/** A datetime-local input's value (the browser's zone) as RFC 3339 UTC, or null. */
+function inputTime(input) {
+  if (!input.value) return null;
+  const date = new Date(input.value);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
+function percent(rate) {
+  if (rate === null || rate === undefined) return '—';
+  return `${(rate * 100).toFixed(rate >= 0.9995 || rate === 0 ? 0 : 1)} %`;
+}
+
+function statusBadge(status, code) {
+  const label = code ? `${status} · ${code}` : status;
+  return h('span', { class: `badge status-${status}`, text: label });
+}
+
+function show(el, visible) {
+  el.hidden = !visible;
+}
+
+function flash(message) {
+  const el = $('#flash');
+  el.textContent = '';
+  // A fresh text node each time, so a screen reader announces a repeated message too.
+  requestAnimationFrame(() => { el.textContent = message; });
+}
+
+// -- the API -------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    const detail = problem && typeof problem.detail === 'string' ? problem.detail : null;
+    super(detail || `the service answered HTTP ${status}`);
+    this.status = status;
+    this.fields = problem && Array.isArray(problem.errors) ? problem.errors : [];
+  }
+}
+
+async function api(method, path, body, key = state.key) {
+  const headers = { Authorization: `Bearer ${key}`, Accept: 'application/json' };
+  const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch (error) {
+    throw new ApiError(0, { detail: `the service did not answer (${error.message})` });
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (!response.ok) {
+    const error = new ApiError(response.status, data);
+    if (response.status === 401 && key === state.key && state.key) {
+      signOut(error.message); // revoked while signed in: back to the sign-in form, with why
+    }
+    throw error;
+  }
+  return data;
+}
+
+/** Shows an API error in `el`: the problem's detail, then each field's message. */
+function showError(el, error) {
+  el.textContent = '';
+  if (!error) { el.hidden = true; return; }
+  el.append(h('span', { text: error.message }));
+  if (error.fields && error.fields.length > 1) {
+    el.append(h('ul', {}, error.fields.map((f) => h('li', { text: `${f.field}: ${f.message}` }))));
+  }
+  el.hidden = false;
+}
+
+async function eventTypes() {
+  if (!state.eventTypes) {
+    const body = await api('GET', '/event-types');
+    state.eventTypes = body.rows.map((row) => row.name);
+  }
+  return state.eventTypes;
+}
+
+// -- sign in -------------------------------------------------------------------------------
+
+function signedIn() {
+  show($('#signed-in'), Boolean(state.key));
+  show($('#sign-out'), Boolean(state.key));
+  // As many characters as `identity-webhooks api-key list` shows of a key (qe_key_ and 4).
+  $('#key-hint').textContent = state.key ? `${state.key.slice(0, 11)}…` : '';
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = $('#api-key');
+  const key = input.value.trim();
+  const error = $('#sign-in-error');
+  if (!KEY_CHARS.test(key)) {
+    showError(error, new ApiError(0, { detail: 'an API key is 8 to 200 letters, digits, “_” or “-”' }));
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+    return;
+  }
+  try {
+    await api('GET', '?limit=1', undefined, key); // the API's own verdict on the key
+  } catch (failure) {
+    showError(error, failure);
+    input.setAttribute('aria-invalid', 'true');
+    input.select();
+    return;
+  }
+  input.value = '';
+  input.removeAttribute('aria-invalid');
+  showError(error, null);
+  state.key = key;
+  sessionStorage.setItem(KEY_STORAGE, key);
+  signedIn();
+  if (location.hash.startsWith('#/subscriptions')) route();
+  else location.hash = '#/subscriptions';
+}
+
+function signOut(reason) {
+  state.key = null;
+  state.eventTypes = null;
+  state.subscriptions.clear();
+  state.testResults.clear();
+  sessionStorage.removeItem(KEY_STORAGE);
+  signedIn();
+  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  clearSecret();
+  showView('#view-sign-in');
+  showError($('#sign-in-error'), reason ? new ApiError(401, { detail: reason }) : null);
+  $('#api-key').focus();
+}
+
+// -- views ---------------------------------------------------------------------------------
+
+function showView(id) {
+  for (const view of document.querySelectorAll('.view')) show(view, `#${view.id}` === id);
+  $(id).querySelector('h1').focus();
+}
+
+function route() {
+  if (!state.key) { showView('#view-sign-in'); $('#api-key').focus(); return; }
+  const match = /^#\/subscriptions\/(whk_[0-9A-Za-z]+)\/deliveries$/.exec(location.hash);
+  if (match) openLog(match[1]);
+  else openSubscriptions();
+}
+
+// -- subscriptions -------------------------------------------------------------------------
+
+async function openSubscriptions() {
+  showView('#view-subscriptions');
+  await loadSubscriptions();
+}
+
+async function loadSubscriptions(more = false) {
+  const error = $('#subs-error');
+  const query = `?limit=${PAGE_SIZE}${more && state.subsCursor ? `&cursor=${encodeURIComponent(state.subsCursor)}` : ''}`;
+  try {
+    const page = await api('GET', query);
+    if (!more) state.subscriptions.clear();
+    for (const row of page.rows) state.subscriptions.set(row.id, row);
+    state.subsCursor = page.nextCursor;
+    showError(error, null);
+  } catch (failure) {
+    showError(error, failure);
+  }
+  renderSubscriptions();
+}
+
+function stateCell(row) {
+  if (row.active) {
+    const cell = [h('span', { class: 'badge state-active', text: 'active' })];
+    if (row.problem) cell.push(h('p', { class: 'reason warning-text', text: row.problem }));
+    return cell;
+  }
+  const reason = row.disabledReason || row.deactivatedReason || '';
+  const paused = reason.startsWith('paused');
+  return [
+    h('span', { class: `badge state-${paused ? 'paused' : 'deactivated'}`, text: paused ? 'paused' : 'deactivated' }),
+    reason ? h('p', { class: 'reason', text: reason }) : null,
+    row.disabledAt ? h('p', { class: 'reason' }, 'since ', when(row.disabledAt)) : null,
+  ];
+}
+
+function lastDeliveryCell(row) {
+  const last = row.lastDelivery;
+  if (!last) return h('span', { class: 'muted', text: 'none yet' });
+  return [statusBadge(last.status, last.responseCode), when(last.at)];
+}
+
+function testResultView(id) {
+  const outcome = state.testResults.get(id);
+  const out = h('p', { class: 'result', role: 'status', 'aria-live': 'polite', 'data-test-result': id });
+  if (!outcome) return out;
+  if (outcome.pending) {
+    out.textContent = 'Sending a test…';
+    return out;
+  }
+  if (outcome.error) {
+    out.classList.add('error-text');
+    out.textContent = `Test not sent: ${outcome.error.message}`;
+    return out;
+  }
+  const r = outcome.result;
+  out.append(
+    'Test: ', statusBadge(r.status, null),
+    ` · ${r.responseCode === null ? 'no response' : `HTTP ${r.responseCode}`} · ${r.durationMs} ms`,
+    r.error ? ` · ${r.error}` : '',
+  );
+  return out;
+}
+
+function subscriptionRow(row) {
+  const label = row.url;
+  const button = (text, onclick, extra = {}) =>
+    h('button', { type: 'button', onclick, 'aria-label': `${text}: ${label}`, ...extra }, text);
+  const cell = (heading, ...content) => h('td', { 'data-label': heading }, h('div', { class: 'cell' }, ...content));
+  return h('tr', { 'data-id': row.id },
+    cell('Endpoint',
+      h('span', { class: 'mono wrap', text: row.url }),
+      h('span', { class: 'muted small mono wrap', text: row.id }),
+      row.installedBy ? h('span', { class: 'muted small', text: `by ${row.installedBy}` }) : null,
+      row.rateLimit ? h('span', { class: 'muted small', text: `at most ${row.rateLimit}/s` }) : null,
+      row.ordering === 'customer'
+        ? h('span', { class: 'muted small', text: 'ordered per customer' })
+        : null,
+      row.blockedCustomers
+        ? h('span', {
+          class: 'error-text small',
+          text: `${row.blockedCustomers} customer(s) blocked since ${row.oldestBlockedDelivery ? row.oldestBlockedDelivery.createdAt : '?'}`,
+        })
+        : null,
+      Object.keys(row.headers || {}).length
+        ? h('span', { class: 'muted small', text: `headers: ${Object.keys(row.headers).join(', ')}` })
+        : null),
+    cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => h('li', { class: 'mono', text: e })))),
+    cell('State', stateCell(row)),
+    cell('Success 24 h', h('span', { class: 'nowrap', text: percent(row.successRate24h) })),
+    cell('p95 24 h', h('span', { class: 'nowrap', text: row.p95LatencyMs24h === null ? '—' : `${row.p95LatencyMs24h} ms` })),
+    cell('Failures in a row', h('span', { class: row.consecutiveFailures ? 'error-text' : '', text: String(row.consecutiveFailures) })),
+    cell('Pending', String(row.pendingCount)),
+    cell('Next retry', when(row.nextRetryAt)),
+    cell('Last delivery', lastDeliveryCell(row), h('span', { class: 'muted small', text: `${row.deliveryCount} in all` })),
+    cell('Actions',
+      h('div', { class: 'row-actions' },
+        button('Send test', () => sendTest(row.id)),
+        button('Deliveries', () => { location.hash = `#/subscriptions/${row.id}/deliveries`; }),
+        button('Edit', () => openEdit(row)),
+        button('Rotate secret', () => openRotate(row)),
+        button('Delete', () => openDelete(row), { class: 'danger' })),
+      testResultView(row.id)));
+}
+
+function renderSubscriptions() {
+  const body = $('#subs-table tbody');
+  body.replaceChildren(...[...state.subscriptions.values()].map(subscriptionRow));
+  show($('#subs-table'), state.subscriptions.size > 0);
+  show($('#subs-empty'), state.subscriptions.size === 0);
+  show($('#subs-more'), Boolean(state.subsCursor));
+}
+
+/** Re-renders one subscription's row, keeping focus on the same button. */
+function replaceRow(row) {
+  state.subscriptions.set(row.id, row);
+  const old = document.querySelector(`#subs-table tr[data-id="${CSS.escape(row.id)}"]`);
+  if (!old) { renderSubscriptions(); return; }
+  const focused = old.contains(document.activeElement) ? document.activeElement.textContent : null;
+  const fresh = subscriptionRow(row);
+  old.replaceWith(fresh);
+  if (focused) [...fresh.querySelectorAll('button')].find((b) => b.textContent === focused)?.focus();
+}
+
+async function refreshRow(id) {
+  try {
+    replaceRow(await api('GET', `/${id}`));
+  } catch (failure) {
+    showError($('#subs-error'), failure);
+  }
+}
+
+async function sendTest(id) {
+  state.testResults.set(id, { pending: true });
+  replaceRow(state.subscriptions.get(id));
+  try {
+    state.testResults.set(id, { result: await api('POST', `/${id}/test`) });
+  } catch (failure) {
+    state.testResults.set(id, { error: failure });
+  }
+  await refreshRow(id);
+}
+
+// -- create and edit -----------------------------------------------------------------------
+
+function headersText(headers) {
+  return Object.entries(headers || {}).map(([name, value]) => `${name}: ${value}`).join('\n');
+}
+
+/** The headers textarea as an object, or a message saying which line is wrong. */
+function parseHeaders(text) {
+  const headers = {};
+  const lines = text.split('\n').map((line) => line.trim()).filter(Boolean);
+  for (const [index, line] of lines.entries()) {
+    const colon = line.indexOf(':');
+    if (colon < 1) return { error: `line ${index + 1} is not “Name: value”` };
+    headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+  }
+  return { headers };
+}
+
+async function openEdit(row) {
+  state.editing = row;
+  const form = $('#edit-form');
+  form.reset();
+  showError($('#edit-error'), null);
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+  $('#edit-title').textContent = row ? 'Edit subscription' : 'New subscription';
+  $('#edit-submit').textContent = row ? 'Save' : 'Create';
+  show($('#edit-active-row'), Boolean(row));
+  let names;
+  try {
+    names = await eventTypes();
+  } catch (failure) {
+    showError($('#subs-error'), failure);
+    return;
+  }
+  const fieldset = $('#edit-events');
+  fieldset.replaceChildren(h('legend', { text: 'Events' }), ...names
+    .filter((name) => name !== 'webhook.test')
+    .map((name) => h('div', { class: 'check' },
+      h('input', { type: 'checkbox', id: `event-${name}`, name: 'events', value: name, checked: row ? row.events.includes(name) : false }),
+      h('label', { for: `event-${name}`, class: 'mono', text: name }))));
+  if (row) {
+    $('#edit-url').value = row.url;
+    $('#edit-installed-by').value = row.installedBy || '';
+    $('#edit-rate-limit').value = row.rateLimit === null ? '' : String(row.rateLimit);
+    $('#edit-ordering').value = row.ordering || 'none';
+    $('#edit-headers').value = headersText(row.headers);
+    $('#edit-active').checked = row.active;
+  }
+  $('#edit-dialog').showModal();
+  $('#edit-url').focus();
+}
+
+const FIELD_INPUTS = {
+  url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
+  rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
+  ordering: '#edit-ordering',
+};
+
+async function submitEdit(event) {
+  event.preventDefault();
+  const form = $('#edit-form');
+  const error = $('#edit-error');
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+  const parsed = parseHeaders($('#edit-headers').value);
+  if (parsed.error) {
+    showError(error, new ApiError(0, { detail: `headers: ${parsed.error}` }));
+    $('#edit-headers').setAttribute('aria-invalid', 'true');
+    $('#edit-headers').focus();
+    return;
+  }
+  const rate = $('#edit-rate-limit').value.trim();
+  const body = {
+    url: $('#edit-url').value.trim(),
+    events: [...form.querySelectorAll('input[name="events"]:checked')].map((box) => box.value),
+    installedBy: $('#edit-installed-by').value.trim() || null,
+    // A number the API checks; what is not one is sent as typed, for the API's own message.
+    rateLimit: rate === '' ? null : (/^\d+$/.test(rate) ? Number(rate) : rate),
+    headers: Object.keys(parsed.headers).length ? parsed.headers : null,
+    ordering: $('#edit-ordering').value,
+  };
+  const editing = state.editing;
+  if (editing) body.active = $('#edit-active').checked;
+  try {
+    if (editing) {
+      replaceRow(await api('PATCH', `/${editing.id}`, body));
+      $('#edit-dialog').close();
+      flash(`Saved ${editing.url}.`);
+    } else {
+      const created = await api('POST', '', body);
+      $('#edit-dialog').close();
+      showSecret(created.secret, `New subscription ${created.id} to ${created.url}`, null);
+      await loadSubscriptions();
+    }
+  } catch (failure) {
+    showError(error, failure);
+    const first = failure.fields
+      .map((f) => FIELD_INPUTS[f.field.split(/[.[]/)[0]])
+      .filter(Boolean);
+    for (const selector of first) $(selector).setAttribute('aria-invalid', 'true');
+    if (first.length) {
+      const target = $(first[0]);
+      (target.tagName === 'FIELDSET' ? target.querySelector('input') : target).focus();
+    }
+  }
+}
+
+// -- the secret, shown once ----------------------------------------------------------------
+
+function showSecret(secret, forWhat, note) {
+  $('#secret-for').textContent = forWhat;
+  $('#secret-value').value = secret;
+  $('#secret-note').textContent = note || '';
+  $('#secret-copied').textContent = '';
+  $('#secret-dialog').showModal();
+  $('#secret-value').focus();
+  $('#secret-value').select();
+}
+
+function clearSecret() {
+  $('#secret-value').value = ''; // gone from the page once the dialog is closed
+}
+
+async function copySecret() {
+  const input = $('#secret-value');
+  try {
+    await navigator.clipboard.writeText(input.value);
+    $('#secret-copied').textContent = 'Copied to the clipboard.';
+  } catch {
+    input.focus();
+    input.select();
+    $('#secret-copied').textContent = 'Copying is not allowed here: the secret is selected, press Ctrl+C (⌘C).';
+  }
+}
+
+// -- rotate and delete ---------------------------------------------------------------------
+
+function openRotate(row) {
+  state.acting = row;
+  $('#rotate-form').reset();
+  $('#rotate-for').textContent = row.url;
+  showError($('#rotate-error'), null);
+  $('#rotate-dialog').showModal();
+  $('#rotate-overlap').focus();
+}
+
+async function submitRotate(event) {
+  event.preventDefault();
+  const row = state.acting;
+  const overlap = $('#rotate-overlap').value.trim();
+  const body = overlap === '' ? {} : { overlapSeconds: /^\d+$/.test(overlap) ? Number(overlap) : overlap };
+  try {
+    const rotated = await api('POST', `/${row.id}/rotate-secret`, body);
+    $('#rotate-dialog').close();
+    const expires = new Date(rotated.previousSecretExpiresAt);
+    showSecret(rotated.secret, `New secret of ${row.url}`,
+      `The previous secret is valid until ${expires.toISOString().slice(0, 19).replace('T', ' ')} UTC (${localFormat.format(expires)}).`);
+    await refreshRow(row.id);
+  } catch (failure) {
+    showError($('#rotate-error'), failure);
+  }
+}
+
+function openDelete(row) {
+  state.acting = row;
+  $('#confirm-text').textContent = `Delete the subscription to ${row.url}? Its pending deliveries are cancelled, and it cannot be undone.`;
+  showError($('#confirm-error'), null);
+  $('#confirm-dialog').showModal();
+}
+
+async function submitDelete(event) {
+  event.preventDefault();
+  const row = state.acting;
+  try {
+    await api('DELETE', `/${row.id}`);
+    $('#confirm-dialog').close();
+    state.subscriptions.delete(row.id);
+    state.testResults.delete(row.id);
+    renderSubscriptions();
+    flash(`Deleted the subscription to ${row.url}.`);
+    $('#subs-title').focus();
+  } catch (failure) {
+    showError($('#confirm-error'), failure);
+  }
+}
+
+// -- the delivery log ----------------------------------------------------------------------
+
+async function openLog(id) {
+  const log = state.log;
+  if (log.subscription?.id !== id) {
+    log.filter = {};
+    $('#log-filters').reset();
+    $('#replay-form').reset();
+    $('#replay-result').textContent = '';
+    showError($('#replay-error'), null);
+  }
+  showView('#view-deliveries');
+  $('#log-sub').textContent = id;
+  try {
+    log.subscription = await api('GET', `/${id}`);
+    $('#log-sub').textContent = `${log.subscription.url} (${id})`;
+    const select = $('#log-event');
+    if (select.options.length === 1) {
+      select.append(...(await eventTypes()).map((name) => h('option', { value: name, text: name })),
+        h('option', { value: 'webhook.test', text: 'webhook.test' }));
+    }
+  } catch (failure) {
+    showError($('#log-error'), failure);
+    return;
+  }
+  await loadLog();
+}
+
+async function loadLog(more = false) {
+  const log = state.log;
+  if (!log.subscription) return;
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  for (const [name, value] of Object.entries(log.filter)) if (value) params.set(name, value);
+  if (more && log.cursor) params.set('cursor', log.cursor);
+  const body = $('#log-table tbody');
+  try {
+    const page = await api('GET', `/${log.subscription.id}/deliveries?${params}`);
+    const rows = page.rows.map(deliveryRow);
+    if (more) body.append(...rows); else body.replaceChildren(...rows);
+    log.cursor = page.nextCursor;
+    showError($('#log-error'), null);
+  } catch (failure) {
+    showError($('#log-error'), failure);
+  }
+  show($('#log-empty'), body.children.length === 0);
+  show($('#log-table'), body.children.length > 0);
+  show($('#log-more'), Boolean(log.cursor));
+}
+
+function lastAttemptText(attempt) {
+  if (!attempt) return h('span', { class: 'muted', text: 'not yet' });
+  return h('span', {},
+    `${attempt.responseCode === null ? 'no response' : `HTTP ${attempt.responseCode}`} · ${attempt.durationMs} ms`,
+    attempt.error ? h('span', { class: 'error-text block', text: attempt.error }) : null,
+    when(attempt.at));
+}
+
+function deliveryRow(row) {
+  const cell = (heading, ...content) => h('td', { 'data-label': heading }, h('div', { class: 'cell' }, ...content));
+  const tr = h('tr', { 'data-id': row.id });
+  const detailsId = `details-${row.id}`;
+  const details = h('button', {
+    type: 'button', 'aria-expanded': 'false', 'aria-controls': detailsId,
+    'aria-label': `Details of ${row.id}: attempts and payload`,
+    onclick: () => toggleDetails(tr, row, details),
+  }, 'Details');
+  tr.append(
+    cell('Delivery', h('span', { class: 'mono small wrap', text: row.id })),
+    cell('Event', h('span', { class: 'mono', text: row.event })),
+    cell('Status', statusBadge(row.status, null)),
+    cell('Created', when(row.createdAt)),
+    cell('Attempts', h('span', { class: 'attempt-count', text: String(row.attemptCount) })),
+    cell('Last attempt', lastAttemptText(row.lastAttempt)),
+    cell('Next attempt', when(row.nextAttemptAt)),
+    cell('Actions', h('div', { class: 'row-actions' }, details,
+      h('button', { type: 'button', 'aria-label': `Redeliver ${row.id}`, onclick: () => redeliver(tr, row) }, 'Redeliver')),
+      h('p', { class: 'result', role: 'status', 'aria-live': 'polite' })));
+  return tr;
+}
+
+async function toggleDetails(tr, row, button) {
+  const open = tr.nextElementSibling?.classList.contains('details') ? tr.nextElementSibling : null;
+  if (open) {
+    open.remove();
+    button.setAttribute('aria-expanded', 'false');
+    return;
+  }
+  const holder = h('td', { colspan: '8', id: `details-${row.id}` }, h('p', { class: 'muted', text: 'Loading…' }));
+  tr.after(h('tr', { class: 'details' }, holder));
+  button.setAttribute('aria-expanded', 'true');
+  await fillDetails(holder, row.id);
+}
+
+async function fillDetails(holder, deliveryId) {
+  try {
+    const detail = await api('GET', `/${state.log.subscription.id}/deliveries/${deliveryId}`);
+    const attempts = detail.attempts.length
+      ? h('table', { class: 'attempts' },
+        h('caption', { text: `Attempts of ${deliveryId}` }),
+        h('thead', {}, h('tr', {}, ['#', 'At', 'Response', 'Duration', 'Error', 'Response excerpt']
+          .map((text) => h('th', { scope: 'col', text })))),
+        h('tbody', {}, detail.attempts.map((a) => h('tr', {},
+          h('td', { 'data-label': '#', text: String(a.number) }),
+          h('td', { 'data-label': 'At' }, when(a.at)),
+          h('td', { 'data-label': 'Response', text: a.responseCode === null ? 'none' : `HTTP ${a.responseCode}` }),
+          h('td', { 'data-label': 'Duration', text: `${a.durationMs} ms` }),
+          h('td', { 'data-label': 'Error', text: a.error || '—' }),
+          h('td', { 'data-label': 'Response excerpt' }, h('span', { class: 'mono small wrap', text: a.responseExcerpt || '—' }))))))
+      : h('p', { class: 'muted', text: 'No attempt yet.' });
+    holder.replaceChildren(
+      h('h3', { text: 'Attempts' }), attempts,
+      h('h3', { text: 'Payload' }),
+      h('pre', { class: 'payload', tabindex: '0', 'aria-label': `Payload of ${deliveryId}`, text: JSON.stringify(detail.payload, null, 2) }));
+  } catch (failure) {
+    holder.replaceChildren(h('p', { class: 'error', role: 'alert', text: failure.message }));
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** Redelivers, then follows the delivery until its new attempt is in the log (at most ~15 s). */
+async function redeliver(tr, row) {
+  const out = tr.querySelector('.result');
+  out.classList.remove('error-text');
+  out.textContent = 'Queuing a redelivery…';
+  const subscriptionId = state.log.subscription.id;
+  let current;
+  try {
+    current = await api('POST', `/${subscriptionId}/deliveries/${row.id}/redeliver`) || row;
+  } catch (failure) {
+    out.classList.add('error-text');
+    out.textContent = `Not redelivered: ${failure.message}`;
+    return;
+  }
+  out.textContent = 'Redelivery queued; waiting for its attempt…';
+  for (let i = 0; i < 30 && current.attemptCount <= row.attemptCount; i += 1) {
+    await sleep(500);
+    if (!tr.isConnected) return;
+    try {
+      current = await api('GET', `/${subscriptionId}/deliveries/${row.id}`);
+    } catch (failure) {
+      out.textContent = `Redelivery queued; could not follow it: ${failure.message}`;
+      return;
+    }
+  }
+  const fresh = deliveryRow(current);
+  const open = tr.nextElementSibling?.classList.contains('details') ? tr.nextElementSibling : null;
+  tr.replaceWith(fresh);
+  const message = fresh.querySelector('.result');
+  message.textContent = current.attemptCount > row.attemptCount
+    ? `Redelivered: attempt ${current.attemptCount}, ${current.status}.`
+    : 'Redelivery queued; its attempt has not been made yet (Refresh to look again).';
+  if (open) {
+    open.remove();
+    const button = fresh.querySelector('[aria-expanded]');
+    await toggleDetails(fresh, current, button);
+  }
+  fresh.querySelector('button:nth-of-type(2)').focus();
+}
+
+function applyFilters(event) {
+  event.preventDefault();
+  state.log.filter = {
+    status: $('#log-status').value,
+    event: $('#log-event').value,
+    since: inputTime($('#log-since')),
+    until: inputTime($('#log-until')),
+  };
+  loadLog();
+}
+
+async function submitReplay(event) {
+  event.preventDefault();
+  const result = $('#replay-result');
+  const error = $('#replay-error');
+  result.textContent = '';
+  const since = inputTime($('#replay-since'));
+  if (!since) {
+    showError(error, new ApiError(0, { detail: 'since: give the start of the window' }));
+    $('#replay-since').focus();
+    return;
+  }
+  const body = { since, onlyFailed: $('#replay-only-failed').checked };
+  const until = inputTime($('#replay-until'));
+  if (until) body.until = until;
+  try {
+    const replayed = await api('POST', `/${state.log.subscription.id}/replay`, body);
+    showError(error, null);
+    const noun = replayed.count === 1 ? 'delivery' : 'deliveries';
+    result.textContent = `Queued ${replayed.count} ${noun}.`;
+    if (replayed.nextSince) {
+      result.append(' The window holds more: replay again since ', when(replayed.nextSince), '.');
+    }
+    await loadLog();
+  } catch (failure) {
+    showError(error, failure);
+  }
+}
+
+// -- wiring --------------------------------------------------------------------------------
+
+function start() {
+  for (const el of document.querySelectorAll('.tz')) el.textContent = localZone;
+  $('#sign-in-form').addEventListener('submit', signIn);
+  $('#sign-out').addEventListener('click', () => { signOut(null); flash('Signed out.'); });
+  $('#subs-refresh').addEventListener('click', () => loadSubscriptions());
+  $('#subs-more').addEventListener('click', () => loadSubscriptions(true));
+  $('#subs-new').addEventListener('click', () => openEdit(null));
+  $('#edit-form').addEventListener('submit', submitEdit);
+  $('#rotate-form').addEventListener('submit', submitRotate);
+  $('#confirm-form').addEventListener('submit', submitDelete);
+  $('#secret-copy').addEventListener('click', copySecret);
+  $('#secret-dialog').addEventListener('close', clearSecret);
+  $('#log-filters').addEventListener('submit', applyFilters);
+  $('#log-filters').addEventListener('reset', () => { state.log.filter = {}; setTimeout(loadLog); });
+  $('#log-refresh').addEventListener('click', () => loadLog());
+  $('#log-more').addEventListener('click', () => loadLog(true));
+  $('#replay-form').addEventListener('submit', submitReplay);
+  for (const button of document.querySelectorAll('.close-dialog')) {
+    button.addEventListener('click', () => button.closest('dialog').close());
+  }
+  // The skip link moves focus without touching the hash the views are routed by.
+  $('.skip').addEventListener('click', (event) => { event.preventDefault(); $('#main').focus(); });
+  window.addEventListener('hashchange', route);
+  state.key = sessionStorage.getItem(KEY_STORAGE);
+  signedIn();
+  route();
+}
+
+start();

@@ -1,0 +1,207 @@
+"""One HTTP attempt: the headers, the signed POST, the bounded read of the answer, and what kind
+of answer it was. It returns a plain `Exchange` and decides nothing about what comes next (that
+is `retry.decide`).
+
+All attempts share one pooled `ClientSession` (STYLE lesson 4). Redirects are not followed, at
+most 64 KiB of an answer is read and its first KiB kept for the attempt log (SPEC section 2).
+
+Two clocks, both started only once the request is being sent (a lane takes its connection slot
+before the attempt begins, see `lane.ConnectionBudget`, so no clock ever runs while waiting for
+the pool): the delivery timeout bounds everything up to the status line and headers, which
+decide the attempt (SPEC: "any 2xx within the timeout"); the body then gets a short bound of its
+own (`READ_TIMEOUT`). A body that does not finish in it is cut and the excerpt says so, but the
+answer stands: an endpoint that accepted a delivery and then dribbles its body is not retried
+into a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from service import __version__
+from service.egress import check_literal_target
+from service.errors import TargetRejected
+from service.signing import SignatureHeaders, signature_headers
+from service.store.models import DeliveryJob, Subscription
+from service.tracing import Tracing
+
+USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
+MAX_RESPONSE_BYTES = 64 * 1024
+EXCERPT_BYTES = 1024
+READ_TIMEOUT = 2.0  # seconds for the body once the status line is in; 64 KiB need far less
+
+
+class ResultClass(enum.StrEnum):
+    """How an attempt ended, for metrics and the attempt log."""
+
+    OK = "2xx"
+    REDIRECT = "3xx"
+    CLIENT_ERROR = "4xx"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+
+
+def classify(status: int | None, *, timed_out: bool = False) -> ResultClass:
+    if timed_out:
+        return ResultClass.TIMEOUT
+    if status is None:
+        return ResultClass.CONNECTION
+    if 200 <= status < 300:
+        return ResultClass.OK
+    if 300 <= status < 400:
+        return ResultClass.REDIRECT
+    if 400 <= status < 500:
+        return ResultClass.CLIENT_ERROR
+    return ResultClass.SERVER_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one POST came to. Times are epoch seconds."""
+
+    started: float
+    duration: float
+    status: int | None  # None when no answer came
+    result: ResultClass
+    error: str | None  # for people: "HTTP 503", "timed out after 10s", "refused: …"
+    excerpt: str | None  # the answer's first KiB, printable
+    retry_after: str | None  # the Retry-After header as sent
+
+
+class Sender:
+    """Signs and POSTs one delivery through the shared session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        header_formats: SignatureHeaders,
+        timeout: float,
+        connect_timeout: float,
+        allow_private: bool,
+        read_timeout: float = READ_TIMEOUT,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self._session = session
+        self._tracing = tracing or Tracing()
+        self._formats = header_formats
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        # No `total` for aiohttp: its total includes the wait for a pooled connection and the
+        # body. The delivery timeout is an asyncio timeout around the request up to its headers,
+        # and the body has its own bound (see the module docstring).
+        self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        self._allow_private = allow_private
+
+    def headers(self, job: DeliveryJob, subscription: Subscription, now: float) -> dict[str, str]:
+        """Every header but the User-Agent, which is the session's default (see `app.py`):
+        the subscription's static headers, then ours (the API refuses static headers by our
+        names). Signed at `now` (epoch seconds) with every live secret: the current one, and
+        the one a rotation replaced while its overlap lasts (one `v1=` each)."""
+        secrets = subscription.signing_secrets(int(now * 1000))
+        if not secrets:  # the dispatcher and /test never send such a one
+            raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
+        headers = {
+            **dict(subscription.headers),
+            "Content-Type": "application/json",
+            "X-Identity-Event": job.event,
+            "X-Identity-Delivery": job.id,
+            **signature_headers(self._formats, secrets, job.body, int(now)),
+        }
+        if job.sibling_service:
+            headers["X-Sibling-Service"] = job.sibling_service
+        return headers
+
+    async def send(self, job: DeliveryJob, subscription: Subscription) -> Exchange:
+        """Signs `job` afresh (t = now), POSTs it and classifies the answer; never raises for
+        anything the endpoint or the network does."""
+        status: int | None = None
+        excerpt: str | None = None
+        error: str | None = None
+        retry_after: str | None = None
+        timed_out = False
+        started = time.time()
+        span = self._tracing.attempt_span(
+            job.id, subscription.id, job.event_id, job.event, job.attempts + 1
+        )
+        with span as traced:
+            try:
+                if not self._allow_private:
+                    check_literal_target(subscription.url, allow_private=False)
+                async with asyncio.timeout(self._timeout):
+                    response = await self._session.post(
+                        subscription.url,
+                        data=job.body,
+                        headers=self.headers(job, subscription, started),
+                        allow_redirects=False,
+                        timeout=self._client_timeout,
+                    )
+                async with response:
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    excerpt = await read_excerpt(response, self._read_timeout)
+            except aiohttp.ConnectionTimeoutError:
+                timed_out = True
+                error = f"connect timed out after {self._connect_timeout:g}s"
+            except TimeoutError:
+                timed_out = True
+                error = f"timed out after {self._timeout:g}s"
+            except TargetRejected as exc:
+                error = f"refused: {exc.reason}"
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                error = printable(f"{type(exc).__name__}: {exc}"[:500])
+            result = classify(status, timed_out=timed_out)
+            traced.outcome(result.value, status)
+        if result is not ResultClass.OK and error is None:
+            error = f"HTTP {status}"
+        return Exchange(
+            started=started,
+            duration=time.time() - started,
+            status=status,
+            result=result,
+            error=error,
+            excerpt=excerpt,
+            retry_after=retry_after,
+        )
+
+
+async def read_excerpt(response: aiohttp.ClientResponse, timeout: float = READ_TIMEOUT) -> str:
+    """Reads at most 64 KiB of the body within `timeout` seconds (a lying, endless or stalled
+    endpoint cannot make us read more or wait longer) and keeps the first KiB for the attempt
+    log. A body that stalls or breaks off is cut, and the excerpt ends with a note saying so;
+    the connection is then closed, as it is stuck in the middle of an answer."""
+    data = bytearray()
+    cut: str | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            while len(data) < MAX_RESPONSE_BYTES:
+                chunk = await response.content.read(MAX_RESPONSE_BYTES - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        cut = f"not finished within {timeout:g}s"
+    except (aiohttp.ClientError, OSError) as exc:
+        # The status line already came: a body the endpoint breaks off does not undo it.
+        cut = type(exc).__name__
+    if cut is not None:
+        response.close()
+    excerpt = printable(bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace"))
+    return excerpt if cut is None else f"{excerpt} [body cut: {cut}]"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]")
+
+
+def printable(text: str) -> str:
+    """What an endpoint sends us is stored and logged: no NUL (PostgreSQL text refuses it) and
+    no other control characters."""
+    return _CONTROL.sub("\ufffd", text)

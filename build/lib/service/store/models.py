@@ -1,0 +1,223 @@
+"""The records the store hands out and takes in. Plain frozen dataclasses: no driver types leak."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's life: pending → (retrying →)* sent | failed; cancelled when its
+    subscription is deleted."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    org_id: str
+    name: str | None
+    prefix: str  # the first characters, to recognise a key in a list without revealing it
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    org_id: str
+    url: str
+    events: tuple[str, ...]
+    installed_by: str | None
+    active: bool
+    deactivated_reason: str | None
+    created_at: int
+    updated_at: int
+    failing_since: int | None
+    # Decrypted signing secret: never rendered by the API after creation, never logged. None
+    # when the configured encryption keys cannot open it (the key that sealed it was removed):
+    # the row is still listed, changed and deleted; its deliveries wait in the store.
+    secret: str | None = field(repr=False)
+    # The secret a rotation replaced, signed with too until `previous_secret_until` (epoch ms).
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_until: int | None = None
+    rate_limit: int | None = None  # deliveries per second at most; None: no limit
+    headers: tuple[tuple[str, str], ...] = ()  # static headers sent with every delivery
+    disabled_at: int | None = None  # when it was last deactivated
+    consecutive_failures: int = 0  # failed attempts since its last success
+    # "customer": one customer's deliveries go out one at a time, in order (issue 14).
+    ordering: str = "none"
+
+    def signing_secrets(self, now: int) -> list[str]:
+        """The secrets an attempt at `now` (epoch ms) is signed with: the current one first,
+        then the previous one while its overlap lasts."""
+        secrets = [] if self.secret is None else [self.secret]
+        if (
+            self.previous_secret is not None
+            and self.previous_secret_until is not None
+            and now < self.previous_secret_until
+        ):
+            secrets.append(self.previous_secret)
+        return secrets
+
+    UNDECRYPTABLE = (
+        "its signing secret cannot be decrypted with the configured WEBHOOKS_ENCRYPTION_KEY: "
+        "deliveries wait in the store until the key that sealed it is configured again"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LastDelivery:
+    status: DeliveryStatus
+    response_code: int | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A subscription's deliveries at a glance, for the API's rows: read from the hourly
+    counters and the open deliveries, never from its whole history."""
+
+    delivery_count: int  # deliveries retained (created within the retention)
+    last_delivery: LastDelivery | None
+    attempts_24h: int
+    ok_24h: int  # of those, 2xx
+    p95_latency_ms_24h: int | None  # None without attempts
+    pending_count: int  # open deliveries (pending or retrying)
+    next_retry_at: int | None  # the earliest retry due
+    # Ordered subscriptions: customers whose head delivery is failing (retrying), and the
+    # oldest such head (id, createdAt).
+    blocked_customers: int = 0
+    oldest_blocked: tuple[str, int] | None = None
+
+    @property
+    def success_rate_24h(self) -> float | None:
+        return None if not self.attempts_24h else self.ok_24h / self.attempts_24h
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLog:
+    """One attempt as the delivery log shows it."""
+
+    number: int
+    at: int
+    response_code: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLogRow:
+    """One delivery in a subscription's log."""
+
+    id: str
+    event_id: str
+    event: str
+    status: DeliveryStatus
+    created_at: int
+    attempt_count: int
+    last_attempt: AttemptLog | None  # without its excerpt
+    next_attempt_at: int | None  # while open
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    row: DeliveryLogRow
+    payload: bytes = field(repr=False)  # the envelope exactly as sent
+    attempts: tuple[AttemptLog, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """What the log is narrowed to; times are epoch ms, `until` exclusive."""
+
+    status: DeliveryStatus | None = None
+    event: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay queued: `count` deliveries; `next_since` is where the next call starts
+    when the per-call bound cut the window short (None: the window is done)."""
+
+    count: int
+    next_since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """An accepted event as ingest records it."""
+
+    id: str
+    org_id: str
+    event: str
+    occurred_at: int
+    body: bytes = field(repr=False)
+    sibling_service: str | None
+    source: str | None
+    customer_id: str | None = None  # its ordering key (see `ordering_key`)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    event_id: str
+    subscription_id: str
+    event: str
+    org_id: str
+    # Set for a subscription with `ordering: customer`: the customer whose deliveries go out
+    # one at a time. Such a delivery is recorded unleased and sent once it heads its queue.
+    ordering_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """Everything one attempt needs: the dispatcher never reads the store to send."""
+
+    id: str
+    subscription_id: str
+    event_id: str
+    event: str
+    body: bytes = field(repr=False)
+    sibling_service: str | None
+    attempts: int
+    occurred_at: int
+
+    @classmethod
+    def first(cls, delivery: NewDelivery, event: IncomingEvent) -> DeliveryJob:
+        """The first attempt's job of a delivery just recorded."""
+        return cls(
+            delivery.id,
+            delivery.subscription_id,
+            event.id,
+            event.event,
+            event.body,
+            event.sibling_service,
+            0,
+            event.occurred_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished attempt and what it does to its delivery."""
+
+    delivery_id: str
+    subscription_id: str
+    number: int
+    started_at: int
+    duration_ms: int
+    status_code: int | None
+    result: str
+    error: str | None
+    response_excerpt: str | None
+    new_status: DeliveryStatus
+    next_attempt_at: int | None  # when new_status is retrying
