@@ -13,10 +13,8 @@ prints a "listening" line (and writes the URL to U) and serves until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from aiohttp import web
 
 from service.errors import SignatureError
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tools.receiver import Receiver
+from tools.receiver import Receiver, serve_command
 
 Emit = Callable[[str], None]
 
@@ -146,32 +144,21 @@ def _clock() -> str:
     return datetime.now().astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
-async def _run(args: argparse.Namespace) -> None:
-    receiver = VerifyingReceiver(
-        secret_file=args.secret_file, emit=lambda line: print(line, flush=True)
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with receiver.serving(args.host, args.port):
-        url = receiver.base + DEMO_PATH
-        print(f"demo receiver listening on {url} (secret read from {args.secret_file})")
-        if args.url_file is not None:
-            # Written whole, then renamed: a reader never sees half a URL.
-            partial = args.url_file.with_name(args.url_file.name + ".tmp")
-            partial.write_text(url + "\n")
-            os.replace(partial, args.url_file)
-        sys.stdout.flush()
-        await stop.wait()
+def _announce(receiver: Receiver, args: argparse.Namespace) -> None:
+    url = receiver.base + DEMO_PATH
+    print(f"demo receiver listening on {url} (secret read from {args.secret_file})")
+    if args.url_file is not None:
+        # Written whole, then renamed: a reader never sees half a URL.
+        partial = args.url_file.with_name(args.url_file.name + ".tmp")
+        partial.write_text(url + "\n")
+        os.replace(partial, args.url_file)
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.demo_receiver", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
     parser.add_argument(
         "--secret-file",
         type=Path,
@@ -179,16 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check signatures with the secret in this file (may be empty at first)",
     )
     parser.add_argument("--url-file", type=Path, help="write the URL here once listening")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(_run(args))
-    except OSError as exc:
-        print(
-            f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pass another --port",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return serve_command(
+        parser,
+        argv,
+        lambda args: VerifyingReceiver(
+            secret_file=args.secret_file, emit=lambda line: print(line, flush=True)
+        ),
+        _announce,
+    )
 
 
 if __name__ == "__main__":

@@ -16,17 +16,20 @@ Before the path, a request's customer (the body's `data.customerId`) may decide:
 for that customer (`set_customer()`), or a seeded random failure (`fail_at_random()`). While either
 is in use the receiver also counts each (path, customer)'s requests in flight:
 `max_in_flight_by_customer` shows whether one customer's deliveries ever overlapped (the ordered
-delivery tests).
+delivery tests). `serve_command` is the `main` the two receiver commands share.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import random
+import signal
+import sys
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,3 +262,40 @@ async def start_receiver(**options: Any) -> AsyncGenerator[Receiver, None]:
     """An in-process receiver on a free loopback port, for a pytest fixture."""
     async with Receiver(**options).serving() as receiver:
         yield receiver
+
+
+def serve_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    make: Callable[[argparse.Namespace], Receiver],
+    announce: Callable[[Receiver, argparse.Namespace], None],
+) -> int:
+    """The `main` of a receiver's command: adds `--host` and `--port` to `parser`, serves the
+    receiver `make` builds from the arguments, `announce`s it, and stops at SIGTERM or SIGINT;
+    exits 1 with a message naming `--port` when it cannot listen."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_serve_until_stopped(make(args), args, announce))
+    except OSError as exc:
+        print(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pass another --port",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _serve_until_stopped(
+    receiver: Receiver,
+    args: argparse.Namespace,
+    announce: Callable[[Receiver, argparse.Namespace], None],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with receiver.serving(args.host, args.port):
+        announce(receiver, args)
+        await stop.wait()

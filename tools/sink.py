@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from tools.receiver import Behaviour, Receiver
+from tools.receiver import Behaviour, Receiver, serve_command
 
 _ROOT = Path(__file__).resolve().parents[1]  # so that `-m tools.sink` resolves
 
@@ -179,33 +179,17 @@ class SinkProcess:
                 await self.process.wait()
 
 
-async def _run(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with Sink(default_status=args.status).serving(args.host, args.port) as sink:
-        print(sink.port, flush=True)
-        await stop.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.sink", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (%(default)s)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
     parser.add_argument("--status", type=int, default=204, help="default answer (%(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(_run(args))
-    except OSError as exc:
-        print(
-            f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pass another --port",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return serve_command(
+        parser,
+        argv,
+        lambda args: Sink(default_status=args.status),
+        lambda sink, _: print(sink.port, flush=True),
+    )
 
 
 if __name__ == "__main__":
