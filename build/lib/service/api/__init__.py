@@ -1,1 +1,0 @@
-"""The HTTP API: management routes, API-key auth, problem+json errors, OpenAPI."""
