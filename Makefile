@@ -48,13 +48,13 @@ fmt: setup
 
 # Starts Kafka and PostgreSQL unless they already run, runs lint and the whole suite, and stops
 # what it started even when a test fails. The suite runs on every core (pytest-xdist, WORKERS
-# processes; tests that must not overlap share an xdist group, see tests/conftest.py).
+# processes; the fault tests on one of them, in turn: tests/support/parallel.py).
 WORKERS ?= auto
 test: setup tools
 	deploy/local/with-services.sh $(MAKE) --no-print-directory lint _pytest
 
 _pytest:
-	$(BIN)/pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 # The fault suite at the issue's full sizes (20,000-event streams, three kills, a 20 s store
 # outage): ~10 min. `make test` runs the same tests bounded. One ledger line per fault.

@@ -18,28 +18,25 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
+from xdist.remote import Producer
+from xdist.scheduler.protocol import Scheduling
 
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
+from tests.support.parallel import SerialFoldersScheduling
 from tests.support.postgres import scratch_database
 from tools.receiver import Receiver, start_receiver
 
-# -- tiers ------------------------------------------------------------------------------------
+# -- tiers and workers -----------------------------------------------------------------------
 
 TESTS = Path(__file__).resolve().parent
 TIERS = {"unit", "integration", "chaos", "deploy"}
 BROWSER = {"test_console.py"}
 """Files that drive Chromium: `browser` besides their folder's tier."""
-SERIAL_GROUPS = {"chaos": "chaos"}
-"""Folders whose tests must not overlap one another under pytest-xdist (`--dist loadgroup` runs
-one group on one worker, in order): the fault tests kill and stall processes, start private
-brokers and measure recovery times that a second fault beside them would distort."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test with its tier (the folder it is in: `-m unit` selects the unit tier), and
-    groups the tests that must run one after another when the suite runs in parallel."""
+    """Marks every test with its tier, the folder it is in (`-m unit` selects the unit tier)."""
     for item in items:
         path = item.path.resolve()
         if not path.is_relative_to(TESTS):
@@ -49,9 +46,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(tier)
         if path.name in BROWSER:
             item.add_marker("browser")
-        group = SERIAL_GROUPS.get(tier)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """Under `-n`, the fault tests on one worker, one after another (tests/support/parallel.py)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    return SerialFoldersScheduling(config, log)
 
 
 def _from_make_test(name: str) -> str:
