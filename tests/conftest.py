@@ -23,7 +23,7 @@ from xdist.scheduler.protocol import Scheduling
 
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
-from tests.support.parallel import SerialFoldersScheduling
+from tests.support.parallel import TogetherScheduling
 from tests.support.postgres import scratch_database
 from tools.receiver import Receiver, start_receiver
 
@@ -49,10 +49,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
-    """Under `-n`, the fault tests on one worker, one after another (tests/support/parallel.py)."""
+    """Under `-n`: one test at a time to each worker, the fault tests (and the tests sharing a
+    module's service) to one worker together (tests/support/parallel.py)."""
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
-    return SerialFoldersScheduling(config, log)
+    return TogetherScheduling(config, log)
 
 
 def _from_make_test(name: str) -> str:
