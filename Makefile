@@ -34,22 +34,27 @@ postgres-up:
 postgres-down:
 	deploy/local/postgres.sh stop
 
+# The Python of the product (service), its tests, the development tools and the bench.
+CODE := service tests tools bench
+
 lint: setup
-	$(BIN)/ruff check service tests deploy tools
-	$(BIN)/ruff format --check service tests deploy tools
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 fmt: setup
-	$(BIN)/ruff check --fix service tests deploy tools
-	$(BIN)/ruff format service tests deploy tools
+	$(BIN)/ruff check --fix $(CODE)
+	$(BIN)/ruff format $(CODE)
 
 # Starts Kafka and PostgreSQL unless they already run, runs lint and the whole suite, and stops
-# what it started even when a test fails.
+# what it started even when a test fails. The suite runs on every core (pytest-xdist, WORKERS
+# processes; the fault tests on one of them, in turn: tests/support/parallel.py).
+WORKERS ?= auto
 test: setup tools
 	deploy/local/with-services.sh $(MAKE) --no-print-directory lint _pytest
 
 _pytest:
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 # The fault suite at the issue's full sizes (20,000-event streams, three kills, a 20 s store
 # outage): ~10 min. `make test` runs the same tests bounded. One ledger line per fault.
@@ -59,8 +64,11 @@ test-chaos: setup
 	  $(BIN)/pytest tests/chaos -m chaos -s $(PYTEST_ARGS) | tee var/chaos.log \
 	  | grep -E "^chaos-ledger|[0-9]+ (passed|failed)"
 
+# The unit tier alone: no Kafka, no PostgreSQL, no browser, under 20 s. In one process: two
+# workers' start-up (each imports and collects everything) costs more than they save here. The
+# API fuzzer's pytest plugin is for the integration tier only.
 test-unit: setup
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -m unit -p no:schemathesis $(PYTEST_ARGS)
 
 # The hostile-input suites at length (`make test` runs them short): schemathesis with
 # FUZZ_EXAMPLES per API operation, and HYPOTHESIS_RECORDS_EXAMPLES batches of hostile Kafka
@@ -73,52 +81,53 @@ test-fuzz: setup
 	  tests/integration/test_fuzz_api.py tests/integration/test_hostile_records.py
 
 # The demo: local Kafka, the service on the embedded SQLite store, a receiver that checks both
-# signatures, a subscription and the seed page's three events; Ctrl-C stops all it started.
+# signatures, a subscription and the seed page's three events; prints the API's and the
+# console's addresses; Ctrl-C stops all it started.
 run: setup
 	@deploy/local/demo.sh || test $$? -eq 130
 
-# The benchmarks of tests/bench (never part of `make test`): every scenario, 3 runs each
-# (~25 min), or scenarios 1, 2, 4 (at 50 events/s) and 5 once and short plus `bench-ops` at
-# 5,000 deliveries (`bench-quick`, ~4 min). Results in var/bench/. BASELINE=REV (a git revision)
-# runs each beside REV, checked out in var/baseline/, alternating (tests.bench.paired; ROUNDS,
+# The benchmarks of bench/ (never part of `make test`; bench/README.md): every scenario, 3 runs
+# each (~25 min), or scenarios 1, 2, 4 (at 50 events/s) and 5 once and short plus `bench-ops`
+# at 5,000 deliveries (`bench-quick`, ~4 min). Results in var/bench/. BASELINE=REV (a git revision)
+# runs each beside REV, checked out in var/baseline/, alternating (bench.paired; ROUNDS,
 # default 2): twice as long, and a table of new / baseline in var/bench/paired-<timestamp>.md.
-# `bench-cost` is the service's CPU per delivery at RATE events/s (tests.bench.profile
+# `bench-cost` is the service's CPU per delivery at RATE events/s (bench.profile
 # --cost-only), paired when BASELINE is set.
 BASELINE ?=
 ROUNDS ?=
-# The baseline side's harness: `current` runs today's tests.bench against REV's service (the
+# The baseline side's harness: `current` runs today's bench against REV's service (the
 # same load and figures on both sides; REV's store must take today's bench's subscriptions),
-# `own` REV's own tests.bench.
+# `own` REV's own harness (bench, or tests.bench in a revision from before it moved).
 HARNESS ?= current
 RATE ?= 500
 COST_SECONDS ?= 20
-PAIRED = $(PY) -m tests.bench.paired --baseline $(BASELINE) --harness $(HARNESS) \
+PAIRED = $(PY) -m bench.paired --baseline $(BASELINE) --harness $(HARNESS) \
   $(if $(ROUNDS),--rounds $(ROUNDS)) --
 bench: setup $(VENV)/.bench
-	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m tests.bench) $(BENCH_ARGS)
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m bench) $(BENCH_ARGS)
 
 bench-quick: setup $(VENV)/.bench
-	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m tests.bench) --quick \
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED),$(PY) -m bench) --quick \
 	  $(BENCH_ARGS)
-	SERVICES=postgres deploy/local/with-services.sh $(PY) -m tests.bench.operations \
+	SERVICES=postgres deploy/local/with-services.sh $(PY) -m bench.operations \
 	  --deliveries 5000 --repeat 10 --depth 10
 
 bench-cost: setup $(VENV)/.bench
-	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED) profile,$(PY) -m tests.bench.profile) \
+	deploy/local/with-services.sh $(if $(BASELINE),$(PAIRED) profile,$(PY) -m bench.profile) \
 	  --rate $(RATE) --seconds $(COST_SECONDS) --cost-only $(BENCH_ARGS)
 
 # The CPU per lone event of the two clients the service must use, bare (an aiokafka consumer,
 # an aiohttp POST) at CLIENT_RATE events/s: the floor under `bench-cost` at that rate.
 CLIENT_RATE ?= 50
 bench-clients: setup
-	SERVICES=kafka deploy/local/with-services.sh $(PY) -m tests.bench.client_floor --rate $(CLIENT_RATE)
+	SERVICES=kafka deploy/local/with-services.sh $(PY) -m bench.client_floor --rate $(CLIENT_RATE)
 
 # The delivery log and health with 100,000 deliveries in each store (issue 12): seeded through
 # the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs only
 # PostgreSQL. Results in var/bench/operations/. OPS_ARGS: e.g. --store sqlite, --baseline FILE.
 OPS_ARGS ?=
 bench-ops: setup
-	SERVICES=postgres deploy/local/with-services.sh $(PY) -m tests.bench.operations $(OPS_ARGS)
+	SERVICES=postgres deploy/local/with-services.sh $(PY) -m bench.operations $(OPS_ARGS)
 
 $(VENV)/.bench: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,bench]'

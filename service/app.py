@@ -12,6 +12,7 @@ store and, for `/test`, to delivery.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -107,7 +108,16 @@ async def serve(settings: Settings, roles: Roles) -> int:
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise OSError(
+                exc.errno,
+                f"port {settings.http_port} on {settings.http_host} is taken; "
+                "set WEBHOOKS_HTTP_PORT to a free one",
+            ) from exc
         log.info("http.listening", host=settings.http_host, port=settings.http_port)
         _settle_garbage_collector()
         stopped = asyncio.create_task(stop.wait())

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: where the real Kafka broker and PostgreSQL are, and fresh names per test.
+"""Session-wide fixtures: where the real Kafka broker and PostgreSQL are, and fresh names per test;
+and each test's tier marker.
 
 `make test` starts both and exports their addresses (`WEBHOOKS_TEST_KAFKA`,
 `WEBHOOKS_TEST_POSTGRES`); a developer can point the suite at an existing broker or database the
@@ -17,11 +18,42 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
+from xdist.remote import Producer
+from xdist.scheduler.protocol import Scheduling
 
-from deploy.local.receiver import Receiver, start_receiver
 from service.settings import Settings, load_settings
 from service.store import Store, migrate, open_store
+from tests.support.parallel import TogetherScheduling
 from tests.support.postgres import scratch_database
+from tools.receiver import Receiver, start_receiver
+
+# -- tiers and workers -----------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+TIERS = {"unit", "integration", "chaos", "deploy"}
+BROWSER = {"test_console.py"}
+"""Files that drive Chromium: `browser` besides their folder's tier."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with its tier, the folder it is in (`-m unit` selects the unit tier)."""
+    for item in items:
+        path = item.path.resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        tier = path.relative_to(TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+        if path.name in BROWSER:
+            item.add_marker("browser")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """Under `-n`: one test at a time to each worker, the fault tests (and the tests sharing a
+    module's service) to one worker together (tests/support/parallel.py)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    return TogetherScheduling(config, log)
 
 
 def _from_make_test(name: str) -> str:
@@ -150,6 +182,6 @@ async def store(settings_for: Settings) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    """The one test receiver (deploy/local/receiver.py), in-process on a free loopback port."""
+    """The one test receiver (tools/receiver.py), in-process on a free loopback port."""
     async for r in start_receiver():
         yield r

@@ -82,7 +82,7 @@ if ! deploy/local/kafka.sh status >/dev/null 2>&1; then
 fi
 # The consumer must find its topics at start-up: it would see ones created later only at its next
 # metadata refresh, minutes away.
-"$py" -m deploy.local.topics >&2
+"$py" -m tools.topics >&2
 
 "$iw" migrate >&2
 key=$("$iw" api-key create --org org_demo --name demo | tail -1)
@@ -90,7 +90,7 @@ key=$("$iw" api-key create --org org_demo --name demo | tail -1)
 
 # setsid: Ctrl-C reaches this script alone, which then stops the children in order (the
 # subscription is deleted while the service still answers).
-setsid "$py" -m deploy.local.receiver --secret-file "$demo/secret" --url-file "$demo/receiver.url" \
+setsid "$py" -m tools.demo_receiver --secret-file "$demo/secret" --url-file "$demo/receiver.url" \
   >"$demo/receiver.log" 2>&1 &
 receiver_pid=$!
 for _ in $(seq 1 100); do
@@ -152,6 +152,7 @@ cat <<EOF
   identity-webhooks is running on $api (log: var/demo/service.log)
 
   API key (org_demo):  $key
+  console:             $api/console   (paste the API key to sign in)
   demo receiver:       $receiver_url   (subscription $subscription, all three events)
 
   Try:

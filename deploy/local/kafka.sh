@@ -104,7 +104,7 @@ cluster_id() {
 
 wait_ready() {
   [[ -x "$python" ]] || { log "$python not found: run 'make setup' first"; exit 1; }
-  if ! "$python" "$root/deploy/local/kafka_ready.py" "127.0.0.1:$port" "$timeout"; then
+  if ! (cd "$root" && "$python" -m tools.kafka_ready "127.0.0.1:$port" "$timeout"); then
     log "broker did not answer within ${timeout}s; last lines of $logfile:"
     tail -30 "$logfile" >&2
     exit 1
@@ -115,7 +115,9 @@ start() {
   if running; then log "already running (pid $(<"$pidfile")) on 127.0.0.1:$port"; return; fi
   for p in "$port" "$controller_port"; do
     if port_taken "$p"; then
-      log "port $p on 127.0.0.1 is taken by another process; set KAFKA_PORT / KAFKA_CONTROLLER_PORT"
+      variable=KAFKA_PORT
+      [[ "$p" == "$controller_port" ]] && variable=KAFKA_CONTROLLER_PORT
+      log "port $p on 127.0.0.1 is taken by another process; set $variable to a free one"
       exit 1
     fi
   done

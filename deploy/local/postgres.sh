@@ -68,7 +68,7 @@ start() {
   mkdir -p "$root/var"
   if running; then log "already running on 127.0.0.1:$port"; ensure_db; return; fi
   if port_taken "$port"; then
-    log "port $port on 127.0.0.1 is taken by another process; set PG_PORT"
+    log "port $port on 127.0.0.1 is taken by another process; set PG_PORT to a free one"
     exit 1
   fi
   install

@@ -26,12 +26,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver
 from service.app import create_app
 from service.appkeys import INDEX, INGEST, METRICS, READINESS, STORE
 from service.samples import sample_event
 from service.settings import load_settings
 from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
+from tools.receiver import Receiver
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from deploy.local.receiver import Behaviour, Received, Receiver
 from service.appkeys import METRICS
 from service.samples import seed_examples
-from tests.integration.test_pipeline import Pipeline, PipelineFactory
+from tests.support.pipeline import Pipeline, PipelineFactory
+from tools.receiver import Behaviour, Received, Receiver
 
 pytestmark = pytest.mark.chaos
 

@@ -20,14 +20,22 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from deploy.local.receiver import Receiver
 from service.settings import Settings
 from service.store import open_store
-from tests.chaos.support import FULL, Stream, dead_lettered, report, scale, service_env
-from tests.chaos.support import wait_balanced as balanced_within
-from tests.chaos.test_processes import PATHS, subscribe
 from tests.conftest import CATALOG_TOPICS
+from tests.support.chaos import (
+    FULL,
+    PATHS,
+    Stream,
+    dead_lettered,
+    report,
+    scale,
+    service_env,
+    subscribe,
+)
+from tests.support.chaos import wait_balanced as balanced_within
 from tests.support.process import ServiceProcess, free_port, service_settings
+from tools.receiver import Receiver
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
 

@@ -13,34 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.receiver import Behaviour, Receiver
 from service.settings import Settings
-from service.store import Store, open_store
-from tests.chaos.support import (
+from service.store import open_store
+from tests.support.chaos import (
+    ELSEWHERE,
     FULL,
+    PATHS,
     Stream,
     dead_lettered,
     report,
     scale,
     service_env,
+    subscribe,
     wait_balanced,
 )
 from tests.support.process import ServiceProcess, service_settings
+from tools.receiver import Behaviour, Receiver
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
-
-PATHS = ("a", "b")  # two subscriptions want verification.created
-ELSEWHERE = "other"  # one wants only customer.kyc_updated: must receive nothing
-
-
-async def subscribe(store: Store, receiver: Receiver) -> None:
-    for path in PATHS:
-        await store.create_subscription(
-            "org_chaos", receiver.url(path), ("verification.created",), None
-        )
-    await store.create_subscription(
-        "org_chaos", receiver.url(ELSEWHERE), ("customer.kyc_updated",), None
-    )
 
 
 @pytest.fixture

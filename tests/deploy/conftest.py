@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.support import OVERLAYS, REPO, run, tool, yaml_documents
+from tests.support.deploy import OVERLAYS, REPO, run, tool, yaml_documents
 
 
 @pytest.fixture(scope="session")

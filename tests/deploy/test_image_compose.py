@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.deploy.support import REPO, load_yaml, run, tool
+from tests.support.deploy import REPO, load_yaml, run, tool
 
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 COMPOSE = REPO / "deploy" / "docker-compose.yml"
@@ -68,9 +68,9 @@ def test_the_final_image_is_the_service_alone() -> None:
     assert "pip uninstall" in runs  # not even pip
     build = next(s for s in builders if s.name == "build")
     assert {c.split()[0] for c in build.args("COPY")} == {"pyproject.toml", "service"}
-    # The demo's tools come only into the demo stage, from deploy/local/.
+    # The demo's tools come only into the demo stage, from tools/.
     demo = next(s for s in builders if s.name == "demo")
-    assert all(c.startswith("deploy/") for c in demo.args("COPY"))
+    assert all(c.startswith("tools/") for c in demo.args("COPY"))
 
 
 def test_the_version_label_is_the_package_version() -> None:

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from service.settings import Settings
-from tests.deploy.support import OVERLAYS, REPO, load_yaml, run, tool
+from tests.support.deploy import OVERLAYS, REPO, load_yaml, run, tool
 
 # The oldest and newest minor versions the manifests are checked against (autoscaling/v2 and
 # policy/v1 need 1.23+; kubernetes-validate ships schemas up to its own version).

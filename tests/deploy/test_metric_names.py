@@ -8,8 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import Metrics
-from tests.deploy.support import metric_names
-from tests.deploy.test_prometheus import alerts, dashboard_queries
+from tests.support.deploy import alerts, dashboard_queries, metric_names
 
 # Series other exporters provide, each with why the rules need it.
 EXTERNAL = {

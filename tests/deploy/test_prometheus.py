@@ -6,16 +6,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.support import REPO, load_yaml, run, tool
+from tests.support.deploy import (
+    DASHBOARD,
+    REPO,
+    RULES,
+    alerts,
+    dashboard_queries,
+    load_yaml,
+    run,
+    tool,
+)
 
-RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "alerts_test.yml"
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
 RUNBOOK_BASE = "https://github.com/quantum-elixir/identity-webhooks/blob/main/docs/runbook.md#"
 # What the issue asks an alert for, and the alert that answers it.
 REQUIRED_ALERTS = {
@@ -28,28 +34,6 @@ REQUIRED_ALERTS = {
     "readiness failing": "WebhooksReadinessFailing",
     "store errors": "WebhooksStoreErrors",
 }
-
-
-def alerts() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
-
-
-def dashboard_queries() -> list[str]:
-    """Every PromQL expression of the dashboard: panel targets and template variable queries."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("expr"), str):
-                found.append(node["expr"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(DASHBOARD.read_text()))
-    return found
 
 
 def test_promtool_checks_the_rules() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.settings import Settings, SettingsError, load_settings
-from tests.deploy.support import OVERLAYS, REPO, load_yaml
+from tests.support.deploy import OVERLAYS, REPO, load_yaml
 
 COMPOSE = REPO / "deploy" / "docker-compose.yml"
 SECRET_TEMPLATE = REPO / "k8s" / "base" / "secret.template.yaml"

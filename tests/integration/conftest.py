@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deploy.local.receiver import Receiver
 from service.settings import Settings
 from tests.support.live import LiveApp, live_app
+from tests.support.pipeline import pipeline_factory
+from tools.receiver import Receiver
+
+__all__ = ["pipeline_factory"]  # the fixture of tests/support/pipeline.py, registered here
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from deploy.local.receiver import DEMO_PATH, Receiver
 from service import ids
 from service.clock import now_ms
 from service.domain import (
@@ -38,6 +37,7 @@ from service.store import Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
+from tools.demo_receiver import DEMO_PATH, VerifyingReceiver
 
 
 async def run_cli(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
@@ -574,7 +574,7 @@ async def demo_receiver(tmp_path: Path) -> AsyncIterator[DemoReceiver]:
     secret_file = tmp_path / "secret"
     secret_file.write_text("")
     lines: list[str] = []
-    async with Receiver(secret_file=secret_file, emit=lines.append).serving() as receiver:
+    async with VerifyingReceiver(secret_file=secret_file, emit=lines.append).serving() as receiver:
         yield DemoReceiver(receiver.base + DEMO_PATH, secret_file, lines)
 
 
@@ -686,7 +686,7 @@ async def test_demo_receiver_command_writes_its_url_and_stops_on_sigterm(tmp_pat
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "deploy.local.receiver",
+        "tools.demo_receiver",
         "--secret-file",
         str(secret_file),
         "--url-file",

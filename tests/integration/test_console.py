@@ -32,7 +32,6 @@ from playwright.async_api import (
 )
 from pydantic import SecretStr
 
-from deploy.local.receiver import Behaviour, Receiver
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import STORE
@@ -42,6 +41,7 @@ from service.domain import IncomingEvent
 from service.settings import load_settings
 from service.store import Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+from tools.receiver import Behaviour, Receiver
 
 pytestmark = pytest.mark.integration
 

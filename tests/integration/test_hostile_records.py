@@ -40,12 +40,12 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver, start_receiver
 from service.settings import load_settings
 from service.store import open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.postgres import raw_database_bytes, scratch_database
 from tests.support.process import ServiceProcess
+from tools.receiver import Receiver, start_receiver
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
 from service.store import Store
-from tests.integration.test_api import (
+from tests.support.api import (
     RFC3339_MS,
     SEED_REQUEST,
     Api,

@@ -1,13 +1,13 @@
-"""The operations bench (tests/bench/operations.py) measures what it seeded: on both stores, its
-seeding through the store's write path and what the summaries and the log read back agree, by value.
+"""The operations bench (bench/operations.py) measures what it seeded: on both stores, its
+seeding through the store's write path and what health and the log read back agree, by value.
 (The bench's timings are figures in its report, never asserted.)"""
 
 from __future__ import annotations
 
+from bench.operations import Seeded, SeedPlan, SimulatedClock, seed
 from service.domain import DeliveryFilter, DeliveryLogRow, DeliveryStatus
 from service.store import Store
 from service.summaries import HOUR_MS
-from tests.bench.operations import Seeded, SeedPlan, SimulatedClock, seed
 
 PLAN = SeedPlan(
     deliveries=600, subscriptions=4, batch=100, ingest_batch=40, open_tail=25, span_ms=48 * HOUR_MS

@@ -26,12 +26,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from deploy.local.receiver import Behaviour, Received, Receiver
 from service.domain import DeliveryFilter, DeliveryStatus, Ordering
 from service.samples import sample_event
 from service.settings import Settings
 from service.store import open_store
 from tests.support.process import ServiceProcess, service_env, service_settings
+from tools.receiver import Behaviour, Received, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

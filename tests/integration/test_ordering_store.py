@@ -10,8 +10,8 @@ from service import ids
 from service.clock import now_ms
 from service.domain import DeliveryStatus, IncomingEvent, NewDelivery, Ordering
 from service.store import Store, open_store
-from tests.integration.test_store_contract import EVENTS, attempt
 from tests.support.process import service_settings
+from tests.support.store import EVENTS, attempt
 
 ORG = "org_a"
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver
 from service import ids
 from service.clock import now_ms
 from service.domain import IncomingEvent, NewDelivery
@@ -19,6 +18,7 @@ from service.settings import load_settings
 from service.store import open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
+from tools.receiver import Receiver
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:

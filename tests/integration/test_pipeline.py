@@ -5,119 +5,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from deploy.local.receiver import Receiver, start_receiver
-from service.app import create_app
-from service.appkeys import DISPATCHER, INDEX, INGEST, STORE
+from service.appkeys import DISPATCHER
 from service.domain import DeliveryJob, Subscription
 from service.events import format_time
 from service.samples import seed_examples
-from service.settings import Settings
 from service.signing import verify_signature
 from service.store import Store, open_store
-from tests.conftest import CATALOG_TOPICS, FAST_DELIVERY
-
-
-@dataclass
-class Pipeline:
-    settings: Settings
-    app: web.Application
-    store: Store
-    producer: AIOKafkaProducer
-    receiver: Receiver
-
-    def topic(self, event: str) -> str:
-        (topic,) = [t for t in self.settings.kafka_topics if t.endswith(event)]
-        return topic
-
-    async def subscribe(self, org: str, path: str, events: tuple[str, ...]) -> Subscription:
-        subscription = await self.store.create_subscription(
-            org, self.receiver.url(path), events, "t"
-        )
-        await self.app[INDEX].refresh(force=True)
-        return subscription
-
-    async def produce(
-        self, envelope: dict[str, Any], *, headers: list[tuple[str, bytes]] | None = None
-    ) -> None:
-        await self.producer.send_and_wait(
-            self.topic(envelope["event"]),
-            orjson.dumps(envelope),
-            key=str(envelope["data"].get("customerId", "")).encode(),
-            headers=headers or [],
-        )
-
-    async def produce_raw(self, topic: str, value: bytes | None, key: bytes = b"k") -> None:
-        await self.producer.send_and_wait(topic, value, key=key)
+from tests.conftest import CATALOG_TOPICS
+from tests.support.pipeline import PipelineFactory
 
 
 def _now() -> str:
     return format_time(datetime.now(UTC))
 
 
-PipelineFactory = Callable[..., Awaitable[Pipeline]]
-
-
 def secret_of(subscription: Subscription) -> str:
     assert subscription.secret is not None
     return subscription.secret
-
-
-@pytest.fixture
-async def pipeline_factory(
-    settings_for: Settings, topics: list[str], kafka_bootstrap: str
-) -> AsyncIterator[PipelineFactory]:
-    runners: list[web.AppRunner] = []
-    receivers: list[AsyncIterator[Receiver]] = []
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-
-    async def make(**overrides: Any) -> Pipeline:
-        settings = settings_for.model_copy(
-            update={
-                "kafka_bootstrap_servers": kafka_bootstrap,
-                "kafka_topics": topics[:3],
-                "kafka_dlq_topic": topics[3],
-                "kafka_group_id": f"g-{uuid.uuid4().hex[:8]}",
-                **FAST_DELIVERY,
-                **overrides,
-            }
-        )
-        receiver_cm = start_receiver()
-        receivers.append(receiver_cm)
-        receiver = await receiver_cm.__anext__()
-        app = create_app(settings)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        ingest = app[INGEST]
-        async with asyncio.timeout(30):
-            while not await ingest.ready():
-                await asyncio.sleep(0.05)
-        return Pipeline(settings, app, app[STORE], producer, receiver)
-
-    try:
-        yield make
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-        for receiver_cm in receivers:
-            with pytest.raises(StopAsyncIteration):
-                await receiver_cm.__anext__()
-        await producer.stop()
 
 
 async def test_seed_examples_arrive_signed_with_every_header(

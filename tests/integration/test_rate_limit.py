@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from deploy.local.receiver import Receiver
 from service.appkeys import METRICS
 from tests.support.live import LiveApp
+from tools.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from deploy.local.receiver import Receiver
 from service.samples import sample_event
 from service.settings import Settings
 from service.store import Store, open_store
 from tests.support.process import ServiceProcess, service_env, service_settings
 from tests.support.stall_before_commit import MARK as STALL_MARK
+from tools.receiver import Receiver
 
 STALL_MODULE = "tests.support.stall_before_commit"
 

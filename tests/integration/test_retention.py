@@ -12,7 +12,7 @@ from service.delivery.housekeeping import Housekeeping
 from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
 from service.metrics import Metrics
 from service.store import Store
-from tests.integration.test_store_contract import EVENTS, attempt, incoming
+from tests.support.store import EVENTS, attempt, incoming
 
 DAY = 86_400_000
 

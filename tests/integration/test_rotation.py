@@ -15,10 +15,10 @@ import pytest
 import stripe
 import structlog
 
-from deploy.local.receiver import Received
 from service.errors import SignatureError
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
 from tests.support.live import LiveApp
+from tools.receiver import Received
 
 pytestmark = pytest.mark.integration
 

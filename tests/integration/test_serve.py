@@ -50,3 +50,33 @@ async def test_serve_answers_healthz_and_stops_on_sigterm(tmp_path: os.PathLike[
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_serve_on_a_taken_port_names_the_setting_to_change(
+    tmp_path: os.PathLike[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "WEBHOOKS_HTTP_PORT": str(port),
+            "WEBHOOKS_DATABASE_URL": f"sqlite:///{tmp_path}/webhooks.db",
+            "WEBHOOKS_LOG_FORMAT": "json",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--no-consumer",
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    assert process.returncode == 1
+    failed = [line for line in stderr.decode().splitlines() if '"service.start_failed"' in line]
+    assert failed
+    assert f"port {port} on 127.0.0.1 is taken; set WEBHOOKS_HTTP_PORT" in failed[0]

@@ -21,7 +21,7 @@ from service.settings import load_settings
 from service.store import open_store
 from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.integration.test_store_contract import EVENTS, incoming
+from tests.support.store import EVENTS, incoming
 
 
 async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: Path) -> None:

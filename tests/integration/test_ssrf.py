@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from deploy.local.receiver import Receiver
 from service.api.models import TestResult as ApiTestResult
 from service.app import Roles, create_app
 from service.appkeys import RESOLVE, STORE
@@ -30,6 +29,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Store
 from tests.support.dns import FakeResolver, fake_dns
+from tools.receiver import Receiver
 
 BASE = "/api/identity/webhooks"
 EVENTS = ["verification.created"]

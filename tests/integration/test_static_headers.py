@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDictProxy
 
-from deploy.local.receiver import Received
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
 from tests.support.live import LiveApp
+from tools.receiver import Received
 
 pytestmark = pytest.mark.integration
 

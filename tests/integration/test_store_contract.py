@@ -11,7 +11,6 @@ import pytest
 from service import ids
 from service.clock import now_ms
 from service.domain import (
-    AttemptRecord,
     DeliveryFilter,
     DeliveryJob,
     DeliveryStatus,
@@ -22,38 +21,7 @@ from service.settings import Settings
 from service.store import Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
-
-EVENTS = ("verification.created", "customer.kyc_updated")
-
-
-def incoming(org: str = "org_a", event: str = "verification.created") -> IncomingEvent:
-    return IncomingEvent(
-        id=ids.new_id("evt"),
-        org_id=org,
-        event=event,
-        occurred_at=now_ms(),
-        body=b'{"id":"x"}',
-        sibling_service=None,
-        source="t/0/1",
-    )
-
-
-def attempt(
-    delivery: NewDelivery, number: int, status: DeliveryStatus, code: int | None, at: int
-) -> AttemptRecord:
-    return AttemptRecord(
-        delivery_id=delivery.id,
-        subscription_id=delivery.subscription_id,
-        number=number,
-        started_at=at,
-        duration_ms=12,
-        status_code=code,
-        result="2xx" if status is DeliveryStatus.SENT else "5xx",
-        error=None if status is DeliveryStatus.SENT else "HTTP 500",
-        response_excerpt="ok",
-        new_status=status,
-        next_attempt_at=at + 5000 if status is DeliveryStatus.RETRYING else None,
-    )
+from tests.support.store import EVENTS, attempt, incoming
 
 
 async def test_ping(store: Store) -> None:

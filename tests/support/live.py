@@ -17,13 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer
 
-from deploy.local.receiver import Receiver
 from service.app import create_app
 from service.appkeys import INGEST, STORE
 from service.samples import record_key, sample_event
 from service.settings import Settings
 from service.store import Store
 from tests.conftest import FAST_DELIVERY
+from tools.receiver import Receiver
 
 BASE = "/api/identity/webhooks"
 ORG = "org_live"

@@ -1,5 +1,5 @@
-"""The pure parts of `tests.bench.paired`: splitting its argv, the round order, what an older
-tests.bench lacks, reading figures back, and the median/ratio table."""
+"""The pure parts of `bench.paired`: splitting its argv, the round order, what an older
+harness lacks, which harness a tree has, reading figures back, and the median/ratio table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.bench import paired, paired_plot
-from tests.bench.paired import BENCH, PROFILE, Row, Target
+from bench import paired, paired_plot
+from bench.paired import BENCH, PROFILE, Row, Target
 
 
 def test_split_argv_bench_args_after_the_double_dash() -> None:
@@ -19,7 +19,7 @@ def test_split_argv_bench_args_after_the_double_dash() -> None:
     assert target == Target(BENCH, ("--quick", "--only", "latency"))
     assert target.command(Path("/o")) == [
         "-m",
-        "tests.bench",
+        "bench",
         "--quick",
         "--only",
         "latency",
@@ -35,7 +35,9 @@ def test_split_argv_profile() -> None:
     assert own == ["--baseline", "HEAD~3", "--rounds", "1"]
     assert target.kind == PROFILE
     assert target.args == ("--rate", "500", "--cost-only")
-    assert target.command(Path("/r.json"))[:2] == ["-m", "tests.bench.profile"]
+    assert target.command(Path("/r.json"))[:2] == ["-m", "bench.profile"]
+    # A revision from before the bench moved to the top level runs its tests.bench.
+    assert target.command(Path("/r.json"), "tests.bench")[:2] == ["-m", "tests.bench.profile"]
     assert target.command(Path("/r.json"))[-2:] == ["--json", "/r.json"]
 
 
@@ -174,12 +176,31 @@ def test_a_current_harness_side_runs_beside_the_baseline_service_with_todays_ben
     folder = paired.service_only(worktree)
     assert paired.service_only(worktree) == folder  # made once, reused
     side = paired.Side("baseline", "abc", folder, bench_from=paired.ROOT)
-    # Run in the folder (`-m` puts it first: its `service`), today's tests.bench from the path.
+    # Run in the folder (`-m` puts it first: its `service`), today's bench from the path.
     assert side.env()["PYTHONPATH"].split(os.pathsep) == [str(folder), str(paired.ROOT)]
     assert side.homes() == ((worktree / "service").resolve(), paired.ROOT)
+    assert side.package == "bench"
     own = paired.Side("baseline", "abc", worktree)
     assert own.env()["PYTHONPATH"] == str(worktree)
     assert own.homes() == (worktree, worktree)
+
+
+def test_a_side_s_own_harness_is_bench_at_the_top_level_or_an_older_tests_bench(
+    tmp_path: Path,
+) -> None:
+    older, newer = tmp_path / "older", tmp_path / "newer"
+    (older / "tests" / "bench").mkdir(parents=True)
+    (older / "tests" / "bench" / "__main__.py").write_text("")
+    (newer / "bench").mkdir(parents=True)
+    (newer / "bench" / "__main__.py").write_text("")
+    assert paired.Side("baseline", "old", older).package == "tests.bench"
+    assert paired.Side("baseline", "old", older).harness_main() == (
+        older / "tests" / "bench" / "__main__.py"
+    )
+    assert paired.Side("baseline", "new", newer).package == "bench"
+    assert paired.Side("new", "today", paired.ROOT).harness_main() == (
+        paired.ROOT / "bench" / "__main__.py"
+    )
 
 
 def test_paired_plot_takes_the_asked_figures_in_order_with_a_profile_s_rate() -> None:

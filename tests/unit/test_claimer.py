@@ -14,6 +14,7 @@ from service.delivery.recorder import Recorder
 from service.domain import DeliveryJob
 from service.metrics import Metrics
 from service.store import Store, StoreUnavailable
+from tests.support.virtual_time import in_virtual_time
 
 LEASE = 0.3
 
@@ -38,6 +39,7 @@ class RenewingStore:
         return []
 
 
+@in_virtual_time
 async def test_only_what_this_replica_surely_holds_is_sent() -> None:
     store = RenewingStore()
     blocked = asyncio.Event()

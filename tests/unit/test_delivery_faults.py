@@ -1,6 +1,10 @@
 """Delivery under faults (issue 10), through the real dispatcher on an embedded SQLite store, an
 in-process receiver and no Kafka: a starved connection pool, a 2xx whose body stalls, a drain
-while the store is away, and `/test` while the store stalls."""
+while the store is away, and `/test` while the store stalls.
+
+Each test runs on an event loop whose clock skips its waits (tests/support/virtual_time.py): the
+pauses, timeouts and grace periods below take virtual seconds and real milliseconds. Leases are
+the exception: the database's clock times them, in real seconds."""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from deploy.local.receiver import Behaviour, Receiver
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import DISPATCHER, INDEX, METRICS, STORE
@@ -36,6 +39,8 @@ from service.settings import Settings, load_settings
 from service.signing import SignatureHeaders
 from service.store import Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+from tests.support.virtual_time import in_virtual_time
+from tools.receiver import Behaviour, Receiver
 
 EVENT = "verification.created"
 T = TypeVar("T")
@@ -119,7 +124,8 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def service(settings: Settings) -> AsyncIterator[Service]:
-    async with Receiver().serving() as receiver:
+    # The receiver notes arrivals by the loop's clock, the one the test's pauses run on.
+    async with Receiver(clock=asyncio.get_running_loop().time).serving() as receiver:
         app = create_app(settings, Roles(api=False, consumer=False))
         runner = web.AppRunner(app)
         await runner.setup()
@@ -138,6 +144,7 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
 # -- hole 3: the shared pool ------------------------------------------------------------------
 
 
+@in_virtual_time
 async def test_slow_lanes_saturating_the_pool_do_not_starve_a_healthy_lane(
     tmp_path: Path,
 ) -> None:
@@ -153,7 +160,7 @@ async def test_slow_lanes_saturating_the_pool_do_not_starve_a_healthy_lane(
         await s.deliver(slow, count=4)
         await asyncio.sleep(0.5)  # the slow ones hold the pool
         for n in range(1, 6):
-            sent = time.time()
+            sent = asyncio.get_running_loop().time()
             await s.deliver([healthy])
             await s.arrived("ok", n)
             assert s.receiver.at("ok")[-1].at - sent < 1.5
@@ -206,6 +213,7 @@ def a_job() -> tuple[DeliveryJob, Subscription]:
 @pytest.mark.parametrize(
     ("status", "result"), [(200, ResultClass.OK), (503, ResultClass.SERVER_ERROR)]
 )
+@in_virtual_time
 async def test_the_status_line_decides_and_a_stalled_body_is_cut(
     status: int, result: ResultClass
 ) -> None:
@@ -241,13 +249,16 @@ async def stalling(*_: object) -> Any:
 
 
 @pytest.mark.parametrize("outage", [raising, stalling], ids=["raises", "stalls"])
+@in_virtual_time
 async def test_a_drain_during_a_store_outage_ends_in_time_and_the_unrecorded_keep_their_leases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outage: Callable[..., Awaitable[Any]]
 ) -> None:
     """SIGTERM while every write of outcomes fails (or hangs): the drain still ends within
     WEBHOOKS_SHUTDOWN_GRACE plus a few seconds, and the deliveries whose outcome was never
     written keep their leases, so that they are attempted again once those expire."""
-    settings = settings_at(tmp_path, shutdown_grace=1.0, lease=3.0)
+    # A lease outlasts the drain (virtual seconds, real milliseconds) and then runs out on the
+    # database's clock: a real second.
+    settings = settings_at(tmp_path, shutdown_grace=1.0, lease=1.0)
     async with Receiver().serving() as receiver:
         app = create_app(settings, Roles(api=False, consumer=False))
         runner = web.AppRunner(app)
@@ -262,7 +273,7 @@ async def test_a_drain_during_a_store_outage_ends_in_time_and_the_unrecorded_kee
     store = await open_store(settings)
     try:
         assert await store.claim_due("another", 10, 3000) == []  # still leased
-        await asyncio.sleep(settings.lease)
+        await asyncio.to_thread(time.sleep, settings.lease)  # real time, the database's clock
         again = await store.claim_due("another", 10, 3000)
         assert sorted(job.id for job in again) == sorted(sent)
         assert all(job.attempts == 0 for job in again)  # nothing was recorded
@@ -274,6 +285,7 @@ async def test_a_drain_during_a_store_outage_ends_in_time_and_the_unrecorded_kee
 
 
 @pytest.mark.parametrize("stalled", ["record_events", "record_attempts"])
+@in_virtual_time
 async def test_a_test_send_answers_in_time_while_the_store_stalls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stalled: str
 ) -> None:

@@ -35,6 +35,7 @@ from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
 from service.store import Store, StoreUnavailable
+from tests.support.virtual_time import in_virtual_time
 
 TP = TopicPartition("identity.verification.created", 0)
 TP1 = TopicPartition("identity.verification.created", 1)
@@ -232,6 +233,7 @@ def event(org: str = "org_a", at: datetime | None = None) -> bytes:
     return orjson.dumps(sample_event("verification.created", org, at or datetime.now(UTC)))
 
 
+@in_virtual_time
 async def test_commit_comes_after_record_and_covers_the_batch() -> None:
     ingest, consumer, store, dispatcher = make(failures=0)
     await ingest._handle(
@@ -244,6 +246,7 @@ async def test_commit_comes_after_record_and_covers_the_batch() -> None:
     assert [job.id for job in dispatcher.submitted] == [d.id for d in store.recorded]
 
 
+@in_virtual_time
 async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
     ingest, consumer, _, dispatcher = make(failures=3)
     await ingest._handle({TP: [Record(0, event())]})
@@ -263,6 +266,7 @@ async def test_store_outage_pauses_keeps_polling_and_resumes() -> None:
     assert len(dispatcher.submitted) == 1
 
 
+@in_virtual_time
 async def test_a_batch_of_only_unmatched_events_still_commits() -> None:
     ingest, consumer, store, _ = make(failures=5)
     await ingest._handle({TP: [Record(3, event("org_nobody"))]})
@@ -272,6 +276,7 @@ async def test_a_batch_of_only_unmatched_events_still_commits() -> None:
     assert store.failures == 5
 
 
+@in_virtual_time
 async def test_offsets_are_committed_at_most_every_commit_interval() -> None:
     ingest, consumer, _, _ = make(failures=0)
     await ingest._handle({TP: [Record(1, event())]})
@@ -285,6 +290,7 @@ async def test_offsets_are_committed_at_most_every_commit_interval() -> None:
     assert consumer.commits == {TP: 3}
 
 
+@in_virtual_time
 async def test_commits_skip_partitions_no_longer_owned() -> None:
     ingest, consumer, _, _ = make(failures=0)
     gone = TopicPartition("identity.verification.created", 2)
@@ -311,6 +317,7 @@ class FakeFetcher:
     _fetch_max_wait_ms: int = 500
 
 
+@in_virtual_time
 async def test_in_a_stream_the_broker_holds_fetches_and_a_lone_record_is_fetched_at_once() -> None:
     ingest, consumer, _, _ = make(failures=0)
     fetcher = FakeFetcher()
@@ -337,6 +344,7 @@ async def test_in_a_stream_the_broker_holds_fetches_and_a_lone_record_is_fetched
     assert fetcher._fetch_max_wait_ms == 500
 
 
+@in_virtual_time
 async def test_a_fixed_fetch_wait_is_left_alone() -> None:
     ingest, consumer, _, _ = make(failures=0)
     ingest._settings = load_settings(kafka_fetch_wait=0.01)
@@ -359,6 +367,7 @@ def test_aiokafka_still_builds_each_fetch_from_the_attributes_ingest_adapts() ->
 # -- readiness follows the group ---------------------------------------------------------------
 
 
+@in_virtual_time
 async def test_readiness_follows_the_group_assignment() -> None:
     ingest, _, _, _ = make(failures=0)
     listener = _Listener(ingest)
@@ -373,6 +382,7 @@ async def test_readiness_follows_the_group_assignment() -> None:
     assert await ingest.ready()
 
 
+@in_virtual_time
 async def test_a_group_error_or_a_stop_makes_the_consumer_unready(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -435,6 +445,7 @@ async def make_indexed(
     return wired(consumer, store, index, FakeDispatcher()), consumer, store
 
 
+@in_virtual_time
 async def test_events_newer_than_a_stale_index_wait_for_it_to_load() -> None:
     ingest, consumer, store = await make_indexed()
     # After the index loaded, a subscription is made (by another replica's API, say), and an
@@ -454,6 +465,7 @@ async def test_events_newer_than_a_stale_index_wait_for_it_to_load() -> None:
     assert "resume" in consumer.log
 
 
+@in_virtual_time
 async def test_a_failed_refresh_does_not_hold_events_the_index_already_covers() -> None:
     ingest, consumer, store = await make_indexed([subscription("whk_old", 0)])
     store.revision_failures = 5
@@ -483,6 +495,7 @@ async def until_released(ingest: Ingest, consumer: FakeConsumer, tp: TopicPartit
 
 
 @pytest.mark.usefixtures("quick_dead_letters")
+@in_virtual_time
 async def test_a_dead_letter_topic_that_refuses_writes_holds_only_its_partition() -> None:
     ingest, consumer, store, _ = make(failures=0)
     consumer.assigned = {TP, TP1}
@@ -520,6 +533,7 @@ async def test_a_dead_letter_topic_that_refuses_writes_holds_only_its_partition(
 
 
 @pytest.mark.usefixtures("quick_dead_letters")
+@in_virtual_time
 async def test_a_non_retriable_dead_letter_error_backs_off_instead_of_crashing() -> None:
     ingest, consumer, _, _ = make(failures=0)
     producer = producer_of(ingest)
@@ -537,6 +551,7 @@ async def test_a_non_retriable_dead_letter_error_backs_off_instead_of_crashing()
 
 
 @pytest.mark.usefixtures("quick_dead_letters")
+@in_virtual_time
 async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_value() -> None:
     ingest, consumer, _, _ = make(failures=0)
     producer = producer_of(ingest)
@@ -549,6 +564,7 @@ async def test_a_record_too_large_for_the_dead_letter_topic_goes_without_its_val
 
 
 @pytest.mark.usefixtures("quick_dead_letters")
+@in_virtual_time
 async def test_stop_ends_the_loop_while_dead_lettering_hangs_and_commits_only_before_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -571,6 +587,7 @@ async def test_stop_ends_the_loop_while_dead_lettering_hangs_and_commits_only_be
 
 
 @pytest.mark.usefixtures("quick_dead_letters")
+@in_virtual_time
 async def test_a_held_partition_revoked_is_committed_up_to_its_poison_and_let_go() -> None:
     ingest, consumer, _, _ = make(failures=0)
     producer_of(ingest).broken = "hang"
@@ -580,6 +597,7 @@ async def test_a_held_partition_revoked_is_committed_up_to_its_poison_and_let_go
     assert await ingest.dead_letters_flowing()
 
 
+@in_virtual_time
 async def test_a_partition_revoked_while_its_dead_letters_are_awaited_is_let_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from service.delivery.lane import Lane, Lanes
 from service.domain import DeliveryJob
+from tests.support.virtual_time import in_virtual_time
 
 
 def job(n: int) -> DeliveryJob:
@@ -64,6 +65,7 @@ async def opened(endpoint: Endpoint, jobs: int) -> Lane:
     return lane
 
 
+@in_virtual_time
 async def test_a_healthy_lane_sends_up_to_its_concurrency_at_once() -> None:
     endpoint = Endpoint(healthy=True)
     lane = Lane("whk_1", 4, 100, endpoint.run, lambda: None)
@@ -75,6 +77,7 @@ async def test_a_healthy_lane_sends_up_to_its_concurrency_at_once() -> None:
     assert lane.idle
 
 
+@in_virtual_time
 async def test_a_full_queue_turns_jobs_away_and_marks_the_lane_backlogged() -> None:
     endpoint = Endpoint(healthy=True)
     lane = Lane("whk_1", 1, 2, endpoint.run, lambda: None)
@@ -85,6 +88,7 @@ async def test_a_full_queue_turns_jobs_away_and_marks_the_lane_backlogged() -> N
 
 
 @pytest.mark.usefixtures("fast_breaker")
+@in_virtual_time
 async def test_a_failing_endpoint_opens_the_circuit_then_gets_one_probe_per_cooldown() -> None:
     endpoint = Endpoint(healthy=False)
     # Probing (one at a time) after 3 failures; the circuit opens after 10 in a row.
@@ -101,6 +105,7 @@ async def test_a_failing_endpoint_opens_the_circuit_then_gets_one_probe_per_cool
 
 
 @pytest.mark.usefixtures("fast_breaker")
+@in_virtual_time
 async def test_a_successful_probe_closes_the_circuit_and_the_backlog_flows() -> None:
     endpoint = Endpoint(healthy=False)
     lane = await opened(endpoint, 50)
@@ -113,6 +118,7 @@ async def test_a_successful_probe_closes_the_circuit_and_the_backlog_flows() -> 
 
 
 @pytest.mark.usefixtures("fast_breaker")
+@in_virtual_time
 async def test_a_successful_test_send_closes_the_circuit_at_once() -> None:
     endpoint = Endpoint(healthy=False)
     lane = await opened(endpoint, 30)
@@ -146,6 +152,7 @@ def spacing(starts: list[float]) -> list[float]:
 EPSILON = 1e-9
 
 
+@in_virtual_time
 async def test_a_rate_limited_lane_spaces_its_starts_by_one_over_the_rate() -> None:
     endpoint = Endpoint(healthy=True)
     lane = PacedLane("whk_1", 4, 100, endpoint.run, lambda: None, rate=lambda: 20)
@@ -161,6 +168,7 @@ async def test_a_rate_limited_lane_spaces_its_starts_by_one_over_the_rate() -> N
     assert lane.idle
 
 
+@in_virtual_time
 async def test_a_rate_change_applies_to_the_open_lane_at_its_next_start() -> None:
     endpoint = Endpoint(healthy=True)
     rate: list[int | None] = [50]
@@ -212,6 +220,7 @@ def test_a_rate_limited_lane_holds_two_seconds_worth_within_its_queue_size() -> 
         assert lane(concurrency, queue_size).capacity == expected, (limit, concurrency)
 
 
+@in_virtual_time
 async def test_a_rate_limited_lane_turns_away_what_is_over_its_capacity() -> None:
     endpoint = Endpoint(healthy=True)
     lane = Lane("whk_1", 10, 200, endpoint.run, lambda: None, rate=lambda: 5)
@@ -225,6 +234,7 @@ async def test_a_rate_limited_lane_turns_away_what_is_over_its_capacity() -> Non
     await settle()
 
 
+@in_virtual_time
 async def test_a_lane_within_its_spacing_is_not_forgotten_as_idle() -> None:
     """The claimer forgets idle lanes after every round; a rate-limited lane forgotten between
     two deliveries would start the next one at once (measured: 51 ms apart at 1/s)."""
@@ -244,6 +254,7 @@ async def test_a_lane_within_its_spacing_is_not_forgotten_as_idle() -> None:
     assert lanes.get("whk_1") is None  # idle once its spacing has run out
 
 
+@in_virtual_time
 async def test_the_pace_counts_from_when_an_attempt_really_runs() -> None:
     """On a busy loop an attempt's task may run well after the lane decided to start it; the
     next attempt still runs at least 1/rate after it (the receiver would otherwise see two

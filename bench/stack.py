@@ -32,7 +32,7 @@ from service.store import open_store
 from tests.support.postgres import scratch_database
 from tests.support.process import free_port, wait_ready
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
 SERVICE_HOME = Path(service.__file__).parents[1]
 ORG = "org_bench"
@@ -219,7 +219,7 @@ class ServiceChild:
                 "serve",
                 env=env,
                 # Where the `service` this harness imported lives (this tree, or another
-                # revision's with `tests.bench.paired --harness current`): `-m` puts it first.
+                # revision's with `bench.paired --harness current`): `-m` puts it first.
                 cwd=SERVICE_HOME,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,

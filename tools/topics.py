@@ -2,7 +2,7 @@
 they are missing: a consumer subscribed to a missing topic would only see it after its next
 metadata refresh, minutes later.
 
-    python -m deploy.local.topics
+    python -m tools.topics
 """
 
 from __future__ import annotations

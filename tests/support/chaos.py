@@ -22,10 +22,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.local.receiver import Receiver
 from service.samples import sample_event
 from service.settings import Settings
+from service.store import Store
 from tests.support import process
+from tools.receiver import Receiver
 
 # `make test` runs a bounded set; `make test-chaos` sets WEBHOOKS_CHAOS_FULL=1 for the full one.
 FULL = os.environ.get("WEBHOOKS_CHAOS_FULL") == "1"
@@ -187,3 +188,18 @@ def report(name: str, ledger: Ledger, **facts: object) -> None:
     """One line per fault run, collected by `make test-chaos` for the README's table."""
     line = {"fault": name, **ledger.__dict__, **facts}
     print("chaos-ledger " + orjson.dumps(line).decode())
+
+
+PATHS = ("a", "b")  # two subscriptions want verification.created
+
+ELSEWHERE = "other"  # one wants only customer.kyc_updated: must receive nothing
+
+
+async def subscribe(store: Store, receiver: Receiver) -> None:
+    for path in PATHS:
+        await store.create_subscription(
+            "org_chaos", receiver.url(path), ("verification.created",), None
+        )
+    await store.create_subscription(
+        "org_chaos", receiver.url(ELSEWHERE), ("customer.kyc_updated",), None
+    )

@@ -1,4 +1,4 @@
-"""`python -m tests.bench.operations [--deliveries 100000] [--store sqlite|postgres|both]`:
+"""`python -m bench.operations [--deliveries 100000] [--store sqlite|postgres|both]`:
 issue 12's "the log and health stay fast with 100,000 deliveries in the store", as figures.
 
 Per store, a fresh database (a SQLite file in a temporary folder; a PostgreSQL database made for
@@ -56,6 +56,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from bench.report import machine
+from bench.stack import DEFAULT_POSTGRES, VAR
 from service import ids
 from service.api.setup import setup_api
 from service.appkeys import SETTINGS, STORE
@@ -74,8 +76,6 @@ from service.store import Store, open_store
 from service.store.sql import SqlStore
 from service.store.sql import base as sql_base
 from service.summaries import DAY_MS, HOUR_MS
-from tests.bench.report import machine
-from tests.bench.stack import DEFAULT_POSTGRES, VAR
 from tests.support.postgres import scratch_database
 
 ORG = "org_bench_ops"
@@ -628,7 +628,7 @@ def _progress(message: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.operations", description=__doc__.split("\n\n")[0]
+        prog="python -m bench.operations", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--deliveries", type=int, default=100_000)
     parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
@@ -643,7 +643,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": shlex.join(["python", "-m", "tests.bench.operations", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "bench.operations", *sys.argv[1:]]),
         "machine": machine(),
         "repeat": args.repeat,
         "page": PAGE,

@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deploy.local.receiver import ReceiverProcess
+from bench.ledger import latencies, latency_summary_ms
+from bench.load import Phase, raw_floor, round_robin
+from bench.runner import FAIL, HANG, OK, RunResult, ServiceRun
+from bench.stack import Backends, proc_stats, subscription_blocked
 from service.events import CATALOG
-from tests.bench.ledger import latencies, latency_summary_ms
-from tests.bench.load import Phase, raw_floor, round_robin
-from tests.bench.runner import FAIL, HANG, OK, RunResult, ServiceRun
-from tests.bench.stack import Backends, proc_stats, subscription_blocked
+from tools.sink import SinkProcess
 
 # The service keeps up while what it owes is under this many seconds of arrivals: at the end of a
 # 60 s run, and (stricter, as a step is short) at the end of a ramp step.
@@ -165,7 +165,7 @@ def _run_record(result: RunResult, **figures: Any) -> dict[str, Any]:
 
 async def floor_once(bench: Bench, concurrency: int, seconds: float) -> dict[str, Any]:
     """One raw-floor measurement against a fresh receiver."""
-    receiver = await ReceiverProcess().start()
+    receiver = await SinkProcess().start()
     try:
         result = await raw_floor(receiver.url("s0"), seconds=seconds, concurrency=concurrency)
         received = await receiver.ok_total()

@@ -1,6 +1,6 @@
 """Wait until a Kafka broker answers a metadata request (not merely accepts a TCP connection).
 
-Usage: python deploy/local/kafka_ready.py HOST:PORT TIMEOUT_SECONDS
+Usage: python -m tools.kafka_ready HOST:PORT TIMEOUT_SECONDS
 Exits 0 once the cluster metadata lists at least one broker and a controller, 1 on timeout.
 """
 

@@ -21,10 +21,10 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.stack import ORG, Topics
 from service.events import CATALOG
 from service.samples import record_key, sample_event
 from service.signing import SignatureHeaders, signature_headers
-from tests.bench.stack import ORG, Topics
 
 SLEEP_QUANTUM = 0.001
 

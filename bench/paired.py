@@ -1,12 +1,13 @@
-"""`python -m tests.bench.paired --baseline REV [--rounds N] -- <what to run>`: today's tree beside
+"""`python -m bench.paired --baseline REV [--rounds N] -- <what to run>`: today's tree beside
 REV, alternating, on one machine at one time.
 
-<what to run> is either the arguments of `python -m tests.bench` (`--quick --only latency`; each run
-gets its own `--out`) or `profile` and those of `python -m tests.bench.profile`
+<what to run> is either the arguments of `python -m bench` (`--quick --only latency`; each run
+gets its own `--out`) or `profile` and those of `python -m bench.profile`
 (`profile --rate 500 --seconds 20 --cost-only`). REV is checked out, detached, in a scratch
 worktree under var/baseline/<sha12> (reused when there); its side runs there, with
-PYTHONPATH=<worktree>, so its own `service` and `tests.bench` (and schema migrations) are the ones
-imported. With `--harness current`, the baseline side runs today's `tests.bench` against REV's
+PYTHONPATH=<worktree>, so its own `service` and harness (and schema migrations) are the ones
+imported: `bench`, or `tests.bench` in a revision from before the bench moved to the top level.
+With `--harness current`, the baseline side runs today's `bench` against REV's
 `service` instead (PYTHONPATH=<a folder holding only REV's service>:<this tree>): the same load,
 receiver and figures on both sides, for scenarios REV's own bench lacks (latency at 50 events/s);
 it needs REV's store API to be the one today's bench seeds subscriptions with. Both sides use
@@ -15,7 +16,7 @@ that drift on a shared machine falls on both alike.
 
 Prints, and writes to var/bench/paired-<timestamp>.md, a table of every numeric headline figure:
 the median over the rounds of each side and new / baseline; var/bench/paired-<timestamp>.json
-holds that table and every raw result. A side whose tests.bench lacks an option or a scenario
+holds that table and every raw result. A side whose harness lacks an option or a scenario
 asked for is skipped, saying so. An older profile without `--json` is read from its printed line.
 """
 
@@ -37,7 +38,7 @@ from typing import Any
 
 import orjson
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"
 WORKTREES = ROOT / "var" / "baseline"
 NEW = "new"
@@ -45,8 +46,10 @@ BASELINE = "baseline"
 BENCH = "bench"
 PROFILE = "profile"
 DEFAULT_ROUNDS = {BENCH: 2, PROFILE: 3}
-MODULES = {BENCH: "tests.bench", PROFILE: "tests.bench.profile"}
-# Top-level keys of a tests.bench result that describe the run rather than measure the service.
+# The harness's package: at the top level today, under tests/ in older revisions.
+PACKAGE = "bench"
+OLD_PACKAGE = "tests.bench"
+# Top-level keys of a bench result that describe the run rather than measure the service.
 NOT_FIGURES = frozenset({"lane_concurrency", "void_runs", "elapsed_s", "quick"})
 # Keys of a profile result that repeat its arguments.
 PROFILE_SETTINGS = frozenset({"rate", "seconds", "lane_concurrency"})
@@ -68,10 +71,14 @@ class Target:
     kind: str
     args: tuple[str, ...]
 
-    def command(self, out: Path) -> list[str]:
+    def module(self, package: str = PACKAGE) -> str:
+        """The module `python -m` runs, in the harness `package`."""
+        return package if self.kind == BENCH else f"{package}.profile"
+
+    def command(self, out: Path, package: str = PACKAGE) -> list[str]:
         """The child's argv after the interpreter; `out` is the bench's folder or profile's JSON."""
         extra = ["--out", str(out)] if self.kind == BENCH else ["--json", str(out)]
-        return ["-m", MODULES[self.kind], *self.args, *extra]
+        return ["-m", self.module(package), *self.args, *extra]
 
     def options(self) -> list[str]:
         """The `--options` asked for, without values."""
@@ -109,8 +116,8 @@ def orders(rounds: int) -> list[tuple[str, str]]:
 
 
 def unsupported(target: Target, help_text: str, bench_source: str) -> list[str]:
-    """What a side's tests.bench lacks of `target`: options absent from its `--help`, scenarios
-    its `tests/bench/__main__.py` does not know."""
+    """What a side's harness lacks of `target`: options absent from its `--help`, scenarios
+    its `__main__.py` does not know."""
     missing = [f"option {o}" for o in target.options() if o not in help_text]
     if target.kind == BENCH:
         missing += [f"scenario {s}" for s in target.scenarios() if f'"{s}"' not in bench_source]
@@ -128,7 +135,7 @@ def _is_span(value: Any) -> bool:
 
 
 def bench_figures(results: Mapping[str, Any]) -> dict[str, float]:
-    """A tests.bench result's figures: its numeric top-level keys (each a median over the runs of
+    """A bench result's figures: its numeric top-level keys (each a median over the runs of
     the invocation), then every other {median, min, max} of a scenario as `<scenario>.<key>`
     (latency p50/p95, say), leaving out those the top level already holds."""
     figures: dict[str, float] = {}
@@ -158,7 +165,7 @@ def profile_figures(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def parse_profile_line(stdout: str) -> dict[str, Any] | None:
-    """The figures of the line an older `tests.bench.profile` (without `--json`) prints."""
+    """The figures of the line an older profile (without `--json`) prints."""
     match = PROFILE_LINE.search(stdout)
     if match is None:
         return None
@@ -237,25 +244,39 @@ def markdown(rows: Sequence[Row], new_label: str, baseline_label: str) -> str:
 class Side:
     name: str
     label: str  # what it runs: a short sha, "working tree"
-    root: Path  # where it runs (first on its path: its `service`), and its tests.bench's tree
+    root: Path  # where it runs (first on its path: its `service`), and its harness's tree
     skipped: str | None = None  # why this side does not run
     runs: list[dict[str, Any]] = field(default_factory=list)
-    bench_from: Path | None = None  # another tree's tests.bench (`--harness current`)
+    bench_from: Path | None = None  # another tree's harness (`--harness current`)
 
     def env(self) -> dict[str, str]:
         paths = [self.root, self.bench_from] if self.bench_from else [self.root]
         return {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
 
     def homes(self) -> tuple[Path, Path]:
-        """Where its `service` and its `tests.bench` must come from."""
+        """Where its `service` and its harness must come from."""
         if self.bench_from is None:
             return self.root, self.root
         return (self.root / "service").resolve(), self.bench_from
 
+    @property
+    def package(self) -> str:
+        """Its harness's package: `bench` where the harness's tree has one at the top level,
+        `tests.bench` in a revision from before the move."""
+        return harness_package(self.homes()[1])
+
+    def harness_main(self) -> Path:
+        return self.homes()[1].joinpath(*self.package.split("."), "__main__.py")
+
+
+def harness_package(tree: Path) -> str:
+    """`bench` when `tree` has the harness at the top level, else the older `tests.bench`."""
+    return PACKAGE if (tree / PACKAGE / "__main__.py").exists() else OLD_PACKAGE
+
 
 def service_only(worktree: Path) -> Path:
     """A folder beside `worktree` holding only a link to its `service` package: run there,
-    `python -m` finds that `service` first, and tests.bench (and the service child it starts
+    `python -m` finds that `service` first, and the harness (and the service child it starts
     from where its `service` lives) comes from PYTHONPATH."""
     folder = worktree.with_name(worktree.name + "-service")
     folder.mkdir(parents=True, exist_ok=True)
@@ -297,7 +318,8 @@ def _python(side: Side, *args: str) -> subprocess.CompletedProcess[str]:
 def check_side(side: Side, target: Target) -> str | None:
     """Why `side` cannot run `target`, or None. Also checks that the child imports the side's own
     code (not the virtualenv's editable install of another tree)."""
-    probe = "import service, tests.bench; print(service.__file__); print(tests.bench.__file__)"
+    package = side.package
+    probe = f"import service, {package}; print(service.__file__); print({package}.__file__)"
     found = _python(side, "-c", probe)
     if found.returncode != 0:
         return f"its packages do not import: {found.stderr.strip()[-500:]}"
@@ -305,27 +327,28 @@ def check_side(side: Side, target: Target) -> str | None:
         if not Path(path).resolve().is_relative_to(root.resolve()):
             return f"the child imported {path}, not the code under {root}"
     print(f"{side.name} ({side.label}) imports {', '.join(found.stdout.split())}", flush=True)
-    shown = _python(side, "-m", MODULES[target.kind], "--help")
+    module = target.module(package)
+    shown = _python(side, "-m", module, "--help")
     if shown.returncode != 0:
-        return f"`python -m {MODULES[target.kind]} --help` failed: {shown.stderr.strip()[-500:]}"
-    main = side.homes()[1] / "tests" / "bench" / "__main__.py"
+        return f"`python -m {module} --help` failed: {shown.stderr.strip()[-500:]}"
+    main = side.harness_main()
     source = main.read_text() if main.exists() else ""
     missing = unsupported(target, shown.stdout, source)
     if target.kind == BENCH and "--out" not in shown.stdout:
         missing.append("option --out (the runner's)")
     if missing:
-        return f"its tests.bench lacks {', '.join(missing)}"
+        return f"its {package} lacks {', '.join(missing)}"
     return None
 
 
 def supports_json(side: Side) -> bool:
-    return "--json" in _python(side, "-m", MODULES[PROFILE], "--help").stdout
+    return "--json" in _python(side, "-m", f"{side.package}.profile", "--help").stdout
 
 
 def run_once(side: Side, target: Target, out: Path, round_no: int) -> dict[str, Any]:
     """One run of `target` on `side`; its output echoed with a prefix; the result read back."""
     tag = f"[{side.name} r{round_no}]"
-    command = target.command(out)
+    command = target.command(out, side.package)
     if target.kind == PROFILE and not supports_json(side):
         command = command[:-2]  # an older profile: read its printed line instead
     print(f"{tag} {sys.executable} {' '.join(command)}  (cwd {side.root})", flush=True)
@@ -372,7 +395,7 @@ def run_once(side: Side, target: Target, out: Path, round_no: int) -> dict[str, 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.paired",
+        prog="python -m bench.paired",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --baseline REV [--rounds N] [--keep-worktree] [--harness own|current] -- "
@@ -394,8 +417,7 @@ def _parser() -> argparse.ArgumentParser:
         "--harness",
         choices=("own", "current"),
         default="own",
-        help="the baseline side's tests.bench: REV's own (default), or today's against REV's "
-        "service",
+        help="the baseline side's harness: REV's own (default), or today's against REV's service",
     )
     parser.add_argument("--out", type=Path, default=VAR, help="results folder (%(default)s)")
     return parser
@@ -440,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(path.with_name(path.name + "-service"), ignore_errors=True)
     rows = build_rows([r["figures"] for r in new.runs], [r["figures"] for r in baseline.runs])
     table = markdown(rows, new.label, baseline.label)
-    what = " ".join([MODULES[target.kind], *target.args])
+    what = " ".join([target.module(), *target.args])
     heading = (
         f"`{what}`, {rounds} round(s) alternating, medians; new = {new.label}, "
         f"baseline = {baseline.label}"

@@ -1,4 +1,4 @@
-"""`python -m tests.bench.profile`: where the service's CPU goes at a fixed rate.
+"""`python -m bench.profile`: where the service's CPU goes at a fixed rate.
 
 Runs the service as the bench does (fresh topics and store, one subscription, the bench
 receiver), produces at `--rate` events/s, and samples the service with py-spy during the steady
@@ -7,7 +7,7 @@ queue would otherwise look busy; C work that releases the GIL (SQLite's own) is 
 collapsed stacks to var/bench/profile-<timestamp>.txt and prints the share of samples by
 package (inclusive: a frame anywhere in the stack) and the top functions by self time.
 `--json PATH` also writes the figures of the printed line (and deliveries/s, latency and lag of
-the steady phase) as JSON, for `tests.bench.paired`.
+the steady phase) as JSON, for `bench.paired`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 
 import orjson
 
-from tests.bench import stages
-from tests.bench.ledger import latencies, latency_summary_ms
-from tests.bench.load import Phase
-from tests.bench.runner import OK, ServiceRun
-from tests.bench.stack import VAR, Backends
+from bench import stages
+from bench.ledger import latencies, latency_summary_ms
+from bench.load import Phase
+from bench.runner import OK, ServiceRun
+from bench.stack import VAR, Backends
 
 # Inclusive buckets, first match wins when reading a stack from its leaf upwards.
 BUCKETS = (
@@ -46,7 +46,7 @@ BUCKETS = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.profile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--rate", type=float, default=1500.0, help="events/s (%(default)s)")
     parser.add_argument("--seconds", type=float, default=20.0, help="steady phase (%(default)s)")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stages",
         action="store_true",
-        help="also time each stage of the bench's events in the service (tests.bench.stages)",
+        help="also time each stage of the bench's events in the service (bench.stages)",
     )
     return parser
 

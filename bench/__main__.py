@@ -1,4 +1,4 @@
-"""`python -m tests.bench [--quick]`: runs the scenarios and writes var/bench/<timestamp>.json.
+"""`python -m bench [--quick]`: runs the scenarios and writes var/bench/<timestamp>.json.
 
 Expects the local Kafka (and PostgreSQL unless `--no-postgres`) to be up, as
 `deploy/local/with-services.sh` leaves them: it reads WEBHOOKS_TEST_KAFKA and
@@ -17,17 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import report, scenarios
+from bench.scenarios import Bench, Plan, timed
+from bench.stack import VAR, Backends
 from service.settings import Settings
-from tests.bench import report, scenarios
-from tests.bench.scenarios import Bench, Plan, timed
-from tests.bench.stack import VAR, Backends
 
 # The service's default, measured apart as 'defaults'.
 SHIPPED_LANE_CONCURRENCY: int = Settings.model_fields["lane_concurrency"].default
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -90,7 +90,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stores = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": shlex.join(["python", "-m", "tests.bench", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "quick": args.quick,
         "machine": report.machine(),
         "lane_concurrency": args.lane_concurrency,

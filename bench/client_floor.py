@@ -1,4 +1,4 @@
-"""`python -m tests.bench.client_floor [--rate 50] [--events 500]`: what the two clients this
+"""`python -m bench.client_floor [--rate 50] [--events 500]`: what the two clients this
 service must use cost on their own, per lone event, at a low rate.
 
 - Kafka: a bare aiokafka consumer, set up as ingest's (a group, read_committed, auto-commit off,

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from deploy.local.receiver import Receipts
-from tests.bench.stack import StoreRow
+from bench.stack import StoreRow
+from tools.sink import Receipts
 
 
 @dataclass(frozen=True)

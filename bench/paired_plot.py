@@ -1,5 +1,5 @@
-"""`python -m tests.bench.paired_plot RESULT.json… --out FILE.png [--only FIGURE,…]`: one chart of
-several `tests.bench.paired` results: for each figure, today's median as a share of the
+"""`python -m bench.paired_plot RESULT.json… --out FILE.png [--only FIGURE,…]`: one chart of
+several `bench.paired` results: for each figure, today's median as a share of the
 baseline's (the ratio the issue's targets speak in), one bar per figure, with a target mark
 where `--target FIGURE=RATIO` gives one. Needs matplotlib (the `bench` extra).
 """
@@ -91,7 +91,7 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.paired_plot")
+    parser = argparse.ArgumentParser(prog="python -m bench.paired_plot")
     parser.add_argument("results", nargs="+", type=Path, help="paired-<timestamp>.json files")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(

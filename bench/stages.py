@@ -1,4 +1,4 @@
-"""Where each millisecond of a delivery goes, for `python -m tests.bench.profile --stages`.
+"""Where each millisecond of a delivery goes, for `python -m bench.profile --stages`.
 
 Loaded into the service child only (by `stages_hook/sitecustomize.py`, put on its PYTHONPATH
 with WEBHOOKS_BENCH_STAGES naming a JSON file): once `service.app` is imported, it wraps three
@@ -108,7 +108,7 @@ def arm(path: str) -> None:
 
 def hook_env(path: Path) -> dict[str, str]:
     """The service child's environment additions for `--stages`."""
-    paths = [str(Path(__file__).with_name("stages_hook")), str(Path(__file__).parents[2])]
+    paths = [str(Path(__file__).with_name("stages_hook")), str(Path(__file__).parents[1])]
     if os.environ.get("PYTHONPATH"):
         paths.insert(1, os.environ["PYTHONPATH"])
     return {"WEBHOOKS_BENCH_STAGES": str(path), "PYTHONPATH": os.pathsep.join(paths)}

@@ -8,6 +8,7 @@ fails the test that needs it: these checks are never skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -78,3 +79,30 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\$\{?\w+\}?", "", text)  # Grafana variables
     text = re.sub(r"\boffset\s+\w+", "", text)
     return {name for name in _NAME.findall(text) if name.lower() not in _KEYWORDS}
+
+
+RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets and template variable queries."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                found.append(node["expr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(DASHBOARD.read_text()))
+    return found

@@ -16,11 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from deploy.local.receiver import Receipts, ReceiverProcess
-from service.events import CATALOG
-from tests.bench.ledger import Ledger, balance, first_arrivals
-from tests.bench.load import CustomerOf, OpenLoad, Phase, Produced
-from tests.bench.stack import (
+from bench.ledger import Ledger, balance, first_arrivals
+from bench.load import CustomerOf, OpenLoad, Phase, Produced
+from bench.stack import (
     VAR,
     Backends,
     ServiceChild,
@@ -32,6 +30,8 @@ from tests.bench.stack import (
     service_env,
     store_deliveries,
 )
+from service.events import CATALOG
+from tools.sink import Receipts, SinkProcess
 
 OK = "ok"
 FAIL = "fail"  # answers 500
@@ -80,7 +80,7 @@ class ServiceRun:
 
     def __post_init__(self) -> None:
         self.run_id = new_run_id()
-        self.receiver = ReceiverProcess()
+        self.receiver = SinkProcess()
         self.names: dict[str, str] = {}
         self.paths = self.ledger_paths or {p for p, b in self.endpoints.items() if b == OK}
         self.samples: list[Sample] = []
