@@ -2,7 +2,7 @@
 <timestamp>.md, and a PNG of the latency distributions and the throughput-versus-floor bars.
 
 matplotlib is optional (the `bench` extra): without it the PNG is skipped with a note. It is
-imported through importlib so that `mypy` over tests/ passes where the extra is not installed.
+imported through importlib so that `mypy` over bench/ passes where the extra is not installed.
 """
 
 from __future__ import annotations
