@@ -72,7 +72,7 @@ from service.domain import (
 )
 from service.events import CATALOG
 from service.settings import Settings, load_settings
-from service.store import Store, open_store
+from service.store import Claim, Store, open_store
 from service.store.sql import SqlStore
 from service.store.sql import base as sql_base
 from service.summaries import DAY_MS, HOUR_MS
@@ -279,7 +279,7 @@ async def seed(
                 if last_batch and number == 3:
                     break
                 clock.at = start + step // 2 + after_ms
-                jobs = await store.claim_due(OWNER, plan.batch, LEASE_MS)
+                jobs = await store.claim_due(Claim(OWNER, plan.batch, LEASE_MS))
                 await _attempt(
                     store,
                     seeded,

@@ -274,12 +274,9 @@ class SubscriptionApi:
         return web.Response(body=self._event_types, content_type="application/json")
 
     async def get(self, request: web.Request) -> web.Response:
-        subscription_id = self._id(request)
-        found = subscription_id and await _store(request).get_subscription(
-            request[ORG], subscription_id
-        )
-        if not found:
-            return self._not_found(request.match_info["id"])
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
         (row,) = await self._rows(request, [found])
         return _json(row)
 
@@ -336,12 +333,9 @@ class SubscriptionApi:
         return web.Response(status=204)
 
     async def test(self, request: web.Request) -> web.Response:
-        subscription_id = self._id(request)
-        found = subscription_id and await _store(request).get_subscription(
-            request[ORG], subscription_id
-        )
-        if not found:
-            return self._not_found(request.match_info["id"])
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
         if found.secret is None:
             return problem(409, f"cannot send a test: {Subscription.UNDECRYPTABLE}")
         tester = request.config_dict.get(TESTER)

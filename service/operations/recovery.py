@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from service.clock import iso, now_ms, to_ms
-from service.domain import DeliveryLogEntry, Subscription
+from service.domain import DeliveryLogEntry, ReplayWindow, Subscription
 from service.errors import CannotSend, DeliveryNotFound, InvalidInput
 
 if TYPE_CHECKING:
@@ -74,15 +74,6 @@ class ReplayAsk:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayWindow:
-    """A replay checked against its subscription and the retention: what to queue."""
-
-    events: list[str]
-    since: int
-    until: int
-
-
-@dataclass(frozen=True, slots=True)
 class Replayed:
     """What a replay queued: `count` deliveries of the window [`since`, `until`); `next_since`
     is set when the per-call bound cut the window short (call again from there)."""
@@ -94,11 +85,11 @@ class Replayed:
 
 
 def replay_window(
-    subscription: Subscription, ask: ReplayAsk, *, now: int, retention_s: float
+    subscription: Subscription, ask: ReplayAsk, *, now: int, retention_s: float, limit: int
 ) -> ReplayWindow:
-    """The window of a replay, or InvalidInput with all that is wrong: `since` within the
-    retention, `until` (default now) after it, and the events (default the subscription's)
-    among the subscription's."""
+    """The window of a replay checked against its subscription and the retention, or
+    InvalidInput with all that is wrong: `since` within the retention, `until` (default now)
+    after it, and the events (default the subscription's) among the subscription's."""
     retained_from = now - int(retention_s * 1000)
     since = to_ms(ask.since)
     until = now if ask.until is None else to_ms(ask.until)
@@ -114,7 +105,7 @@ def replay_window(
         errors.append(("events", f"the subscription does not receive {', '.join(others)}"))
     if errors:
         raise InvalidInput(errors)
-    return ReplayWindow(events, since, until)
+    return ReplayWindow(events, since, until, ask.only_failed, limit)
 
 
 async def replay(
@@ -132,16 +123,14 @@ async def replay(
 
     An inactive subscription may be replayed into: what is queued waits in the store until it
     is re-enabled."""
-    window = replay_window(subscription, ask, now=now_ms(), retention_s=retention_s)
-    replayed = await store.replay(
-        subscription.org_id,
+    window = replay_window(
         subscription,
-        window.events,
-        window.since,
-        window.until,
-        only_failed=ask.only_failed,
+        ask,
+        now=now_ms(),
+        retention_s=retention_s,
         limit=MAX_REPLAY if limit is None else limit,
     )
+    replayed = await store.replay(subscription.org_id, subscription, window)
     if replayed.count and wake is not None:
         wake()
     log.info(

@@ -7,6 +7,7 @@ from service.settings import Settings
 from service.store.crypto import SecretBox, key_file_for
 from service.store.interfaces import (
     ApiKeys,
+    Claim,
     DeliveryLog,
     Page,
     Pipeline,
@@ -22,6 +23,7 @@ from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
     "ApiKeys",
+    "Claim",
     "DeliveryLog",
     "Page",
     "Pipeline",

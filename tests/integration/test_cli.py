@@ -33,7 +33,7 @@ from service.events import format_time, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
 from service.signing import SignatureHeaders, signature_headers
-from service.store import Store, SubscriptionChanges, open_store
+from service.store import Claim, Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
@@ -361,7 +361,7 @@ async def test_redeliver_makes_a_finished_delivery_due_again(
     assert result.stdout.startswith(f"{data.failed[0]} is due now")
     async with opened(cli_database) as store:
         detail = await store.get_delivery("org_cli", sid, data.failed[0])
-        jobs = await store.claim_due("claimer", 10, 60_000)
+        jobs = await store.claim_due(Claim("claimer", 10, 60_000))
     assert detail is not None
     assert detail.row.status is DeliveryStatus.PENDING
     assert detail.row.next_attempt_at is not None

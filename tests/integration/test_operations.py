@@ -25,7 +25,7 @@ from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDeli
 from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
-from service.store import Store
+from service.store import Claim, Store
 from tests.support.api import (
     RFC3339_MS,
     SEED_REQUEST,
@@ -489,7 +489,7 @@ async def test_redelivering_a_sent_delivery_reopens_it_with_the_same_id(ops: Api
         assert (shown["status"], shown["attemptCount"]) == ("pending", 1)
         assert len(shown["attempts"]) == 1
     # A claimer gets both now, as their second attempt, and records it in the same log.
-    jobs = await ops.store.claim_due(OWNER, 10, 60_000, subscription_id=sub)
+    jobs = await ops.store.claim_due(Claim(OWNER, 10, 60_000, subscription_id=sub))
     assert sorted((job.id, job.attempts) for job in jobs) == sorted([(done.id, 1), (lost.id, 1)])
     await record(ops.store, outcome(done, DeliveryStatus.SENT, number=2, excerpt="again"))
     again = await detail(ops, sub, done.id)
@@ -511,7 +511,7 @@ async def test_redelivering_an_open_delivery_makes_it_due_now(ops: Api) -> None:
     status, row, _ = await ops.call("POST", f"/{sub}/deliveries/{waiting.id}/redeliver")
     assert (status, row["status"], row["attemptCount"]) == (202, "pending", 0)
     await ops.store.release([waiting.id], OWNER)
-    claimed = {job.id for job in await ops.store.claim_due("x", 10, 60_000)}
+    claimed = {job.id for job in await ops.store.claim_due(Claim("x", 10, 60_000))}
     assert claimed == {retrying.id, waiting.id}
 
 
@@ -598,7 +598,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
         status, result, _ = await ops.call("POST", f"/{sub}/replay", body)
         assert (status, result["count"]) == (202, 0)
     assert len(await log(ops, sub)) == 5
-    jobs = await ops.store.claim_due("x", 10, 60_000, subscription_id=sub)
+    jobs = await ops.store.claim_due(Claim("x", 10, 60_000, subscription_id=sub))
     assert {job.id for job in jobs} >= {d_sent.id, d_failed.id, new[0]["id"]}
 
 
@@ -826,7 +826,7 @@ async def test_summary_fields_follow_recorded_attempts(ops: Api) -> None:
     assert listed == row
     # A success ends the failure streak; attempts older than a day leave the 24 h figures.
     await ops.store.release([waiting.id], OWNER)
-    (job,) = await ops.store.claim_due(OWNER, 10, 60_000, subscription_id=sub)
+    (job,) = await ops.store.claim_due(Claim(OWNER, 10, 60_000, subscription_id=sub))
     assert job.id == waiting.id
     await record(ops.store, outcome(waiting, DeliveryStatus.SENT, at=now - 500, duration=5))
     (old,) = await seed(ops.store, sub, [event()])

@@ -9,7 +9,9 @@ from service.domain import (
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
+    Subscription,
 )
+from service.store import Store
 
 EVENTS = ("verification.created", "customer.kyc_updated")
 
@@ -42,3 +44,13 @@ def attempt(
         new_status=status,
         next_attempt_at=at + 5000 if status is DeliveryStatus.RETRYING else None,
     )
+
+
+async def one_delivery(store: Store, owner: str, lease_ms: int) -> tuple[Subscription, NewDelivery]:
+    """A subscription of org_a and one delivery to it of a new event, recorded leased to
+    `owner` for `lease_ms`."""
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
+    await store.record_events([event], [delivery], owner, lease_ms)
+    return sub, delivery
