@@ -21,7 +21,7 @@ from service.settings import Settings
 from service.store import Claim, Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
-from tests.support.store import EVENTS, attempt, incoming, one_delivery
+from tests.support.store import EVENTS, attempt, incoming, recorded
 
 
 async def test_ping(store: Store) -> None:
@@ -152,10 +152,7 @@ async def test_an_event_id_reused_by_another_org_never_crosses_over(store: Store
 
 
 async def test_leases_keep_two_claimers_apart(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    events = [incoming() for _ in range(20)]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "ingest", 60_000)
+    _, deliveries = await recorded(store, "ingest", 60_000, 20)
     # Leased by ingest: nobody else may claim them.
     assert await store.claim_due(Claim("other", 100, 60_000)) == []
     await store.release([d.id for d in deliveries], "other")  # not its to give back
@@ -172,7 +169,7 @@ async def test_leases_keep_two_claimers_apart(store: Store) -> None:
 
 
 async def test_a_paused_subscriptions_deliveries_wait_until_it_is_enabled(store: Store) -> None:
-    sub, delivery = await one_delivery(store, "me", 0)
+    sub, [delivery] = await recorded(store, "me", 0)
     await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=False))
     await asyncio.sleep(0.01)
     assert await store.claim_due(Claim("me", 10, 60_000)) == []
@@ -182,7 +179,7 @@ async def test_a_paused_subscriptions_deliveries_wait_until_it_is_enabled(store:
 
 
 async def test_leases_are_renewed_only_by_their_owner(store: Store) -> None:
-    _, delivery = await one_delivery(store, "me", 50)
+    _, [delivery] = await recorded(store, "me", 50)
     await store.renew([delivery.id], "someone-else", 60_000)
     await asyncio.sleep(0.1)
     assert [job.id for job in await store.claim_due(Claim("thief", 10, 0))] == [delivery.id]
@@ -192,7 +189,7 @@ async def test_leases_are_renewed_only_by_their_owner(store: Store) -> None:
 
 
 async def test_expired_leases_are_claimable(store: Store) -> None:
-    _, delivery = await one_delivery(store, "crashed-replica", 0)
+    _, [delivery] = await recorded(store, "crashed-replica", 0)
     await asyncio.sleep(0.01)
     (job,) = await store.claim_due(Claim("survivor", 10, 60_000))
     assert job.id == delivery.id
@@ -216,7 +213,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
 
 
 async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store) -> None:
-    sub, delivery = await one_delivery(store, "me", 60_000)
+    sub, [delivery] = await recorded(store, "me", 60_000)
     t0 = now_ms() - 60_000  # so that each retry (t + 5 s) is due at once
     clocks = await store.record_attempts(
         [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)], "me"
@@ -247,7 +244,7 @@ async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store)
 
 
 async def test_delete_cancels_open_deliveries(store: Store) -> None:
-    sub, _ = await one_delivery(store, "me", 0)
+    sub, _ = await recorded(store, "me", 0)
     assert await store.pending_count() == 1
     assert await store.delete_subscription("org_a", sub.id) is True
     assert await store.pending_count() == 0
@@ -259,7 +256,7 @@ async def test_delete_cancels_open_deliveries(store: Store) -> None:
 async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
     store: Store,
 ) -> None:
-    sub, _ = await one_delivery(store, "me", 0)
+    sub, _ = await recorded(store, "me", 0)
     assert await store.deactivate_subscription(sub.id, "410 Gone") is True
     assert await store.deactivate_subscription(sub.id, "410 Gone") is False
     got = await store.get_subscription("org_a", sub.id)
@@ -303,7 +300,7 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
 
 
 async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
-    sub, delivery = await one_delivery(store, "slow", 1)  # its lease runs out at once
+    sub, [delivery] = await recorded(store, "slow", 1)  # its lease runs out at once
     await asyncio.sleep(0.05)
     assert [j.id for j in await store.claim_due(Claim("fast", 10, 60_000))] == [delivery.id]
     # The slow replica's late outcome is refused: the delivery is the fast one's now.
@@ -326,7 +323,7 @@ async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
 async def test_leases_are_timed_by_the_database_clock(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, delivery = await one_delivery(store, "a", 60_000)
+    _, [delivery] = await recorded(store, "a", 60_000)
     # A replica whose clock runs an hour fast still sees replica a's lease alive.
     monkeypatch.setattr(sql_base, "now_ms", lambda: now_ms() + 3_600_000)
     assert await store.claim_due(Claim("b", 10, 60_000)) == []
@@ -335,10 +332,7 @@ async def test_leases_are_timed_by_the_database_clock(
 
 
 async def test_the_owner_of_an_embedded_store_takes_back_every_lease(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    events = [incoming() for _ in range(3)]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "crashed", 300_000)
+    await recorded(store, "crashed", 300_000, 3)
     assert await store.claim_due(Claim("restarted", 10, 60_000)) == []
     assert await store.take_back_leases() == 3
     assert len(await store.claim_due(Claim("restarted", 10, 60_000))) == 3

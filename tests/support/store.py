@@ -46,11 +46,13 @@ def attempt(
     )
 
 
-async def one_delivery(store: Store, owner: str, lease_ms: int) -> tuple[Subscription, NewDelivery]:
-    """A subscription of org_a and one delivery to it of a new event, recorded leased to
+async def recorded(
+    store: Store, owner: str, lease_ms: int, count: int = 1
+) -> tuple[Subscription, list[NewDelivery]]:
+    """A subscription of org_a and `count` deliveries to it of new events, recorded leased to
     `owner` for `lease_ms`."""
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], owner, lease_ms)
-    return sub, delivery
+    events = [incoming() for _ in range(count)]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
+    await store.record_events(events, deliveries, owner, lease_ms)
+    return sub, deliveries
