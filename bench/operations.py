@@ -67,6 +67,7 @@ from service.domain import (
     DeliveryFilter,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Summary,
 )
@@ -254,7 +255,7 @@ async def seed(
                     )
                     deliveries.append(NewDelivery(ids.new_id("whd"), event_id, sid, event, org))
                     n += 1
-                new = await store.record_events(events, deliveries, OWNER, LEASE_MS)
+                new = await store.record_events(events, deliveries, Lease(OWNER, LEASE_MS))
                 assert len(new) == len(deliveries), "a fresh store took every delivery"
                 for d in new:
                     seeded.created[d.subscription_id] += 1

@@ -42,10 +42,11 @@ from service.console import console_routes
 from service.delivery.attempt import USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
 from service.delivery.housekeeping import Housekeeping
+from service.domain import Lease
 from service.egress import make_connector
 from service.errors import StoreInUse
 from service.health import Readiness, health_routes
-from service.ingest import Ingest, Lease
+from service.ingest import Ingest
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings

@@ -29,6 +29,7 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Subscription,
 )
@@ -292,7 +293,9 @@ class Dispatcher:
         )
         try:
             async with asyncio.timeout(TEST_STORE_WAIT):
-                await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
+                await self._store.record_events(
+                    [event], [delivery], Lease(self.owner, self.lease_ms)
+                )
         except TimeoutError:
             # Should the write land after all, the delivery is leased to this process and
             # unknown to it: the claimer sends it once the lease expires.

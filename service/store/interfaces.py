@@ -18,6 +18,7 @@ from service.domain import (
     DeliveryLogEntry,
     DeliveryLogRow,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Ordering,
     Replayed,
@@ -180,15 +181,11 @@ class Pipeline(Protocol):
     gauges' counts."""
 
     async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
+        self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
-        exists is left alone. Returns the deliveries that are new: leased to `lease_owner`,
-        but for ordered ones (an `ordering_key`), which wait unleased for their turn."""
+        exists is left alone. Returns the deliveries that are new: under `lease`, but for
+        ordered ones (an `ordering_key`), which wait unleased for their turn."""
 
     async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
         """Leases the due work `claim` asks for."""

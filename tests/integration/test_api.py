@@ -27,7 +27,7 @@ from service.api.openapi import document
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
-from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, Lease, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
 from tests.support import api as support
@@ -97,7 +97,7 @@ async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(
     deliveries = [
         NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event, e.org_id) for e in events
     ]
-    await api.store.record_events(events, deliveries, "test", 60_000)
+    await api.store.record_events(events, deliveries, Lease("test", 60_000))
     at = now_ms()
     await api.store.record_attempts(
         [

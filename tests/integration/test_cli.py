@@ -26,6 +26,7 @@ from service.domain import (
     DeliveryFilter,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Subscription,
 )
@@ -184,7 +185,7 @@ async def seed(store: Store, org: str = "org_cli") -> Seeded:
         NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription.id, e.event, org)
         for e in events[:4]
     ]
-    assert len(await store.record_events(events, deliveries, "seed", 60_000)) == 4
+    assert len(await store.record_events(events, deliveries, Lease("seed", 60_000))) == 4
     outcomes = [(DeliveryStatus.FAILED, 500), (DeliveryStatus.FAILED, 500)]
     outcomes.append((DeliveryStatus.SENT, 200))
     await store.record_attempts(

@@ -21,7 +21,7 @@ from service import ids
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
 from service.app import Roles
 from service.clock import iso, now_ms
-from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, Lease, NewDelivery
 from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
@@ -80,7 +80,7 @@ async def seed(
         NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription_id, e.event, e.org_id)
         for e in events
     ]
-    assert await store.record_events(events, deliveries, OWNER, 600_000) == deliveries
+    assert await store.record_events(events, deliveries, Lease(OWNER, 600_000)) == deliveries
     return deliveries
 
 
@@ -553,7 +553,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
     now = now_ms()
     # An event of the org from before the subscription existed: it never had it.
     before_it = event(occurred_at=now - 2 * HOUR)
-    await ops.store.record_events([before_it], [], OWNER, 0)
+    await ops.store.record_events([before_it], [], Lease(OWNER, 0))
     created = await create(ops)
     sub = created["id"]
     assert before_it.occurred_at < ms(created["createdAt"])
@@ -564,7 +564,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
     await failed(ops.store, d_old_failure)
     # Never replayed into this subscription: an event it does not take, another org's event.
     await ops.store.record_events(
-        [event(name="review.overridden"), event(org="org_b")], [], OWNER, 0
+        [event(name="review.overridden"), event(org="org_b")], [], Lease(OWNER, 0)
     )
     assert (await row_of(ops, sub))["deliveryCount"] == 4
     window = {"since": iso(now - DAY)}
@@ -666,7 +666,7 @@ async def test_replay_with_only_failed_false_is_bounded_over_new_deliveries_too(
     monkeypatch.setattr(recovery, "MAX_REPLAY", 2)
     now = now_ms()
     events = [event(occurred_at=now - HOUR + i * 1000) for i in range(3)]
-    await ops.store.record_events(events, [], OWNER, 0)
+    await ops.store.record_events(events, [], Lease(OWNER, 0))
     sub = (await create(ops))["id"]
     body = {"since": iso(now - 2 * HOUR), "onlyFailed": False}
     status, result, _ = await ops.call("POST", f"/{sub}/replay", body)

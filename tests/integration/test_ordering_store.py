@@ -8,7 +8,7 @@ import asyncpg
 
 from service import ids
 from service.clock import now_ms
-from service.domain import DeliveryStatus, IncomingEvent, NewDelivery, Ordering, ReplayWindow
+from service.domain import DeliveryStatus, IncomingEvent, Lease, NewDelivery, Ordering, ReplayWindow
 from service.store import Claim, Store, open_store
 from tests.support.process import service_settings
 from tests.support.store import EVENTS, attempt
@@ -38,7 +38,7 @@ async def _ordered_queue(store: Store, customers: list[str]) -> tuple[str, list[
         NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, ORG, ordering_key=e.customer_id)
         for e in events
     ]
-    created = await store.record_events(events, deliveries, "ingest", 60_000)
+    created = await store.record_events(events, deliveries, Lease("ingest", 60_000))
     assert {d.id for d in created} == {d.id for d in deliveries}
     return sub.id, deliveries
 
@@ -116,7 +116,7 @@ async def test_unordered_subscriptions_are_untouched(store: Store) -> None:
     sub = await store.create_subscription(ORG, "https://a.example/u", EVENTS, None)
     events = [event_about("c1") for _ in range(3)]
     deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, ORG) for e in events]
-    created = await store.record_events(events, deliveries, "ingest", 60_000)
+    created = await store.record_events(events, deliveries, Lease("ingest", 60_000))
     assert len(created) == 3
     # Leased to ingest at once, as before: nothing left for a claimer.
     assert await store.claim_due(Claim("a", 100, 60_000)) == []
@@ -140,7 +140,7 @@ async def test_a_place_taken_earlier_but_committed_later_waits_for_the_one_in_fl
         assert [j.id for j in await store.claim_due(Claim("a", 100, 60_000))] == [later.id]
         # Then the slow writer commits its delivery, with the smaller place.
         event = event_about("c1")
-        await store.record_events([event], [], "ingest", 60_000)
+        await store.record_events([event], [], Lease("ingest", 60_000))
         late = ids.new_id("whd")
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "

@@ -9,7 +9,7 @@ import pytest
 from service import ids
 from service.clock import now_ms
 from service.delivery.housekeeping import Housekeeping
-from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
+from service.domain import DeliveryFilter, DeliveryStatus, Lease, NewDelivery
 from service.metrics import Metrics
 from service.store import Store
 from tests.support.store import EVENTS, attempt, incoming
@@ -23,7 +23,7 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     events = [incoming() for _ in range(7)]
     deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "me", 60_000)
+    await store.record_events(events, deliveries, Lease("me", 60_000))
     # Five finished two days ago, one finished now, one still open.
     old = now_ms() - 2 * DAY
     await store.record_attempts(

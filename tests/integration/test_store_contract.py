@@ -15,6 +15,7 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
 )
 from service.settings import Settings
@@ -126,10 +127,10 @@ async def test_record_events_is_idempotent_per_event_and_subscription(store: Sto
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     first = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    created = await store.record_events([event], [first], "me", 60_000)
+    created = await store.record_events([event], [first], Lease("me", 60_000))
     assert created == [first]
     replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    assert await store.record_events([event], [replay], "me", 60_000) == []
+    assert await store.record_events([event], [replay], Lease("me", 60_000)) == []
     summary = await store.subscription_summaries([sub.id])
     assert summary[sub.id].delivery_count == 1
     (job,) = await due_jobs(store, [first.id])
@@ -146,7 +147,7 @@ async def test_an_event_id_reused_by_another_org_never_crosses_over(store: Store
     )
     d_ours = NewDelivery(ids.new_id("whd"), ours.id, mine.id, ours.event, "org_a")
     d_theirs = NewDelivery(ids.new_id("whd"), hostile.id, theirs.id, hostile.event, "org_b")
-    await store.record_events([ours, hostile], [d_ours, d_theirs], "me", 60_000)
+    await store.record_events([ours, hostile], [d_ours, d_theirs], Lease("me", 60_000))
     jobs = {job.id: job.body for job in await due_jobs(store, [d_ours.id, d_theirs.id])}
     assert jobs == {d_ours.id: ours.body, d_theirs.id: b'{"org":"b"}'}
 
@@ -201,7 +202,7 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     event = incoming()
     d1 = NewDelivery(ids.new_id("whd"), event.id, one.id, event.event, event.org_id)
     d2 = NewDelivery(ids.new_id("whd"), event.id, two.id, event.event, event.org_id)
-    await store.record_events([event], [d1, d2], "x", 0)
+    await store.record_events([event], [d1, d2], Lease("x", 0))
     await asyncio.sleep(0.01)
     assert [j.id for j in await store.claim_due(Claim("me", 10, 60_000, exclude=[one.id]))] == [
         d2.id
@@ -291,7 +292,7 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
     still_open = NewDelivery(
         ids.new_id("whd"), open_event.id, sub.id, open_event.event, open_event.org_id
     )
-    await store.record_events([done_event, open_event], [done, still_open], "me", 60_000)
+    await store.record_events([done_event, open_event], [done, still_open], Lease("me", 60_000))
     await store.record_attempts(
         [attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)], "me"
     )
@@ -346,7 +347,7 @@ async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
-    await store.record_events([event], [delivery], "me", 60_000)
+    await store.record_events([event], [delivery], Lease("me", 60_000))
     await store.release([delivery.id], "me")
     await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", event.id)
     assert await store.claim_due(Claim("me", 10, 60_000)) == []

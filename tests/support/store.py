@@ -8,6 +8,7 @@ from service.domain import (
     AttemptRecord,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Subscription,
 )
@@ -54,5 +55,5 @@ async def recorded(
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     events = [incoming() for _ in range(count)]
     deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, owner, lease_ms)
+    await store.record_events(events, deliveries, Lease(owner, lease_ms))
     return sub, deliveries

@@ -31,6 +31,7 @@ from service.domain import (
     AttemptRecord,
     DeliveryJob,
     IncomingEvent,
+    Lease,
     NewDelivery,
     Subscription,
 )
@@ -106,7 +107,9 @@ class Service:
                 )
                 deliveries.append(delivery)
                 jobs.append(DeliveryJob.first(delivery, event))
-        await self.store.record_events(events, deliveries, dispatcher.owner, dispatcher.lease_ms)
+        await self.store.record_events(
+            events, deliveries, Lease(dispatcher.owner, dispatcher.lease_ms)
+        )
         dispatcher.submit(jobs)
         return [d.id for d in deliveries]
 

@@ -27,9 +27,9 @@ from aiokafka.errors import (
 )
 
 from service.clock import now_ms
-from service.domain import DeliveryJob, IncomingEvent, NewDelivery, Subscription
+from service.domain import DeliveryJob, IncomingEvent, Lease, NewDelivery, Subscription
 from service.health import Readiness
-from service.ingest import COMMIT_INTERVAL, Ingest, Lease, _Listener, fetch_options
+from service.ingest import COMMIT_INTERVAL, Ingest, _Listener, fetch_options
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event

@@ -17,6 +17,7 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
+    Lease,
     NewDelivery,
     failure_clocks,
 )
@@ -117,11 +118,7 @@ class PipelineSql(SqlBase):
         return " AND ".join(conditions), args
 
     async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
+        self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
         now = self._now()
         async with self._transaction() as conn:
@@ -169,8 +166,8 @@ class PipelineSql(SqlBase):
                     f"FROM ({source}) r WHERE true "
                     "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
                     now,
-                    lease_owner,
-                    lease_ms,
+                    lease.owner,
+                    lease.ms,
                     *args,
                 )
                 created.update(row["id"] for row in rows)
