@@ -67,13 +67,12 @@ from service.domain import (
     DeliveryFilter,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Summary,
 )
 from service.events import CATALOG
 from service.settings import Settings, load_settings
-from service.store import Claim, Store, open_store
+from service.store import Claim, Lease, Store, open_store
 from service.store.sql import SqlStore
 from service.store.sql import base as sql_base
 from service.summaries import DAY_MS, HOUR_MS

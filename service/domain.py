@@ -188,14 +188,6 @@ class Replayed:
 
 
 @dataclass(frozen=True, slots=True)
-class Lease:
-    """Who new deliveries are leased to, and for how long, as they are recorded."""
-
-    owner: str
-    ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class IncomingEvent:
     """An accepted event as ingest records it."""
 

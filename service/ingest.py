@@ -40,13 +40,13 @@ from aiokafka.errors import (
 
 from service import ids
 from service.deadletter import DeadLetters
-from service.domain import DeliveryJob, IncomingEvent, Lease, NewDelivery
+from service.domain import DeliveryJob, IncomingEvent, NewDelivery
 from service.events import Accepted, Rejected, Skipped, parse_event
 from service.health import Readiness
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Pipeline, StoreUnavailable
+from service.store import Lease, Pipeline, StoreUnavailable
 from service.supervise import Fatal, in_background
 from service.tracing import Tracing
 

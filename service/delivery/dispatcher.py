@@ -29,7 +29,6 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Subscription,
 )
@@ -37,7 +36,7 @@ from service.events import TEST_EVENT, test_event_body
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Pipeline, Recorded, StoreUnavailable
+from service.store import Lease, Pipeline, Recorded, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,6 @@ from service.domain import (
     DeliveryLogEntry,
     DeliveryLogRow,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Ordering,
     Replayed,
@@ -55,6 +54,14 @@ class Page(Generic[T]):
 
     rows: list[T]
     next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who new deliveries are leased to, and for how long, as they are recorded."""
+
+    owner: str
+    ms: int
 
 
 @dataclass(frozen=True, slots=True)

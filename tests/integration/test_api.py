@@ -27,9 +27,10 @@ from service.api.openapi import document
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
-from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, Lease, NewDelivery
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
+from service.store import Lease
 from tests.support import api as support
 from tools.receiver import start_receiver
 

@@ -26,7 +26,6 @@ from service.domain import (
     DeliveryFilter,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Subscription,
 )
@@ -34,7 +33,7 @@ from service.events import format_time, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
 from service.signing import SignatureHeaders, signature_headers
-from service.store import Claim, Store, SubscriptionChanges, open_store
+from service.store import Claim, Lease, Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module

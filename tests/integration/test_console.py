@@ -37,9 +37,9 @@ from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import now_ms
 from service.console import CONTENT_SECURITY_POLICY
-from service.domain import IncomingEvent, Lease
+from service.domain import IncomingEvent
 from service.settings import load_settings
-from service.store import Store
+from service.store import Lease, Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tools.receiver import Behaviour, Receiver
 

@@ -21,11 +21,11 @@ from service import ids
 from service.api.models import DeliveryDetail, DeliveryList, DeliveryRow, SubscriptionRow
 from service.app import Roles
 from service.clock import iso, now_ms
-from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, Lease, NewDelivery
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
-from service.store import Claim, Store
+from service.store import Claim, Lease, Store
 from tests.support.api import (
     RFC3339_MS,
     SEED_REQUEST,

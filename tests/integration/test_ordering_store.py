@@ -8,8 +8,8 @@ import asyncpg
 
 from service import ids
 from service.clock import now_ms
-from service.domain import DeliveryStatus, IncomingEvent, Lease, NewDelivery, Ordering, ReplayWindow
-from service.store import Claim, Store, open_store
+from service.domain import DeliveryStatus, IncomingEvent, NewDelivery, Ordering, ReplayWindow
+from service.store import Claim, Lease, Store, open_store
 from tests.support.process import service_settings
 from tests.support.store import EVENTS, attempt
 

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from service import ids
 from service.clock import now_ms
-from service.domain import IncomingEvent, Lease, NewDelivery
+from service.domain import IncomingEvent, NewDelivery
 from service.settings import load_settings
-from service.store import open_store
+from service.store import Lease, open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
 from tools.receiver import Receiver

@@ -9,9 +9,9 @@ import pytest
 from service import ids
 from service.clock import now_ms
 from service.delivery.housekeeping import Housekeeping
-from service.domain import DeliveryFilter, DeliveryStatus, Lease, NewDelivery
+from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
 from service.metrics import Metrics
-from service.store import Store
+from service.store import Lease, Store
 from tests.support.store import EVENTS, attempt, incoming
 
 DAY = 86_400_000

@@ -16,9 +16,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from service import ids
-from service.domain import DeliveryFilter, Lease, NewDelivery
+from service.domain import DeliveryFilter, NewDelivery
 from service.settings import load_settings
-from service.store import open_store
+from service.store import Lease, open_store
 from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.store import EVENTS, incoming

@@ -15,11 +15,10 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
 )
 from service.settings import Settings
-from service.store import Claim, Recorded, Store, SubscriptionChanges
+from service.store import Claim, Lease, Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.store import EVENTS, attempt, incoming, recorded

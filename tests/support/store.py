@@ -8,11 +8,10 @@ from service.domain import (
     AttemptRecord,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Subscription,
 )
-from service.store import Store
+from service.store import Lease, Store
 
 EVENTS = ("verification.created", "customer.kyc_updated")
 

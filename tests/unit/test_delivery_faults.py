@@ -31,14 +31,13 @@ from service.domain import (
     AttemptRecord,
     DeliveryJob,
     IncomingEvent,
-    Lease,
     NewDelivery,
     Subscription,
 )
 from service.events import format_time
 from service.settings import Settings, load_settings
 from service.signing import SignatureHeaders
-from service.store import Claim, Store, StoreUnavailable, open_store
+from service.store import Claim, Lease, Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tests.support.virtual_time import in_virtual_time
 from tools.receiver import Behaviour, Receiver

@@ -17,11 +17,10 @@ from service.domain import (
     DeliveryJob,
     DeliveryStatus,
     IncomingEvent,
-    Lease,
     NewDelivery,
     failure_clocks,
 )
-from service.store.interfaces import Claim, Recorded
+from service.store.interfaces import Claim, Lease, Recorded
 from service.store.sql.base import JOIN_EVENTS, OPEN, Column, Conn, Driver, Row, SqlBase
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES, OK, latency_counter
