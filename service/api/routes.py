@@ -51,7 +51,7 @@ from service.errors import (
     TargetRejected,
 )
 from service.operations import recovery, secrets
-from service.store import DeliveryLog, SubscriptionChanges, Subscriptions, Summaries
+from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
@@ -354,7 +354,7 @@ class SubscriptionApi:
         if query.errors:
             return invalid(query.errors)
         page = await _store(request).list_deliveries(
-            request[ORG], found.id, query.where, query.limit, query.after
+            request[ORG], found.id, query.where, PageRequest(query.limit, query.after)
         )
         return _json(
             DeliveryList.model_validate(

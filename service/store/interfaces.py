@@ -79,6 +79,15 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page of a listing: at most `limit` rows, after the key `after` (None: the first
+    page)."""
+
+    limit: int
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What `record_attempts` wrote: per subscription touched, since when it has only failed
     (None: its latest attempt succeeded); and the deliveries it did not record because this
@@ -158,12 +167,7 @@ class DeliveryLog(Protocol):
     """A subscription's delivery log, and the recovery that acts on it: redeliver, replay."""
 
     async def list_deliveries(
-        self,
-        org_id: str,
-        subscription_id: str,
-        where: DeliveryFilter,
-        limit: int,
-        after: str | None,
+        self, org_id: str, subscription_id: str, where: DeliveryFilter, page_of: PageRequest
     ) -> Page[DeliveryLogRow]:
         """A subscription's deliveries, newest first (cancelled ones are not listed)."""
 

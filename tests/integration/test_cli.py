@@ -33,7 +33,7 @@ from service.events import format_time, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
 from service.signing import SignatureHeaders, signature_headers
-from service.store import Claim, Lease, Store, SubscriptionChanges, open_store
+from service.store import Claim, Lease, PageRequest, Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
@@ -438,7 +438,7 @@ async def test_replay_in_bounded_calls_then_everything(
     assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None}
     assert await status_of(cli_database, data, data.sent) is DeliveryStatus.PENDING
     async with opened(cli_database) as store:
-        page = await store.list_deliveries("org_cli", sid, DeliveryFilter(), 10, None)
+        page = await store.list_deliveries("org_cli", sid, DeliveryFilter(), PageRequest(10, None))
     assert data.unsent_event in {row.event_id for row in page.rows}
 
 

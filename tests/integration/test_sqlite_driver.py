@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from service import ids
 from service.domain import DeliveryFilter, NewDelivery
 from service.settings import load_settings
-from service.store import Lease, open_store
+from service.store import Lease, PageRequest, open_store
 from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.store import EVENTS, incoming
@@ -58,11 +58,7 @@ async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: 
         summary = (await store.subscription_summaries([sub.id]))[sub.id]
         assert summary.pending_count >= len(written) + 1
         page = await store.list_deliveries(
-            "org_a",
-            sub.id,
-            DeliveryFilter(),
-            100,
-            None,
+            "org_a", sub.id, DeliveryFilter(), PageRequest(100, None)
         )
         for row in page.rows:
             assert await store.get_delivery("org_a", sub.id, row.id) is not None

@@ -18,7 +18,7 @@ from service.domain import (
     NewDelivery,
 )
 from service.settings import Settings
-from service.store import Claim, Lease, Recorded, Store, SubscriptionChanges
+from service.store import Claim, Lease, PageRequest, Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.store import EVENTS, attempt, incoming, recorded
@@ -351,7 +351,9 @@ async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
     await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", event.id)
     assert await store.claim_due(Claim("me", 10, 60_000)) == []
     assert await store.claim_due(Claim("me", 10, 60_000)) == []  # not leased again and again
-    (row,) = (await store.list_deliveries("org_a", sub.id, DeliveryFilter(), 10, None)).rows
+    (row,) = (
+        await store.list_deliveries("org_a", sub.id, DeliveryFilter(), PageRequest(10, None))
+    ).rows
     assert row.status is DeliveryStatus.FAILED
 
 

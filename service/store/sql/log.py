@@ -19,7 +19,7 @@ from service.domain import (
     ReplayWindow,
     Subscription,
 )
-from service.store.interfaces import Page
+from service.store.interfaces import Page, PageRequest
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
 from service.store.sql.pipeline import insert_deliveries, take_places
 from service.store.sql.summaries import add_counts
@@ -39,13 +39,9 @@ class DeliveryLogSql(SqlBase):
     """`interfaces.DeliveryLog`."""
 
     async def list_deliveries(
-        self,
-        org_id: str,
-        subscription_id: str,
-        where: DeliveryFilter,
-        limit: int,
-        after: str | None,
+        self, org_id: str, subscription_id: str, where: DeliveryFilter, page_of: PageRequest
     ) -> Page[DeliveryLogRow]:
+        limit, after = page_of.limit, page_of.after
         conditions = ["d.subscription_id = $1", "d.org_id = $2", "d.status <> 'cancelled'"]
         args: list[Any] = [subscription_id, org_id]
 
