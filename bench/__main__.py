@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import shlex
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,23 +108,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         spans[key] = span
         results[key] = span.get("median")
 
+    async def per_store(
+        key: str, title: str, scenario: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> dict[str, dict[str, Any]]:
+        """`scenario` on each store in turn, found under `key`_<store>; the results by store."""
+        for store in stores:
+            found[f"{key}_{store}"] = await timed(
+                bench, f"{title}, {store}", functools.partial(scenario, store)
+            )
+        return {store: found[f"{key}_{store}"] for store in stores}
+
     if "floor" in wanted:
         found["floor"] = await timed(
             bench, "1. raw floor", lambda: scenarios.floor(bench, args.lane_concurrency)
         )
         median("floor_deliveries_per_s", found["floor"]["deliveries_per_s"])
     if "max" in wanted:
-        for store in stores:
-            key = f"max_{store}"
-            found[key] = await timed(
-                bench,
-                f"2. max sustained, fan-out 1, {store}",
-                lambda store=store: scenarios.max_throughput(  # type: ignore[misc]
-                    bench, store, 1, env, plan.ramp_start
-                ),
-            )
-            median(f"max_deliveries_per_s_{store}", found[key]["max_deliveries_per_s"])
-            median(f"{store}_share_of_floor", found[key]["share_of_floor"])
+        maxima = await per_store(
+            "max",
+            "2. max sustained, fan-out 1",
+            functools.partial(
+                scenarios.max_throughput, bench, fanout=1, env=env, start=plan.ramp_start
+            ),
+        )
+        for store, found_max in maxima.items():
+            median(f"max_deliveries_per_s_{store}", found_max["max_deliveries_per_s"])
+            median(f"{store}_share_of_floor", found_max["share_of_floor"])
     if "defaults" in wanted:
         shipped = {"WEBHOOKS_LANE_CONCURRENCY": str(SHIPPED_LANE_CONCURRENCY)}
         found["defaults"] = await timed(
@@ -149,14 +160,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # per event (a fetch, two transactions, the exchange) show (issue 15).
         for per_s in (50, 500) if not args.quick else (50,):
             name = "latency" if per_s == 500 else f"latency{per_s}"
-            for store in stores:
-                found[f"{name}_{store}"] = await timed(
-                    bench,
-                    f"4. latency at {per_s} events/s, {store}",
-                    lambda store=store, per_s=per_s: scenarios.latency(  # type: ignore[misc]
-                        bench, store, float(per_s)
-                    ),
-                )
+            await per_store(
+                name,
+                f"4. latency at {per_s} events/s",
+                functools.partial(scenarios.latency, bench, rate=float(per_s)),
+            )
             runs = found[f"{name}_sqlite"]
             median(f"p50_ms_at_{per_s}", runs["p50_ms"])
             median(f"p99_ms_at_{per_s}", runs["p99_ms"])
@@ -185,13 +193,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         median("recovery_max_in_flight", backlog["recovered_max_in_flight"])
         median("backlog_dead_attempts_per_s", backlog["dead_mean_attempts_per_s_during"])
     if "ordered" in wanted:
-        for store in stores:
-            key = f"ordered_{store}"
-            found[key] = await timed(
-                bench,
-                f"8. ordered delivery across 1,000 customers, {store}",
-                lambda store=store: scenarios.ordered(bench, store),  # type: ignore[misc]
-            )
+        orders = await per_store(
+            "ordered",
+            "8. ordered delivery across 1,000 customers",
+            functools.partial(scenarios.ordered, bench),
+        )
+        for store, found_order in orders.items():
             for figure in (
                 "ordered_deliveries_per_s",
                 "unordered_deliveries_per_s",
@@ -199,7 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ordered_p99_ms_one_failing",
                 "unordered_p99_ms_one_failing",
             ):
-                median(f"{figure}_{store}", found[key][figure])
+                median(f"{figure}_{store}", found_order[figure])
     cpu_source = found.get("max_sqlite", {})
     cpu_runs = [r["cpu_us_per_delivery"] for r in cpu_source.get("confirm", []) if not r["void"]]
     if not cpu_runs and cpu_source and not cpu_source["ramp"]["void"]:

@@ -72,7 +72,7 @@ from service.domain import (
 )
 from service.events import CATALOG
 from service.settings import Settings, load_settings
-from service.store import Store, open_store
+from service.store import Claim, Lease, PageRequest, Store, open_store
 from service.store.sql import SqlStore
 from service.store.sql import base as sql_base
 from service.summaries import DAY_MS, HOUR_MS
@@ -254,7 +254,7 @@ async def seed(
                     )
                     deliveries.append(NewDelivery(ids.new_id("whd"), event_id, sid, event, org))
                     n += 1
-                new = await store.record_events(events, deliveries, OWNER, LEASE_MS)
+                new = await store.record_events(events, deliveries, Lease(OWNER, LEASE_MS))
                 assert len(new) == len(deliveries), "a fresh store took every delivery"
                 for d in new:
                     seeded.created[d.subscription_id] += 1
@@ -279,7 +279,7 @@ async def seed(
                 if last_batch and number == 3:
                     break
                 clock.at = start + step // 2 + after_ms
-                jobs = await store.claim_due(OWNER, plan.batch, LEASE_MS)
+                jobs = await store.claim_due(Claim(OWNER, plan.batch, LEASE_MS))
                 await _attempt(
                     store,
                     seeded,
@@ -370,7 +370,7 @@ async def walk(
     after: str | None = None
     depth = 0
     for _ in range(pages):
-        page = await store.list_deliveries(org, sid, where, PAGE, after)
+        page = await store.list_deliveries(org, sid, where, PageRequest(PAGE, after))
         if page.next_after is None:
             break
         after, depth = page.next_after, depth + 1
@@ -491,10 +491,10 @@ async def measure(
         after, reached = await walk(store, org, big, where, depth)
         depths[label] = reached
         calls[f"log first page{label}"] = lambda where=where: store.list_deliveries(  # type: ignore[misc]
-            org, big, where, PAGE, None
+            org, big, where, PageRequest(PAGE, None)
         )
         calls[f"log page {reached + 1}{label}"] = lambda where=where, after=after: (  # type: ignore[misc]
-            store.list_deliveries(org, big, where, PAGE, after)
+            store.list_deliveries(org, big, where, PageRequest(PAGE, after))
         )
     sampled = seeded.most_attempted
     calls["get_delivery (3 attempts)"] = lambda: store.get_delivery(

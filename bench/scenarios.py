@@ -181,14 +181,32 @@ async def floor_once(bench: Bench, concurrency: int, seconds: float) -> dict[str
     }
 
 
-async def floor(bench: Bench, concurrency: int) -> dict[str, Any]:
+async def repeated(
+    bench: Bench,
+    run: Callable[[], Awaitable[dict[str, Any]]],
+    describe: Callable[[int, dict[str, Any]], str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The plan's number of runs of a scenario, each described on the progress line as it
+    ends (`describe` gets its number from 1): all of them, and those that are not void."""
     runs: list[dict[str, Any]] = []
     for n in range(bench.plan.runs):
-        run = await floor_once(bench, concurrency, bench.plan.floor_s)
-        runs.append(run)
-        bench.progress(f"floor run {n + 1}: {run['deliveries_per_s']:,.0f}/s (void={run['void']})")
-    good = [r["deliveries_per_s"] for r in runs if not r["void"]]
-    return {"concurrency": concurrency, "runs": runs, "deliveries_per_s": summarize(good)}
+        record = await run()
+        runs.append(record)
+        bench.progress(describe(n + 1, record))
+    return runs, [r for r in runs if not r["void"]]
+
+
+async def floor(bench: Bench, concurrency: int) -> dict[str, Any]:
+    runs, good = await repeated(
+        bench,
+        lambda: floor_once(bench, concurrency, bench.plan.floor_s),
+        lambda n, run: f"floor run {n}: {run['deliveries_per_s']:,.0f}/s (void={run['void']})",
+    )
+    return {
+        "concurrency": concurrency,
+        "runs": runs,
+        "deliveries_per_s": summarize([r["deliveries_per_s"] for r in good]),
+    }
 
 
 # -- 2 and 3. the highest rate the service keeps up with ------------------------------------------
@@ -330,17 +348,16 @@ async def max_throughput(
 
 
 async def latency(bench: Bench, store: str, rate: float) -> dict[str, Any]:
-    runs = []
-    for n in range(bench.plan.runs):
-        # Latency with the shipped fetch behaviour (the broker answers at once).
-        env = {**bench.lane_env, "WEBHOOKS_KAFKA_FETCH_WAIT": "0"}
-        record = await steady(bench, store, 1, rate, bench.plan.latency_steady_s, env)
-        runs.append(record)
-        bench.progress(
-            f"latency {store} run {n + 1}: p99 {record['latency']['p99_ms']:.1f} ms "
+    # Latency with the shipped fetch behaviour (the broker answers at once).
+    env = {**bench.lane_env, "WEBHOOKS_KAFKA_FETCH_WAIT": "0"}
+    runs, good = await repeated(
+        bench,
+        lambda: steady(bench, store, 1, rate, bench.plan.latency_steady_s, env),
+        lambda n, record: (
+            f"latency {store} run {n}: p99 {record['latency']['p99_ms']:.1f} ms "
             f"(void={record['void']})"
-        )
-    good = [r for r in runs if not r["void"]]
+        ),
+    )
     return {
         "events_per_s": rate,
         "runs": runs,
@@ -516,17 +533,16 @@ async def _backlog_run(bench: Bench, rate: float) -> dict[str, Any]:
 
 
 async def backlog(bench: Bench, rate: float) -> dict[str, Any]:
-    runs = []
-    for n in range(bench.plan.runs):
-        record = await _backlog_run(bench, rate)
-        runs.append(record)
-        bench.progress(
-            f"backlog run {n + 1}: peak RSS {record['peak_rss_mb']:.0f} MB, live p99 during "
-            f"{record['live_latency_during']['p99_ms']:.0f} ms, "
+    runs, good = await repeated(
+        bench,
+        lambda: _backlog_run(bench, rate),
+        lambda n, record: (
+            f"backlog run {n}: peak RSS {record['peak_rss_mb']:.0f} MB, live p99 "
+            f"during {record['live_latency_during']['p99_ms']:.0f} ms, "
             f"drained={record['recovery_drained']} "
             f"({record['recovery_deliveries_per_s']:,.0f}/s), void={record['void']}"
-        )
-    good = [r for r in runs if not r["void"]]
+        ),
+    )
     return {
         "events_per_s": rate,
         "runs": runs,
@@ -658,19 +674,18 @@ async def _blocked_customers(run: ServiceRun) -> int | None:
 
 
 async def ordered(bench: Bench, store: str) -> dict[str, Any]:
-    runs = []
-    for n in range(bench.plan.runs):
-        record = await _ordered_run(bench, store)
-        runs.append(record)
+
+    def describe(n: int, record: dict[str, Any]) -> str:
         tp, lat = record["throughput"], record["healthy_latency"]
-        bench.progress(
-            f"ordered {store} run {n + 1}: {tp['ordered']['deliveries_per_s']:,.0f} deliveries/s "
+        return (
+            f"ordered {store} run {n}: {tp['ordered']['deliveries_per_s']:,.0f} deliveries/s "
             f"ordered vs {tp['unordered']['deliveries_per_s']:,.0f} unordered; healthy p99 "
             f"{lat['ordered']['healthy']['p99_ms']:.0f} ms -> "
             f"{lat['ordered']['one_failing']['p99_ms']:.0f} ms with one customer failing "
             f"(void={record['void']})"
         )
-    good = [r for r in runs if not r["void"]]
+
+    runs, good = await repeated(bench, lambda: _ordered_run(bench, store), describe)
     out: dict[str, Any] = {"runs": runs}
     for path in ("ordered", "unordered"):
         out[f"{path}_deliveries_per_s"] = summarize(

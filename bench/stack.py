@@ -136,6 +136,9 @@ async def create_subscriptions(
 
 @dataclass(frozen=True)
 class StoreRow:
+    """A delivery as the store holds it after a run: what the ledger checks the receiver
+    against."""
+
     event_id: str
     subscription_id: str
     status: str

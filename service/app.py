@@ -45,11 +45,11 @@ from service.delivery.housekeeping import Housekeeping
 from service.egress import make_connector
 from service.errors import StoreInUse
 from service.health import Readiness, health_routes
-from service.ingest import Ingest, Lease
+from service.ingest import Ingest
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import open_store, sqlite_path
+from service.store import Lease, open_store, sqlite_path
 from service.store.sqlite import Ownership
 from service.supervise import Fatal
 from service.tracing import open_tracing

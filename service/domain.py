@@ -166,6 +166,19 @@ class DeliveryFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """What a replay queues again: a subscription's deliveries of the events `events` that
+    occurred in [`since`, `until`) (epoch ms), oldest first, at most `limit`; its failed ones,
+    and unless `only_failed` its sent ones and new deliveries of events it never had."""
+
+    events: Sequence[str]
+    since: int
+    until: int
+    only_failed: bool
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
     """What a replay queued: `count` deliveries; `next_since` is where the next call starts
     when the per-call bound cut the window short (None: the window is done)."""

@@ -46,7 +46,7 @@ from service.health import Readiness
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Pipeline, StoreUnavailable
+from service.store import Lease, Pipeline, StoreUnavailable
 from service.supervise import Fatal, in_background
 from service.tracing import Tracing
 
@@ -82,14 +82,6 @@ Record = ConsumerRecord[bytes, bytes]
 Records = dict[TopicPartition, list[Record]]
 Submit = Callable[[Sequence[DeliveryJob]], None]
 """Hands new deliveries, leased to this process, to delivery."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Who new deliveries are leased to, and for how long, as ingest records them."""
-
-    owner: str
-    ms: int
 
 
 @dataclass(slots=True)
@@ -435,9 +427,7 @@ class Ingest:
             return []
         return await self._while_store_away(
             "record_events",
-            lambda: self._store.record_events(
-                batch.events, batch.deliveries, self._lease.owner, self._lease.ms
-            ),
+            lambda: self._store.record_events(batch.events, batch.deliveries, self._lease),
         )
 
     async def _while_store_away(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:

@@ -7,47 +7,31 @@ from typing import Any
 from pydantic import BaseModel
 
 from service import __version__
+from service.api import models
 from service.api.deliverylog import DEFAULT_LIMIT, MAX_LIMIT
-from service.api.models import (
-    CreatedSubscription,
-    CreateSubscription,
-    DeliveryDetail,
-    DeliveryList,
-    DeliveryRow,
-    EventTypes,
-    PatchSubscription,
-    Problem,
-    ReplayRequest,
-    ReplayResult,
-    RotatedSecret,
-    RotateSecret,
-    SubscriptionList,
-    SubscriptionRow,
-    TestResult,
-)
 from service.api.routes import BASE
 from service.events import CATALOG
 from service.operations.recovery import MAX_REPLAY
 
 _REQUESTS: tuple[type[BaseModel], ...] = (
-    CreateSubscription,
-    PatchSubscription,
-    ReplayRequest,
-    RotateSecret,
+    models.CreateSubscription,
+    models.PatchSubscription,
+    models.ReplayRequest,
+    models.RotateSecret,
 )
 _MODELS: list[type[BaseModel]] = [
     *_REQUESTS,
-    CreatedSubscription,
-    SubscriptionRow,
-    SubscriptionList,
-    TestResult,
-    EventTypes,
-    DeliveryRow,
-    DeliveryList,
-    DeliveryDetail,
-    ReplayResult,
-    RotatedSecret,
-    Problem,
+    models.CreatedSubscription,
+    models.SubscriptionRow,
+    models.SubscriptionList,
+    models.TestResult,
+    models.EventTypes,
+    models.DeliveryRow,
+    models.DeliveryList,
+    models.DeliveryDetail,
+    models.ReplayResult,
+    models.RotatedSecret,
+    models.Problem,
 ]
 
 
@@ -63,7 +47,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {
             "description": "problem details (RFC 9457)",
-            "content": {"application/problem+json": {"schema": _ref(Problem)}},
+            "content": {"application/problem+json": {"schema": _ref(models.Problem)}},
         }
         for status in statuses
     }
@@ -159,11 +143,11 @@ def document() -> dict[str, Any]:
             BASE: {
                 "post": {
                     "operationId": "createSubscription",
-                    "requestBody": {"required": True, "content": _json(CreateSubscription)},
+                    "requestBody": {"required": True, "content": _json(models.CreateSubscription)},
                     "responses": {
                         "201": {
                             "description": "created; holds the secret, once",
-                            "content": _json(CreatedSubscription),
+                            "content": _json(models.CreatedSubscription),
                             "links": _links(),
                         },
                         **_problems(400, 401, 413, 415, 422),
@@ -173,7 +157,7 @@ def document() -> dict[str, Any]:
                     "operationId": "listSubscriptions",
                     "parameters": _paging(),
                     "responses": {
-                        "200": {"description": "a page", "content": _json(SubscriptionList)},
+                        "200": {"description": "a page", "content": _json(models.SubscriptionList)},
                         **_problems(401, 422),
                     },
                 },
@@ -184,7 +168,7 @@ def document() -> dict[str, Any]:
                     "description": "Every event a subscription can receive, with the JSON Schema "
                     "of its envelope and an example; the same for every org.",
                     "responses": {
-                        "200": {"description": "the catalog", "content": _json(EventTypes)},
+                        "200": {"description": "the catalog", "content": _json(models.EventTypes)},
                         **_problems(401),
                     },
                 },
@@ -194,15 +178,15 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getSubscription",
                     "responses": {
-                        "200": {"description": "the row", "content": _json(SubscriptionRow)},
+                        "200": {"description": "the row", "content": _json(models.SubscriptionRow)},
                         **_problems(401, 404),
                     },
                 },
                 "patch": {
                     "operationId": "updateSubscription",
-                    "requestBody": {"required": True, "content": _json(PatchSubscription)},
+                    "requestBody": {"required": True, "content": _json(models.PatchSubscription)},
                     "responses": {
-                        "200": {"description": "the row", "content": _json(SubscriptionRow)},
+                        "200": {"description": "the row", "content": _json(models.SubscriptionRow)},
                         **_problems(400, 401, 404, 413, 415, 422),
                     },
                 },
@@ -221,7 +205,7 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "the first attempt's result",
-                            "content": _json(TestResult),
+                            "content": _json(models.TestResult),
                         },
                         **_problems(401, 404, 409, 503),
                     },
@@ -234,7 +218,7 @@ def document() -> dict[str, Any]:
                     "description": "The subscription's delivery log, newest first.",
                     "parameters": [*_log_filters(), *_paging()],
                     "responses": {
-                        "200": {"description": "a page", "content": _json(DeliveryList)},
+                        "200": {"description": "a page", "content": _json(models.DeliveryList)},
                         **_problems(401, 404, 422),
                     },
                 },
@@ -246,7 +230,7 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "the delivery, its payload and its attempts",
-                            "content": _json(DeliveryDetail),
+                            "content": _json(models.DeliveryDetail),
                         },
                         **_problems(401, 404),
                     },
@@ -259,7 +243,7 @@ def document() -> dict[str, Any]:
                     "description": "Sends it again now: same X-Identity-Delivery, signed "
                     "afresh, one more attempt in its log (a sent or failed one too).",
                     "responses": {
-                        "202": {"description": "due now", "content": _json(DeliveryRow)},
+                        "202": {"description": "due now", "content": _json(models.DeliveryRow)},
                         **_problems(401, 404, 409),
                     },
                 },
@@ -271,9 +255,9 @@ def document() -> dict[str, Any]:
                     "description": "Re-sends the org's retained events that occurred in the "
                     "window and match the subscription, oldest first, at most "
                     f"{MAX_REPLAY} per call; what is pending already is not queued again.",
-                    "requestBody": {"required": True, "content": _json(ReplayRequest)},
+                    "requestBody": {"required": True, "content": _json(models.ReplayRequest)},
                     "responses": {
-                        "202": {"description": "queued", "content": _json(ReplayResult)},
+                        "202": {"description": "queued", "content": _json(models.ReplayResult)},
                         **_problems(400, 401, 404, 413, 415, 422),
                     },
                 },
@@ -284,9 +268,9 @@ def document() -> dict[str, Any]:
                     "operationId": "rotateSecret",
                     "description": "A new signing secret, shown once; the previous one keeps "
                     "signing (a second v1=) for overlapSeconds.",
-                    "requestBody": {"required": False, "content": _json(RotateSecret)},
+                    "requestBody": {"required": False, "content": _json(models.RotateSecret)},
                     "responses": {
-                        "200": {"description": "rotated", "content": _json(RotatedSecret)},
+                        "200": {"description": "rotated", "content": _json(models.RotatedSecret)},
                         **_problems(400, 401, 404, 413, 415, 422),
                     },
                 },

@@ -51,7 +51,7 @@ from service.errors import (
     TargetRejected,
 )
 from service.operations import recovery, secrets
-from service.store import DeliveryLog, SubscriptionChanges, Subscriptions, Summaries
+from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
@@ -274,12 +274,9 @@ class SubscriptionApi:
         return web.Response(body=self._event_types, content_type="application/json")
 
     async def get(self, request: web.Request) -> web.Response:
-        subscription_id = self._id(request)
-        found = subscription_id and await _store(request).get_subscription(
-            request[ORG], subscription_id
-        )
-        if not found:
-            return self._not_found(request.match_info["id"])
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
         (row,) = await self._rows(request, [found])
         return _json(row)
 
@@ -336,12 +333,9 @@ class SubscriptionApi:
         return web.Response(status=204)
 
     async def test(self, request: web.Request) -> web.Response:
-        subscription_id = self._id(request)
-        found = subscription_id and await _store(request).get_subscription(
-            request[ORG], subscription_id
-        )
-        if not found:
-            return self._not_found(request.match_info["id"])
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
         if found.secret is None:
             return problem(409, f"cannot send a test: {Subscription.UNDECRYPTABLE}")
         tester = request.config_dict.get(TESTER)
@@ -360,7 +354,7 @@ class SubscriptionApi:
         if query.errors:
             return invalid(query.errors)
         page = await _store(request).list_deliveries(
-            request[ORG], found.id, query.where, query.limit, query.after
+            request[ORG], found.id, query.where, PageRequest(query.limit, query.after)
         )
         return _json(
             DeliveryList.model_validate(

@@ -19,7 +19,7 @@ from service.clock import iso
 from service.domain import DeliveryLogRow
 from service.errors import DeliveryNotFound
 from service.settings import Settings
-from service.store import Store
+from service.store import PageRequest, Store
 
 
 @with_store
@@ -32,7 +32,7 @@ async def deliveries(args: argparse.Namespace, _: Settings, store: Store) -> int
         raise invalid(query.errors)
     subscription = await subscription_of(store, args)
     page = await store.list_deliveries(
-        subscription.org_id, subscription.id, query.where, query.limit, query.after
+        subscription.org_id, subscription.id, query.where, PageRequest(query.limit, query.after)
     )
     cursor = None if page.next_after is None else encode_cursor(page.next_after)
     if args.json:

@@ -4,6 +4,7 @@ for operators. Nothing is sent from here: a running `serve` claims what is due w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -42,9 +43,8 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
     if not 1 <= limit <= most:
         raise invalid([("limit", f"must be from 1 to {most}")])
     subscription = await subscription_of(store, args)
-    replayed = await recovery.replay(
-        store, subscription, body.ask(), retention_s=settings.retention, limit=limit
-    )
+    ask = dataclasses.replace(body.ask(), limit=limit)
+    replayed = await recovery.replay(store, subscription, ask, retention_s=settings.retention)
     if args.json:
         result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
         print_json(result.model_dump(mode="json"))

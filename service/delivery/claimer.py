@@ -13,7 +13,7 @@ from service.delivery.lane import Lanes
 from service.delivery.recorder import Recorder
 from service.domain import DeliveryJob
 from service.metrics import Metrics
-from service.store import Pipeline, StoreUnavailable
+from service.store import Claim, Pipeline, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -116,15 +116,17 @@ class Claimer:
                 continue
             wanted = lane.room
             jobs = await self._store.claim_due(
-                self._owner, wanted, self._lease_ms, subscription_id=lane.subscription_id
+                Claim(self._owner, wanted, self._lease_ms, subscription_id=lane.subscription_id)
             )
             lane.backlogged = len(jobs) >= wanted
             self._submit(jobs)
         jobs = await self._store.claim_due(
-            self._owner,
-            CLAIM_BATCH,
-            self._lease_ms,
-            exclude=[*(lane.subscription_id for lane in busy), *parked],
+            Claim(
+                self._owner,
+                CLAIM_BATCH,
+                self._lease_ms,
+                exclude=[*(lane.subscription_id for lane in busy), *parked],
+            )
         )
         if jobs:
             self._submit(jobs)

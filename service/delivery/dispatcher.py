@@ -36,7 +36,7 @@ from service.events import TEST_EVENT, test_event_body
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Pipeline, Recorded, StoreUnavailable
+from service.store import Lease, Pipeline, Recorded, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -292,7 +292,9 @@ class Dispatcher:
         )
         try:
             async with asyncio.timeout(TEST_STORE_WAIT):
-                await self._store.record_events([event], [delivery], self.owner, self.lease_ms)
+                await self._store.record_events(
+                    [event], [delivery], Lease(self.owner, self.lease_ms)
+                )
         except TimeoutError:
             # Should the write land after all, the delivery is leased to this process and
             # unknown to it: the claimer sends it once the lease expires.

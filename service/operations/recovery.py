@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from service.clock import iso, now_ms, to_ms
-from service.domain import DeliveryLogEntry, Subscription
+from service.domain import DeliveryLogEntry, ReplayWindow, Subscription
 from service.errors import CannotSend, DeliveryNotFound, InvalidInput
 
 if TYPE_CHECKING:
@@ -63,23 +63,16 @@ async def redeliver(
 @dataclass(frozen=True, slots=True)
 class ReplayAsk:
     """A replay as asked: events that occurred in [`since`, `until`) (default now), of `events`
-    (default the subscription's), only the failed deliveries or not. `null_fields` names the
-    fields the caller gave as null, which are refused (they may be left out, not null)."""
+    (default the subscription's), only the failed deliveries or not, at most `limit` of them
+    (None: MAX_REPLAY, read when the replay runs). `null_fields` names the fields the caller
+    gave as null, which are refused (they may be left out, not null)."""
 
     since: datetime
     until: datetime | None = None
     events: Sequence[str] | None = None
     only_failed: bool = True
     null_fields: Sequence[str] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayWindow:
-    """A replay checked against its subscription and the retention: what to queue."""
-
-    events: list[str]
-    since: int
-    until: int
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +89,9 @@ class Replayed:
 def replay_window(
     subscription: Subscription, ask: ReplayAsk, *, now: int, retention_s: float
 ) -> ReplayWindow:
-    """The window of a replay, or InvalidInput with all that is wrong: `since` within the
-    retention, `until` (default now) after it, and the events (default the subscription's)
-    among the subscription's."""
+    """The window of a replay checked against its subscription and the retention, or
+    InvalidInput with all that is wrong: `since` within the retention, `until` (default now)
+    after it, and the events (default the subscription's) among the subscription's."""
     retained_from = now - int(retention_s * 1000)
     since = to_ms(ask.since)
     until = now if ask.until is None else to_ms(ask.until)
@@ -114,7 +107,8 @@ def replay_window(
         errors.append(("events", f"the subscription does not receive {', '.join(others)}"))
     if errors:
         raise InvalidInput(errors)
-    return ReplayWindow(events, since, until)
+    limit = MAX_REPLAY if ask.limit is None else ask.limit
+    return ReplayWindow(events, since, until, ask.only_failed, limit)
 
 
 async def replay(
@@ -123,25 +117,16 @@ async def replay(
     ask: ReplayAsk,
     *,
     retention_s: float,
-    limit: int | None = None,
     wake: Wake | None = None,
 ) -> Replayed:
     """Queues again the subscription's deliveries of the events in the window: by default only
     its failed ones; else its sent ones too, and new deliveries of retained events it never had.
-    What is open already is left alone. At most `limit` (default and most MAX_REPLAY).
+    What is open already is left alone. At most the ask's `limit`.
 
     An inactive subscription may be replayed into: what is queued waits in the store until it
     is re-enabled."""
     window = replay_window(subscription, ask, now=now_ms(), retention_s=retention_s)
-    replayed = await store.replay(
-        subscription.org_id,
-        subscription,
-        window.events,
-        window.since,
-        window.until,
-        only_failed=ask.only_failed,
-        limit=MAX_REPLAY if limit is None else limit,
-    )
+    replayed = await store.replay(subscription.org_id, subscription, window)
     if replayed.count and wake is not None:
         wake()
     log.info(

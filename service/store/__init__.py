@@ -7,8 +7,11 @@ from service.settings import Settings
 from service.store.crypto import SecretBox, key_file_for
 from service.store.interfaces import (
     ApiKeys,
+    Claim,
     DeliveryLog,
+    Lease,
     Page,
+    PageRequest,
     Pipeline,
     Recorded,
     Retention,
@@ -22,8 +25,11 @@ from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
     "ApiKeys",
+    "Claim",
     "DeliveryLog",
+    "Lease",
     "Page",
+    "PageRequest",
     "Pipeline",
     "Recorded",
     "Retention",

@@ -7,7 +7,7 @@ a contract test suite runs against both."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from service.domain import (
@@ -21,6 +21,7 @@ from service.domain import (
     NewDelivery,
     Ordering,
     Replayed,
+    ReplayWindow,
     Subscription,
     Summary,
 )
@@ -53,6 +54,37 @@ class Page(Generic[T]):
 
     rows: list[T]
     next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who new deliveries are leased to, and for how long, as they are recorded."""
+
+    owner: str
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim of due work: up to `limit` due open deliveries nobody holds (or whose lease
+    expired), leased to `owner` for `lease_ms`; only `subscription_id`'s when it is given, and
+    none of the subscriptions in `exclude`."""
+
+    owner: str
+    limit: int
+    lease_ms: int
+    _: KW_ONLY
+    subscription_id: str | None = None
+    exclude: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page of a listing: at most `limit` rows, after the key `after` (None: the first
+    page)."""
+
+    limit: int
+    after: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +167,7 @@ class DeliveryLog(Protocol):
     """A subscription's delivery log, and the recovery that acts on it: redeliver, replay."""
 
     async def list_deliveries(
-        self,
-        org_id: str,
-        subscription_id: str,
-        where: DeliveryFilter,
-        limit: int,
-        after: str | None,
+        self, org_id: str, subscription_id: str, where: DeliveryFilter, page_of: PageRequest
     ) -> Page[DeliveryLogRow]:
         """A subscription's deliveries, newest first (cancelled ones are not listed)."""
 
@@ -153,20 +180,10 @@ class DeliveryLog(Protocol):
         attempt on its schedule. False when there is no such delivery."""
 
     async def replay(
-        self,
-        org_id: str,
-        subscription: Subscription,
-        events: Sequence[str],
-        since: int,
-        until: int,
-        *,
-        only_failed: bool,
-        limit: int,
+        self, org_id: str, subscription: Subscription, window: ReplayWindow
     ) -> Replayed:
-        """Queues, due now, the subscription's deliveries of the org's retained events named
-        `events` that occurred in [since, until), oldest first, at most `limit`: its failed
-        ones, and unless `only_failed` its sent ones and new deliveries of events it never
-        had. What is open already is left alone."""
+        """Queues, due now, what `window` selects of the subscription's deliveries of the org's
+        retained events. What is open already is left alone."""
 
 
 class Pipeline(Protocol):
@@ -175,26 +192,14 @@ class Pipeline(Protocol):
     gauges' counts."""
 
     async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
+        self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
-        exists is left alone. Returns the deliveries that are new: leased to `lease_owner`,
-        but for ordered ones (an `ordering_key`), which wait unleased for their turn."""
+        exists is left alone. Returns the deliveries that are new: under `lease`, but for
+        ordered ones (an `ordering_key`), which wait unleased for their turn."""
 
-    async def claim_due(
-        self,
-        owner: str,
-        limit: int,
-        lease_ms: int,
-        *,
-        subscription_id: str | None = None,
-        exclude: Sequence[str] = (),
-    ) -> list[DeliveryJob]:
-        """Leases up to `limit` due open deliveries nobody holds (or whose lease expired)."""
+    async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
+        """Leases the due work `claim` asks for."""
 
     async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
         """Extends, by the database clock, the leases `owner` still holds of these; returns

@@ -24,13 +24,12 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from pydantic import SecretStr
 
 from service.app import create_app
 from service.appkeys import INDEX, INGEST, METRICS, READINESS, STORE
 from service.samples import sample_event
-from service.settings import load_settings
-from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
+from tests.conftest import CATALOG_TOPICS
+from tests.support.process import service_settings
 from tools.receiver import Receiver
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -55,11 +54,10 @@ async def test_a_refusing_dead_letter_topic_holds_only_the_poisoned_partition(
         [NewTopic(name, 3, 1) for name in sources]
         + [NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "1"})]
     )
-    settings = load_settings(
-        database_url=f"sqlite:///{tmp_path}/webhooks.db",
-        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+    settings = service_settings(
+        f"sqlite:///{tmp_path}/webhooks.db",
+        kafka_bootstrap,
         allow_private_targets=True,
-        kafka_bootstrap_servers=kafka_bootstrap,
         kafka_topics=sources,
         kafka_dlq_topic=dlq,
         kafka_group_id=group,

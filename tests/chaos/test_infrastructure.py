@@ -21,23 +21,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.settings import Settings
-from service.store import open_store
 from tests.conftest import CATALOG_TOPICS
-from tests.support.chaos import (
-    FULL,
-    PATHS,
-    Stream,
-    dead_lettered,
-    report,
-    scale,
-    service_env,
-    subscribe,
-)
-from tests.support.chaos import wait_balanced as balanced_within
+from tests.support import chaos
 from tests.support.process import ServiceProcess, free_port, service_settings
 from tools.receiver import Receiver
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if FULL else 240)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 if chaos.FULL else 240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,36 +104,32 @@ async def run_through_fault(
 ) -> None:
     """A stream through the service; halfway, `fault` is stopped for `outage_s` and started
     again; the ledger must balance."""
-    store = await open_store(settings)
-    try:
-        await subscribe(store, receiver)
-    finally:
-        await store.close()
-    service = await ServiceProcess(service_env(settings, topics)).start()
-    count, rate = scale(2_000, 10_000), float(scale(400, 500))
-    stream: Stream | None = None
+    await chaos.subscribe(settings, receiver)
+    service = await ServiceProcess(chaos.service_env(settings, topics)).start()
+    count, rate = chaos.scale(2_000, 10_000), float(chaos.scale(400, 500))
+    stream: chaos.Stream | None = None
     try:
         await service.wait_ready()
-        stream = Stream(settings.kafka_bootstrap_servers, topics[0], count, rate).start()
+        stream = chaos.Stream(settings.kafka_bootstrap_servers, topics[0], count, rate).start()
         await asyncio.sleep(count / rate / 2)
         fault.run("stop")
         await asyncio.sleep(outage_s)
         fault.run("start")
         back_at = time.time()
         await stream.done()
-        ledger = await balanced_within(
-            receiver, stream, PATHS, timeout=scale(120, 300), fault_at=back_at
+        ledger = await chaos.wait_balanced(
+            receiver, stream, chaos.PATHS, timeout=chaos.scale(120, 300), fault_at=back_at
         )
     finally:
         await service.stop()
     assert stream is not None
-    report(name, ledger, events=stream.sent, outage_s=outage_s)
+    chaos.report(name, ledger, events=stream.sent, outage_s=outage_s)
     logs = ROOT / "var" / "chaos" / f"{name}.log"
     logs.parent.mkdir(parents=True, exist_ok=True)
     logs.write_text("".join(service.logs))  # the service's own account, for a failure's reader
     assert stream.failed == 0
     assert ledger.balanced(), (ledger, f"the service's log: {logs}")
-    assert await dead_lettered(settings.kafka_bootstrap_servers, topics[3]) == 0
+    assert await chaos.dead_lettered(settings.kafka_bootstrap_servers, topics[3]) == 0
     return
 
 
@@ -152,7 +137,7 @@ async def test_postgres_stopped_mid_stream_loses_nothing(
     private_postgres: Private, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> None:
     settings = service_settings(private_postgres.run("url"), kafka_bootstrap)
-    outage = float(scale(5, 20))
+    outage = float(chaos.scale(5, 20))
     await run_through_fault(
         settings, topics, receiver, private_postgres, name="postgres-stopped", outage_s=outage
     )
@@ -166,7 +151,7 @@ async def test_kafka_restarted_mid_stream_loses_nothing(
 ) -> None:
     bootstrap, topics = private_topics
     settings = service_settings(f"sqlite:///{tmp_path}/chaos.db", bootstrap)
-    outage = float(scale(3, 10))
+    outage = float(chaos.scale(3, 10))
     await run_through_fault(
         settings, topics, receiver, private_kafka, name="kafka-restarted", outage_s=outage
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from service.store import open_store
 from tests.support.chaos import (
     ELSEWHERE,
     FULL,
@@ -44,11 +43,7 @@ async def test_sigkill_at_random_points_loses_nothing(
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     count, rate, kills = scale(3_000, 20_000), float(scale(1_000, 2_000)), scale(1, 3)
-    store = await open_store(sqlite_settings)
-    try:
-        await subscribe(store, receiver)
-    finally:
-        await store.close()
+    await subscribe(sqlite_settings, receiver)
     env = service_env(sqlite_settings, topics)
     service = await ServiceProcess(env).start()
     stream = Stream(kafka_bootstrap, topics[0], count, rate).start()
@@ -80,11 +75,7 @@ async def test_one_of_two_postgres_replicas_killed_the_other_takes_over(
     fresh_postgres_url: str, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> None:
     settings = service_settings(fresh_postgres_url, kafka_bootstrap)
-    store = await open_store(settings, run_migrations=False)
-    try:
-        await subscribe(store, receiver)
-    finally:
-        await store.close()
+    await subscribe(settings, receiver, run_migrations=False)
     env = service_env(settings, topics)
     replicas = [await ServiceProcess(env).start() for _ in range(2)]
     count, rate = scale(2_000, 10_000), float(scale(500, 1_000))
@@ -121,11 +112,7 @@ async def test_one_of_two_postgres_replicas_killed_the_other_takes_over(
 async def test_sigterm_under_load_drains_and_a_restart_finishes(
     sqlite_settings: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> None:
-    store = await open_store(sqlite_settings)
-    try:
-        await subscribe(store, receiver)
-    finally:
-        await store.close()
+    await subscribe(sqlite_settings, receiver)
     # Slow answers keep deliveries in flight and queued when SIGTERM comes.
     for path in PATHS:
         receiver.set(path, Behaviour(status=200, delay=0.05))

@@ -30,41 +30,32 @@ from service.clock import now_ms
 from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
-from tests.support.api import (
-    BASE,
-    RFC3339_MS,
-    SEED_REQUEST,
-    Api,
-    api_over,
-    assert_problem,
-    create,
-    problem_fields,
-    sealed_elsewhere,
-)
+from service.store import Lease
+from tests.support import api as support
 from tools.receiver import start_receiver
 
 
 @pytest.fixture
-async def api(settings_for: Settings) -> AsyncIterator[Api]:
+async def api(settings_for: Settings) -> AsyncIterator[support.Api]:
     # The API process of a split deployment: no consumer (its pipeline is tested elsewhere).
-    async with api_over(settings_for, Roles(consumer=False)) as api:
+    async with support.api_over(settings_for, Roles(consumer=False)) as api:
         yield api
 
 
-async def test_registration_answers_the_seed_shape_with_the_secret_once(api: Api) -> None:
+async def test_registration_answers_the_seed_shape_with_the_secret_once(api: support.Api) -> None:
     with structlog.testing.capture_logs() as logs:
-        status, body, content_type = await api.call("POST", body=SEED_REQUEST)
+        status, body, content_type = await api.call("POST", body=support.SEED_REQUEST)
     assert status == 201
     assert content_type == "application/json"
     assert set(body) == {"id", "url", "events", "installedBy", "secret", "active", "createdAt"}
     CreatedSubscription.model_validate(body)
     assert body["id"].startswith("whk_")
-    assert body["url"] == SEED_REQUEST["url"]
-    assert body["events"] == SEED_REQUEST["events"]
+    assert body["url"] == support.SEED_REQUEST["url"]
+    assert body["events"] == support.SEED_REQUEST["events"]
     assert body["installedBy"] == "kyc-service@v0.1.0"
     assert body["secret"].startswith("qe_whsec_")
     assert body["active"] is True
-    assert RFC3339_MS.match(body["createdAt"])
+    assert support.RFC3339_MS.match(body["createdAt"])
     secret = body["secret"]
     assert secret not in repr(logs)
 
@@ -76,8 +67,10 @@ async def test_registration_answers_the_seed_shape_with_the_secret_once(api: Api
         assert "secret" not in orjson.dumps(shown).decode()
 
 
-async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(api: Api) -> None:
-    created = await create(api)
+async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(
+    api: support.Api,
+) -> None:
+    created = await support.create(api)
     status, listed, _ = await api.call("GET")
     assert status == 200
     SubscriptionList.model_validate(listed)
@@ -105,7 +98,7 @@ async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(a
     deliveries = [
         NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event, e.org_id) for e in events
     ]
-    await api.store.record_events(events, deliveries, "test", 60_000)
+    await api.store.record_events(events, deliveries, Lease("test", 60_000))
     at = now_ms()
     await api.store.record_attempts(
         [
@@ -131,11 +124,11 @@ async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(a
     assert one["deliveryCount"] == 3
     assert one["lastDelivery"]["status"] == "sent"
     assert one["lastDelivery"]["responseCode"] == 200
-    assert RFC3339_MS.match(one["lastDelivery"]["at"])
+    assert support.RFC3339_MS.match(one["lastDelivery"]["at"])
 
 
-async def test_paging_with_cursor(api: Api) -> None:
-    made = [(await create(api, url=f"https://h.example.com/{i}"))["id"] for i in range(5)]
+async def test_paging_with_cursor(api: support.Api) -> None:
+    made = [(await support.create(api, url=f"https://h.example.com/{i}"))["id"] for i in range(5)]
     seen: list[str] = []
     path = "?limit=2"
     while True:
@@ -148,8 +141,8 @@ async def test_paging_with_cursor(api: Api) -> None:
     assert seen == made
 
 
-async def test_patch_changes_fields_and_delete_removes(api: Api) -> None:
-    created = await create(api)
+async def test_patch_changes_fields_and_delete_removes(api: support.Api) -> None:
+    created = await support.create(api)
     status, row, _ = await api.call(
         "PATCH",
         f"/{created['id']}",
@@ -180,9 +173,11 @@ async def test_patch_changes_fields_and_delete_removes(api: Api) -> None:
         (b'{"url": "' + b"a" * 70_000 + b'"}', "application/json", 413),
     ],
 )
-async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expected: int) -> None:
+async def test_malformed_bodies(
+    api: support.Api, raw: bytes, content_type: str, expected: int
+) -> None:
     status, body, ct = await api.call("POST", raw=raw, headers={"Content-Type": content_type})
-    assert_problem(status, body, ct, expected)
+    support.assert_problem(status, body, ct, expected)
 
 
 @pytest.mark.parametrize(
@@ -217,20 +212,22 @@ async def test_malformed_bodies(api: Api, raw: bytes, content_type: str, expecte
         ({"url": "https://hooks.example.com/a\u0000b"}, "url"),
     ],
 )
-async def test_invalid_fields_name_the_field(api: Api, change: dict[str, Any], field: str) -> None:
-    status, body, ct = await api.call("POST", body={**SEED_REQUEST, **change})
-    assert_problem(status, body, ct, 422)
-    assert field in problem_fields(body), body
+async def test_invalid_fields_name_the_field(
+    api: support.Api, change: dict[str, Any], field: str
+) -> None:
+    status, body, ct = await api.call("POST", body={**support.SEED_REQUEST, **change})
+    support.assert_problem(status, body, ct, 422)
+    assert field in support.problem_fields(body), body
 
 
-async def test_url_missing(api: Api) -> None:
+async def test_url_missing(api: support.Api) -> None:
     status, body, ct = await api.call("POST", body={"events": ["verification.created"]})
-    assert_problem(status, body, ct, 422)
-    assert problem_fields(body) == {"url"}
+    support.assert_problem(status, body, ct, 422)
+    assert support.problem_fields(body) == {"url"}
 
 
-async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
-    created = await create(api)
+async def test_patch_cannot_empty_events_or_take_bad_urls(api: support.Api) -> None:
+    created = await support.create(api)
     for change, field in (
         ({"events": []}, "events"),
         ({"url": "https://[::1]/"}, "url"),
@@ -238,10 +235,10 @@ async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
         ({"id": "whk_x"}, "id"),
     ):
         status, body, ct = await api.call("PATCH", f"/{created['id']}", change)
-        assert_problem(status, body, ct, 422)
-        assert field in problem_fields(body)
+        support.assert_problem(status, body, ct, 422)
+        assert field in support.problem_fields(body)
     _, row, _ = await api.call("GET", f"/{created['id']}")
-    assert row["events"] == SEED_REQUEST["events"]
+    assert row["events"] == support.SEED_REQUEST["events"]
 
 
 @pytest.mark.parametrize(
@@ -254,28 +251,30 @@ async def test_patch_cannot_empty_events_or_take_bad_urls(api: Api) -> None:
         {"Authorization": "Bearer " + "x" * 5000},
     ],
 )
-async def test_requests_without_a_valid_key_are_401(api: Api, headers: dict[str, str]) -> None:
-    async with api.client.get(BASE, headers=headers, skip_auto_headers=()) as response:
+async def test_requests_without_a_valid_key_are_401(
+    api: support.Api, headers: dict[str, str]
+) -> None:
+    async with api.client.get(support.BASE, headers=headers, skip_auto_headers=()) as response:
         body = await response.json(content_type=None)
-        assert_problem(response.status, body, response.content_type, 401)
+        support.assert_problem(response.status, body, response.content_type, 401)
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_revoked_key_is_401(api: Api) -> None:
+async def test_revoked_key_is_401(api: support.Api) -> None:
     record, key = await api.store.create_api_key("org_a", "soon revoked")
     status, _, _ = await api.call("GET", key=key)
     assert status == 200
     await api.store.revoke_api_key(record.id)
     status, body, ct = await api.call("GET", key=key)
-    assert_problem(status, body, ct, 401)
+    support.assert_problem(status, body, ct, 401)
 
 
-async def test_another_orgs_subscription_is_404(api: Api) -> None:
-    created = await create(api)
+async def test_another_orgs_subscription_is_404(api: support.Api) -> None:
+    created = await support.create(api)
     path = f"/{created['id']}"
     for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
         status, problem, ct = await api.call(method, path, body, key=api.other_key)
-        assert_problem(status, problem, ct, 404)
+        support.assert_problem(status, problem, ct, 404)
     status, listed, _ = await api.call("GET", key=api.other_key)
     assert listed["rows"] == []
     _, row, _ = await api.call("GET", path)
@@ -283,13 +282,13 @@ async def test_another_orgs_subscription_is_404(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", ["/whk_01JD2Y8Q0S6M2X0YV1X4J5T7ZK", "/nope", "/%27%3B--"])
-async def test_unknown_ids_are_404(api: Api, path: str) -> None:
+async def test_unknown_ids_are_404(api: support.Api, path: str) -> None:
     for method, body in (("GET", None), ("PATCH", {"active": False}), ("DELETE", None)):
         status, problem, ct = await api.call(method, path, body)
-        assert_problem(status, problem, ct, 404)
+        support.assert_problem(status, problem, ct, 404)
 
 
-async def test_bad_query_parameters_are_422(api: Api) -> None:
+async def test_bad_query_parameters_are_422(api: support.Api) -> None:
     nul_cursor = base64.urlsafe_b64encode(b"whk_\x00").decode()
     for query, field in (
         (f"?cursor={nul_cursor}", "cursor"),
@@ -299,20 +298,20 @@ async def test_bad_query_parameters_are_422(api: Api) -> None:
         ("?colour=red", "colour"),
     ):
         status, body, ct = await api.call("GET", query)
-        assert_problem(status, body, ct, 422)
-        assert field in problem_fields(body)
+        support.assert_problem(status, body, ct, 422)
+        assert field in support.problem_fields(body)
 
 
-async def test_unknown_route_and_method_are_problems(api: Api) -> None:
+async def test_unknown_route_and_method_are_problems(api: support.Api) -> None:
     async with api.client.get("/api/identity/nothing-here", headers=api.auth()) as response:
         assert response.status == 404
         assert response.content_type == "application/problem+json"
-    async with api.client.put(BASE, headers=api.auth()) as response:
+    async with api.client.put(support.BASE, headers=api.auth()) as response:
         assert response.status == 405
         assert response.content_type == "application/problem+json"
 
 
-async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
+async def test_openapi_document_matches_the_routes_and_models(api: support.Api) -> None:
     async with api.client.get("/openapi.json") as response:
         assert response.status == 200
         served = await response.json()
@@ -322,7 +321,7 @@ async def test_openapi_document_matches_the_routes_and_models(api: Api) -> None:
         (route.method.lower(), route.resource.canonical)
         for route in api.client.app.router.routes()
         if route.resource is not None
-        and route.resource.canonical.startswith(BASE)
+        and route.resource.canonical.startswith(support.BASE)
         and route.method not in ("HEAD", "*")  # "*": the 405 of a path's other methods
     }
     documented = {
@@ -344,8 +343,8 @@ async def test_the_test_call_delivers_and_shows_in_the_summary(settings_for: Set
         await client.start_server()
         try:
             _, key = await app[STORE].create_api_key("org_t", None)
-            api = Api(client, app[STORE], key, key)
-            created = await create(api, url=receiver.url("ok"))
+            api = support.Api(client, app[STORE], key, key)
+            created = await support.create(api, url=receiver.url("ok"))
             status, result, _ = await api.call("POST", f"/{created['id']}/test")
             assert status == 200
             ApiTestResult.model_validate(result)
@@ -370,9 +369,11 @@ async def test_the_test_call_delivers_and_shows_in_the_summary(settings_for: Set
             await client.close()
 
 
-async def test_an_undecryptable_secret_is_shown_not_a_500(api: Api, settings_for: Settings) -> None:
-    broken = await sealed_elsewhere(api, settings_for)
-    healthy = (await create(api))["id"]
+async def test_an_undecryptable_secret_is_shown_not_a_500(
+    api: support.Api, settings_for: Settings
+) -> None:
+    broken = await support.sealed_elsewhere(api, settings_for)
+    healthy = (await support.create(api))["id"]
     status, listed, _ = await api.call("GET")
     assert status == 200
     problems = {row["id"]: row["problem"] for row in listed["rows"]}
@@ -390,11 +391,11 @@ async def test_an_undecryptable_secret_is_shown_not_a_500(api: Api, settings_for
 
 
 @pytest.mark.parametrize("digits", [4, 20, 4301, 8000])
-async def test_a_huge_limit_is_a_422_not_a_500(api: Api, digits: int) -> None:
+async def test_a_huge_limit_is_a_422_not_a_500(api: support.Api, digits: int) -> None:
     # Python refuses int() of more than 4,300 digits; the handler must never get that far.
     status, body, ct = await api.call("GET", "?limit=" + "9" * digits)
-    assert_problem(status, body, ct, 422)
-    assert problem_fields(body) == {"limit"}
+    support.assert_problem(status, body, ct, 422)
+    assert support.problem_fields(body) == {"limit"}
 
 
 async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
@@ -405,17 +406,17 @@ async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
     async def broken(_: Any) -> Any:
         raise RuntimeError("qe_whsec_must-not-be-logged")
 
-    app.router.add_get(BASE + "-broken", broken)
+    app.router.add_get(support.BASE + "-broken", broken)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
         _, key = await app[STORE].create_api_key("org_a", None)
         with structlog.testing.capture_logs() as logs:
             async with client.get(
-                BASE + "-broken", headers={"Authorization": f"Bearer {key}"}
+                support.BASE + "-broken", headers={"Authorization": f"Bearer {key}"}
             ) as response:
                 body = await response.json(content_type=None)
-                assert_problem(response.status, body, response.content_type, 500)
+                support.assert_problem(response.status, body, response.content_type, 500)
         assert "must-not-be-logged" not in body["detail"]
         (logged,) = [line for line in logs if line["event"] == "api.unexpected_error"]
         assert logged["error"] == "RuntimeError"
@@ -424,7 +425,9 @@ async def test_an_unexpected_error_still_answers_a_problem_and_logs_no_message(
         await client.close()
 
 
-async def test_the_event_catalog_holds_a_schema_and_an_example_for_every_event(api: Api) -> None:
+async def test_the_event_catalog_holds_a_schema_and_an_example_for_every_event(
+    api: support.Api,
+) -> None:
     status, body, content_type = await api.call("GET", "/event-types")
     assert (status, content_type) == (200, "application/json")
     EventTypes.model_validate(body)

@@ -33,7 +33,7 @@ from service.events import format_time, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
 from service.signing import SignatureHeaders, signature_headers
-from service.store import Store, SubscriptionChanges, open_store
+from service.store import Claim, Lease, PageRequest, Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
@@ -42,6 +42,12 @@ from tools.demo_receiver import DEMO_PATH, VerifyingReceiver
 
 async def run_cli(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
     return await run_module("service", *args, env=env, cwd=cwd)
+
+
+def refused(result: Result, code: int, message: str) -> None:
+    """The command exited with `code` and said `message` on standard error."""
+    assert result.code == code
+    assert message in result.stderr
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,7 @@ async def test_api_key_create_list_revoke(cli_database: Database, tmp_path: Path
     assert revoked.code == 0, revoked.stderr
     assert await org_for(cli_database, key) is None
     again = await run_cli("api-key", "revoke", key_id.group(), env=env, cwd=tmp_path)
-    assert again.code == 1
-    assert "no active API key" in again.stderr
+    refused(again, 1, "no active API key")
     unknown = await run_cli("api-key", "revoke", "key_nope", env=env, cwd=tmp_path)
     assert unknown.code == 1
     relisted = await run_cli("api-key", "list", env=env, cwd=tmp_path)
@@ -139,8 +144,7 @@ async def test_api_key_needs_an_org(tmp_path: Path) -> None:
 
     result = await run_cli("api-key", "create", env=env, cwd=tmp_path)
 
-    assert result.code == 2
-    assert "--org" in result.stderr
+    refused(result, 2, "--org")
 
 
 # -- the delivery log and recovery ------------------------------------------------------------
@@ -184,7 +188,7 @@ async def seed(store: Store, org: str = "org_cli") -> Seeded:
         NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription.id, e.event, org)
         for e in events[:4]
     ]
-    assert len(await store.record_events(events, deliveries, "seed", 60_000)) == 4
+    assert len(await store.record_events(events, deliveries, Lease("seed", 60_000))) == 4
     outcomes = [(DeliveryStatus.FAILED, 500), (DeliveryStatus.FAILED, 500)]
     outcomes.append((DeliveryStatus.SENT, 200))
     await store.record_attempts(
@@ -223,6 +227,27 @@ async def seeded(database: Database) -> Seeded:
         return await seed(store)
 
 
+@dataclass(frozen=True)
+class SeededCli:
+    """The CLI over a seeded database, run in a temporary folder."""
+
+    database: Database
+    data: Seeded
+    cwd: Path
+
+    @property
+    def sid(self) -> str:
+        return self.data.subscription.id
+
+    async def run(self, *args: str) -> Result:
+        return await run_cli(*args, env=self.database.env, cwd=self.cwd)
+
+
+@pytest.fixture
+async def cli(cli_database: Database, tmp_path: Path) -> SeededCli:
+    return SeededCli(cli_database, await seeded(cli_database), tmp_path)
+
+
 async def status_of(database: Database, seeded: Seeded, delivery_id: str) -> DeliveryStatus:
     async with opened(database) as store:
         detail = await store.get_delivery("org_cli", seeded.subscription.id, delivery_id)
@@ -230,20 +255,23 @@ async def status_of(database: Database, seeded: Seeded, delivery_id: str) -> Del
     return detail.row.status
 
 
-async def test_deliveries_list_pages_filters_and_shows(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
-
-    table = await run_cli("deliveries", "list", sid, "--org", "org_cli", env=env, cwd=tmp_path)
+async def test_deliveries_list_pages_filters_and_shows(cli: SeededCli) -> None:
+    data = cli.data
+    table = await cli.run("deliveries", "list", cli.sid, "--org", "org_cli")
 
     assert table.code == 0, table.stderr
     header, *lines = table.stdout.splitlines()
     assert header.split() == ["ID", "EVENT", "STATUS", "CREATED", "ATTEMPTS", "NEXT", "LAST"]
     rows = {line.split()[0]: line.split() for line in lines}
     assert set(rows) == {*data.failed, data.sent, data.pending}
-    assert rows[data.failed[0]][2:] == ["failed", rows[data.failed[0]][3], "1", "-", "HTTP", "500"]
+    assert rows[data.failed[0]][2:] == [
+        "failed",
+        rows[data.failed[0]][3],
+        "1",
+        "-",
+        "HTTP",
+        "500",
+    ]
     assert rows[data.sent][2] == "sent"
     assert rows[data.sent][-1] == "200"
     assert rows[data.pending][2] == "pending"
@@ -251,9 +279,7 @@ async def test_deliveries_list_pages_filters_and_shows(
     assert "--cursor" not in table.stderr
 
     # Without --org: found in whichever org holds it; the API's JSON shape.
-    failed = await run_cli(
-        "deliveries", "list", sid, "--status", "failed", "--json", env=env, cwd=tmp_path
-    )
+    failed = await cli.run("deliveries", "list", cli.sid, "--status", "failed", "--json")
 
     assert failed.code == 0, failed.stderr
     listed = orjson.loads(failed.stdout)
@@ -262,20 +288,18 @@ async def test_deliveries_list_pages_filters_and_shows(
     assert all(row["lastAttempt"]["responseCode"] == 500 for row in listed["rows"])
     assert all(row["status"] == "failed" for row in listed["rows"])
 
-    first = await run_cli("deliveries", "list", sid, "--limit", "3", env=env, cwd=tmp_path)
+    first = await cli.run("deliveries", "list", cli.sid, "--limit", "3")
     cursor = re.search(r"--cursor (\S+)", first.stderr)
     assert cursor is not None, first.stderr
-    rest = await run_cli(
+    rest = await cli.run(
         "deliveries",
         "list",
-        sid,
+        cli.sid,
         "--limit",
         "3",
         "--cursor",
         cursor.group(1),
         "--json",
-        env=env,
-        cwd=tmp_path,
     )
     assert rest.code == 0, rest.stderr
     page_one = [line.split()[0] for line in first.stdout.splitlines()[1:]]
@@ -283,7 +307,7 @@ async def test_deliveries_list_pages_filters_and_shows(
     assert len(page_one) == 3
     assert sorted(page_one + page_two) == sorted(rows)
 
-    shown = await run_cli("deliveries", "show", sid, data.failed[0], env=env, cwd=tmp_path)
+    shown = await cli.run("deliveries", "show", cli.sid, data.failed[0])
 
     assert shown.code == 0, shown.stderr
     envelope = data.envelopes[data.failed[0]]
@@ -293,9 +317,7 @@ async def test_deliveries_list_pages_filters_and_shows(
     payload = shown.stdout.split("payload:\n", 1)[1]
     assert orjson.loads(payload) == envelope
 
-    as_json = await run_cli(
-        "deliveries", "show", sid, data.sent, "--org", "org_cli", "--json", env=env, cwd=tmp_path
-    )
+    as_json = await cli.run("deliveries", "show", cli.sid, data.sent, "--org", "org_cli", "--json")
     detail = orjson.loads(as_json.stdout)
     assert detail["payload"] == data.envelopes[data.sent]
     assert [(a["number"], a["responseCode"], a["responseExcerpt"]) for a in detail["attempts"]] == [
@@ -303,124 +325,96 @@ async def test_deliveries_list_pages_filters_and_shows(
     ]
 
 
-async def test_deliveries_refuses_bad_input_and_unknown_ids(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
-
-    bad = await run_cli(
+async def test_deliveries_refuses_bad_input_and_unknown_ids(cli: SeededCli) -> None:
+    bad = await cli.run(
         "deliveries",
         "list",
-        sid,
+        cli.sid,
         "--status",
         "lost",
         "--limit",
         "0",
         "--since",
         "yesterday",
-        env=env,
-        cwd=tmp_path,
     )
-    malformed = await run_cli("deliveries", "list", "whk_nope", env=env, cwd=tmp_path)
-    other_org = await run_cli(
-        "deliveries", "list", sid, "--org", "org_other", env=env, cwd=tmp_path
-    )
-    unknown = await run_cli(
-        "deliveries", "show", sid, ids.new_id(ids.DELIVERY), env=env, cwd=tmp_path
-    )
+    malformed = await cli.run("deliveries", "list", "whk_nope")
+    other_org = await cli.run("deliveries", "list", cli.sid, "--org", "org_other")
+    unknown = await cli.run("deliveries", "show", cli.sid, ids.new_id(ids.DELIVERY))
 
     assert bad.code == 2
     (line,) = bad.stderr.splitlines()
     assert line.startswith("identity-webhooks deliveries list: ")
     for option in ("--status: must be one of", "--limit: must be a whole number", "--since: "):
         assert option in line
-    assert malformed.code == 2
-    assert "'whk_nope' is not a subscription id" in malformed.stderr
+    refused(malformed, 2, "'whk_nope' is not a subscription id")
     assert other_org.code == 1
-    assert other_org.stderr.strip().endswith(f"no subscription {sid} in org_other")
-    assert unknown.code == 1
-    assert "no delivery whd_" in unknown.stderr
+    assert other_org.stderr.strip().endswith(f"no subscription {cli.sid} in org_other")
+    refused(unknown, 1, "no delivery whd_")
     for result in (bad, malformed, other_org, unknown):
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
 
 
-async def test_redeliver_makes_a_finished_delivery_due_again(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
+async def test_redeliver_makes_a_finished_delivery_due_again(cli: SeededCli) -> None:
     before = now_ms()
 
-    result = await run_cli(
-        "redeliver", sid, data.failed[0], "--org", "org_cli", env=env, cwd=tmp_path
-    )
+    result = await cli.run("redeliver", cli.sid, cli.data.failed[0], "--org", "org_cli")
 
     assert result.code == 0, result.stderr
-    assert result.stdout.startswith(f"{data.failed[0]} is due now")
-    async with opened(cli_database) as store:
-        detail = await store.get_delivery("org_cli", sid, data.failed[0])
-        jobs = await store.claim_due("claimer", 10, 60_000)
+    assert result.stdout.startswith(f"{cli.data.failed[0]} is due now")
+    async with opened(cli.database) as store:
+        detail = await store.get_delivery("org_cli", cli.sid, cli.data.failed[0])
+        jobs = await store.claim_due(Claim("claimer", 10, 60_000))
     assert detail is not None
     assert detail.row.status is DeliveryStatus.PENDING
     assert detail.row.next_attempt_at is not None
     assert before - 1000 <= detail.row.next_attempt_at <= now_ms()
     # What a running service's claimer does next: the redelivered one is due, the other
     # failed one is not.
-    assert data.failed[0] in {job.id for job in jobs}
-    assert data.failed[1] not in {job.id for job in jobs}
+    assert cli.data.failed[0] in {job.id for job in jobs}
+    assert cli.data.failed[1] not in {job.id for job in jobs}
 
 
 async def test_redeliver_refuses_unknown_deliveries_and_inactive_subscriptions(
-    cli_database: Database, tmp_path: Path
+    cli: SeededCli,
 ) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
+    unknown = await cli.run("redeliver", cli.sid, ids.new_id(ids.DELIVERY))
+    malformed = await cli.run("redeliver", cli.sid, "whd_x")
+    async with opened(cli.database) as store:
+        await store.update_subscription("org_cli", cli.sid, SubscriptionChanges(active=False))
+    inactive = await cli.run("redeliver", cli.sid, cli.data.failed[1])
 
-    unknown = await run_cli("redeliver", sid, ids.new_id(ids.DELIVERY), env=env, cwd=tmp_path)
-    malformed = await run_cli("redeliver", sid, "whd_x", env=env, cwd=tmp_path)
-    async with opened(cli_database) as store:
-        await store.update_subscription("org_cli", sid, SubscriptionChanges(active=False))
-    inactive = await run_cli("redeliver", sid, data.failed[1], env=env, cwd=tmp_path)
-
-    assert unknown.code == 1
-    assert "no delivery whd_" in unknown.stderr
-    assert malformed.code == 2
-    assert "not a delivery id" in malformed.stderr
-    assert inactive.code == 1
-    assert "cannot redeliver: the subscription is inactive" in inactive.stderr
+    refused(unknown, 1, "no delivery whd_")
+    refused(malformed, 2, "not a delivery id")
+    refused(inactive, 1, "cannot redeliver: the subscription is inactive")
     assert "Traceback" not in unknown.stderr + malformed.stderr + inactive.stderr
-    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.FAILED
+    assert await status_of(cli.database, cli.data, cli.data.failed[1]) is DeliveryStatus.FAILED
 
 
-async def test_replay_in_bounded_calls_then_everything(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
-
-    first = await run_cli("replay", sid, "--since", "10m", "--limit", "1", env=env, cwd=tmp_path)
+async def test_replay_in_bounded_calls_then_everything(cli: SeededCli) -> None:
+    first = await cli.run("replay", cli.sid, "--since", "10m", "--limit", "1")
 
     assert first.code == 0, first.stderr
     queued, cut = first.stdout.splitlines()
-    assert queued.startswith(f"queued 1 failed deliveries of {sid} from ")
+    assert queued.startswith(f"queued 1 failed deliveries of {cli.sid} from ")
     since = cut.removeprefix("cut short at 1: run again with --since ")
-    assert parse_time(since) == datetime.fromtimestamp(data.occurred[data.failed[1]] / 1000, UTC)
-    assert await status_of(cli_database, data, data.failed[0]) is DeliveryStatus.PENDING
-    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.FAILED
+    assert parse_time(since) == datetime.fromtimestamp(
+        cli.data.occurred[cli.data.failed[1]] / 1000, UTC
+    )
+    assert await status_of(cli.database, cli.data, cli.data.failed[0]) is DeliveryStatus.PENDING
+    assert await status_of(cli.database, cli.data, cli.data.failed[1]) is DeliveryStatus.FAILED
 
-    rest = await run_cli("replay", sid, "--org", "org_cli", "--since", since, env=env, cwd=tmp_path)
+    rest = await cli.run("replay", cli.sid, "--org", "org_cli", "--since", since)
 
     assert rest.code == 0, rest.stderr
     (line,) = rest.stdout.splitlines()
     assert line.startswith("queued 1 failed deliveries")
-    assert await status_of(cli_database, data, data.failed[1]) is DeliveryStatus.PENDING
+    assert await status_of(cli.database, cli.data, cli.data.failed[1]) is DeliveryStatus.PENDING
 
     until = format_time(datetime.now(UTC) + timedelta(seconds=1))
-    everything = await run_cli(
+    everything = await cli.run(
         "replay",
-        sid,
+        cli.sid,
         "--since",
         "10m",
         "--until",
@@ -429,69 +423,52 @@ async def test_replay_in_bounded_calls_then_everything(
         "verification.created",
         "--all",
         "--json",
-        env=env,
-        cwd=tmp_path,
     )
 
     assert everything.code == 0, everything.stderr
     # The sent one and the event it never had; the open ones are left alone.
     assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None}
-    assert await status_of(cli_database, data, data.sent) is DeliveryStatus.PENDING
-    async with opened(cli_database) as store:
-        page = await store.list_deliveries("org_cli", sid, DeliveryFilter(), 10, None)
-    assert data.unsent_event in {row.event_id for row in page.rows}
+    assert await status_of(cli.database, cli.data, cli.data.sent) is DeliveryStatus.PENDING
+    async with opened(cli.database) as store:
+        page = await store.list_deliveries(
+            "org_cli", cli.sid, DeliveryFilter(), PageRequest(10, None)
+        )
+    assert cli.data.unsent_event in {row.event_id for row in page.rows}
 
 
 async def test_replay_refuses_a_window_outside_the_retention_and_other_events(
-    cli_database: Database, tmp_path: Path
+    cli: SeededCli,
 ) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
+    too_old = await cli.run("replay", cli.sid, "--since", "31d")
+    not_its = await cli.run("replay", cli.sid, "--since", "1h", "--event", "review.overridden")
+    backwards = await cli.run("replay", cli.sid, "--since", "1h", "--until", "2h")
+    none = await cli.run("replay", cli.sid, "--since", "1h", "--limit", "0")
+    unknown = await cli.run("replay", ids.new_id(ids.SUBSCRIPTION), "--since", "1h")
 
-    too_old = await run_cli("replay", sid, "--since", "31d", env=env, cwd=tmp_path)
-    not_its = await run_cli(
-        "replay", sid, "--since", "1h", "--event", "review.overridden", env=env, cwd=tmp_path
-    )
-    backwards = await run_cli(
-        "replay", sid, "--since", "1h", "--until", "2h", env=env, cwd=tmp_path
-    )
-    none = await run_cli("replay", sid, "--since", "1h", "--limit", "0", env=env, cwd=tmp_path)
-    unknown = await run_cli(
-        "replay", ids.new_id(ids.SUBSCRIPTION), "--since", "1h", env=env, cwd=tmp_path
-    )
-
-    assert too_old.code == 2
-    assert "--since: is before the retention (events are kept from " in too_old.stderr
-    assert not_its.code == 2
-    assert "--event: the subscription does not receive review.overridden" in not_its.stderr
-    assert backwards.code == 2
-    assert "--until: must be after since" in backwards.stderr
-    assert none.code == 2
-    assert "--limit: must be from 1 to 10000" in none.stderr
-    assert unknown.code == 1
-    assert "no subscription whk_" in unknown.stderr
+    refused(too_old, 2, "--since: is before the retention (events are kept from ")
+    refused(not_its, 2, "--event: the subscription does not receive review.overridden")
+    refused(backwards, 2, "--until: must be after since")
+    refused(none, 2, "--limit: must be from 1 to 10000")
+    refused(unknown, 1, "no subscription whk_")
     for result in (too_old, not_its, backwards, none, unknown):
         assert result.stdout == ""
         assert "Traceback" not in result.stderr
-    assert await status_of(cli_database, data, data.failed[0]) is DeliveryStatus.FAILED
+    assert await status_of(cli.database, cli.data, cli.data.failed[0]) is DeliveryStatus.FAILED
 
 
-async def test_rotate_secret_prints_the_new_secret_last(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid, old = data.subscription.id, data.subscription.secret
+async def test_rotate_secret_prints_the_new_secret_last(cli: SeededCli) -> None:
+    old = cli.data.subscription.secret
     before = now_ms()
 
-    result = await run_cli("rotate-secret", sid, "--overlap", "2h", env=env, cwd=tmp_path)
+    result = await cli.run("rotate-secret", cli.sid, "--overlap", "2h")
 
     assert result.code == 0, result.stderr
     secret = result.stdout.splitlines()[-1]
     assert re.fullmatch(r"qe_whsec_[0-9a-f]{64}", secret), secret
     assert secret != old
     assert secret not in result.stderr
-    async with opened(cli_database) as store:
-        rotated = await store.get_subscription("org_cli", sid)
+    async with opened(cli.database) as store:
+        rotated = await store.get_subscription("org_cli", cli.sid)
     assert rotated is not None
     assert rotated.secret == secret
     assert rotated.previous_secret == old
@@ -501,29 +478,22 @@ async def test_rotate_secret_prints_the_new_secret_last(
     assert f"signs too until {format_time(expiry)}" in result.stderr
 
 
-async def test_rotate_secret_refuses_a_long_overlap_and_another_org(
-    cli_database: Database, tmp_path: Path
-) -> None:
-    env, data = cli_database.env, await seeded(cli_database)
-    sid = data.subscription.id
+async def test_rotate_secret_refuses_a_long_overlap_and_another_org(cli: SeededCli) -> None:
+    too_long = await cli.run("rotate-secret", cli.sid, "--overlap", "8d")
+    not_a_duration = await cli.run("rotate-secret", cli.sid, "--overlap", "soon")
+    other_org = await cli.run("rotate-secret", cli.sid, "--org", "org_other")
 
-    too_long = await run_cli("rotate-secret", sid, "--overlap", "8d", env=env, cwd=tmp_path)
-    not_a_duration = await run_cli("rotate-secret", sid, "--overlap", "soon", env=env, cwd=tmp_path)
-    other_org = await run_cli("rotate-secret", sid, "--org", "org_other", env=env, cwd=tmp_path)
-
-    assert too_long.code == 2
-    assert "--overlap: " in too_long.stderr
+    refused(too_long, 2, "--overlap: ")
     assert "604800" in too_long.stderr
-    assert not_a_duration.code == 2
-    assert "'soon' is not a duration" in not_a_duration.stderr
+    refused(not_a_duration, 2, "'soon' is not a duration")
     assert other_org.code == 1
     for result in (too_long, not_a_duration, other_org):
         assert result.stdout == ""
         assert "Traceback" not in result.stderr
-    async with opened(cli_database) as store:
-        unchanged = await store.get_subscription("org_cli", sid)
+    async with opened(cli.database) as store:
+        unchanged = await store.get_subscription("org_cli", cli.sid)
     assert unchanged is not None
-    assert unchanged.secret == data.subscription.secret
+    assert unchanged.secret == cli.data.subscription.secret
     assert unchanged.previous_secret is None
 
 

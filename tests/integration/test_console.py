@@ -39,7 +39,7 @@ from service.clock import now_ms
 from service.console import CONTENT_SECURITY_POLICY
 from service.domain import IncomingEvent
 from service.settings import load_settings
-from service.store import Store
+from service.store import Lease, Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tools.receiver import Behaviour, Receiver
 
@@ -328,8 +328,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await console.store.record_events(
         [IncomingEvent(event_id, ORG, "verification.created", now_ms(), body, None, None)],
         [],
-        "console-test",
-        60_000,
+        Lease("console-test", 60_000),
     )
     await page.get_by_label("Since", exact=True).fill(await local_input_time(page, 3600))
     await page.get_by_label("Only failed deliveries").uncheck()

@@ -25,7 +25,7 @@ from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDeli
 from service.events import parse_time
 from service.operations import recovery
 from service.settings import Settings
-from service.store import Store
+from service.store import Claim, Lease, Store
 from tests.support.api import (
     RFC3339_MS,
     SEED_REQUEST,
@@ -80,7 +80,7 @@ async def seed(
         NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription_id, e.event, e.org_id)
         for e in events
     ]
-    assert await store.record_events(events, deliveries, OWNER, 600_000) == deliveries
+    assert await store.record_events(events, deliveries, Lease(OWNER, 600_000)) == deliveries
     return deliveries
 
 
@@ -489,7 +489,7 @@ async def test_redelivering_a_sent_delivery_reopens_it_with_the_same_id(ops: Api
         assert (shown["status"], shown["attemptCount"]) == ("pending", 1)
         assert len(shown["attempts"]) == 1
     # A claimer gets both now, as their second attempt, and records it in the same log.
-    jobs = await ops.store.claim_due(OWNER, 10, 60_000, subscription_id=sub)
+    jobs = await ops.store.claim_due(Claim(OWNER, 10, 60_000, subscription_id=sub))
     assert sorted((job.id, job.attempts) for job in jobs) == sorted([(done.id, 1), (lost.id, 1)])
     await record(ops.store, outcome(done, DeliveryStatus.SENT, number=2, excerpt="again"))
     again = await detail(ops, sub, done.id)
@@ -511,7 +511,7 @@ async def test_redelivering_an_open_delivery_makes_it_due_now(ops: Api) -> None:
     status, row, _ = await ops.call("POST", f"/{sub}/deliveries/{waiting.id}/redeliver")
     assert (status, row["status"], row["attemptCount"]) == (202, "pending", 0)
     await ops.store.release([waiting.id], OWNER)
-    claimed = {job.id for job in await ops.store.claim_due("x", 10, 60_000)}
+    claimed = {job.id for job in await ops.store.claim_due(Claim("x", 10, 60_000))}
     assert claimed == {retrying.id, waiting.id}
 
 
@@ -553,7 +553,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
     now = now_ms()
     # An event of the org from before the subscription existed: it never had it.
     before_it = event(occurred_at=now - 2 * HOUR)
-    await ops.store.record_events([before_it], [], OWNER, 0)
+    await ops.store.record_events([before_it], [], Lease(OWNER, 0))
     created = await create(ops)
     sub = created["id"]
     assert before_it.occurred_at < ms(created["createdAt"])
@@ -564,7 +564,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
     await failed(ops.store, d_old_failure)
     # Never replayed into this subscription: an event it does not take, another org's event.
     await ops.store.record_events(
-        [event(name="review.overridden"), event(org="org_b")], [], OWNER, 0
+        [event(name="review.overridden"), event(org="org_b")], [], Lease(OWNER, 0)
     )
     assert (await row_of(ops, sub))["deliveryCount"] == 4
     window = {"since": iso(now - DAY)}
@@ -598,7 +598,7 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
         status, result, _ = await ops.call("POST", f"/{sub}/replay", body)
         assert (status, result["count"]) == (202, 0)
     assert len(await log(ops, sub)) == 5
-    jobs = await ops.store.claim_due("x", 10, 60_000, subscription_id=sub)
+    jobs = await ops.store.claim_due(Claim("x", 10, 60_000, subscription_id=sub))
     assert {job.id for job in jobs} >= {d_sent.id, d_failed.id, new[0]["id"]}
 
 
@@ -666,7 +666,7 @@ async def test_replay_with_only_failed_false_is_bounded_over_new_deliveries_too(
     monkeypatch.setattr(recovery, "MAX_REPLAY", 2)
     now = now_ms()
     events = [event(occurred_at=now - HOUR + i * 1000) for i in range(3)]
-    await ops.store.record_events(events, [], OWNER, 0)
+    await ops.store.record_events(events, [], Lease(OWNER, 0))
     sub = (await create(ops))["id"]
     body = {"since": iso(now - 2 * HOUR), "onlyFailed": False}
     status, result, _ = await ops.call("POST", f"/{sub}/replay", body)
@@ -826,7 +826,7 @@ async def test_summary_fields_follow_recorded_attempts(ops: Api) -> None:
     assert listed == row
     # A success ends the failure streak; attempts older than a day leave the 24 h figures.
     await ops.store.release([waiting.id], OWNER)
-    (job,) = await ops.store.claim_due(OWNER, 10, 60_000, subscription_id=sub)
+    (job,) = await ops.store.claim_due(Claim(OWNER, 10, 60_000, subscription_id=sub))
     assert job.id == waiting.id
     await record(ops.store, outcome(waiting, DeliveryStatus.SENT, at=now - 500, duration=5))
     (old,) = await seed(ops.store, sub, [event()])

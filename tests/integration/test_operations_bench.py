@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench.operations import Seeded, SeedPlan, SimulatedClock, seed
 from service.domain import DeliveryFilter, DeliveryLogRow, DeliveryStatus
-from service.store import Store
+from service.store import PageRequest, Store
 from service.summaries import HOUR_MS
 
 PLAN = SeedPlan(
@@ -18,7 +18,7 @@ async def _log(store: Store, seeded: Seeded, where: DeliveryFilter) -> list[Deli
     rows: list[DeliveryLogRow] = []
     after = None
     while True:
-        page = await store.list_deliveries(seeded.org, seeded.big, where, 50, after)
+        page = await store.list_deliveries(seeded.org, seeded.big, where, PageRequest(50, after))
         rows += page.rows
         if page.next_after is None:
             return rows

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from service.domain import DeliveryFilter, DeliveryStatus, Ordering
 from service.samples import sample_event
 from service.settings import Settings
-from service.store import open_store
+from service.store import PageRequest, open_store
 from tests.support.process import ServiceProcess, service_env, service_settings
 from tools.receiver import Behaviour, Received, Receiver
 
@@ -148,7 +148,10 @@ async def run_ordered(
         try:
             summary = (await store.subscription_summaries([subscription.id]))[subscription.id]
             retrying = await store.list_deliveries(
-                ORG, subscription.id, DeliveryFilter(status=DeliveryStatus.RETRYING), 100, None
+                ORG,
+                subscription.id,
+                DeliveryFilter(status=DeliveryStatus.RETRYING),
+                PageRequest(100, None),
             )
         finally:
             await store.close()

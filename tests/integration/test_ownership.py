@@ -15,7 +15,7 @@ from service import ids
 from service.clock import now_ms
 from service.domain import IncomingEvent, NewDelivery
 from service.settings import load_settings
-from service.store import open_store
+from service.store import Lease, open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.process import ServiceProcess
 from tools.receiver import Receiver
@@ -76,7 +76,7 @@ async def test_a_restarted_serve_takes_back_a_killed_ones_leases_at_once(
         )
         delivery = NewDelivery(ids.new_id(ids.DELIVERY), event.id, sub.id, event.event, "org_k")
         # What a process killed mid-delivery leaves: a delivery leased to it for minutes.
-        await store.record_events([event], [delivery], "killed:1234", 300_000)
+        await store.record_events([event], [delivery], Lease("killed:1234", 300_000))
     finally:
         await store.close()
     service = ServiceProcess(env, args=["--no-consumer"])

@@ -11,7 +11,7 @@ from service.clock import now_ms
 from service.delivery.housekeeping import Housekeeping
 from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
 from service.metrics import Metrics
-from service.store import Store
+from service.store import Lease, PageRequest, Store
 from tests.support.store import EVENTS, attempt, incoming
 
 DAY = 86_400_000
@@ -23,7 +23,7 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     events = [incoming() for _ in range(7)]
     deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "me", 60_000)
+    await store.record_events(events, deliveries, Lease("me", 60_000))
     # Five finished two days ago, one finished now, one still open.
     old = now_ms() - 2 * DAY
     await store.record_attempts(
@@ -48,7 +48,7 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     assert len(transactions) >= 4
     assert max(transactions) <= 2 * 3
     assert transactions[-1] == 0
-    left = await store.list_deliveries("org_a", sub.id, DeliveryFilter(), 100, None)
+    left = await store.list_deliveries("org_a", sub.id, DeliveryFilter(), PageRequest(100, None))
     assert {row.id for row in left.rows} == {deliveries[5].id, deliveries[6].id}
     assert (await store.get_delivery("org_a", sub.id, deliveries[6].id)) is not None
     assert await housekeeping.purge() == 0  # nothing left past the retention

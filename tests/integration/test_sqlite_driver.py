@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from service import ids
 from service.domain import DeliveryFilter, NewDelivery
 from service.settings import load_settings
-from service.store import open_store
+from service.store import Lease, PageRequest, open_store
 from service.store.sqlite import CHECKPOINT_EVERY, SqliteDriver
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.store import EVENTS, incoming
@@ -36,7 +36,9 @@ async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: 
         for _ in range(60):
             event = incoming()
             delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
-            task = asyncio.create_task(store.record_events([event], [delivery], "me", 60_000))
+            task = asyncio.create_task(
+                store.record_events([event], [delivery], Lease("me", 60_000))
+            )
             # Cancelled before, during or after BEGIN, the statements, or COMMIT.
             for _ in range(rng.randrange(0, 6)):
                 await asyncio.sleep(0)
@@ -52,15 +54,11 @@ async def test_transactions_cancelled_anywhere_leave_the_store_usable(tmp_path: 
         # has its event (one transaction wrote both, or neither).
         event = incoming()
         delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
-        assert await store.record_events([event], [delivery], "me", 60_000) == [delivery]
+        assert await store.record_events([event], [delivery], Lease("me", 60_000)) == [delivery]
         summary = (await store.subscription_summaries([sub.id]))[sub.id]
         assert summary.pending_count >= len(written) + 1
         page = await store.list_deliveries(
-            "org_a",
-            sub.id,
-            DeliveryFilter(),
-            100,
-            None,
+            "org_a", sub.id, DeliveryFilter(), PageRequest(100, None)
         )
         for row in page.rows:
             assert await store.get_delivery("org_a", sub.id, row.id) is not None

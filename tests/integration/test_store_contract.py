@@ -18,10 +18,10 @@ from service.domain import (
     NewDelivery,
 )
 from service.settings import Settings
-from service.store import Recorded, Store, SubscriptionChanges
+from service.store import Claim, Lease, PageRequest, Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
-from tests.support.store import EVENTS, attempt, incoming
+from tests.support.store import EVENTS, attempt, incoming, recorded
 
 
 async def test_ping(store: Store) -> None:
@@ -117,7 +117,7 @@ async def test_update_changes_only_given_fields_and_bumps_revision(store: Store)
 async def due_jobs(store: Store, delivery_ids: list[str], owner: str = "me") -> list[DeliveryJob]:
     """What a claimer would be handed of these deliveries once `owner` gives them back."""
     await store.release(delivery_ids, owner)
-    jobs = await store.claim_due("reader", 1000, 60_000)
+    jobs = await store.claim_due(Claim("reader", 1000, 60_000))
     await store.release([job.id for job in jobs], "reader")
     return [job for job in jobs if job.id in delivery_ids]
 
@@ -126,10 +126,10 @@ async def test_record_events_is_idempotent_per_event_and_subscription(store: Sto
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     first = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    created = await store.record_events([event], [first], "me", 60_000)
+    created = await store.record_events([event], [first], Lease("me", 60_000))
     assert created == [first]
     replay = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    assert await store.record_events([event], [replay], "me", 60_000) == []
+    assert await store.record_events([event], [replay], Lease("me", 60_000)) == []
     summary = await store.subscription_summaries([sub.id])
     assert summary[sub.id].delivery_count == 1
     (job,) = await due_jobs(store, [first.id])
@@ -146,62 +146,52 @@ async def test_an_event_id_reused_by_another_org_never_crosses_over(store: Store
     )
     d_ours = NewDelivery(ids.new_id("whd"), ours.id, mine.id, ours.event, "org_a")
     d_theirs = NewDelivery(ids.new_id("whd"), hostile.id, theirs.id, hostile.event, "org_b")
-    await store.record_events([ours, hostile], [d_ours, d_theirs], "me", 60_000)
+    await store.record_events([ours, hostile], [d_ours, d_theirs], Lease("me", 60_000))
     jobs = {job.id: job.body for job in await due_jobs(store, [d_ours.id, d_theirs.id])}
     assert jobs == {d_ours.id: ours.body, d_theirs.id: b'{"org":"b"}'}
 
 
 async def test_leases_keep_two_claimers_apart(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    events = [incoming() for _ in range(20)]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "ingest", 60_000)
+    _, deliveries = await recorded(store, "ingest", 60_000, 20)
     # Leased by ingest: nobody else may claim them.
-    assert await store.claim_due("other", 100, 60_000) == []
+    assert await store.claim_due(Claim("other", 100, 60_000)) == []
     await store.release([d.id for d in deliveries], "other")  # not its to give back
-    assert await store.claim_due("other", 100, 60_000) == []
+    assert await store.claim_due(Claim("other", 100, 60_000)) == []
     await store.release([d.id for d in deliveries], "ingest")
-    a, b = await asyncio.gather(store.claim_due("a", 12, 60_000), store.claim_due("b", 12, 60_000))
+    a, b = await asyncio.gather(
+        store.claim_due(Claim("a", 12, 60_000)), store.claim_due(Claim("b", 12, 60_000))
+    )
     claimed_a = {j.id for j in a}
     claimed_b = {j.id for j in b}
     assert not claimed_a & claimed_b
     assert claimed_a | claimed_b == {d.id for d in deliveries}
-    assert await store.claim_due("c", 100, 60_000) == []
+    assert await store.claim_due(Claim("c", 100, 60_000)) == []
 
 
 async def test_a_paused_subscriptions_deliveries_wait_until_it_is_enabled(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "me", 0)
+    sub, [delivery] = await recorded(store, "me", 0)
     await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=False))
     await asyncio.sleep(0.01)
-    assert await store.claim_due("me", 10, 60_000) == []
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
     assert await store.pending_count() == 1
     await store.update_subscription("org_a", sub.id, SubscriptionChanges(active=True))
-    assert [job.id for job in await store.claim_due("me", 10, 60_000)] == [delivery.id]
+    assert [job.id for job in await store.claim_due(Claim("me", 10, 60_000))] == [delivery.id]
 
 
 async def test_leases_are_renewed_only_by_their_owner(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "me", 50)
+    _, [delivery] = await recorded(store, "me", 50)
     await store.renew([delivery.id], "someone-else", 60_000)
     await asyncio.sleep(0.1)
-    assert [job.id for job in await store.claim_due("thief", 10, 0)] == [delivery.id]
+    assert [job.id for job in await store.claim_due(Claim("thief", 10, 0))] == [delivery.id]
     await store.renew([delivery.id], "thief", 60_000)
     await asyncio.sleep(0.01)
-    assert await store.claim_due("me", 10, 60_000) == []
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
 
 
 async def test_expired_leases_are_claimable(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "crashed-replica", 0)
+    _, [delivery] = await recorded(store, "crashed-replica", 0)
     await asyncio.sleep(0.01)
-    (job,) = await store.claim_due("survivor", 10, 60_000)
+    (job,) = await store.claim_due(Claim("survivor", 10, 60_000))
     assert job.id == delivery.id
 
 
@@ -211,20 +201,19 @@ async def test_claims_filter_by_subscription_and_exclusions(store: Store) -> Non
     event = incoming()
     d1 = NewDelivery(ids.new_id("whd"), event.id, one.id, event.event, event.org_id)
     d2 = NewDelivery(ids.new_id("whd"), event.id, two.id, event.event, event.org_id)
-    await store.record_events([event], [d1, d2], "x", 0)
+    await store.record_events([event], [d1, d2], Lease("x", 0))
     await asyncio.sleep(0.01)
-    assert [j.id for j in await store.claim_due("me", 10, 60_000, exclude=[one.id])] == [d2.id]
-    await store.release([d2.id], "me")
-    assert [j.id for j in await store.claim_due("me", 10, 60_000, subscription_id=one.id)] == [
-        d1.id
+    assert [j.id for j in await store.claim_due(Claim("me", 10, 60_000, exclude=[one.id]))] == [
+        d2.id
     ]
+    await store.release([d2.id], "me")
+    assert [
+        j.id for j in await store.claim_due(Claim("me", 10, 60_000, subscription_id=one.id))
+    ] == [d1.id]
 
 
 async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "me", 60_000)
+    sub, [delivery] = await recorded(store, "me", 60_000)
     t0 = now_ms() - 60_000  # so that each retry (t + 5 s) is due at once
     clocks = await store.record_attempts(
         [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, t0)], "me"
@@ -237,12 +226,12 @@ async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store)
     assert summary.last_delivery.response_code == 500
     assert summary.last_delivery.at == t0
     # Retried later: a second failure keeps the clock where it started.
-    assert [j.attempts for j in await store.claim_due("me", 10, 60_000)] == [1]
+    assert [j.attempts for j in await store.claim_due(Claim("me", 10, 60_000))] == [1]
     clocks = await store.record_attempts(
         [attempt(delivery, 2, DeliveryStatus.RETRYING, 500, t0 + 10)], "me"
     )
     assert clocks.failing_since == {sub.id: t0}
-    assert [j.attempts for j in await store.claim_due("me", 10, 60_000)] == [2]
+    assert [j.attempts for j in await store.claim_due(Claim("me", 10, 60_000))] == [2]
     clocks = await store.record_attempts(
         [attempt(delivery, 3, DeliveryStatus.SENT, 200, t0 + 20)], "me"
     )
@@ -255,25 +244,19 @@ async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store)
 
 
 async def test_delete_cancels_open_deliveries(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "me", 0)
+    sub, _ = await recorded(store, "me", 0)
     assert await store.pending_count() == 1
     assert await store.delete_subscription("org_a", sub.id) is True
     assert await store.pending_count() == 0
     assert await store.get_subscription("org_a", sub.id) is None
-    assert await store.claim_due("me", 10, 60_000) == []
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
     assert sub.id not in {s.id for s in await store.active_subscriptions()}
 
 
 async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
     store: Store,
 ) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "me", 0)
+    sub, _ = await recorded(store, "me", 0)
     assert await store.deactivate_subscription(sub.id, "410 Gone") is True
     assert await store.deactivate_subscription(sub.id, "410 Gone") is False
     got = await store.get_subscription("org_a", sub.id)
@@ -308,7 +291,7 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
     still_open = NewDelivery(
         ids.new_id("whd"), open_event.id, sub.id, open_event.event, open_event.org_id
     )
-    await store.record_events([done_event, open_event], [done, still_open], "me", 60_000)
+    await store.record_events([done_event, open_event], [done, still_open], Lease("me", 60_000))
     await store.record_attempts(
         [attempt(done, 1, DeliveryStatus.SENT, 200, now_ms() - 10_000)], "me"
     )
@@ -317,12 +300,9 @@ async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
 
 
 async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "slow", 1)  # its lease runs out at once
+    sub, [delivery] = await recorded(store, "slow", 1)  # its lease runs out at once
     await asyncio.sleep(0.05)
-    assert [j.id for j in await store.claim_due("fast", 10, 60_000)] == [delivery.id]
+    assert [j.id for j in await store.claim_due(Claim("fast", 10, 60_000))] == [delivery.id]
     # The slow replica's late outcome is refused: the delivery is the fast one's now.
     late = await store.record_attempts(
         [attempt(delivery, 1, DeliveryStatus.RETRYING, 500, now_ms())], "slow"
@@ -330,7 +310,7 @@ async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
     assert late.lost == {delivery.id}
     assert await store.renew([delivery.id], "slow", 60_000) == set()
     await store.release([delivery.id], "slow")
-    assert await store.claim_due("third", 10, 60_000) == []  # still the fast one's
+    assert await store.claim_due(Claim("third", 10, 60_000)) == []  # still the fast one's
     done = await store.record_attempts(
         [attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())], "fast"
     )
@@ -343,25 +323,19 @@ async def test_a_replica_records_only_what_it_still_holds(store: Store) -> None:
 async def test_leases_are_timed_by_the_database_clock(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    event = incoming()
-    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, event.org_id)
-    await store.record_events([event], [delivery], "a", 60_000)
+    _, [delivery] = await recorded(store, "a", 60_000)
     # A replica whose clock runs an hour fast still sees replica a's lease alive.
     monkeypatch.setattr(sql_base, "now_ms", lambda: now_ms() + 3_600_000)
-    assert await store.claim_due("b", 10, 60_000) == []
+    assert await store.claim_due(Claim("b", 10, 60_000)) == []
     assert await store.renew([delivery.id], "a", 60_000) == {delivery.id}
-    assert await store.claim_due("b", 10, 60_000) == []
+    assert await store.claim_due(Claim("b", 10, 60_000)) == []
 
 
 async def test_the_owner_of_an_embedded_store_takes_back_every_lease(store: Store) -> None:
-    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
-    events = [incoming() for _ in range(3)]
-    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
-    await store.record_events(events, deliveries, "crashed", 300_000)
-    assert await store.claim_due("restarted", 10, 60_000) == []
+    await recorded(store, "crashed", 300_000, 3)
+    assert await store.claim_due(Claim("restarted", 10, 60_000)) == []
     assert await store.take_back_leases() == 3
-    assert len(await store.claim_due("restarted", 10, 60_000)) == 3
+    assert len(await store.claim_due(Claim("restarted", 10, 60_000))) == 3
 
 
 async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
@@ -372,12 +346,14 @@ async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
     sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
     event = incoming()
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, "org_a")
-    await store.record_events([event], [delivery], "me", 60_000)
+    await store.record_events([event], [delivery], Lease("me", 60_000))
     await store.release([delivery.id], "me")
     await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", event.id)
-    assert await store.claim_due("me", 10, 60_000) == []
-    assert await store.claim_due("me", 10, 60_000) == []  # not leased again and again
-    (row,) = (await store.list_deliveries("org_a", sub.id, DeliveryFilter(), 10, None)).rows
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []  # not leased again and again
+    (row,) = (
+        await store.list_deliveries("org_a", sub.id, DeliveryFilter(), PageRequest(10, None))
+    ).rows
     assert row.status is DeliveryStatus.FAILED
 
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.samples import sample_event
 from service.settings import Settings
-from service.store import Store
+from service.store import open_store
 from tests.support import process
 from tools.receiver import Receiver
 
@@ -195,11 +195,17 @@ PATHS = ("a", "b")  # two subscriptions want verification.created
 ELSEWHERE = "other"  # one wants only customer.kyc_updated: must receive nothing
 
 
-async def subscribe(store: Store, receiver: Receiver) -> None:
-    for path in PATHS:
+async def subscribe(settings: Settings, receiver: Receiver, *, run_migrations: bool = True) -> None:
+    """The chaos runs' subscriptions, written to the store of `settings` before the service
+    starts: PATHS want verification.created, ELSEWHERE only customer.kyc_updated."""
+    store = await open_store(settings, run_migrations=run_migrations)
+    try:
+        for path in PATHS:
+            await store.create_subscription(
+                "org_chaos", receiver.url(path), ("verification.created",), None
+            )
         await store.create_subscription(
-            "org_chaos", receiver.url(path), ("verification.created",), None
+            "org_chaos", receiver.url(ELSEWHERE), ("customer.kyc_updated",), None
         )
-    await store.create_subscription(
-        "org_chaos", receiver.url(ELSEWHERE), ("customer.kyc_updated",), None
-    )
+    finally:
+        await store.close()

@@ -9,6 +9,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -127,12 +128,14 @@ class ServiceProcess:
             await self._reader
 
 
-def service_settings(database_url: str, kafka_bootstrap: str) -> Settings:
-    """Settings of a service on this store and broker, with the suite's encryption key."""
+def service_settings(database_url: str, kafka_bootstrap: str, **overrides: Any) -> Settings:
+    """Settings of a service on this store and broker, with the suite's encryption key;
+    `overrides` sets any other field."""
     return load_settings(
         database_url=database_url,
         encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
         kafka_bootstrap_servers=kafka_bootstrap,
+        **overrides,
     )
 
 

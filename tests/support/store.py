@@ -9,7 +9,9 @@ from service.domain import (
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
+    Subscription,
 )
+from service.store import Lease, Store
 
 EVENTS = ("verification.created", "customer.kyc_updated")
 
@@ -42,3 +44,15 @@ def attempt(
         new_status=status,
         next_attempt_at=at + 5000 if status is DeliveryStatus.RETRYING else None,
     )
+
+
+async def recorded(
+    store: Store, owner: str, lease_ms: int, count: int = 1
+) -> tuple[Subscription, list[NewDelivery]]:
+    """A subscription of org_a and `count` deliveries to it of new events, recorded leased to
+    `owner` for `lease_ms`."""
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    events = [incoming() for _ in range(count)]
+    deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
+    await store.record_events(events, deliveries, Lease(owner, lease_ms))
+    return sub, deliveries

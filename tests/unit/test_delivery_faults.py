@@ -37,7 +37,7 @@ from service.domain import (
 from service.events import format_time
 from service.settings import Settings, load_settings
 from service.signing import SignatureHeaders
-from service.store import Store, StoreUnavailable, open_store
+from service.store import Claim, Lease, Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tests.support.virtual_time import in_virtual_time
 from tools.receiver import Behaviour, Receiver
@@ -106,7 +106,9 @@ class Service:
                 )
                 deliveries.append(delivery)
                 jobs.append(DeliveryJob.first(delivery, event))
-        await self.store.record_events(events, deliveries, dispatcher.owner, dispatcher.lease_ms)
+        await self.store.record_events(
+            events, deliveries, Lease(dispatcher.owner, dispatcher.lease_ms)
+        )
         dispatcher.submit(jobs)
         return [d.id for d in deliveries]
 
@@ -272,9 +274,9 @@ async def test_a_drain_during_a_store_outage_ends_in_time_and_the_unrecorded_kee
         await within(settings.shutdown_grace + 5, runner.cleanup())
     store = await open_store(settings)
     try:
-        assert await store.claim_due("another", 10, 3000) == []  # still leased
+        assert await store.claim_due(Claim("another", 10, 3000)) == []  # still leased
         await asyncio.to_thread(time.sleep, settings.lease)  # real time, the database's clock
-        again = await store.claim_due("another", 10, 3000)
+        again = await store.claim_due(Claim("another", 10, 3000))
         assert sorted(job.id for job in again) == sorted(sent)
         assert all(job.attempts == 0 for job in again)  # nothing was recorded
     finally:

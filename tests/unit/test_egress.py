@@ -329,34 +329,53 @@ async def test_a_name_that_resolves_to_public_addresses_is_accepted() -> None:
     assert await vet_url(url, allow_private=False, resolver=dns) == url
 
 
-async def test_a_name_that_resolves_to_loopback_is_rejected() -> None:
-    dns = fake_dns({"evil.example.com": ["127.0.0.1"]})
-    with pytest.raises(TargetRejected, match=r"evil\.example\.com resolves to .*loopback"):
-        await vet_url("https://evil.example.com/", allow_private=False, resolver=dns)
-
-
-async def test_a_name_with_one_private_address_among_public_ones_is_rejected() -> None:
-    dns = fake_dns({"mixed.example.com": ["93.184.216.34", "10.0.0.5", "2606:4700::1111"]})
-    with pytest.raises(TargetRejected, match=r"private address 10\.0\.0\.5"):
-        await vet_url("https://mixed.example.com/", allow_private=False, resolver=dns)
-
-
-async def test_a_name_resolving_to_a_mapped_ipv6_metadata_address_is_rejected() -> None:
-    dns = fake_dns({"sneaky.example.com": ["::ffff:169.254.169.254"]})
-    with pytest.raises(TargetRejected, match="cloud metadata"):
-        await vet_url("https://sneaky.example.com/", allow_private=False, resolver=dns)
-
-
-async def test_an_unreadable_resolver_answer_is_rejected() -> None:
-    dns = fake_dns({"odd.example.com": ["not-an-address"]})
-    with pytest.raises(TargetRejected, match="unreadable address"):
-        await vet_url("https://odd.example.com/", allow_private=False, resolver=dns)
-
-
-async def test_the_idn_host_is_looked_up_in_its_ascii_form() -> None:
-    dns = fake_dns({"xn--bcher-kva.example": ["127.0.0.1"]})
-    with pytest.raises(TargetRejected, match="loopback"):
-        await vet_url("https://bücher.example/", allow_private=False, resolver=dns)
+@pytest.mark.parametrize(
+    ("host", "addresses", "url", "reason"),
+    [
+        pytest.param(
+            "evil.example.com",
+            ["127.0.0.1"],
+            "https://evil.example.com/",
+            r"evil\.example\.com resolves to .*loopback",
+            id="loopback",
+        ),
+        pytest.param(
+            "mixed.example.com",
+            ["93.184.216.34", "10.0.0.5", "2606:4700::1111"],
+            "https://mixed.example.com/",
+            r"private address 10\.0\.0\.5",
+            id="one-private-among-public",
+        ),
+        pytest.param(
+            "sneaky.example.com",
+            ["::ffff:169.254.169.254"],
+            "https://sneaky.example.com/",
+            "cloud metadata",
+            id="mapped-ipv6-metadata",
+        ),
+        pytest.param(
+            "odd.example.com",
+            ["not-an-address"],
+            "https://odd.example.com/",
+            "unreadable address",
+            id="unreadable-answer",
+        ),
+        # The IDN host is looked up in its ASCII form.
+        pytest.param(
+            "xn--bcher-kva.example",
+            ["127.0.0.1"],
+            "https://bücher.example/",
+            "loopback",
+            id="idn-in-ascii",
+        ),
+    ],
+)
+async def test_a_name_resolving_to_a_refused_address_is_rejected(
+    host: str, addresses: list[str], url: str, reason: str
+) -> None:
+    dns = fake_dns({host: addresses})
+    with pytest.raises(TargetRejected, match=reason):
+        await vet_url(url, allow_private=False, resolver=dns)
 
 
 async def test_a_name_that_does_not_resolve_is_accepted() -> None:

@@ -29,12 +29,12 @@ from aiokafka.errors import (
 from service.clock import now_ms
 from service.domain import DeliveryJob, IncomingEvent, NewDelivery, Subscription
 from service.health import Readiness
-from service.ingest import COMMIT_INTERVAL, Ingest, Lease, _Listener, fetch_options
+from service.ingest import COMMIT_INTERVAL, Ingest, _Listener, fetch_options
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
-from service.store import Store, StoreUnavailable
+from service.store import Lease, Store, StoreUnavailable
 from tests.support.virtual_time import in_virtual_time
 
 TP = TopicPartition("identity.verification.created", 0)

@@ -55,14 +55,15 @@ async def settle(seconds: float = 0.05) -> None:
     await asyncio.sleep(seconds)
 
 
-async def opened(endpoint: Endpoint, jobs: int) -> Lane:
+async def opened(jobs: int) -> tuple[Endpoint, Lane]:
     """A lane of 8 whose endpoint has failed until its circuit opened, `jobs` offered."""
+    endpoint = Endpoint(healthy=False)
     lane = Lane("whk_1", 8, 100, endpoint.run, lambda: None)
     for n in range(jobs):
         lane.offer(job(n))
     await settle()
     assert lane.circuit_open
-    return lane
+    return endpoint, lane
 
 
 @in_virtual_time
@@ -90,9 +91,8 @@ async def test_a_full_queue_turns_jobs_away_and_marks_the_lane_backlogged() -> N
 @pytest.mark.usefixtures("fast_breaker")
 @in_virtual_time
 async def test_a_failing_endpoint_opens_the_circuit_then_gets_one_probe_per_cooldown() -> None:
-    endpoint = Endpoint(healthy=False)
     # Probing (one at a time) after 3 failures; the circuit opens after 10 in a row.
-    lane = await opened(endpoint, 50)
+    endpoint, lane = await opened(50)
     opened_at = len(endpoint.attempts)
     assert Lane.BREAK_AFTER_FAILURES <= opened_at < Lane.BREAK_AFTER_FAILURES + 8
     await settle(0.1)
@@ -107,8 +107,7 @@ async def test_a_failing_endpoint_opens_the_circuit_then_gets_one_probe_per_cool
 @pytest.mark.usefixtures("fast_breaker")
 @in_virtual_time
 async def test_a_successful_probe_closes_the_circuit_and_the_backlog_flows() -> None:
-    endpoint = Endpoint(healthy=False)
-    lane = await opened(endpoint, 50)
+    endpoint, lane = await opened(50)
     endpoint.healthy = True
     await settle(0.6)  # the next probe succeeds
     assert not lane.circuit_open
@@ -120,8 +119,7 @@ async def test_a_successful_probe_closes_the_circuit_and_the_backlog_flows() -> 
 @pytest.mark.usefixtures("fast_breaker")
 @in_virtual_time
 async def test_a_successful_test_send_closes_the_circuit_at_once() -> None:
-    endpoint = Endpoint(healthy=False)
-    lane = await opened(endpoint, 30)
+    endpoint, lane = await opened(30)
     endpoint.healthy = True
     lane.succeeded()  # what the dispatcher calls after a 2xx to POST .../test
     await settle()

@@ -5,7 +5,6 @@ replay of a window of retained events."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from service import ids
@@ -17,9 +16,10 @@ from service.domain import (
     DeliveryStatus,
     NewDelivery,
     Replayed,
+    ReplayWindow,
     Subscription,
 )
-from service.store.interfaces import Page
+from service.store.interfaces import Page, PageRequest
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
 from service.store.sql.pipeline import insert_deliveries, take_places
 from service.store.sql.summaries import add_counts
@@ -39,13 +39,9 @@ class DeliveryLogSql(SqlBase):
     """`interfaces.DeliveryLog`."""
 
     async def list_deliveries(
-        self,
-        org_id: str,
-        subscription_id: str,
-        where: DeliveryFilter,
-        limit: int,
-        after: str | None,
+        self, org_id: str, subscription_id: str, where: DeliveryFilter, page_of: PageRequest
     ) -> Page[DeliveryLogRow]:
+        limit, after = page_of.limit, page_of.after
         conditions = ["d.subscription_id = $1", "d.org_id = $2", "d.status <> 'cancelled'"]
         args: list[Any] = [subscription_id, org_id]
 
@@ -135,20 +131,13 @@ class DeliveryLogSql(SqlBase):
         return changed > 0
 
     async def replay(
-        self,
-        org_id: str,
-        subscription: Subscription,
-        events: Sequence[str],
-        since: int,
-        until: int,
-        *,
-        only_failed: bool,
-        limit: int,
+        self, org_id: str, subscription: Subscription, window: ReplayWindow
     ) -> Replayed:
+        events, limit = window.events, window.limit
         if not events:
             return Replayed(0, None)
         in_names = self._driver.in_list("$2")
-        if only_failed:
+        if window.only_failed:
             # From the subscription's failed deliveries (an index on its statuses).
             source = (
                 f"FROM deliveries d {JOIN_EVENTS} WHERE d.subscription_id = $1 "
@@ -171,8 +160,8 @@ class DeliveryLogSql(SqlBase):
                 "ORDER BY e.occurred_at, e.id LIMIT $5",
                 subscription.id,
                 self._driver.list_param(events),
-                since,
-                until,
+                window.since,
+                window.until,
                 limit + 1,
                 org_id,
             )

@@ -20,7 +20,7 @@ from service.domain import (
     NewDelivery,
     failure_clocks,
 )
-from service.store.interfaces import Recorded
+from service.store.interfaces import Claim, Lease, Recorded
 from service.store.sql.base import JOIN_EVENTS, OPEN, Column, Conn, Driver, Row, SqlBase
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES, OK, latency_counter
@@ -117,11 +117,7 @@ class PipelineSql(SqlBase):
         return " AND ".join(conditions), args
 
     async def record_events(
-        self,
-        events: Sequence[IncomingEvent],
-        deliveries: Sequence[NewDelivery],
-        lease_owner: str,
-        lease_ms: int,
+        self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
         now = self._now()
         async with self._transaction() as conn:
@@ -169,8 +165,8 @@ class PipelineSql(SqlBase):
                     f"FROM ({source}) r WHERE true "
                     "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
                     now,
-                    lease_owner,
-                    lease_ms,
+                    lease.owner,
+                    lease.ms,
                     *args,
                 )
                 created.update(row["id"] for row in rows)
@@ -195,26 +191,20 @@ class PipelineSql(SqlBase):
             self._driver, conn, list(zip(deliveries, seqs, strict=True)), now
         )
 
-    async def claim_due(
-        self,
-        owner: str,
-        limit: int,
-        lease_ms: int,
-        *,
-        subscription_id: str | None = None,
-        exclude: Sequence[str] = (),
-    ) -> list[DeliveryJob]:
+    async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
         # A read first: most claims (every poll of an idle process) find nothing, and a read
         # costs no write transaction (on SQLite, no fsync). A scan: behind a failing ordered
         # head, thousands of due but blocked deliveries may be walked before nothing is found.
-        where, args = self._due([], subscription_id, exclude)
+        where, args = self._due([], claim.subscription_id, claim.exclude)
         async with self._scan() as conn:
             if (
                 await conn.fetchrow(f"SELECT 1 AS one FROM deliveries WHERE {where} LIMIT 1", *args)
                 is None
             ):
                 return []
-        where, args = self._due([owner, lease_ms, limit], subscription_id, exclude)
+        where, args = self._due(
+            [claim.owner, claim.lease_ms, claim.limit], claim.subscription_id, claim.exclude
+        )
         async with self._transaction() as conn:
             claimed = await conn.fetch(
                 f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
