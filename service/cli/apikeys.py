@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from service.cli.output import print_table
-from service.cli.run import with_settings
+from service.cli.run import with_store
 from service.clock import iso
 from service.domain import ApiKey
 from service.settings import Settings
-from service.store import Store, open_store
+from service.store import Store
 
 
-@with_settings
-def api_key(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> int:
-        store = await open_store(settings)
-        try:
-            return await _ACTIONS[args.action](args, store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+@with_store
+async def api_key(args: argparse.Namespace, _: Settings, store: Store) -> int:
+    return await _ACTIONS[args.action](args, store)
 
 
 async def _create(args: argparse.Namespace, store: Store) -> int:

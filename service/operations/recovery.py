@@ -76,7 +76,7 @@ class ReplayAsk:
 
 
 @dataclass(frozen=True, slots=True)
-class Replayed:
+class ReplayOutcome:
     """What a replay queued: `count` deliveries of the window [`since`, `until`); `next_since`
     is set when the per-call bound cut the window short (call again from there)."""
 
@@ -118,7 +118,7 @@ async def replay(
     *,
     retention_s: float,
     wake: Wake | None = None,
-) -> Replayed:
+) -> ReplayOutcome:
     """Queues again the subscription's deliveries of the events in the window: by default only
     its failed ones; else its sent ones too, and new deliveries of retained events it never had.
     What is open already is left alone. At most the ask's `limit`.
@@ -136,4 +136,4 @@ async def replay(
         only_failed=ask.only_failed,
         cut_short=replayed.next_since is not None,
     )
-    return Replayed(replayed.count, replayed.next_since, window.since, window.until)
+    return ReplayOutcome(replayed.count, replayed.next_since, window.since, window.until)

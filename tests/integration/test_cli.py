@@ -512,6 +512,21 @@ async def test_a_recovery_command_says_in_one_line_when_the_database_is_away(
     assert line.startswith("identity-webhooks redeliver: the database is away: ")
 
 
+async def test_api_key_commands_say_in_one_line_when_the_database_is_away(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "WEBHOOKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/webhooks",
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+    }
+
+    result = await run_cli("api-key", "list", env=env, cwd=tmp_path)
+
+    assert result.code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("identity-webhooks api-key list: the database is away: ")
+
+
 # -- migrate ----------------------------------------------------------------------------------
 
 
