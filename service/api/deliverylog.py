@@ -1,17 +1,16 @@
 """The delivery log as both the management API and the command line check and show it: the log's
-filters, the request models' errors in our words, and the JSON shapes of the log. No HTTP here:
-the handlers turn the errors into a 422, the command line into one line and exit code 2."""
+filters and the JSON shapes of the log. No HTTP here: the handlers turn the filters' errors into
+a 422, the command line into one line and exit code 2."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
-from service.api.models import AttemptRow, DeliveryDetail
-from service.api.paging import decode_cursor
+from service.api.models import AttemptRow, DeliveryDetail, Errors
+from service.api.paging import decode_cursor, page_limit
 from service.clock import iso, iso_or_none, to_ms
 from service.domain import (
     AttemptLog,
@@ -23,50 +22,8 @@ from service.domain import (
 from service.events import CATALOG, TEST_EVENT, parse_time
 from service.ids import LOG_POSITION
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 100
 LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
 LOG_STATUSES = ("pending", "retrying", "sent", "failed")
-
-Errors = list[tuple[str, str]]
-"""(field, message) pairs: what is wrong with the input, all of it at once."""
-
-
-def _field(loc: Sequence[int | str]) -> str:
-    """pydantic's location as a field path: ("events", 1) -> "events[1]"."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path or "(body)"
-
-
-def field_messages(exc: ValidationError) -> Errors:
-    """A request model's validation errors as (field, message) pairs, in our words."""
-    out = []
-    for error in exc.errors():
-        kind = error["type"]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "is required"
-        out.append((_field(error["loc"]), message))
-    return out
-
-
-def page_limit(query: Mapping[str, str], errors: Errors) -> int:
-    """A listing's `limit` (default DEFAULT_LIMIT); a bad one is added to `errors`."""
-    if "limit" not in query:
-        return DEFAULT_LIMIT
-    text = query["limit"]
-    # The length check comes first: int() of a 4,301-digit string raises ValueError.
-    if (
-        not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
-        or not 1 <= int(text) <= MAX_LIMIT
-    ):
-        errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
-        return DEFAULT_LIMIT
-    return int(text)
 
 
 def _time(query: Mapping[str, str], name: str, errors: Errors) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,6 +14,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationError,
     field_validator,
 )
 from pydantic.config import JsonDict
@@ -28,6 +29,31 @@ _PRINTABLE = r"^[^\x00-\x1F\x7F]*$"
 
 EventName = Literal["verification.created", "customer.kyc_updated", "review.overridden"]
 assert set(EventName.__args__) == set(CATALOG)  # type: ignore[attr-defined]
+
+Errors = list[tuple[str, str]]
+"""(field, message) pairs: what is wrong with the input, all of it at once."""
+
+
+def _field(loc: Sequence[int | str]) -> str:
+    """pydantic's location as a field path: ("events", 1) -> "events[1]"."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path or "(body)"
+
+
+def field_messages(exc: ValidationError) -> Errors:
+    """A request model's validation errors as (field, message) pairs, in our words."""
+    out = []
+    for error in exc.errors():
+        kind = error["type"]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "missing":
+            message = "is required"
+        out.append((_field(error["loc"]), message))
+    return out
 
 
 def _events_rule(events: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from service import __version__
 from service.api import models
-from service.api.deliverylog import DEFAULT_LIMIT, MAX_LIMIT
+from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.routes import BASE
 from service.events import CATALOG
 from service.operations.recovery import MAX_REPLAY

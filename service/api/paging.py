@@ -7,8 +7,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 
 from service.ids import SUBSCRIPTION_POSITION
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 100
 
 
 def encode_cursor(last_id: str) -> str:
@@ -25,3 +29,18 @@ def decode_cursor(cursor: str, shape: re.Pattern[str] = SUBSCRIPTION_POSITION) -
     if not shape.fullmatch(raw):
         raise ValueError("not a cursor this API returned")
     return raw
+
+
+def page_limit(query: Mapping[str, str], errors: list[tuple[str, str]]) -> int:
+    """A listing's `limit` (default DEFAULT_LIMIT); a bad one is added to `errors`."""
+    if "limit" not in query:
+        return DEFAULT_LIMIT
+    text = query["limit"]
+    # The length check comes first: int() of a 4,301-digit string raises ValueError.
+    if (
+        not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_LIMIT)))
+        or not 1 <= int(text) <= MAX_LIMIT
+    ):
+        errors.append(("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+        return DEFAULT_LIMIT
+    return int(text)

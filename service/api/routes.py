@@ -15,13 +15,7 @@ from pydantic import BaseModel, ValidationError
 from service import ids
 from service.api.auth import ORG
 from service.api.catalog import event_types
-from service.api.deliverylog import (
-    LogQuery,
-    delivery_detail,
-    delivery_row,
-    field_messages,
-    page_limit,
-)
+from service.api.deliverylog import LogQuery, delivery_detail, delivery_row
 from service.api.models import (
     CreatedSubscription,
     CreateSubscription,
@@ -36,8 +30,9 @@ from service.api.models import (
     SubscriptionList,
     SubscriptionRow,
     TestResult,
+    field_messages,
 )
-from service.api.paging import decode_cursor, encode_cursor
+from service.api.paging import decode_cursor, encode_cursor, page_limit
 from service.api.problems import invalid, problem
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import iso, iso_or_none

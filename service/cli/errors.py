@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.api.deliverylog import field_messages
+from service.api.models import field_messages
 from service.errors import DeliveryNotFound, InvalidInput, SubscriptionNotFound
 
 M = TypeVar("M", bound=BaseModel)
