@@ -56,7 +56,7 @@ test: setup tools
 _pytest:
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
-# The fault suite at the issue's full sizes (20,000-event streams, three kills, a 20 s store
+# The fault suite at its full sizes (20,000-event streams, three kills, a 20 s store
 # outage): ~10 min. `make test` runs the same tests bounded. One ledger line per fault.
 test-chaos: setup
 	@mkdir -p var
@@ -122,9 +122,9 @@ CLIENT_RATE ?= 50
 bench-clients: setup
 	SERVICES=kafka deploy/local/with-services.sh $(PY) -m bench.client_floor --rate $(CLIENT_RATE)
 
-# The delivery log and health with 100,000 deliveries in each store (issue 12): seeded through
-# the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs only
-# PostgreSQL. Results in var/bench/operations/. OPS_ARGS: e.g. --store sqlite, --baseline FILE.
+# The delivery log and the subscription summaries with 100,000 deliveries in each store: seeded
+# through the store's write path, each call timed (median, p95) with its query plans; ~2 min, needs
+# only PostgreSQL. Results in var/bench/operations/. OPS_ARGS: e.g. --store sqlite, --baseline FILE.
 OPS_ARGS ?=
 bench-ops: setup
 	SERVICES=postgres deploy/local/with-services.sh $(PY) -m bench.operations $(OPS_ARGS)

@@ -157,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         median("max_deliveries_per_s_fanout10", found["fanout10"]["max_deliveries_per_s"])
     if "latency" in wanted:
         # 500 events/s (not in --quick), and 50/s: a lone event at a time, where fixed costs
-        # per event (a fetch, two transactions, the exchange) show (issue 15).
+        # per event (a fetch, two transactions, the exchange) show.
         for per_s in (50, 500) if not args.quick else (50,):
             name = "latency" if per_s == 500 else f"latency{per_s}"
             await per_store(

@@ -8,7 +8,7 @@ service must use cost on their own, per lone event, at a low rate.
   another process, reading each answer.
 
 Prints the CPU time of this process per event for each: the floor under the service's own CPU
-per delivery at that rate, whatever the service does around the two (issue 15's 0.3x target at
+per delivery at that rate, whatever the service does around the two (a 0.3x target at
 50 events/s is judged against it). Expects the local Kafka (WEBHOOKS_TEST_KAFKA).
 """
 

@@ -1,5 +1,5 @@
 """`python -m bench.operations [--deliveries 100000] [--store sqlite|postgres|both]`:
-issue 12's "the log and health stay fast with 100,000 deliveries in the store", as figures.
+"the log and the summaries stay fast with 100,000 deliveries in the store", as figures.
 
 Per store, a fresh database (a SQLite file in a temporary folder; a PostgreSQL database made for
 the run on the server of WEBHOOKS_TEST_POSTGRES and dropped after) gets ~50 subscriptions of one

@@ -1,6 +1,6 @@
 """`python -m bench.paired_plot RESULT.json… --out FILE.png [--only FIGURE,…]`: one chart of
 several `bench.paired` results: for each figure, today's median as a share of the
-baseline's (the ratio the issue's targets speak in), one bar per figure, with a target mark
+baseline's (the ratio targets speak in), one bar per figure, with a target mark
 where `--target FIGURE=RATIO` gives one. Needs matplotlib (the `bench` extra).
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-# Issue 5's targets, reported against, never asserted: (key, label, comparison, target).
+# The targets the figures are reported against, never asserted: (key, label, comparison, target).
 TARGETS: list[tuple[str, str, str, float]] = [
     ("max_deliveries_per_s_sqlite", "max deliveries/s, fan-out 1, SQLite", ">=", 3000),
     ("max_deliveries_per_s_postgres", "max deliveries/s, fan-out 1, PostgreSQL", ">=", 3000),

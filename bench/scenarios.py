@@ -1,4 +1,4 @@
-"""The scenarios of issue 5. Each returns a JSON-ready dict: per-run figures plus a summary
+"""The benchmark scenarios. Each returns a JSON-ready dict: per-run figures plus a summary
 (median, min, max over the runs whose ledger balanced; a void run is listed, never counted).
 
 1. floor       a plain aiohttp client POSTs signed bodies to the receiver: no Kafka, no store

@@ -1,4 +1,4 @@
-"""The fault suite (issue 10): the whole service — real Kafka in, real HTTP out, each store —
+"""The fault suite: the whole service — real Kafka in, real HTTP out, each store —
 against endpoints that misbehave, ending in a ledger of what arrived.
 
 `-m "not chaos"` leaves it out; each test runs in well under a minute per store.

@@ -1,7 +1,7 @@
 """Faults of the service's own processes, each ending in a ledger: SIGKILL at random points of a
 stream (restarted each time), one of two PostgreSQL replicas killed, SIGTERM under load.
 
-Bounded in `make test`; `make test-chaos` runs the issue's full sizes (WEBHOOKS_CHAOS_FULL=1).
+Bounded in `make test`; `make test-chaos` runs the full sizes (WEBHOOKS_CHAOS_FULL=1).
 """
 
 from __future__ import annotations

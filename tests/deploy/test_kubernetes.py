@@ -1,6 +1,6 @@
 """The kustomize overlays render, every core object is valid against the Kubernetes schemas
 (kubernetes-validate, offline, strict: an unknown field fails), and the objects keep the
-promises the README makes: probes, non-root, read-only root, drain time, egress rules."""
+promises docs/operations.md makes: probes, non-root, read-only root, drain time, egress rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12's operations on both stores, through the API: the delivery log and one delivery,
+"""The operations on both stores, through the API: the delivery log and one delivery,
 redelivery, replay, secret rotation, the richer summary of a row, rate limits and static headers;
 and a problem body (never a 500, never another org's data) for every kind of bad input.
 

@@ -1,4 +1,4 @@
-"""Ordered delivery end to end (issue 14): the real service as child processes, real Kafka, both
+"""Ordered delivery end to end: the real service as child processes, real Kafka, both
 stores, the shared receiver.
 
 Interleaved events of many customers go to one subscription with `ordering: "customer"`; the

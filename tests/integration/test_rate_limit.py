@@ -1,4 +1,4 @@
-"""A subscription's `rateLimit` through the real pipeline on both stores (issue 12): a burst of
+"""A subscription's `rateLimit` through the real pipeline on both stores: a burst of
 events from Kafka reaches a limited endpoint spaced at least 1/rate apart, what does not fit its
 lane waits in the store, an unlimited subscription in the same process is not held back, and a
 PATCH applies to a lane already open. Spacing is measured at the receiver; nothing here asserts

@@ -1,4 +1,4 @@
-"""Secret rotation on both stores, end to end (issue 12): during the overlap a receiver that
+"""Secret rotation on both stores, end to end: during the overlap a receiver that
 knows only the old secret and one that knows only the new both verify the same delivery — one
 with Stripe's own verifier, one with ours — and after it only the new one does. Deliveries go
 out through `POST …/test` and through Kafka and the dispatcher's lanes."""

@@ -1,4 +1,4 @@
-"""A subscription's static `headers` on both stores (issue 12): they reach the receiver exactly
+"""A subscription's static `headers` on both stores: they reach the receiver exactly
 as set, with `/test` and with deliveries from Kafka, change with a PATCH, and can never stand in
 for a header the service sets."""
 

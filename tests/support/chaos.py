@@ -185,7 +185,8 @@ async def dead_lettered(bootstrap: str, topic: str) -> int:
 
 
 def report(name: str, ledger: Ledger, **facts: object) -> None:
-    """One line per fault run, collected by `make test-chaos` for the README's table."""
+    """One line per fault run, collected by `make test-chaos` for the fault table of
+    docs/reliability.md."""
     line = {"fault": name, **ledger.__dict__, **facts}
     print("chaos-ledger " + orjson.dumps(line).decode())
 

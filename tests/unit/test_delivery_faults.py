@@ -1,4 +1,4 @@
-"""Delivery under faults (issue 10), through the real dispatcher on an embedded SQLite store, an
+"""Delivery under faults, through the real dispatcher on an embedded SQLite store, an
 in-process receiver and no Kafka: a starved connection pool, a 2xx whose body stalls, a drain
 while the store is away, and `/test` while the store stalls.
 

@@ -127,7 +127,7 @@ async def test_a_successful_test_send_closes_the_circuit_at_once() -> None:
     assert len(endpoint.attempts) == 30
 
 
-# -- rate limits (issue 12) ---------------------------------------------------------------------
+# -- rate limits --------------------------------------------------------------------------------
 
 
 class PacedLane(Lane):
