@@ -21,7 +21,7 @@ class Ordering(enum.StrEnum):
 
 class DeliveryStatus(enum.StrEnum):
     """A delivery's life: pending → (retrying →)* sent | failed; cancelled when its
-    subscription is deleted."""
+    subscription is deleted or its payload erased while it was open."""
 
     PENDING = "pending"
     RETRYING = "retrying"
@@ -53,7 +53,8 @@ class Subscription:
     updated_at: int
     failing_since: int | None
     # Decrypted signing secret: never rendered by the API after creation, never logged. None
-    # when the configured encryption keys cannot open it (the key that sealed it was removed):
+    # when the configured encryption keys cannot open it or the header values (the key that
+    # sealed them was removed):
     # the row is still listed, changed and deleted; its deliveries wait in the store.
     secret: str | None = field(repr=False)
     # The secret a rotation replaced, signed with too until `previous_secret_until` (epoch ms).
@@ -83,8 +84,9 @@ class Subscription:
         return secrets
 
     UNDECRYPTABLE = (
-        "its signing secret cannot be decrypted with the configured WEBHOOKS_ENCRYPTION_KEY: "
-        "deliveries wait in the store until the key that sealed it is configured again"
+        "its signing secret or header values cannot be decrypted with the configured "
+        "WEBHOOKS_ENCRYPTION_KEY: deliveries wait in the store until the key that sealed them "
+        "is configured again"
     )
 
 
@@ -144,6 +146,30 @@ class DeliveryLogRow:
     attempt_count: int
     last_attempt: AttemptLog | None  # without its excerpt
     next_attempt_at: int | None  # while open
+    cancelled_reason: str | None = None  # why it was cancelled (its payload was erased)
+
+
+class PayloadRemoval(enum.StrEnum):
+    """Why an event's payload is no longer kept (its metadata still is)."""
+
+    ERASED = "erased"  # at the customer's request (an erasure)
+    EXPIRED = "expired"  # past WEBHOOKS_PAYLOAD_RETENTION
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadGone:
+    """Why a delivery's payload cannot be shown or sent again, and since when."""
+
+    reason: PayloadRemoval | None  # None: no configured key opens it
+    at: int | None
+
+    @property
+    def detail(self) -> str:
+        if self.reason is PayloadRemoval.ERASED:
+            return "its payload was erased at the customer's request"
+        if self.reason is PayloadRemoval.EXPIRED:
+            return "its payload is no longer kept (WEBHOOKS_PAYLOAD_RETENTION)"
+        return "its payload cannot be decrypted with the configured WEBHOOKS_ENCRYPTION_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +177,30 @@ class DeliveryLogEntry:
     """One delivery in full as the log shows it: its row, the payload, its latest attempts."""
 
     row: DeliveryLogRow
-    payload: bytes = field(repr=False)  # the envelope exactly as sent
+    payload: bytes | None = field(repr=False)  # the event's envelope; None when `gone`
     attempts: tuple[AttemptLog, ...]
+    gone: PayloadGone | None = None
+
+
+class Redelivery(enum.Enum):
+    """What a redelivery did."""
+
+    QUEUED = "queued"
+    NOT_FOUND = "not_found"
+    PAYLOAD_GONE = "payload_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt:
+    """What an erasure of one customer's data in one org found and did: `events` about the
+    customer and their `deliveries` now hold no payload or excerpt; `cancelled` of those
+    deliveries were still open and were cancelled by this call."""
+
+    customer_id: str
+    events: int
+    deliveries: int
+    cancelled: int
+    erased_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +233,7 @@ class Replayed:
 
     count: int
     next_since: int | None
+    without_payload: int = 0  # in the window but not queued: their payloads are removed
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,16 @@ class DeliveryNotFound(Exception):
         self.delivery_id = delivery_id
 
 
+class PayloadRemoved(Exception):
+    """A delivery cannot be sent again: its event's payload is no longer kept (erased at the
+    customer's request, or past the payload retention). `detail` says which, for people."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what} cannot be sent again: {detail}")
+        self.what = what
+        self.detail = detail
+
+
 class CannotSend(Exception):
     """A subscription's deliveries cannot go out now. `slug` says why in a word
     (`subscription-inactive`, `secret-undecryptable`), `reason` in a sentence for people."""

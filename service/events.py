@@ -37,7 +37,6 @@ and it may also be empty).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -168,7 +167,7 @@ class Accepted:
     org_id: str
     occurred_at: datetime
     body: bytes
-    customer_id: str | None = None  # `data.customerId`, as an ordering key (`customer_key`)
+    customer_id: str | None = None  # `data.customerId` (`customer_key`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,18 +236,10 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
     )
 
 
-_KEY_MAX = 200
-_PRINTABLE_KEY = re.compile(r"[^\x00-\x1F\x7F]+")
-
-
 def customer_key(customer_id: object) -> str | None:
-    """The ordering key of an event about `customer_id`: the id itself when it is short and
-    printable (it is stored and indexed), else its SHA-256, so any customer id orders."""
-    if not isinstance(customer_id, str) or not customer_id:
-        return None
-    if len(customer_id) <= _KEY_MAX and _PRINTABLE_KEY.fullmatch(customer_id):
-        return customer_id
-    return "sha256:" + hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()
+    """The customer an event is about (`data.customerId`), when it names one: its ordering key,
+    and what an erasure finds it by. The store keeps only its keyed hash."""
+    return customer_id if isinstance(customer_id, str) and customer_id else None
 
 
 # An integer literal that may not fit in 64 bits (below -2**63, or 20 digits and more): orjson

@@ -16,6 +16,7 @@ SUBSCRIPTION = "whk"
 DELIVERY = "whd"
 EVENT = "evt"
 API_KEY = "key"
+ERASURE = "ers"
 
 _ULID = "[0-9A-HJKMNP-TV-Z]{26}"  # Crockford's base 32, upper case, as `ULID` writes it
 

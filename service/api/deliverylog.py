@@ -91,19 +91,34 @@ def delivery_row(row: DeliveryLogRow) -> dict[str, Any]:
         "attemptCount": row.attempt_count,
         "lastAttempt": None if row.last_attempt is None else _attempt(row.last_attempt),
         "nextAttemptAt": iso_or_none(row.next_attempt_at),
+        "cancelledReason": row.cancelled_reason,
     }
 
 
 def delivery_detail(detail: DeliveryLogEntry) -> DeliveryDetail:
     """One delivery with its payload and attempts, in the API's shape."""
-    try:
-        payload = orjson.loads(detail.payload)
-    except orjson.JSONDecodeError:  # every accepted event is a JSON object; be safe
-        payload = {"unreadable": True}
+    payload: dict[str, Any] | None = None
+    if detail.payload is not None:
+        try:
+            payload = orjson.loads(detail.payload)
+        except orjson.JSONDecodeError:  # every accepted event is a JSON object; be safe
+            payload = {"unreadable": True}
+    removed = None
+    if (gone := detail.gone) is not None:
+        removed = {
+            "reason": "undecryptable" if gone.reason is None else gone.reason.value,
+            "at": iso_or_none(gone.at),
+            "detail": gone.detail,
+        }
     attempts = [
         AttemptRow(**_attempt(a), number=a.number, responseExcerpt=a.response_excerpt)
         for a in detail.attempts
     ]
     return DeliveryDetail.model_validate(
-        {**delivery_row(detail.row), "payload": payload, "attempts": attempts}
+        {
+            **delivery_row(detail.row),
+            "payload": payload,
+            "payloadRemoved": removed,
+            "attempts": attempts,
+        }
     )

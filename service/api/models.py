@@ -280,7 +280,7 @@ class EventTypes(BaseModel):
     rows: list[EventType]
 
 
-DeliveryStatusName = Literal["pending", "retrying", "sent", "failed"]
+DeliveryStatusName = Literal["pending", "retrying", "sent", "failed", "cancelled"]
 
 
 class LastAttempt(BaseModel):
@@ -299,6 +299,9 @@ class DeliveryRow(BaseModel):
     attemptCount: int
     lastAttempt: LastAttempt | None
     nextAttemptAt: str | None
+    cancelledReason: str | None = Field(
+        None, description="Why it was cancelled (its payload was erased while it was open)."
+    )
 
 
 class DeliveryList(BaseModel):
@@ -315,8 +318,18 @@ class AttemptRow(BaseModel):
     responseExcerpt: str | None = Field(description="The answer's first KiB.")
 
 
+class PayloadRemoved(BaseModel):
+    reason: Literal["erased", "expired", "undecryptable"]
+    at: str | None = Field(description="When it was removed; null when undecryptable.")
+    detail: str
+
+
 class DeliveryDetail(DeliveryRow):
-    payload: dict[str, Any] = Field(description="The envelope as sent (the signed body).")
+    payload: dict[str, Any] | None = Field(
+        description="The envelope as sent (the signed body); null when it is no longer kept "
+        "(`payloadRemoved` says why)."
+    )
+    payloadRemoved: PayloadRemoved | None = None
     attempts: list[AttemptRow]
 
 
@@ -352,6 +365,11 @@ class ReplayRequest(_Request):
 
 class ReplayResult(BaseModel):
     count: int = Field(description="Deliveries queued by this call.")
+    withoutPayload: int = Field(
+        0,
+        description="Events in the window not queued because their payloads are no longer "
+        "kept (erased, or past the payload retention).",
+    )
     nextSince: str | None = Field(
         description="Set when the per-call bound cut the window short: call again with this "
         "as `since` for the rest."

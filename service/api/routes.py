@@ -42,6 +42,7 @@ from service.errors import (
     CannotSend,
     DeliveryNotFound,
     InvalidInput,
+    PayloadRemoved,
     SubscriptionNotFound,
     TargetRejected,
 )
@@ -413,6 +414,8 @@ class SubscriptionApi:
             )
         except DeliveryNotFound:
             return self._no_delivery(request)
+        except PayloadRemoved as exc:
+            return problem(410, str(exc), slug="payload-removed")
         except CannotSend as exc:
             return self._cannot_send(exc)
         if detail is None:  # purged in between: nothing to show, the request was taken
@@ -436,7 +439,13 @@ class SubscriptionApi:
             )
         except InvalidInput as exc:
             return invalid(exc.errors)
-        result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
+        except PayloadRemoved as exc:
+            return problem(410, f"nothing to replay: {exc}", slug="payload-removed")
+        result = ReplayResult(
+            count=replayed.count,
+            nextSince=iso_or_none(replayed.next_since),
+            withoutPayload=replayed.without_payload,
+        )
         return _json(result, status=202)
 
     async def rotate_secret(self, request: web.Request) -> web.Response:

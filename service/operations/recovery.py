@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from service.clock import iso, now_ms, to_ms
-from service.domain import DeliveryLogEntry, ReplayWindow, Subscription
-from service.errors import CannotSend, DeliveryNotFound, InvalidInput
+from service.domain import (
+    DeliveryLogEntry,
+    PayloadGone,
+    PayloadRemoval,
+    Redelivery,
+    ReplayWindow,
+    Subscription,
+)
+from service.errors import CannotSend, DeliveryNotFound, InvalidInput, PayloadRemoved
 
 if TYPE_CHECKING:
     from service.store import DeliveryLog
@@ -48,12 +55,20 @@ async def redeliver(
     afresh when it goes out. Returns the delivery as it is now (None when it was purged in
     between: the redelivery was taken all the same)."""
     org, subscription_id = subscription.org_id, subscription.id
-    if not await store.get_delivery(org, subscription_id, delivery_id):
+    entry = await store.get_delivery(org, subscription_id, delivery_id)
+    if entry is None:
         raise DeliveryNotFound(subscription_id, delivery_id)
+    if entry.gone is not None:
+        raise PayloadRemoved(f"delivery {delivery_id}", entry.gone.detail)
     if blocked := cannot_send(subscription):
         raise blocked
-    if not await store.redeliver(org, subscription_id, delivery_id):
+    done = await store.redeliver(org, subscription_id, delivery_id)
+    if done is Redelivery.NOT_FOUND:
         raise DeliveryNotFound(subscription_id, delivery_id)
+    if done is Redelivery.PAYLOAD_GONE:  # erased in between
+        raise PayloadRemoved(
+            f"delivery {delivery_id}", PayloadGone(PayloadRemoval.ERASED, None).detail
+        )
     if wake is not None:
         wake()
     log.info("delivery.redeliver", subscription_id=subscription_id, delivery_id=delivery_id)
@@ -84,6 +99,7 @@ class ReplayOutcome:
     next_since: int | None
     since: int
     until: int
+    without_payload: int = 0  # events in the window whose payloads are removed: not queued
 
 
 def replay_window(
@@ -127,6 +143,13 @@ async def replay(
     is re-enabled."""
     window = replay_window(subscription, ask, now=now_ms(), retention_s=retention_s)
     replayed = await store.replay(subscription.org_id, subscription, window)
+    if not replayed.count and replayed.without_payload and replayed.next_since is None:
+        # Everything the window held is without its payload: nothing can be sent again.
+        raise PayloadRemoved(
+            f"the {replayed.without_payload} events in the window",
+            "their payloads are no longer kept (erased at the customer's request, or past "
+            "the payload retention)",
+        )
     if replayed.count and wake is not None:
         wake()
     log.info(
@@ -135,5 +158,8 @@ async def replay(
         queued=replayed.count,
         only_failed=ask.only_failed,
         cut_short=replayed.next_since is not None,
+        without_payload=replayed.without_payload,
     )
-    return ReplayOutcome(replayed.count, replayed.next_since, window.since, window.until)
+    return ReplayOutcome(
+        replayed.count, replayed.next_since, window.since, window.until, replayed.without_payload
+    )

@@ -4,7 +4,7 @@ and a PostgreSQL driver, and migrations."""
 from __future__ import annotations
 
 from service.settings import Settings
-from service.store.crypto import SecretBox, key_file_for
+from service.store.crypto import Keyring, key_file_for
 from service.store.interfaces import (
     ApiKeys,
     Claim,
@@ -44,26 +44,35 @@ __all__ = [
 ]
 
 
-def secret_box(settings: Settings) -> SecretBox:
-    """The cipher for signing secrets; see `crypto` for where the key comes from."""
+def keyring(settings: Settings) -> Keyring:
+    """The keys the store seals with; see `crypto` for where they come from."""
     if settings.encryption_key is not None:
-        return SecretBox(settings.encryption_key.get_secret_value())
+        return Keyring(settings.encryption_key.get_secret_value())
     if settings.is_postgres:
         raise ValueError(
             "WEBHOOKS_ENCRYPTION_KEY is required with PostgreSQL: every replica needs the same key"
         )
-    return SecretBox(key_file_for(sqlite_path(settings.database_url)))
+    return Keyring(key_file_for(sqlite_path(settings.database_url)))
 
 
 async def open_store(settings: Settings, *, run_migrations: bool = True) -> Store:
-    """Connects to the configured database, bringing its schema up to date first."""
-    box = secret_box(settings)
+    """Connects to the configured database, bringing its schema up to date first, and reads
+    the store's own keys (raises `crypto.Undecryptable` when no configured key opens them)."""
+    keys = keyring(settings)
     if run_migrations:
         await migrate(settings.database_url)
+    store: Store
     if settings.is_postgres:
         from service.store.postgres import open_postgres  # noqa: PLC0415 - driver only when used
 
-        return await open_postgres(settings.database_url, box)
-    from service.store.sqlite import open_sqlite  # noqa: PLC0415
+        store = await open_postgres(settings.database_url, keys)
+    else:
+        from service.store.sqlite import open_sqlite  # noqa: PLC0415
 
-    return await open_sqlite(sqlite_path(settings.database_url), box)
+        store = await open_sqlite(sqlite_path(settings.database_url), keys)
+    try:
+        await store.load_keys()
+    except BaseException:
+        await store.close()
+        raise
+    return store

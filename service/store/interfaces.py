@@ -6,8 +6,8 @@ a contract test suite runs against both."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from service.domain import (
@@ -17,9 +17,11 @@ from service.domain import (
     DeliveryJob,
     DeliveryLogEntry,
     DeliveryLogRow,
+    ErasureReceipt,
     IncomingEvent,
     NewDelivery,
     Ordering,
+    Redelivery,
     Replayed,
     ReplayWindow,
     Subscription,
@@ -95,6 +97,32 @@ class Recorded:
 
     failing_since: dict[str, int | None]
     lost: frozenset[str]
+
+
+@dataclass(slots=True)
+class RekeyProgress:
+    """What one `rekey` pass did, per table: rows sealed again with the current key (or sealed
+    for the first time, from an older revision's clear values), and rows no configured key
+    opens (left as they are)."""
+
+    resealed: dict[str, int] = field(default_factory=dict)
+    undecryptable: dict[str, int] = field(default_factory=dict)
+
+    def add(self, table: str, resealed: int, undecryptable: int) -> None:
+        self.resealed[table] = self.resealed.get(table, 0) + resealed
+        self.undecryptable[table] = self.undecryptable.get(table, 0) + undecryptable
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCensus:
+    """The rows holding sealed values, by the key that sealed them: the current one, another
+    configured one (`rekey` seals them again), none configured (they cannot be read), or none
+    at all (in clear, written by an older revision; `rekey` seals them)."""
+
+    current: int
+    older: int
+    unknown: int
+    clear: int
 
 
 class StoreUnavailable(Exception):
@@ -175,9 +203,10 @@ class DeliveryLog(Protocol):
         self, org_id: str, subscription_id: str, delivery_id: str
     ) -> DeliveryLogEntry | None: ...
 
-    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
+    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> Redelivery:
         """Makes the delivery due now (reopening a sent or failed one, same id): one more
-        attempt on its schedule. False when there is no such delivery."""
+        attempt on its schedule. Not when there is no such delivery, or its payload is no
+        longer kept."""
 
     async def replay(
         self, org_id: str, subscription: Subscription, window: ReplayWindow
@@ -240,9 +269,42 @@ class Retention(Protocol):
         (0: nothing is left to purge)."""
 
 
-class Store(ApiKeys, Subscriptions, Summaries, DeliveryLog, Pipeline, Retention, Protocol):
+class PersonalData(Protocol):
+    """What the store does for the people the events are about (docs/personal-data.md)."""
+
+    async def erase_customer(
+        self, org_id: str, customer_id: str, *, dry_run: bool = False
+    ) -> ErasureReceipt:
+        """Removes the payloads and response excerpts of every event about the customer in the
+        org (by `data.customerId`), keeping their metadata, and cancels their open deliveries;
+        with `dry_run`, only counts. Idempotent: a repeat finds the same events and deliveries
+        and cancels nothing more."""
+
+    async def expunge_payloads(self, received_before: int, batch: int) -> int:
+        """The payload retention: removes at most `batch` bodies of events received before
+        then and as many response excerpts of attempts made before then, but none a delivery
+        still open needs; returns how many (0: nothing is left)."""
+
+    async def rekey(self, batch: int, progress: Callable[[RekeyProgress], None]) -> RekeyProgress:
+        """Seals again, with the current key, everything an older key sealed (or an older
+        revision kept in clear), in batches of `batch` rows, each its own transaction; safe
+        beside running replicas (a row changed in between is left to them) and resumable
+        (a second run finds only what the first did not finish). `progress` hears of each
+        batch."""
+
+    async def sealed_census(self) -> SealedCensus:
+        """The sealed rows by the key that sealed them."""
+
+
+class Store(
+    ApiKeys, Subscriptions, Summaries, DeliveryLog, Pipeline, Retention, PersonalData, Protocol
+):
     """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts;
     for whoever opens and closes the store (the app's wiring, the CLI)."""
+
+    async def load_keys(self) -> None:
+        """Reads the store's own keys (raises `crypto.Undecryptable` when no configured key
+        opens them); `open_store` does this."""
 
     async def close(self) -> None: ...
 

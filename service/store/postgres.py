@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from service.store.crypto import SecretBox
+from service.store.crypto import Keyring
 from service.store.sql import SqlStore
 from service.store.sql.base import Column, Row
 
@@ -90,6 +90,10 @@ class PostgresDriver:
     def scan(self) -> AbstractAsyncContextManager[_PgConn]:
         return self.connection()  # the server does the work; the loop only waits
 
+    async def scrub(self) -> None:
+        """Nothing to do at once: an erased row's old version is a dead tuple, reclaimed by
+        (auto)vacuum; its bytes were sealed (docs/personal-data.md)."""
+
     def unavailable(self, exc: Exception) -> bool:
         return isinstance(exc, _UNAVAILABLE)
 
@@ -117,5 +121,5 @@ class PostgresDriver:
             self._pool.terminate()
 
 
-async def open_postgres(url: str, box: SecretBox) -> SqlStore:
-    return SqlStore(await PostgresDriver.open(url), box)
+async def open_postgres(url: str, keyring: Keyring) -> SqlStore:
+    return SqlStore(await PostgresDriver.open(url), keyring)

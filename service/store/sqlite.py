@@ -27,7 +27,7 @@ import orjson
 import structlog
 
 from service.errors import StoreInUse
-from service.store.crypto import SecretBox
+from service.store.crypto import Keyring
 from service.store.sql import SqlStore
 from service.store.sql.base import Column, Row
 
@@ -254,6 +254,15 @@ class SqliteDriver:
         # after a few.
         self._commit_s = max(took, 0.8 * self._commit_s + 0.2 * took)
 
+    async def scrub(self) -> None:
+        """After an erasure: the WAL, which still holds the pages as they were before it, is
+        copied into the database (whose freed bytes `secure_delete` zeroed) and truncated to
+        nothing, so neither file keeps the erased bytes."""
+        async with self._lock:
+            await self._worker.run(
+                lambda: self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            )
+
     def _checkpoint(self) -> None:
         """PASSIVE: copies what no reader (an admin command) still needs, waits for nobody."""
         self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -342,6 +351,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         "PRAGMA synchronous=FULL",
         f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
         "PRAGMA temp_store=MEMORY",
+        # Deleted and overwritten content is zeroed, not left in free pages: an erased
+        # payload's bytes do not outlive it in the file (with `scrub`, nor in the WAL).
+        "PRAGMA secure_delete=ON",
         # Checkpoints are the driver's, in its thread (`SqliteDriver._commit`), never inside
         # a COMMIT that may run on the loop's thread.
         "PRAGMA wal_autocheckpoint=0",
@@ -366,8 +378,8 @@ def _unhex(text: str | None) -> bytes | None:
     return None if text is None else bytes.fromhex(text)
 
 
-async def open_sqlite(path: Path, box: SecretBox) -> SqlStore:
-    return SqlStore(await SqliteDriver.open(path), box)
+async def open_sqlite(path: Path, keyring: Keyring) -> SqlStore:
+    return SqlStore(await SqliteDriver.open(path), keyring)
 
 
 class Ownership:

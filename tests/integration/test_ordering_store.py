@@ -8,7 +8,14 @@ import asyncpg
 
 from service import ids
 from service.clock import now_ms
-from service.domain import DeliveryStatus, IncomingEvent, NewDelivery, Ordering, ReplayWindow
+from service.domain import (
+    DeliveryStatus,
+    IncomingEvent,
+    NewDelivery,
+    Ordering,
+    Redelivery,
+    ReplayWindow,
+)
 from service.store import Claim, Lease, Store, open_store
 from tests.support.process import service_settings
 from tests.support.store import EVENTS, attempt
@@ -91,7 +98,7 @@ async def test_a_redelivered_finished_delivery_goes_out_of_band(store: Store) ->
     await store.record_attempts([attempt(ds[0], 1, DeliveryStatus.SENT, 200, now_ms())], "a")
     # The second is now the head; the first, redelivered, does not wait behind it nor hold
     # the third back: both the redelivery and the head are claimable together.
-    assert await store.redeliver(ORG, sub_id, ds[0].id)
+    assert await store.redeliver(ORG, sub_id, ds[0].id) is Redelivery.QUEUED
     assert {j.id for j in await store.claim_due(Claim("a", 100, 60_000))} == {ds[0].id, ds[1].id}
 
 
@@ -142,10 +149,15 @@ async def test_a_place_taken_earlier_but_committed_later_waits_for_the_one_in_fl
         event = event_about("c1")
         await store.record_events([event], [], Lease("ingest", 60_000))
         late = ids.new_id("whd")
+        # The customer as the store keeps it (a keyed hash), as the in-flight one has it.
+        key = await connection.fetchval(
+            "SELECT ordering_key FROM deliveries WHERE id = $1", later.id
+        )
+        assert key is not None and "c1" not in key
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "
             "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "
-            "VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, 'c1', $7)",
+            "VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6, $8, $7)",
             late,
             event.id,
             ORG,
@@ -153,6 +165,7 @@ async def test_a_place_taken_earlier_but_committed_later_waits_for_the_one_in_fl
             event.event,
             now_ms(),
             early,
+            key,
         )
         # Nobody takes it while the other is in flight; then it goes.
         assert await store.claim_due(Claim("b", 100, 60_000)) == []

@@ -4,13 +4,15 @@
 Cut along the store's roles, each part a few hundred lines over the shared `base` (sessions,
 the driver, the mapping of its errors to `StoreUnavailable`): `appkeys`, `subscriptions`,
 `summaries` (and the counters they read), `log` (and recovery), `pipeline` (events,
-deliveries, claims, leases, outcomes) and `retention`.
+deliveries, claims, leases, outcomes), `retention` and `personal` (erasure, the payload
+retention, re-sealing).
 """
 
 from __future__ import annotations
 
 from service.store.sql.appkeys import ApiKeysSql
 from service.store.sql.log import DeliveryLogSql
+from service.store.sql.personal import PersonalDataSql
 from service.store.sql.pipeline import PipelineSql
 from service.store.sql.retention import RetentionSql
 from service.store.sql.subscriptions import SubscriptionsSql
@@ -18,6 +20,12 @@ from service.store.sql.summaries import SummariesSql
 
 
 class SqlStore(
-    ApiKeysSql, SubscriptionsSql, SummariesSql, DeliveryLogSql, PipelineSql, RetentionSql
+    ApiKeysSql,
+    SubscriptionsSql,
+    SummariesSql,
+    DeliveryLogSql,
+    PipelineSql,
+    RetentionSql,
+    PersonalDataSql,
 ):
     """The store on either database, through its driver: `interfaces.Store`."""

@@ -16,7 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from service.clock import now_ms
-from service.store.crypto import SecretBox
+from service.store import crypto
+from service.store.crypto import Keyring
 from service.store.interfaces import StoreUnavailable
 
 Row = Mapping[str, Any]
@@ -63,6 +64,10 @@ class Driver(Protocol):
         delivery log, the backlog count): where statements run on the event loop's thread
         (SQLite), these run elsewhere, so they never stall the loop."""
 
+    async def scrub(self) -> None:
+        """After an erasure, whatever makes the erased bytes leave the database's files at
+        once, where the database can (SQLite: its WAL copied and truncated)."""
+
     def unavailable(self, exc: Exception) -> bool:
         """True when `exc` means the database is away (down, locked, failing over, out of
         connections or disk), not that the statement is wrong."""
@@ -82,6 +87,29 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
+PAYLOAD_REMOVED = "its payload was removed (erased at the customer's request)"
+"""Why an open delivery of an erased customer's event ended (`cancelled`)."""
+LOOKUP_KEY = "customer_lookup"
+_LOOKUP_CONTEXT = "store-key:customer_lookup"
+
+
+def body_context(org_id: str, event_id: str) -> bytes:
+    """What an event's sealed body is bound to: its row."""
+    return f"event:{org_id}:{event_id}".encode()
+
+
+def excerpt_context(delivery_id: str) -> str:
+    return f"attempt:{delivery_id}"
+
+
+def secret_context(subscription_id: str) -> str:
+    return f"secret:{subscription_id}"
+
+
+def headers_context(subscription_id: str) -> str:
+    return f"headers:{subscription_id}"
+
+
 OPEN = "status IN ('pending', 'retrying')"
 """A delivery still to be sent (or retried)."""
 JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
@@ -94,9 +122,53 @@ class SqlBase:
     """The store's shared state and sessions; each part (`appkeys`, `subscriptions`, …) adds
     its statements on top, and `SqlStore` is all of them."""
 
-    def __init__(self, driver: Driver, box: SecretBox) -> None:
+    def __init__(self, driver: Driver, keyring: Keyring) -> None:
         self._driver = driver
-        self._box = box
+        self._keyring = keyring
+        self._lookup_key: bytes | None = None
+
+    async def load_keys(self) -> None:
+        """Reads the store's customer lookup key, generating it on first use (one row of
+        `store_keys`, sealed by the key ring; replicas starting together agree on the first
+        written). Raises `crypto.Undecryptable` when no configured key opens it."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO store_keys (name, sealed, created_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (name) DO NOTHING",
+                LOOKUP_KEY,
+                self._keyring.seal_text(crypto.new_lookup_key().hex(), _LOOKUP_CONTEXT),
+                self._now(),
+            )
+            row = await conn.fetchrow("SELECT sealed FROM store_keys WHERE name = $1", LOOKUP_KEY)
+        assert row is not None
+        try:
+            self._lookup_key = bytes.fromhex(
+                self._keyring.open_text(row["sealed"], _LOOKUP_CONTEXT)
+            )
+        except crypto.Undecryptable:
+            raise crypto.Undecryptable(
+                "the store's customer lookup key was sealed with a key WEBHOOKS_ENCRYPTION_KEY "
+                "no longer holds: configure that key again (after it, first), then run "
+                "`identity-webhooks rekey` before removing it"
+            ) from None
+
+    def _customer_key(self, org_id: str, customer_id: str | None) -> str | None:
+        """What is stored of the customer an event is about: its keyed hash."""
+        if customer_id is None:
+            return None
+        if self._lookup_key is None:
+            raise RuntimeError("the store's keys are not loaded (load_keys)")
+        return crypto.lookup_hash(self._lookup_key, org_id, customer_id)
+
+    def _seal_body(self, org_id: str, event_id: str, body: bytes) -> bytes:
+        return self._keyring.seal(body, body_context(org_id, event_id))
+
+    def _open_body(self, org_id: str, event_id: str, stored: bytes) -> bytes:
+        """An event's body as received: opened, or as it is when an older revision kept it in
+        clear; empty when its payload was removed. Raises `crypto.Undecryptable`."""
+        if not crypto.is_sealed(stored):
+            return stored
+        return self._keyring.open(stored, body_context(org_id, event_id))
 
     @staticmethod
     def _now() -> int:

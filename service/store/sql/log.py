@@ -15,18 +15,23 @@ from service.domain import (
     DeliveryLogRow,
     DeliveryStatus,
     NewDelivery,
+    PayloadGone,
+    PayloadRemoval,
+    Redelivery,
     Replayed,
     ReplayWindow,
     Subscription,
 )
+from service.store.crypto import TEXT_PREFIX, Undecryptable
 from service.store.interfaces import Page, PageRequest
-from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
+from service.store.sql.base import JOIN_EVENTS, Row, SqlBase, excerpt_context
 from service.store.sql.pipeline import insert_deliveries, take_places
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES
 
 _LOG_COLUMNS = (
     "d.id, d.event_id, d.event, d.status, d.created_at, d.attempts, d.next_attempt_at, "
+    "d.last_error, "
     "a.number AS a_number, a.started_at AS a_at, a.status_code AS a_code, "
     "a.duration_ms AS a_duration, a.error AS a_error"
 )
@@ -42,7 +47,9 @@ class DeliveryLogSql(SqlBase):
         self, org_id: str, subscription_id: str, where: DeliveryFilter, page_of: PageRequest
     ) -> Page[DeliveryLogRow]:
         limit, after = page_of.limit, page_of.after
-        conditions = ["d.subscription_id = $1", "d.org_id = $2", "d.status <> 'cancelled'"]
+        # Cancelled deliveries are listed: a live subscription's were cancelled by an erasure
+        # (a deleted subscription's log cannot be read).
+        conditions = ["d.subscription_id = $1", "d.org_id = $2"]
         args: list[Any] = [subscription_id, org_id]
 
         def arg(value: Any) -> str:
@@ -81,9 +88,9 @@ class DeliveryLogSql(SqlBase):
     ) -> DeliveryLogEntry | None:
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_LOG_COLUMNS}, e.body FROM deliveries d {JOIN_EVENTS} "
-                f"{_JOIN_LAST_ATTEMPT} WHERE d.id = $1 AND d.subscription_id = $2 "
-                "AND d.org_id = $3 AND d.status <> 'cancelled'",
+                f"SELECT {_LOG_COLUMNS}, e.body, e.payload_removed_at, e.payload_removed_reason "
+                f"FROM deliveries d {JOIN_EVENTS} {_JOIN_LAST_ATTEMPT} "
+                "WHERE d.id = $1 AND d.subscription_id = $2 AND d.org_id = $3",
                 delivery_id,
                 subscription_id,
                 org_id,
@@ -96,9 +103,20 @@ class DeliveryLogSql(SqlBase):
                 delivery_id,
                 MAX_ATTEMPTS_SHOWN,
             )
+        payload: bytes | None = None
+        gone = None
+        if row["payload_removed_at"] is not None:
+            reason = PayloadRemoval(row["payload_removed_reason"])
+            gone = PayloadGone(reason, row["payload_removed_at"])
+        else:
+            try:
+                payload = self._open_body(org_id, row["event_id"], bytes(row["body"]))
+            except Undecryptable:
+                gone = PayloadGone(None, None)
         return DeliveryLogEntry(
             row=_log_row(row),
-            payload=bytes(row["body"]),
+            payload=payload,
+            gone=gone,
             attempts=tuple(
                 AttemptLog(
                     number=a["number"],
@@ -106,14 +124,35 @@ class DeliveryLogSql(SqlBase):
                     response_code=a["status_code"],
                     duration_ms=a["duration_ms"],
                     error=a["error"],
-                    response_excerpt=a["response_excerpt"],
+                    response_excerpt=self._open_excerpt(delivery_id, a["response_excerpt"]),
                 )
                 for a in reversed(attempts)
             ),
         )
 
-    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> bool:
+    def _open_excerpt(self, delivery_id: str, stored: str | None) -> str | None:
+        """A response excerpt: opened, or as an older revision kept it in clear; None when
+        none is kept or no configured key opens it."""
+        if stored is None:
+            return None
+        opened = self._keyring.open_text_or_none(stored, excerpt_context(delivery_id))
+        if opened is None and not stored.startswith(TEXT_PREFIX):
+            return stored
+        return opened
+
+    async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> Redelivery:
         async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                f"SELECT e.payload_removed_at FROM deliveries d {JOIN_EVENTS} "
+                "WHERE d.id = $1 AND d.subscription_id = $2 AND d.org_id = $3",
+                delivery_id,
+                subscription_id,
+                org_id,
+            )
+            if row is None:
+                return Redelivery.NOT_FOUND
+            if row["payload_removed_at"] is not None:
+                return Redelivery.PAYLOAD_GONE
             # A finished delivery of an ordered subscription goes again out of band (its
             # place in the order dropped): sent as what it is, neither waiting for its
             # customer's queue nor holding it up. An open one keeps its place.
@@ -128,7 +167,7 @@ class DeliveryLogSql(SqlBase):
                 org_id,
                 self._now(),
             )
-        return changed > 0
+        return Redelivery.QUEUED if changed else Redelivery.NOT_FOUND
 
     async def replay(
         self, org_id: str, subscription: Subscription, window: ReplayWindow
@@ -156,7 +195,8 @@ class DeliveryLogSql(SqlBase):
         async with self._transaction() as conn:
             candidates = await conn.fetch(
                 "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
-                f"e.customer_id {source} AND e.occurred_at >= $3 AND e.occurred_at < $4 "
+                "e.customer_id, e.payload_removed_at "
+                f"{source} AND e.occurred_at >= $3 AND e.occurred_at < $4 "
                 "ORDER BY e.occurred_at, e.id LIMIT $5",
                 subscription.id,
                 self._driver.list_param(events),
@@ -166,7 +206,11 @@ class DeliveryLogSql(SqlBase):
                 org_id,
             )
             more = len(candidates) > limit
-            chosen = candidates[:limit]
+            # An event whose payload was removed cannot be sent again: counted, not queued.
+            without_payload = sum(
+                1 for row in candidates[:limit] if row["payload_removed_at"] is not None
+            )
+            chosen = [row for row in candidates[:limit] if row["payload_removed_at"] is None]
             # Ordered: every replayed delivery takes a new place in its customer's queue, in
             # the events' order, behind what is open already.
             ordered = subscription.ordered
@@ -216,7 +260,7 @@ class DeliveryLogSql(SqlBase):
                     self._driver, conn, Counter({(subscription.id, now, DELIVERIES): created})
                 )
         next_since = int(candidates[limit]["occurred_at"]) if more else None
-        return Replayed(reopened + created, next_since)
+        return Replayed(reopened + created, next_since, without_payload)
 
 
 def _log_row(row: Row) -> DeliveryLogRow:
@@ -244,4 +288,5 @@ def _log_row(row: Row) -> DeliveryLogRow:
         next_attempt_at=row["next_attempt_at"]
         if status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
         else None,
+        cancelled_reason=row["last_error"] if status is DeliveryStatus.CANCELLED else None,
     )

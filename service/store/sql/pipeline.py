@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -20,16 +21,27 @@ from service.domain import (
     NewDelivery,
     failure_clocks,
 )
+from service.store.crypto import Undecryptable
 from service.store.interfaces import Claim, Lease, Recorded
-from service.store.sql.base import JOIN_EVENTS, OPEN, Column, Conn, Driver, Row, SqlBase
+from service.store.sql.base import (
+    JOIN_EVENTS,
+    OPEN,
+    PAYLOAD_REMOVED,
+    Column,
+    Conn,
+    Driver,
+    Row,
+    SqlBase,
+    excerpt_context,
+)
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES, OK, latency_counter
 
 log = structlog.get_logger(__name__)
 
 _JOB_COLUMNS = (
-    "d.id, d.subscription_id, d.event_id, d.event, e.body, e.sibling_service, d.attempts, "
-    "e.occurred_at"
+    "d.id, d.subscription_id, d.event_id, d.org_id, d.event, e.body, e.sibling_service, "
+    "d.attempts, e.occurred_at"
 )
 _EVENT_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -69,14 +81,14 @@ class PipelineSql(SqlBase):
     """`interfaces.Pipeline`'s deliveries and attempts (its subscription reads are
     `SubscriptionsSql`')."""
 
-    @staticmethod
-    def _job(row: Row) -> DeliveryJob:
+    def _job(self, row: Row) -> DeliveryJob:
+        """Raises `crypto.Undecryptable` when no configured key opens the body."""
         return DeliveryJob(
             id=row["id"],
             subscription_id=row["subscription_id"],
             event_id=row["event_id"],
             event=row["event"],
-            body=bytes(row["body"]),
+            body=self._open_body(row["org_id"], row["event_id"], bytes(row["body"])),
             sibling_service=row["sibling_service"],
             attempts=row["attempts"],
             occurred_at=row["occurred_at"],
@@ -120,24 +132,29 @@ class PipelineSql(SqlBase):
         self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
         now = self._now()
-        async with self._transaction() as conn:
-            source, args = self._driver.row_source(
-                _EVENT_COLUMNS,
-                [
-                    (
-                        e.id,
-                        e.org_id,
-                        e.event,
-                        e.occurred_at,
-                        e.body,
-                        e.sibling_service,
-                        e.source,
-                        e.customer_id,
-                    )
-                    for e in events
-                ],
-                first=2,
+        # Sealed and hashed before the transaction: no write lock is held for the CPU work.
+        event_rows = [
+            (
+                e.id,
+                e.org_id,
+                e.event,
+                e.occurred_at,
+                self._seal_body(e.org_id, e.id, e.body),
+                e.sibling_service,
+                e.source,
+                self._customer_key(e.org_id, e.customer_id),
             )
+            for e in events
+        ]
+        if any(d.ordering_key is not None for d in deliveries):
+            deliveries = [
+                d
+                if d.ordering_key is None
+                else replace(d, ordering_key=self._customer_key(d.org_id, d.ordering_key))
+                for d in deliveries
+            ]
+        async with self._transaction() as conn:
+            source, args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=2)
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
             await conn.execute(
                 "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
@@ -224,15 +241,33 @@ class PipelineSql(SqlBase):
                 # Its event is gone (a retention purge raced a replay that made the delivery,
                 # on PostgreSQL): it can never be sent, and must not be claimed forever nor
                 # hold up an ordered customer's queue.
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'failed', last_error = $2, updated_at = $3, "
-                    f"lease_owner = NULL, lease_until = NULL WHERE id {self._driver.in_list('$1')}",
-                    self._driver.list_param(sorted(orphans)),
-                    "its event was deleted by the retention",
-                    self._now(),
-                )
+                await self._end(conn, orphans, "failed", "its event was deleted by the retention")
                 log.error("delivery.event_missing", deliveries=sorted(orphans))
-        return [self._job(row) for row in rows]
+            if removed := {row["id"] for row in rows if not row["body"]}:
+                # Its payload was removed (an erasure raced a redelivery): it cannot be sent.
+                await self._end(conn, removed, "cancelled", PAYLOAD_REMOVED)
+                log.warning("delivery.payload_removed", deliveries=sorted(removed))
+        jobs = []
+        for row in rows:
+            if not row["body"]:
+                continue
+            try:
+                jobs.append(self._job(row))
+            except Undecryptable:
+                # Kept leased: it is tried again when the lease runs out, by when the key that
+                # sealed it may be configured again (readiness counts such rows).
+                log.error("delivery.undecryptable", delivery_id=row["id"])
+        return jobs
+
+    async def _end(self, conn: Conn, delivery_ids: set[str], status: str, error: str) -> None:
+        await conn.execute(
+            "UPDATE deliveries SET status = $2, last_error = $3, updated_at = $4, "
+            f"lease_owner = NULL, lease_until = NULL WHERE id {self._driver.in_list('$1')}",
+            self._driver.list_param(sorted(delivery_ids)),
+            status,
+            error,
+            self._now(),
+        )
 
     async def renew(self, delivery_ids: Sequence[str], owner: str, lease_ms: int) -> set[str]:
         assignment = f"lease_until = {self._driver.now_ms_sql} + $3"
@@ -276,6 +311,22 @@ class PipelineSql(SqlBase):
         # A delivery attempted twice in one batch ends as its later attempt says.
         latest = list({a.delivery_id: a for a in ordered}.values())
         failing_since: dict[str, int | None] = {}
+        # Excerpts are sealed before the transaction: no write lock is held for the CPU work.
+        attempt_rows = [
+            (
+                a.delivery_id,
+                a.number,
+                a.started_at,
+                a.duration_ms,
+                a.status_code,
+                a.result,
+                a.error,
+                None
+                if a.response_excerpt is None
+                else self._keyring.seal_text(a.response_excerpt, excerpt_context(a.delivery_id)),
+            )
+            for a in ordered
+        ]
         async with self._transaction() as conn:
             for subscription_id, (reset, first_failure, failures) in sorted(clocks.items()):
                 if first_failure is None:
@@ -336,20 +387,7 @@ class PipelineSql(SqlBase):
             await conn.executemany(
                 "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
                 "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [
-                    (
-                        a.delivery_id,
-                        a.number,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.result,
-                        a.error,
-                        a.response_excerpt,
-                    )
-                    for a in ordered
-                    if a.delivery_id in held
-                ],
+                [row for row in attempt_rows if row[0] in held],
             )
             counts: Counter[tuple[str, int, str]] = Counter()
             for a in ordered:

@@ -1,6 +1,7 @@
-"""Subscriptions in SQL: their rows (secrets sealed by the `SecretBox`), changes that every
-subscription index learns of through the revision, taking one down (deleted or deactivated)
-with its open deliveries, secret rotation, and what the index and the gauges read."""
+"""Subscriptions in SQL: their rows (secrets and header values sealed by the key ring), changes
+that every subscription index learns of through the revision, taking one down (deleted or
+deactivated) with its open deliveries, secret rotation, and what the index and the gauges
+read."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ import structlog
 from service import credentials, ids
 from service.domain import Ordering, Subscription
 from service.store.interfaces import Page, SubscriptionChanges
-from service.store.sql.base import BUMP_REVISION, OPEN, Conn, Row, SqlBase
+from service.store.sql.base import (
+    BUMP_REVISION,
+    OPEN,
+    Conn,
+    Row,
+    SqlBase,
+    headers_context,
+    secret_context,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +46,13 @@ class SubscriptionsSql(SqlBase):
     """`interfaces.Subscriptions`, and the subscription reads and writes of the pipeline."""
 
     def _subscription(self, row: Row) -> Subscription:
+        context = secret_context(row["id"])
+        secret = self._keyring.open_text_or_none(row["secret_enc"], context)
+        headers = self._open_headers(row["id"], row["headers"])
+        if headers is None:
+            # Sent without its headers a delivery would fail at the receiver's gateway, or
+            # worse, be taken: it waits with the subscription's secret unreadable instead.
+            secret, headers = None, ()
         return Subscription(
             id=row["id"],
             org_id=row["org_id"],
@@ -48,17 +64,38 @@ class SubscriptionsSql(SqlBase):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             failing_since=row["failing_since"],
-            secret=self._box.open_or_none(row["secret_enc"]),
+            secret=secret,
             previous_secret=None
             if row["previous_secret_enc"] is None
-            else self._box.open_or_none(row["previous_secret_enc"]),
+            else self._keyring.open_text_or_none(row["previous_secret_enc"], context),
             previous_secret_until=row["previous_secret_until"],
             rate_limit=row["rate_limit"],
-            headers=() if row["headers"] is None else tuple(orjson.loads(row["headers"]).items()),
+            headers=headers,
             disabled_at=row["disabled_at"],
             consecutive_failures=row["consecutive_failures"],
             ordering=Ordering(row["ordering"]),
         )
+
+    def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
+        """Static headers as stored: their names and values, as one sealed JSON object."""
+        if not headers:
+            return None
+        plain = orjson.dumps(dict(headers)).decode()
+        return self._keyring.seal_text(plain, headers_context(subscription_id))
+
+    def _open_headers(
+        self, subscription_id: str, stored: str | None
+    ) -> tuple[tuple[str, str], ...] | None:
+        """The static headers; None when no configured key opens them. An older revision
+        kept them in clear (a JSON object) until `rekey` seals them."""
+        if stored is None:
+            return ()
+        plain = (
+            stored
+            if stored.startswith("{")
+            else self._keyring.open_text_or_none(stored, headers_context(subscription_id))
+        )
+        return None if plain is None else tuple(orjson.loads(plain).items())
 
     async def create_subscription(
         self,
@@ -72,22 +109,25 @@ class SubscriptionsSql(SqlBase):
         ordering: Ordering = Ordering.NONE,
     ) -> Subscription:
         now = self._now()
+        subscription_id = ids.new_id(ids.SUBSCRIPTION)
         async with self._transaction() as conn:
             row = await _insert(
                 conn,
                 "subscriptions",
                 _COLUMNS,
-                id=ids.new_id(ids.SUBSCRIPTION),
+                id=subscription_id,
                 org_id=org_id,
                 url=url,
                 events=orjson.dumps(list(events)).decode(),
                 installed_by=installed_by,
-                secret_enc=self._box.seal(credentials.new_secret()),
+                secret_enc=self._keyring.seal_text(
+                    credentials.new_secret(), secret_context(subscription_id)
+                ),
                 active=True,
                 created_at=now,
                 updated_at=now,
                 rate_limit=rate_limit,
-                headers=_headers_json(headers),
+                headers=self._seal_headers(subscription_id, headers),
                 ordering=ordering,
             )
             await conn.execute(BUMP_REVISION)
@@ -133,7 +173,7 @@ class SubscriptionsSql(SqlBase):
         if "events" in given:
             given["events"] = orjson.dumps(list(given["events"])).decode()
         if "headers" in given:
-            given["headers"] = _headers_json(given["headers"])
+            given["headers"] = self._seal_headers(subscription_id, given["headers"])
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
@@ -210,7 +250,7 @@ class SubscriptionsSql(SqlBase):
             org_id,
             subscription_id,
             f"secret_enc = $3, updated_at = $4, {keep}",
-            self._box.seal(credentials.new_secret()),
+            self._keyring.seal_text(credentials.new_secret(), secret_context(subscription_id)),
             now,
             *until,
         )
@@ -260,10 +300,6 @@ async def _close_open(conn: Conn, subscription_id: str, status: str, error: str,
         error,
     )
     await conn.execute(BUMP_REVISION)
-
-
-def _headers_json(headers: Sequence[tuple[str, str]]) -> str | None:
-    return orjson.dumps(dict(headers)).decode() if headers else None
 
 
 async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:

@@ -1,0 +1,372 @@
+"""Personal data in SQL: an erasure of one customer's payloads in one org, the payload retention,
+the re-sealing of what an older key (or an older revision, in clear) wrote, and the census of
+sealed rows readiness reports (docs/personal-data.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from service import ids
+from service.domain import ErasureReceipt, PayloadRemoval
+from service.store.crypto import TEXT_PREFIX, Undecryptable, is_sealed
+from service.store.interfaces import RekeyProgress, SealedCensus
+from service.store.sql.base import (
+    BUMP_REVISION,
+    LOOKUP_KEY,
+    OPEN,
+    PAYLOAD_REMOVED,
+    SqlBase,
+    excerpt_context,
+    headers_context,
+    secret_context,
+)
+
+log = structlog.get_logger(__name__)
+
+_NO_BYTES = b""
+_OF_CUSTOMER = "org_id = $1 AND customer_id IN ($2, $3)"
+_EVENTS_OF_CUSTOMER = f"SELECT id FROM events WHERE {_OF_CUSTOMER}"
+_LEGACY_KEY_MAX = 200
+_LEGACY_PRINTABLE = re.compile(r"[^\x00-\x1F\x7F]+")
+
+
+def legacy_customer_key(customer_id: str) -> str:
+    """What revisions before the keyed hash stored of a customer id (until `rekey` hashes it):
+    the id itself when short and printable, else its SHA-256."""
+    if len(customer_id) <= _LEGACY_KEY_MAX and _LEGACY_PRINTABLE.fullmatch(customer_id):
+        return customer_id
+    return "sha256:" + hashlib.sha256(customer_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class PersonalDataSql(SqlBase):
+    """`interfaces.PersonalData`."""
+
+    async def erase_customer(
+        self, org_id: str, customer_id: str, *, dry_run: bool = False
+    ) -> ErasureReceipt:
+        keys = (self._customer_key(org_id, customer_id), legacy_customer_key(customer_id))
+        now = self._now()
+        async with self._transaction() as conn:
+            counts = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM events WHERE "
+                f"{_OF_CUSTOMER}) AS events, (SELECT count(*) FROM deliveries WHERE org_id = $1 "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER})) AS deliveries, "
+                f"(SELECT count(*) FROM deliveries WHERE org_id = $1 AND {OPEN} "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER})) AS open",
+                org_id,
+                *keys,
+            )
+            assert counts is not None
+            receipt = ErasureReceipt(
+                customer_id,
+                int(counts["events"]),
+                int(counts["deliveries"]),
+                int(counts["open"]),
+                now,
+            )
+            if dry_run or not receipt.events:
+                return receipt
+            await conn.execute(
+                f"UPDATE events SET body = $4, payload_removed_at = $5, "
+                f"payload_removed_reason = '{PayloadRemoval.ERASED.value}' WHERE {_OF_CUSTOMER} "
+                "AND (payload_removed_reason IS NULL "
+                f"OR payload_removed_reason <> '{PayloadRemoval.ERASED.value}')",
+                org_id,
+                *keys,
+                _NO_BYTES,
+                now,
+            )
+            await conn.execute(
+                "UPDATE attempts SET response_excerpt = NULL WHERE response_excerpt IS NOT NULL "
+                "AND delivery_id IN (SELECT id FROM deliveries WHERE org_id = $1 "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER}))",
+                org_id,
+                *keys,
+            )
+            # Cancelled, their leases dropped: a sender still holding one cannot record it.
+            await conn.execute(
+                "UPDATE deliveries SET status = 'cancelled', last_error = $4, updated_at = $5, "
+                f"lease_owner = NULL, lease_until = NULL WHERE org_id = $1 AND {OPEN} "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER})",
+                org_id,
+                *keys,
+                PAYLOAD_REMOVED,
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO erasures (id, org_id, customer_key, erased_at, events, deliveries, "
+                "cancelled) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ids.new_id(ids.ERASURE),
+                org_id,
+                keys[0],
+                now,
+                receipt.events,
+                receipt.deliveries,
+                receipt.cancelled,
+            )
+        await self._driver.scrub()
+        return receipt
+
+    async def expunge_payloads(self, received_before: int, batch: int) -> int:
+        now = self._now()
+        async with self._transaction() as conn:
+            events = await conn.execute(
+                "UPDATE events SET body = $3, payload_removed_at = $4, "
+                f"payload_removed_reason = '{PayloadRemoval.EXPIRED.value}' "
+                "WHERE (org_id, id) IN (SELECT e.org_id, e.id FROM events e "
+                "WHERE e.received_at < $1 AND e.payload_removed_at IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.org_id = e.org_id "
+                f"AND d.event_id = e.id AND d.{OPEN}) LIMIT $2)",
+                received_before,
+                batch,
+                _NO_BYTES,
+                now,
+            )
+            excerpts = await conn.execute(
+                "UPDATE attempts SET response_excerpt = NULL WHERE id IN (SELECT a.id "
+                "FROM attempts a WHERE a.response_excerpt IS NOT NULL AND a.started_at < $1 "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id "
+                f"AND d.{OPEN}) LIMIT $2)",
+                received_before,
+                batch,
+            )
+        return events + excerpts
+
+    async def rekey(self, batch: int, progress: Callable[[RekeyProgress], None]) -> RekeyProgress:
+        done = RekeyProgress()
+        await self._rekey_store_keys(done)
+        await self._rekey_subscriptions(done)
+        progress(done)
+        after: tuple[str, str] = ("", "")
+        while True:
+            more, after = await self._rekey_events(batch, after, done)
+            progress(done)
+            if not more:
+                break
+        last = 0
+        while True:
+            more, last = await self._rekey_excerpts(batch, last, done)
+            progress(done)
+            if not more:
+                break
+        return done
+
+    async def _rekey_store_keys(self, done: RekeyProgress) -> None:
+        context = "store-key:customer_lookup"
+        async with self._transaction() as conn:
+            row = await conn.fetchrow("SELECT sealed FROM store_keys WHERE name = $1", LOOKUP_KEY)
+            if row is None or row["sealed"].startswith(self._keyring.text_current):
+                return
+            plain = self._keyring.open_text(row["sealed"], context)
+            await conn.execute(
+                "UPDATE store_keys SET sealed = $2 WHERE name = $1",
+                LOOKUP_KEY,
+                self._keyring.seal_text(plain, context),
+            )
+        done.add("store_keys", 1, 0)
+
+    async def _rekey_subscriptions(self, done: RekeyProgress) -> None:
+        current = self._keyring.text_current
+        resealed = undecryptable = 0
+        async with self._transaction() as conn:
+            rows = await conn.fetch(
+                "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
+            )
+            for row in rows:
+                changes: dict[str, str] = {}
+                failed = False
+                for column, context in (
+                    ("secret_enc", secret_context(row["id"])),
+                    ("previous_secret_enc", secret_context(row["id"])),
+                    ("headers", headers_context(row["id"])),
+                ):
+                    stored = row[column]
+                    if stored is None or stored.startswith(current):
+                        continue
+                    if column == "headers" and stored.startswith("{"):
+                        plain: str | None = stored  # an older revision's clear JSON
+                    else:
+                        plain = self._keyring.open_text_or_none(stored, context)
+                    if plain is None:
+                        failed = True
+                        continue
+                    changes[column] = self._keyring.seal_text(plain, context)
+                if failed:
+                    undecryptable += 1
+                if changes:
+                    assignments = ", ".join(
+                        f"{column} = ${n}" for n, column in enumerate(changes, start=2)
+                    )
+                    await conn.execute(
+                        f"UPDATE subscriptions SET {assignments} WHERE id = $1",
+                        row["id"],
+                        *changes.values(),
+                    )
+                    resealed += 1
+            if resealed:
+                await conn.execute(BUMP_REVISION)
+        done.add("subscriptions", resealed, undecryptable)
+
+    async def _rekey_events(
+        self, batch: int, after: tuple[str, str], done: RekeyProgress
+    ) -> tuple[bool, tuple[str, str]]:
+        """One batch of events, in (org, id) order after `after`, whose body is not sealed by
+        the current key or whose customer key is an older revision's; returns whether there
+        may be more, and where the next batch starts."""
+        current = self._keyring.binary_prefixes()[0]
+        async with self._scan() as conn:
+            rows = await conn.fetch(
+                "SELECT org_id, id, body, customer_id FROM events "
+                "WHERE (org_id, id) > ($1, $2) AND payload_removed_at IS NULL "
+                "AND (substr(body, 1, $3) <> $4 "
+                "OR (customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')) "
+                "ORDER BY org_id, id LIMIT $5",
+                *after,
+                len(current),
+                current,
+                batch,
+            )
+        if not rows:
+            return False, after
+        updates: list[Sequence[Any]] = []
+        keys: list[Sequence[Any]] = []
+        failed = 0
+        for row in rows:
+            stored = bytes(row["body"])
+            try:
+                plain = self._open_body(row["org_id"], row["id"], stored)
+            except Undecryptable:
+                failed += 1
+                continue
+            customer = row["customer_id"]
+            if customer is not None and not customer.startswith("c1."):
+                customer = self._customer_key(row["org_id"], _customer_of(plain)) or customer
+                keys.append((row["org_id"], row["id"], row["customer_id"], customer))
+            sealed = (
+                stored
+                if stored[: len(current)] == current
+                else self._seal_body(row["org_id"], row["id"], plain)
+            )
+            updates.append((row["org_id"], row["id"], stored, sealed, customer))
+        if not updates:
+            done.add("events", 0, failed)
+            last = rows[-1]
+            return len(rows) == batch, (last["org_id"], last["id"])
+        async with self._transaction() as conn:
+            # Only rows still as read: an erasure or a purge in between wins.
+            await conn.executemany(
+                "UPDATE events SET body = $4, customer_id = $5 "
+                "WHERE org_id = $1 AND id = $2 AND body = $3",
+                updates,
+            )
+            if keys:
+                await conn.executemany(
+                    "UPDATE deliveries SET ordering_key = $4 WHERE org_id = $1 "
+                    "AND event_id = $2 AND ordering_key = $3",
+                    keys,
+                )
+        done.add("events", len(updates), failed)
+        last = rows[-1]
+        return len(rows) == batch, (last["org_id"], last["id"])
+
+    async def _rekey_excerpts(
+        self, batch: int, after: int, done: RekeyProgress
+    ) -> tuple[bool, int]:
+        current = self._keyring.text_current
+        async with self._scan() as conn:
+            rows = await conn.fetch(
+                "SELECT id, delivery_id, response_excerpt FROM attempts WHERE id > $1 "
+                "AND response_excerpt IS NOT NULL AND substr(response_excerpt, 1, $2) <> $3 "
+                "ORDER BY id LIMIT $4",
+                after,
+                len(current),
+                current,
+                batch,
+            )
+        if not rows:
+            return False, after
+        updates: list[Sequence[Any]] = []
+        failed = 0
+        for row in rows:
+            stored, context = row["response_excerpt"], excerpt_context(row["delivery_id"])
+            plain = self._keyring.open_text_or_none(stored, context)
+            if plain is None:
+                if stored.startswith(TEXT_PREFIX):
+                    failed += 1
+                    continue
+                plain = stored  # an older revision's clear excerpt
+            updates.append((row["id"], stored, self._keyring.seal_text(plain, context)))
+        if not updates:
+            done.add("attempts", 0, failed)
+            return len(rows) == batch, int(rows[-1]["id"])
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "UPDATE attempts SET response_excerpt = $3 WHERE id = $1 AND response_excerpt = $2",
+                updates,
+            )
+        done.add("attempts", len(updates), failed)
+        return len(rows) == batch, int(rows[-1]["id"])
+
+    async def sealed_census(self) -> SealedCensus:
+        """Reads every sealed column's prefixes: a scan, for housekeeping's pace, not a probe's."""
+        binary = self._keyring.binary_prefixes()
+        text = self._keyring.text_prefixes()
+        width = len(binary[0])
+        tally = {"current": 0, "older": 0, "unknown": 0, "clear": 0}
+        async with self._scan() as conn:
+            bodies = await conn.fetch(
+                f"SELECT substr(body, 1, {width}) AS p, count(*) AS n FROM events "
+                f"WHERE payload_removed_at IS NULL GROUP BY substr(body, 1, {width})"
+            )
+            texts = await conn.fetch(
+                "SELECT p, count(*) AS n FROM ("
+                "SELECT substr(response_excerpt, 1, $1) AS p FROM attempts "
+                "WHERE response_excerpt IS NOT NULL "
+                "UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                "UNION ALL SELECT substr(previous_secret_enc, 1, $1) FROM subscriptions "
+                "WHERE previous_secret_enc IS NOT NULL "
+                "UNION ALL SELECT substr(headers, 1, $1) FROM subscriptions "
+                "WHERE headers IS NOT NULL "
+                "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
+                len(text[0]),
+            )
+        for row in bodies:
+            prefix = bytes(row["p"])
+            state = (
+                "current"
+                if prefix == binary[0]
+                else "older"
+                if prefix in binary
+                else "unknown"
+                if is_sealed(prefix)
+                else "clear"
+            )
+            tally[state] += int(row["n"])
+        for row in texts:
+            prefix = row["p"]
+            state = (
+                "current"
+                if prefix == text[0]
+                else "older"
+                if prefix in text or prefix.startswith("gAAAAA")
+                else "unknown"
+                if prefix.startswith(TEXT_PREFIX)
+                else "clear"
+            )
+            tally[state] += int(row["n"])
+        return SealedCensus(**tally)
+
+
+def _customer_of(body: bytes) -> str | None:
+    try:
+        data = orjson.loads(body).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    customer = data.get("customerId") if isinstance(data, dict) else None
+    return customer if isinstance(customer, str) and customer else None
