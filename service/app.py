@@ -203,7 +203,10 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    housekeeping = Housekeeping(app[STORE], app[METRICS], app[SETTINGS].retention)
+    settings = app[SETTINGS]
+    housekeeping = Housekeeping(
+        app[STORE], app[METRICS], settings.retention, settings.payload_retention
+    )
     async with housekeeping.running(app[FATAL]):
         yield
 

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/webhooks.db"
     encryption_key: SecretStr | None = None
     retention: Duration = 30 * 86400.0
+    # How long event bodies and response excerpts are kept (the log's metadata is kept for
+    # `retention`); a delivery still open keeps its payload until it ends.
+    payload_retention: Duration = Field(7 * 86400.0, ge=0)
 
     # HTTP API (docs/contract.md, "The API")
     http_host: str = "127.0.0.1"
@@ -176,6 +179,11 @@ class Settings(BaseSettings):
             )
         if self.delivery_timeout <= 0:
             raise ValueError("WEBHOOKS_DELIVERY_TIMEOUT must be greater than zero")
+        if self.payload_retention > self.retention:
+            raise ValueError(
+                "WEBHOOKS_PAYLOAD_RETENTION cannot exceed WEBHOOKS_RETENTION (payloads go with "
+                "their events at the latest)"
+            )
         return self
 
     @property

@@ -1,5 +1,7 @@
 """Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state) every few
-seconds, and retention: what is older than `WEBHOOKS_RETENTION` goes, every `PURGE_INTERVAL`.
+seconds, and retention every `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, and
+the payloads (event bodies, response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are
+removed, their metadata kept (docs/personal-data.md).
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
 hourly counters per transaction) with a pause between them, so it never holds the store for
@@ -19,7 +21,7 @@ import structlog
 
 from service.clock import now_ms
 from service.metrics import Metrics
-from service.store import Pipeline, Retention, StoreUnavailable
+from service.store import PersonalData, Pipeline, Retention, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -30,8 +32,8 @@ PURGE_BATCH = 500
 PURGE_PAUSE = 0.05  # seconds between batches: other writers get the store in between
 
 
-class Kept(Pipeline, Retention, Protocol):
-    """What housekeeping reads (the gauges' counts) and purges."""
+class Kept(Pipeline, Retention, PersonalData, Protocol):
+    """What housekeeping reads (the gauges' counts), purges and expunges."""
 
 
 class Housekeeping:
@@ -40,6 +42,7 @@ class Housekeeping:
         store: Kept,
         metrics: Metrics,
         retention: float,
+        payload_retention: float | None = None,
         *,
         purge_interval: float = PURGE_INTERVAL,
         purge_batch: int = PURGE_BATCH,
@@ -47,6 +50,7 @@ class Housekeeping:
         self._store = store
         self._metrics = metrics
         self._retention = retention
+        self._payload_retention = retention if payload_retention is None else payload_retention
         self._purge_interval = purge_interval
         self._purge_batch = purge_batch
 
@@ -74,6 +78,9 @@ class Housekeeping:
                 removed = await self.purge()
                 if removed:
                     log.info("retention.purged", rows=removed)
+                expunged = await self.expunge()
+                if expunged:
+                    log.info("retention.payloads_removed", rows=expunged)
             except (StoreUnavailable, OSError) as exc:
                 log.warning("retention.failed", error=str(exc))
             await asyncio.sleep(self._purge_interval)
@@ -83,6 +90,16 @@ class Housekeeping:
         cutoff = now_ms() - int(self._retention * 1000)
         total = 0
         while removed := await self._store.purge(cutoff, self._purge_batch):
+            total += removed
+            await asyncio.sleep(PURGE_PAUSE)
+        return total
+
+    async def expunge(self) -> int:
+        """Removes the payloads past the payload retention, a batch per transaction; returns
+        how many bodies and excerpts went."""
+        cutoff = now_ms() - int(self._payload_retention * 1000)
+        total = 0
+        while removed := await self._store.expunge_payloads(cutoff, self._purge_batch):
             total += removed
             await asyncio.sleep(PURGE_PAUSE)
         return total
