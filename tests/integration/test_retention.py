@@ -4,14 +4,22 @@ the retention go too."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from service import ids
 from service.clock import now_ms
 from service.delivery.housekeeping import Housekeeping
-from service.domain import DeliveryFilter, DeliveryStatus, NewDelivery
+from service.domain import (
+    DeliveryFilter,
+    DeliveryStatus,
+    NewDelivery,
+    PayloadRemoval,
+    Redelivery,
+)
 from service.metrics import Metrics
-from service.store import Lease, PageRequest, Store
+from service.store import Claim, Lease, PageRequest, Store
 from tests.support.store import EVENTS, attempt, incoming
 
 DAY = 86_400_000
@@ -55,3 +63,49 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     summary = (await store.subscription_summaries([sub.id]))[sub.id]
     # The 2-day-old attempts' counters went with the retention; today's stay.
     assert summary.attempts_24h == 1
+
+
+async def test_payload_retention_removes_payloads_but_not_what_open_deliveries_need(
+    store: Store,
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    events = [incoming() for _ in range(3)]
+    sent, failed, open_ = (
+        NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events
+    )
+    await store.record_events(events, [sent, failed, open_], Lease("me", 60_000))
+    await store.record_attempts(
+        [
+            attempt(sent, 1, DeliveryStatus.SENT, 200, now_ms()),
+            attempt(failed, 1, DeliveryStatus.FAILED, 500, now_ms()),
+            attempt(open_, 1, DeliveryStatus.RETRYING, 500, now_ms()),
+        ],
+        "me",
+    )
+    await asyncio.sleep(0.01)  # received before the cutoff, to the millisecond
+    housekeeping = Housekeeping(
+        store, Metrics(), retention=DAY / 1000, payload_retention=0, purge_batch=1
+    )
+
+    # Two bodies and two excerpts, one per transaction; the open delivery keeps both.
+    assert await housekeeping.expunge() == 4
+    for finished in (sent, failed):
+        entry = await store.get_delivery("org_a", sub.id, finished.id)
+        assert entry is not None and entry.payload is None
+        assert entry.gone is not None and entry.gone.reason is PayloadRemoval.EXPIRED
+        assert [a.response_excerpt for a in entry.attempts] == [None]
+        assert entry.row.status in (DeliveryStatus.SENT, DeliveryStatus.FAILED)  # metadata kept
+        assert await store.redeliver("org_a", sub.id, finished.id) is Redelivery.PAYLOAD_GONE
+    kept = await store.get_delivery("org_a", sub.id, open_.id)
+    assert kept is not None and kept.payload == b'{"id":"x"}' and kept.gone is None
+    assert [a.response_excerpt for a in kept.attempts] == ["ok"]
+    assert await housekeeping.expunge() == 0
+
+    # Once it ends, its payload goes at the next pass.
+    await store.redeliver("org_a", sub.id, open_.id)
+    (job,) = await store.claim_due(Claim("me", 10, 60_000, subscription_id=sub.id))
+    assert job.body == b'{"id":"x"}'
+    await store.record_attempts([attempt(open_, 2, DeliveryStatus.SENT, 200, now_ms())], "me")
+    assert await housekeeping.expunge() == 3  # its body and both excerpts
+    ended = await store.get_delivery("org_a", sub.id, open_.id)
+    assert ended is not None and ended.payload is None
