@@ -33,7 +33,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem(exc.status, exc.reason, headers=headers)
     except StoreUnavailable:
-        log.warning("api.store_unavailable", path=request.path)
+        # The route's template, not the path: a path may name a customer (an erasure).
+        log.warning("api.store_unavailable", route=_route(request))
         return problem(
             503, "the store is unavailable; try again shortly", headers={"Retry-After": "5"}
         )
