@@ -13,7 +13,7 @@ from service.cli.errors import Refused, invalid, validated
 from service.cli.output import print_json
 from service.cli.run import subscription_of, with_store
 from service.clock import iso, iso_or_none
-from service.errors import CannotSend
+from service.errors import CannotSend, PayloadRemoved
 from service.operations import recovery
 from service.settings import Settings
 from service.store import Store
@@ -26,6 +26,8 @@ async def redeliver(args: argparse.Namespace, _: Settings, store: Store) -> int:
         await recovery.redeliver(store, subscription, args.delivery_id)
     except CannotSend as exc:
         raise Refused(f"cannot redeliver: {exc.reason}", 1) from None
+    except PayloadRemoved as exc:
+        raise Refused(str(exc), 1) from None
     print(f"{args.delivery_id} is due now: a running service sends it within its poll interval")
     return 0
 
@@ -44,9 +46,16 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
         raise invalid([("limit", f"must be from 1 to {most}")])
     subscription = await subscription_of(store, args)
     ask = dataclasses.replace(body.ask(), limit=limit)
-    replayed = await recovery.replay(store, subscription, ask, retention_s=settings.retention)
+    try:
+        replayed = await recovery.replay(store, subscription, ask, retention_s=settings.retention)
+    except PayloadRemoved as exc:
+        raise Refused(f"nothing to replay: {exc}", 1) from None
     if args.json:
-        result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
+        result = ReplayResult(
+            count=replayed.count,
+            nextSince=iso_or_none(replayed.next_since),
+            withoutPayload=replayed.without_payload,
+        )
         print_json(result.model_dump(mode="json"))
         return 0
     which = "failed deliveries" if body.onlyFailed else "deliveries"
@@ -54,6 +63,11 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
         f"queued {replayed.count} {which} of {subscription.id} from {iso(replayed.since)} "
         f"to {iso(replayed.until)}"
     )
+    if replayed.without_payload:
+        print(
+            f"left out {replayed.without_payload} events whose payloads are no longer kept "
+            "(erased, or past WEBHOOKS_PAYLOAD_RETENTION)"
+        )
     if not subscription.active:
         print("the subscription is inactive: they wait until it is re-enabled", file=sys.stderr)
     if replayed.next_since is not None:

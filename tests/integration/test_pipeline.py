@@ -13,17 +13,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from cryptography.fernet import Fernet
-from pydantic import SecretStr
 
 from service.appkeys import DISPATCHER
 from service.domain import DeliveryJob, Subscription
 from service.events import format_time
 from service.samples import seed_examples
 from service.signing import verify_signature
-from service.store import Store, open_store
+from service.store import Store
 from tests.conftest import CATALOG_TOPICS
 from tests.support.pipeline import PipelineFactory
+from tests.support.store import seal_elsewhere
 
 
 def _now() -> str:
@@ -289,16 +288,10 @@ async def test_an_undecryptable_secret_parks_its_deliveries_and_delays_nobody(
 
     monkeypatch.setattr(p.store, "claim_due", noting_claims)
     # Sealed with a key this service lacks (removed from WEBHOOKS_ENCRYPTION_KEY too early).
-    foreign_key = SecretStr(Fernet.generate_key().decode())
-    foreign = await open_store(
-        p.settings.model_copy(update={"encryption_key": foreign_key}), run_migrations=False
+    broken = await p.store.create_subscription(
+        "org_a", p.receiver.url("broken"), ("verification.created",), None
     )
-    try:
-        broken = await foreign.create_subscription(
-            "org_a", p.receiver.url("broken"), ("verification.created",), None
-        )
-    finally:
-        await foreign.close()
+    await seal_elsewhere(p.settings, broken.id)
     healthy = await p.subscribe("org_a", "ok", ("verification.created",))
     n = 5
     for _ in range(n):

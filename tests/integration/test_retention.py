@@ -91,13 +91,17 @@ async def test_payload_retention_removes_payloads_but_not_what_open_deliveries_n
     assert await housekeeping.expunge() == 4
     for finished in (sent, failed):
         entry = await store.get_delivery("org_a", sub.id, finished.id)
-        assert entry is not None and entry.payload is None
-        assert entry.gone is not None and entry.gone.reason is PayloadRemoval.EXPIRED
+        assert entry is not None
+        assert entry.payload is None
+        assert entry.gone is not None
+        assert entry.gone.reason is PayloadRemoval.EXPIRED
         assert [a.response_excerpt for a in entry.attempts] == [None]
         assert entry.row.status in (DeliveryStatus.SENT, DeliveryStatus.FAILED)  # metadata kept
         assert await store.redeliver("org_a", sub.id, finished.id) is Redelivery.PAYLOAD_GONE
     kept = await store.get_delivery("org_a", sub.id, open_.id)
-    assert kept is not None and kept.payload == b'{"id":"x"}' and kept.gone is None
+    assert kept is not None
+    assert kept.payload == b'{"id":"x"}'
+    assert kept.gone is None
     assert [a.response_excerpt for a in kept.attempts] == ["ok"]
     assert await housekeeping.expunge() == 0
 
@@ -108,4 +112,5 @@ async def test_payload_retention_removes_payloads_but_not_what_open_deliveries_n
     await store.record_attempts([attempt(open_, 2, DeliveryStatus.SENT, 200, now_ms())], "me")
     assert await housekeeping.expunge() == 3  # its body and both excerpts
     ended = await store.get_delivery("org_a", sub.id, open_.id)
-    assert ended is not None and ended.payload is None
+    assert ended is not None
+    assert ended.payload is None

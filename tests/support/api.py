@@ -11,13 +11,12 @@ from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography.fernet import Fernet
-from pydantic import SecretStr
 
 from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.settings import Settings
-from service.store import Store, open_store
+from service.store import Store
+from tests.support.store import seal_elsewhere
 
 BASE = "/api/identity/webhooks"
 
@@ -103,14 +102,6 @@ def assert_problem(status: int, body: Any, content_type: str, expected: int) -> 
 async def sealed_elsewhere(api: Api, settings: Settings) -> str:
     """A subscription of org_a whose secret was sealed with a key this service lacks (say, one
     removed from WEBHOOKS_ENCRYPTION_KEY too early); its id."""
-    foreign = settings.model_copy(
-        update={"encryption_key": SecretStr(Fernet.generate_key().decode())}
-    )
-    store = await open_store(foreign, run_migrations=False)
-    try:
-        created = await store.create_subscription(
-            "org_a", "https://a.example/h", ("verification.created",), None
-        )
-    finally:
-        await store.close()
-    return created.id
+    created = await create(api)
+    await seal_elsewhere(settings, created["id"])
+    return str(created["id"])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from service import ids
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from service import credentials, ids
 from service.clock import now_ms
 from service.domain import (
     AttemptRecord,
@@ -11,7 +15,11 @@ from service.domain import (
     NewDelivery,
     Subscription,
 )
+from service.settings import Settings
 from service.store import Lease, Store
+from service.store.crypto import Keyring
+from service.store.migrate import sqlalchemy_url
+from service.store.sql.base import BUMP_REVISION, secret_context
 
 EVENTS = ("verification.created", "customer.kyc_updated")
 
@@ -56,3 +64,21 @@ async def recorded(
     deliveries = [NewDelivery(ids.new_id("whd"), e.id, sub.id, e.event, e.org_id) for e in events]
     await store.record_events(events, deliveries, Lease(owner, lease_ms))
     return sub, deliveries
+
+
+async def seal_elsewhere(settings: Settings, subscription_id: str) -> None:
+    """Seals the subscription's secret anew with a key `settings` lacks, as if the key that
+    sealed it had been removed from WEBHOOKS_ENCRYPTION_KEY too early (the store's own keys,
+    sealed with the configured one, still open)."""
+    foreign = Keyring(Fernet.generate_key().decode())
+    sealed = foreign.seal_text(credentials.new_secret(), secret_context(subscription_id))
+    engine = create_async_engine(sqlalchemy_url(settings.database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE subscriptions SET secret_enc = :sealed WHERE id = :id"),
+                {"sealed": sealed, "id": subscription_id},
+            )
+            await conn.execute(text(BUMP_REVISION))
+    finally:
+        await engine.dispose()
