@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 _NO_BYTES = b""
 _OF_CUSTOMER = "org_id = $1 AND customer_id IN ($2, $3)"
 _EVENTS_OF_CUSTOMER = f"SELECT id FROM events WHERE {_OF_CUSTOMER}"
+_CLEAR_CUSTOMER = "(customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')"
+"""An event whose customer id is an older revision's (`legacy_customer_key`), not hashed yet."""
 _LEGACY_KEY_MAX = 200
 _LEGACY_PRINTABLE = re.compile(r"[^\x00-\x1F\x7F]+")
 
@@ -72,8 +74,16 @@ class PersonalDataSql(SqlBase):
             )
             if dry_run or not receipt.events:
                 return receipt
+            # An older revision's customer id (the id itself) is replaced by its keyed hash,
+            # here and as the ordering key of the deliveries: erased means not kept in clear.
             await conn.execute(
-                f"UPDATE events SET body = $4, payload_removed_at = $5, "
+                "UPDATE deliveries SET ordering_key = $2 WHERE org_id = $1 AND ordering_key = $3 "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER})",
+                org_id,
+                *keys,
+            )
+            await conn.execute(
+                f"UPDATE events SET body = $4, payload_removed_at = $5, customer_id = $2, "
                 f"payload_removed_reason = '{PayloadRemoval.ERASED.value}' WHERE {_OF_CUSTOMER} "
                 "AND (payload_removed_reason IS NULL "
                 f"OR payload_removed_reason <> '{PayloadRemoval.ERASED.value}')",
@@ -155,6 +165,10 @@ class PersonalDataSql(SqlBase):
             progress(done)
             if not more:
                 break
+        if any(done.resealed.values()):
+            # What was replaced (values in clear, above all) leaves the files at once where
+            # the database can make it (SQLite's WAL), as after an erasure.
+            await self._driver.scrub()
         return done
 
     async def _rekey_store_keys(self, done: RekeyProgress) -> None:
@@ -218,14 +232,17 @@ class PersonalDataSql(SqlBase):
     ) -> tuple[bool, tuple[str, str]]:
         """One batch of events, in (org, id) order after `after`, whose body is not sealed by
         the current key or whose customer key is an older revision's; returns whether there
-        may be more, and where the next batch starts."""
+        may be more, and where the next batch starts. An event whose payload was removed
+        before its customer id was hashed has it hashed from the column, which held the id
+        itself unless it was long or unprintable (`legacy_customer_key`: then it stays)."""
         current = self._keyring.binary_prefixes()[0]
         async with self._scan() as conn:
             rows = await conn.fetch(
                 "SELECT org_id, id, body, customer_id FROM events "
-                "WHERE (org_id, id) > ($1, $2) AND payload_removed_at IS NULL "
-                "AND (substr(body, 1, $3) <> $4 "
-                "OR (customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')) "
+                "WHERE (org_id, id) > ($1, $2) AND ("
+                "(payload_removed_at IS NULL AND substr(body, 1, $3) <> $4) "
+                f"OR ({_CLEAR_CUSTOMER} "
+                "AND (payload_removed_at IS NULL OR customer_id NOT LIKE 'sha256:%'))) "
                 "ORDER BY org_id, id LIMIT $5",
                 *after,
                 len(current),
@@ -246,11 +263,14 @@ class PersonalDataSql(SqlBase):
                 continue
             customer = row["customer_id"]
             if customer is not None and not customer.startswith("c1."):
-                customer = self._customer_key(row["org_id"], _customer_of(plain)) or customer
+                clear = _customer_of(plain)
+                if clear is None and not customer.startswith("sha256:"):
+                    clear = customer  # the payload is gone, the id was kept as it was
+                customer = self._customer_key(row["org_id"], clear) or customer
                 keys.append((row["org_id"], row["id"], row["customer_id"], customer))
             sealed = (
                 stored
-                if stored[: len(current)] == current
+                if not stored or stored[: len(current)] == current
                 else self._seal_body(row["org_id"], row["id"], plain)
             )
             updates.append((row["org_id"], row["id"], stored, sealed, customer))
@@ -324,6 +344,10 @@ class PersonalDataSql(SqlBase):
                 f"SELECT substr(body, 1, {width}) AS p, count(*) AS n FROM events "
                 f"WHERE payload_removed_at IS NULL GROUP BY substr(body, 1, {width})"
             )
+            customers = await conn.fetchrow(
+                "SELECT count(*) AS n FROM events WHERE "
+                f"{_CLEAR_CUSTOMER} AND customer_id NOT LIKE 'sha256:%'"
+            )
             texts = await conn.fetch(
                 "SELECT p, count(*) AS n FROM ("
                 "SELECT substr(response_excerpt, 1, $1) AS p FROM attempts "
@@ -360,6 +384,9 @@ class PersonalDataSql(SqlBase):
                 else "clear"
             )
             tally[state] += int(row["n"])
+        # A customer id an older revision kept as it was is a value in clear too (`rekey`
+        # hashes it); its SHA-256 form, kept for long ids, is not.
+        tally["clear"] += int(customers["n"]) if customers is not None else 0
         return SealedCensus(**tally)
 
 
