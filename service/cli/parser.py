@@ -219,7 +219,7 @@ def _rekey_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     rekey.add_argument(
         "--batch",
-        type=convert.count,
+        type=convert.whole_number(1, 10_000),
         default=500,
         help="rows per transaction, 1 to 10000 (default %(default)s)",
     )

@@ -8,13 +8,11 @@ import argparse
 import sys
 from typing import Any
 
-from service.cli.errors import Refused
 from service.cli.output import print_json, print_table
 from service.cli.run import with_store
 from service.settings import Settings
 from service.store import RekeyProgress, SealedCensus, Store, keyring
 
-MAX_BATCH = 10_000
 TABLES = ("store_keys", "subscriptions", "events", "attempts")
 """In the order `rekey` goes through them."""
 STATES = {
@@ -31,8 +29,6 @@ _CONFIGURE = (
 
 @with_store
 async def rekey(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    if not 1 <= args.batch <= MAX_BATCH:
-        raise Refused(f"--batch: must be from 1 to {MAX_BATCH}", 2)
     if args.status:
         return _status(args, settings, await store.sealed_census())
     done = await store.rekey(args.batch, _say_progress)
