@@ -4,9 +4,12 @@ WAL, its own logs), for tests that a value never reaches the disk in clear."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -70,3 +73,21 @@ async def postgres_holding(database_url: str, needles: Iterable[bytes]) -> set[b
     databases of the server are read too: a needle must be unique to its test."""
     directory = await postgres_data_directory(database_url)
     return holding(_files_under(directory), needles)
+
+
+async def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """A query's rows as stored (bytes as bytes), read on a connection of its own."""
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as embedded:
+            return [tuple(row) for row in embedded.execute(sql)]
+    server = await asyncpg.connect(database_url)
+    try:
+        return [tuple(row) for row in await server.fetch(sql)]
+    finally:
+        await server.close()
+
+
+async def column_values(database_url: str, table: str, column: str) -> list[Any]:
+    """Every non-null value of a column as stored."""
+    sql = f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
+    return [row[0] for row in await query(database_url, sql)]
