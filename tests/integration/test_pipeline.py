@@ -288,8 +288,11 @@ async def test_an_undecryptable_secret_parks_its_deliveries_and_delays_nobody(
         return jobs
 
     monkeypatch.setattr(p.store, "claim_due", noting_claims)
-    # Sealed with a key this service lacks (removed from WEBHOOKS_ENCRYPTION_KEY too early).
-    foreign_key = SecretStr(Fernet.generate_key().decode())
+    # Sealed with a key this service lacks (removed from WEBHOOKS_ENCRYPTION_KEY too early);
+    # the service's own comes second, to open the store's keys.
+    assert p.settings.encryption_key is not None
+    own = p.settings.encryption_key.get_secret_value()
+    foreign_key = SecretStr(f"{Fernet.generate_key().decode()},{own}")
     foreign = await open_store(
         p.settings.model_copy(update={"encryption_key": foreign_key}), run_migrations=False
     )

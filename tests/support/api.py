@@ -102,10 +102,11 @@ def assert_problem(status: int, body: Any, content_type: str, expected: int) -> 
 
 async def sealed_elsewhere(api: Api, settings: Settings) -> str:
     """A subscription of org_a whose secret was sealed with a key this service lacks (say, one
-    removed from WEBHOOKS_ENCRYPTION_KEY too early); its id."""
-    foreign = settings.model_copy(
-        update={"encryption_key": SecretStr(Fernet.generate_key().decode())}
-    )
+    removed from WEBHOOKS_ENCRYPTION_KEY too early); its id. The service's key comes second in
+    that key list: it opens the store's own keys, the new one seals."""
+    assert settings.encryption_key is not None
+    keys = f"{Fernet.generate_key().decode()},{settings.encryption_key.get_secret_value()}"
+    foreign = settings.model_copy(update={"encryption_key": SecretStr(keys)})
     store = await open_store(foreign, run_migrations=False)
     try:
         created = await store.create_subscription(
