@@ -452,3 +452,19 @@ async def test_rows_kept_in_clear_are_sent_read_then_sealed_by_rekey(
         assert [a["responseExcerpt"] for a in shown["attempts"]] == [legacy.excerpt]
     b_sent = [r.event_id for r in receiver.at("legacy") if r.status == 200][1:]
     assert b_sent == [legacy.envelopes["b1"]["id"], newer["id"]]
+
+
+async def test_a_fernet_token_no_configured_key_opens_is_counted_unknown(tmp_path: Path) -> None:
+    """A Fernet token tells no key id: the census tries it, so a secret an older revision
+    sealed with a key since removed shows as unknown (and alerts), not as older."""
+    database_url = f"sqlite:///{tmp_path}/fernet.db"
+    await write_at_0003(database_url, Legacy.new(), "https://a.example/h")
+    settings = load_settings(database_url=database_url, encryption_key=SecretStr(K2))
+    store = await open_store(settings)
+    try:
+        census = await store.sealed_census()
+        done = await store.rekey(500, lambda _: None)
+    finally:
+        await store.close()
+    assert (census.older, census.unknown) == (0, 1)
+    assert done.undecryptable["subscriptions"] == 1

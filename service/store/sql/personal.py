@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 _NO_BYTES = b""
 _OF_CUSTOMER = "org_id = $1 AND customer_id IN ($2, $3)"
 _EVENTS_OF_CUSTOMER = f"SELECT id FROM events WHERE {_OF_CUSTOMER}"
+_FERNET = "gAAAAA%"
+"""A signing secret sealed before the key ring's own format: a Fernet token."""
 _CLEAR_CUSTOMER = "(customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')"
 """An event whose customer id is an older revision's (`legacy_customer_key`), not hashed yet."""
 _LEGACY_KEY_MAX = 200
@@ -352,13 +354,21 @@ class PersonalDataSql(SqlBase):
                 "SELECT p, count(*) AS n FROM ("
                 "SELECT substr(response_excerpt, 1, $1) AS p FROM attempts "
                 "WHERE response_excerpt IS NOT NULL "
-                "UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                f"UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                f"WHERE secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(previous_secret_enc, 1, $1) FROM subscriptions "
-                "WHERE previous_secret_enc IS NOT NULL "
+                f"WHERE previous_secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(headers, 1, $1) FROM subscriptions "
                 "WHERE headers IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
+            )
+            # A Fernet token tells no key id: whether a configured key opens it is tried.
+            # Only secrets were ever sealed so, and subscriptions are few.
+            fernet = await conn.fetch(
+                f"SELECT id, secret_enc AS t FROM subscriptions WHERE secret_enc LIKE '{_FERNET}' "
+                "UNION ALL SELECT id, previous_secret_enc FROM subscriptions "
+                f"WHERE previous_secret_enc LIKE '{_FERNET}'"
             )
         for row in bodies:
             prefix = bytes(row["p"])
@@ -384,6 +394,9 @@ class PersonalDataSql(SqlBase):
                 else "clear"
             )
             tally[state] += int(row["n"])
+        for row in fernet:
+            opened = self._keyring.open_text_or_none(row["t"], secret_context(row["id"]))
+            tally["older" if opened is not None else "unknown"] += 1
         # A customer id an older revision kept as it was is a value in clear too (`rekey`
         # hashes it); its SHA-256 form, kept for long ids, is not.
         tally["clear"] += int(customers["n"]) if customers is not None else 0
