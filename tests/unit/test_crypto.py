@@ -13,8 +13,9 @@ from cryptography.fernet import Fernet
 from service.store import crypto
 from service.store.crypto import Keyring, Undecryptable
 
-K1 = Fernet.generate_key().decode()
-K2 = Fernet.generate_key().decode()
+# Fixed, so that xdist's workers collect the same parameters.
+K1 = base64.urlsafe_b64encode(bytes(range(32))).decode()
+K2 = base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
 BODY = b'{"data":{"customerId":"3174012345678901"}}'
 CONTEXT = b"event:org_a:evt_1"
 
