@@ -195,7 +195,7 @@ class PersonalDataSql(SqlBase):
                 "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
             )
             for row in rows:
-                changes: dict[str, str] = {}
+                changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
                 failed = False
                 for column, context in (
                     ("secret_enc", secret_context(row["id"])),
@@ -212,19 +212,25 @@ class PersonalDataSql(SqlBase):
                     if plain is None:
                         failed = True
                         continue
-                    changes[column] = self._keyring.seal_text(plain, context)
+                    changes[column] = (stored, self._keyring.seal_text(plain, context))
                 if failed:
                     undecryptable += 1
                 if changes:
+                    # Only as read: on PostgreSQL a rotation or a PATCH may commit between
+                    # the read and this write, and wins (a rerun seals what it wrote, if needed).
+                    n = len(changes)
                     assignments = ", ".join(
-                        f"{column} = ${n}" for n, column in enumerate(changes, start=2)
+                        f"{column} = ${i}" for i, column in enumerate(changes, start=2)
                     )
-                    await conn.execute(
-                        f"UPDATE subscriptions SET {assignments} WHERE id = $1",
+                    unchanged = " AND ".join(
+                        f"{column} = ${i}" for i, column in enumerate(changes, start=2 + n)
+                    )
+                    resealed += await conn.execute(
+                        f"UPDATE subscriptions SET {assignments} WHERE id = $1 AND {unchanged}",
                         row["id"],
-                        *changes.values(),
+                        *(sealed for _, sealed in changes.values()),
+                        *(stored for stored, _ in changes.values()),
                     )
-                    resealed += 1
             if resealed:
                 await conn.execute(BUMP_REVISION)
         done.add("subscriptions", resealed, undecryptable)
