@@ -49,7 +49,7 @@ from service.ingest import Ingest
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Lease, open_store, sqlite_path
+from service.store import Lease, Undecryptable, open_store, sqlite_path
 from service.store.sqlite import Ownership
 from service.supervise import Fatal
 from service.tracing import open_tracing
@@ -126,7 +126,8 @@ async def serve(settings: Settings, roles: Roles) -> int:
         stopped.cancel()
         failed.cancel()
         log.info("service.stopping", reason=fatal.reason or "signal")
-    except (OSError, StoreInUse) as exc:
+    except (OSError, StoreInUse, Undecryptable) as exc:
+        # Undecryptable: no configured key opens the store's own keys (`open_store`).
         log.error("service.start_failed", error=str(exc))
         return 1
     finally:
@@ -207,8 +208,16 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     housekeeping = Housekeeping(
         app[STORE], app[METRICS], settings.retention, settings.payload_retention
     )
-    async with housekeeping.running(app[FATAL]):
-        yield
+    # Shown, never a check: a value no configured key opens makes only its own delivery wait
+    # (and its log show no payload), while every replica reads the same store, so failing
+    # readiness for it would take all of them out of service at once, with the API an operator
+    # needs to look into it. The census's gauge and its alert call someone instead.
+    app[READINESS].describe("sealed", housekeeping.sealed_report)
+    try:
+        async with housekeeping.running(app[FATAL]):
+            yield
+    finally:
+        app[READINESS].undescribe("sealed")
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

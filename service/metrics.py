@@ -80,6 +80,14 @@ class Metrics:
         self.subscriptions = Gauge(
             "webhooks_subscriptions", "subscriptions by state", ["state"], registry=r
         )
+        self.sealed_rows = Gauge(
+            "webhooks_sealed_rows",
+            "sealed values in the store by the key that sealed them: current, older (another "
+            "configured key), unknown (no configured key opens them), clear (an older "
+            "revision's); counted by housekeeping every purge interval",
+            ["state"],
+            registry=r,
+        )
         self.lanes = Gauge("webhooks_lanes", "subscription lanes holding work", registry=r)
         self.lanes_circuit_open = Gauge(
             "webhooks_lanes_circuit_open",

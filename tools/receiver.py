@@ -5,11 +5,13 @@ It serves aiohttp's low-level server (no router, no middleware, no access log: a
 must cost little CPU) and notes every POST as a `Received` (path, headers, body, arrival time,
 status answered). How a path answers:
 
-- by its `Behaviour` when one was set (`set()`): a status, after a pause (`delay`), or only after
-  the sender gave up (`hang`);
+- by its `Behaviour` when one was set (`set()`, until set to None): a status, after a pause
+  (`delay`), or only after the sender gave up (`hang`);
 - else by a scripted behaviour named by the path, for the tests: `flaky` (500 twice per delivery,
-  then 200), `gone` (410), `slowdown` (429 with `Retry-After: 2` once per delivery, then 204),
-  `redirect` (302), `huge` (a 5 MiB answer), `hang…` (no answer until the receiver stops);
+  then 200), `echo` (500 once per delivery, then 200, each answering with the request's body, so
+  the attempt log's excerpts hold the payload), `gone` (410), `slowdown` (429 with
+  `Retry-After: 2` once per delivery, then 204), `redirect` (302), `huge` (a 5 MiB answer),
+  `hang…` (no answer until the receiver stops);
 - else with the default status (200 in-process; `tools.sink`'s `--status`, 204 by default).
 
 Before the path, a request's customer (the body's `data.customerId`) may decide: a `Behaviour` set
@@ -112,8 +114,12 @@ class Receiver:
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 
-    def set(self, path: str, behaviour: Behaviour) -> None:
-        self._behaviours[path] = behaviour
+    def set(self, path: str, behaviour: Behaviour | None) -> None:
+        """Answers every request on `path` so; None gives the path back to its script."""
+        if behaviour is None:
+            self._behaviours.pop(path, None)
+        else:
+            self._behaviours[path] = behaviour
 
     def set_customer(self, customer: str, behaviour: Behaviour | None) -> None:
         """Answers every request about `customer` (on any path) so, until set to None."""
@@ -184,7 +190,7 @@ class Receiver:
         """As the path's behaviour says, or its script, or the default status."""
         behaviour = self._behaviours.get(name)
         if behaviour is None:
-            response = self._scripted(name, headers)
+            response = self._scripted(name, headers, body)
             if response is None:
                 return await self._hang_until_stopped(name, headers, body, arrived)
             self._note(name, headers, body, arrived, response.status)
@@ -212,15 +218,17 @@ class Receiver:
         if 200 <= status < 300:
             self.ok[name] += 1
 
-    def _scripted(self, name: str, headers: Mapping[str, str]) -> web.Response | None:
+    def _scripted(self, name: str, headers: Mapping[str, str], body: bytes) -> web.Response | None:
         """The tests' named behaviours; None for a `hang…` path."""
         if name.startswith("hang"):
             return None
         key = (name, headers.get("X-Identity-Delivery", ""))
-        if name in ("flaky", "slowdown"):
+        if name in ("flaky", "slowdown", "echo"):
             self._seen[key] += 1
         if name == "flaky":
             return web.Response(status=500 if self._seen[key] <= 2 else 200)
+        if name == "echo":
+            return web.Response(status=500 if self._seen[key] == 1 else 200, body=body)
         if name == "gone":
             return web.Response(status=410)
         if name == "slowdown":

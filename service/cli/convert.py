@@ -29,6 +29,25 @@ def number(parse: Callable[[str], float], *, what: str, finite: bool = True) -> 
 
 
 count = number(int, what="a whole number, zero or more")
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text[:64]!r} is not a whole number from {low} to {high}"
+            )
+        return value
+
+    return convert
+
+
 seconds = number(float, what="a number of seconds, zero or more", finite=False)
 
 

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _api_key_parser(commands)
     _recovery_parsers(commands)
+    _rekey_parser(commands)
     return parser
 
 
@@ -202,3 +203,30 @@ def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="how long the previous secret keeps signing too, whole seconds up to 7d, e.g. "
         "12h; 0 ends it now (default 1d)",
     )
+
+
+def _rekey_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rekey = commands.add_parser(
+        "rekey",
+        help="seal again what an older key (or an older revision, in clear) wrote",
+        description="Seal with the first key of WEBHOOKS_ENCRYPTION_KEY every value another "
+        "configured key sealed, and every value an older revision kept in clear (event bodies, "
+        "response excerpts, header values, signing secrets; customer ids become keyed hashes). "
+        "Each batch is its own transaction: safe beside running services, and resumable (a "
+        "second run does only what is left). Progress goes to standard error. Exit 0 when "
+        "every value opens with the configured keys; 1 when some do not (they are left as "
+        "they are: configure the key that sealed them, after the first, and run it again).",
+    )
+    rekey.add_argument(
+        "--batch",
+        type=convert.whole_number(1, 10_000),
+        default=500,
+        help="rows per transaction, 1 to 10000 (default %(default)s)",
+    )
+    rekey.add_argument(
+        "--status",
+        action="store_true",
+        help="change nothing: count the sealed values by the key that sealed them (a full "
+        "scan); exit 1 when some were sealed with a key that is not configured",
+    )
+    rekey.add_argument("--json", action="store_true", help="print one JSON document instead")

@@ -13,7 +13,7 @@ from service.domain import Subscription
 from service.errors import SubscriptionNotFound
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
-from service.store import Store, StoreUnavailable, open_store
+from service.store import Store, StoreUnavailable, Undecryptable, open_store
 
 Command = Callable[[argparse.Namespace], int]
 SettingsCommand = Callable[[argparse.Namespace, Settings], int]
@@ -56,6 +56,10 @@ def with_store(run: StoreCommand) -> Command:
             return refused.code
         except (StoreUnavailable, OSError) as exc:
             print(f"{name}: the database is away: {exc}", file=sys.stderr)
+            return 1
+        except Undecryptable as exc:
+            # The store's own keys (`open_store`): no command can work without them.
+            print(f"{name}: {exc}", file=sys.stderr)
             return 1
 
     return with_settings(command)

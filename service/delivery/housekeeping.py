@@ -1,7 +1,9 @@
 """Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state) every few
 seconds, and retention every `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, and
 the payloads (event bodies, response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are
-removed, their metadata kept (docs/personal-data.md).
+removed, their metadata kept (docs/personal-data.md). The census of sealed values (by the key
+that sealed them) is taken at start and every `PURGE_INTERVAL` too: it reads every sealed row, so
+it is never taken at a probe's pace; readiness shows the last one.
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
 hourly counters per transaction) with a pause between them, so it never holds the store for
@@ -15,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
-from service.clock import now_ms
+from service.clock import iso, now_ms
 from service.metrics import Metrics
-from service.store import PersonalData, Pipeline, Retention, StoreUnavailable
+from service.store import PersonalData, Pipeline, Retention, SealedCensus, StoreUnavailable
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -53,12 +55,16 @@ class Housekeeping:
         self._payload_retention = retention if payload_retention is None else payload_retention
         self._purge_interval = purge_interval
         self._purge_batch = purge_batch
+        self.census: SealedCensus | None = None
+        """The last census of sealed values; None until the first is taken."""
+        self._census_at: int | None = None
 
     @contextlib.asynccontextmanager
     async def running(self, fatal: Fatal) -> AsyncIterator[Housekeeping]:
         async with (
             in_background(self._gauges(), "housekeeping-gauges", fatal),
             in_background(self._retain(), "housekeeping-retention", fatal),
+            in_background(self._count_sealed(), "housekeeping-census", fatal),
         ):
             yield self
 
@@ -84,6 +90,43 @@ class Housekeeping:
             except (StoreUnavailable, OSError) as exc:
                 log.warning("retention.failed", error=str(exc))
             await asyncio.sleep(self._purge_interval)
+
+    async def _count_sealed(self) -> None:
+        while True:
+            try:
+                await self.take_census()
+            except (StoreUnavailable, OSError) as exc:
+                log.warning("census.failed", error=str(exc))
+            await asyncio.sleep(self._purge_interval)
+
+    async def take_census(self) -> SealedCensus:
+        """Counts the sealed values by the key that sealed them, into the gauge and `census`;
+        says so in the log when some cannot be opened."""
+        census = await self._store.sealed_census()
+        for state in ("current", "older", "unknown", "clear"):
+            self._metrics.sealed_rows.labels(state).set(getattr(census, state))
+        self.census, self._census_at = census, now_ms()
+        if census.unknown:
+            log.error(
+                "census.undecryptable",
+                values=census.unknown,
+                hint="configure the key that sealed them in WEBHOOKS_ENCRYPTION_KEY (after the "
+                "first), then run `identity-webhooks rekey`",
+            )
+        return census
+
+    def sealed_report(self) -> dict[str, Any] | None:
+        """The last census as readiness shows it; None until one is taken."""
+        if self.census is None or self._census_at is None:
+            return None
+        census = self.census
+        return {
+            "current": census.current,
+            "older": census.older,
+            "unknown": census.unknown,
+            "clear": census.clear,
+            "countedAt": iso(self._census_at),
+        }
 
     async def purge(self) -> int:
         """Deletes everything past the retention, a batch per transaction; returns the rows."""

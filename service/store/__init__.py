@@ -4,7 +4,7 @@ and a PostgreSQL driver, and migrations."""
 from __future__ import annotations
 
 from service.settings import Settings
-from service.store.crypto import Keyring, key_file_for
+from service.store.crypto import Keyring, Undecryptable, key_file_for
 from service.store.interfaces import (
     ApiKeys,
     Claim,
@@ -15,7 +15,9 @@ from service.store.interfaces import (
     PersonalData,
     Pipeline,
     Recorded,
+    RekeyProgress,
     Retention,
+    SealedCensus,
     Store,
     StoreUnavailable,
     SubscriptionChanges,
@@ -34,12 +36,16 @@ __all__ = [
     "PersonalData",
     "Pipeline",
     "Recorded",
+    "RekeyProgress",
     "Retention",
+    "SealedCensus",
     "Store",
     "StoreUnavailable",
     "SubscriptionChanges",
     "Subscriptions",
     "Summaries",
+    "Undecryptable",
+    "keyring",
     "migrate",
     "open_store",
     "sqlite_path",

@@ -427,7 +427,7 @@ async def test_replay_in_bounded_calls_then_everything(cli: SeededCli) -> None:
 
     assert everything.code == 0, everything.stderr
     # The sent one and the event it never had; the open ones are left alone.
-    assert orjson.loads(everything.stdout) == {"count": 2, "withoutPayload": 0, "nextSince": None}
+    assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None, "withoutPayload": 0}
     assert await status_of(cli.database, cli.data, cli.data.sent) is DeliveryStatus.PENDING
     async with opened(cli.database) as store:
         page = await store.list_deliveries(
@@ -542,6 +542,30 @@ async def test_migrate_is_idempotent(cli_database: Database, tmp_path: Path) -> 
         assert first.stdout.strip() == f"schema at revision {head} (was none)"
     assert second.code == 0, second.stderr
     assert second.stdout.strip() == f"schema at revision {head} (was {head})"
+
+
+# -- rekey ------------------------------------------------------------------------------------
+# Rotation, rows in clear and the undecryptable: tests/integration/test_rekey.py.
+
+
+async def test_rekey_refuses_a_bad_batch_and_says_in_one_line_when_the_database_is_away(
+    tmp_path: Path,
+) -> None:
+    away = {
+        "WEBHOOKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/webhooks",
+        "WEBHOOKS_ENCRYPTION_KEY": TEST_ENCRYPTION_KEY,
+    }
+    embedded = {"WEBHOOKS_DATABASE_URL": f"sqlite:///{tmp_path}/rekey.db"}
+
+    bad, unreachable = await asyncio.gather(
+        run_cli("rekey", "--batch", "0", env=embedded, cwd=tmp_path),
+        run_cli("rekey", "--status", env=away, cwd=tmp_path),
+    )
+
+    refused(bad, 2, "--batch: '0' is not a whole number from 1 to 10000")
+    assert unreachable.code == 1
+    (line,) = unreachable.stderr.splitlines()
+    assert line.startswith("identity-webhooks rekey: the database is away: ")
 
 
 # -- the demo receiver ------------------------------------------------------------------------

@@ -670,7 +670,10 @@ async def test_replay_with_only_failed_false_is_bounded_over_new_deliveries_too(
     sub = (await create(ops))["id"]
     body = {"since": iso(now - 2 * HOUR), "onlyFailed": False}
     status, result, _ = await ops.call("POST", f"/{sub}/replay", body)
-    assert (status, result) == (202, {"count": 2, "withoutPayload": 0, "nextSince": iso(events[2].occurred_at)})
+    assert (status, result) == (
+        202,
+        {"count": 2, "withoutPayload": 0, "nextSince": iso(events[2].occurred_at)},
+    )
     status, result, _ = await ops.call(
         "POST", f"/{sub}/replay", {**body, "since": result["nextSince"]}
     )

@@ -48,7 +48,8 @@ async def wait_ready(
 
 
 class ServiceProcess:
-    """One service process; its stderr (JSON logs) is collected for assertions."""
+    """One service process; its stderr (JSON logs) is collected for assertions, and so is its
+    standard output (`output`), where nothing is expected."""
 
     def __init__(
         self, env: Mapping[str, str], module: str = "service", args: Sequence[str] = ()
@@ -65,6 +66,7 @@ class ServiceProcess:
         }
         self.process: asyncio.subprocess.Process | None = None
         self.logs: list[str] = []
+        self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> ServiceProcess:
@@ -75,7 +77,7 @@ class ServiceProcess:
             "serve",
             *self._args,
             env=self._env,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())
@@ -84,8 +86,15 @@ class ServiceProcess:
     async def _read(self) -> None:
         assert self.process is not None
         assert self.process.stderr is not None
-        async for line in self.process.stderr:
-            self.logs.append(line.decode(errors="replace"))
+        assert self.process.stdout is not None
+
+        async def lines(stream: asyncio.StreamReader, into: list[str]) -> None:
+            async for line in stream:
+                into.append(line.decode(errors="replace"))
+
+        await asyncio.gather(
+            lines(self.process.stderr, self.logs), lines(self.process.stdout, self.output)
+        )
 
     async def wait_ready(self, timeout: float = 60) -> None:
         assert self.process is not None

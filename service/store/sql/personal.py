@@ -32,6 +32,10 @@ log = structlog.get_logger(__name__)
 _NO_BYTES = b""
 _OF_CUSTOMER = "org_id = $1 AND customer_id IN ($2, $3)"
 _EVENTS_OF_CUSTOMER = f"SELECT id FROM events WHERE {_OF_CUSTOMER}"
+_FERNET = "gAAAAA%"
+"""A signing secret sealed before the key ring's own format: a Fernet token."""
+_CLEAR_CUSTOMER = "(customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')"
+"""An event whose customer id is an older revision's (`legacy_customer_key`), not hashed yet."""
 _LEGACY_KEY_MAX = 200
 _LEGACY_PRINTABLE = re.compile(r"[^\x00-\x1F\x7F]+")
 
@@ -72,8 +76,16 @@ class PersonalDataSql(SqlBase):
             )
             if dry_run or not receipt.events:
                 return receipt
+            # An older revision's customer id (the id itself) is replaced by its keyed hash,
+            # here and as the ordering key of the deliveries: erased means not kept in clear.
             await conn.execute(
-                f"UPDATE events SET body = $4, payload_removed_at = $5, "
+                "UPDATE deliveries SET ordering_key = $2 WHERE org_id = $1 AND ordering_key = $3 "
+                f"AND event_id IN ({_EVENTS_OF_CUSTOMER})",
+                org_id,
+                *keys,
+            )
+            await conn.execute(
+                f"UPDATE events SET body = $4, payload_removed_at = $5, customer_id = $2, "
                 f"payload_removed_reason = '{PayloadRemoval.ERASED.value}' WHERE {_OF_CUSTOMER} "
                 "AND (payload_removed_reason IS NULL "
                 f"OR payload_removed_reason <> '{PayloadRemoval.ERASED.value}')",
@@ -155,6 +167,10 @@ class PersonalDataSql(SqlBase):
             progress(done)
             if not more:
                 break
+        if any(done.resealed.values()):
+            # What was replaced (values in clear, above all) leaves the files at once where
+            # the database can make it (SQLite's WAL), as after an erasure.
+            await self._driver.scrub()
         return done
 
     async def _rekey_store_keys(self, done: RekeyProgress) -> None:
@@ -179,7 +195,7 @@ class PersonalDataSql(SqlBase):
                 "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
             )
             for row in rows:
-                changes: dict[str, str] = {}
+                changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
                 failed = False
                 for column, context in (
                     ("secret_enc", secret_context(row["id"])),
@@ -196,19 +212,25 @@ class PersonalDataSql(SqlBase):
                     if plain is None:
                         failed = True
                         continue
-                    changes[column] = self._keyring.seal_text(plain, context)
+                    changes[column] = (stored, self._keyring.seal_text(plain, context))
                 if failed:
                     undecryptable += 1
                 if changes:
+                    # Only as read: on PostgreSQL a rotation or a PATCH may commit between
+                    # the read and this write, and wins (a rerun seals what it wrote, if needed).
+                    n = len(changes)
                     assignments = ", ".join(
-                        f"{column} = ${n}" for n, column in enumerate(changes, start=2)
+                        f"{column} = ${i}" for i, column in enumerate(changes, start=2)
                     )
-                    await conn.execute(
-                        f"UPDATE subscriptions SET {assignments} WHERE id = $1",
+                    unchanged = " AND ".join(
+                        f"{column} = ${i}" for i, column in enumerate(changes, start=2 + n)
+                    )
+                    resealed += await conn.execute(
+                        f"UPDATE subscriptions SET {assignments} WHERE id = $1 AND {unchanged}",
                         row["id"],
-                        *changes.values(),
+                        *(sealed for _, sealed in changes.values()),
+                        *(stored for stored, _ in changes.values()),
                     )
-                    resealed += 1
             if resealed:
                 await conn.execute(BUMP_REVISION)
         done.add("subscriptions", resealed, undecryptable)
@@ -218,14 +240,17 @@ class PersonalDataSql(SqlBase):
     ) -> tuple[bool, tuple[str, str]]:
         """One batch of events, in (org, id) order after `after`, whose body is not sealed by
         the current key or whose customer key is an older revision's; returns whether there
-        may be more, and where the next batch starts."""
+        may be more, and where the next batch starts. An event whose payload was removed
+        before its customer id was hashed has it hashed from the column, which held the id
+        itself unless it was long or unprintable (`legacy_customer_key`: then it stays)."""
         current = self._keyring.binary_prefixes()[0]
         async with self._scan() as conn:
             rows = await conn.fetch(
                 "SELECT org_id, id, body, customer_id FROM events "
-                "WHERE (org_id, id) > ($1, $2) AND payload_removed_at IS NULL "
-                "AND (substr(body, 1, $3) <> $4 "
-                "OR (customer_id IS NOT NULL AND customer_id NOT LIKE 'c1.%')) "
+                "WHERE (org_id, id) > ($1, $2) AND ("
+                "(payload_removed_at IS NULL AND substr(body, 1, $3) <> $4) "
+                f"OR ({_CLEAR_CUSTOMER} "
+                "AND (payload_removed_at IS NULL OR customer_id NOT LIKE 'sha256:%'))) "
                 "ORDER BY org_id, id LIMIT $5",
                 *after,
                 len(current),
@@ -246,11 +271,14 @@ class PersonalDataSql(SqlBase):
                 continue
             customer = row["customer_id"]
             if customer is not None and not customer.startswith("c1."):
-                customer = self._customer_key(row["org_id"], _customer_of(plain)) or customer
+                clear = _customer_of(plain)
+                if clear is None and not customer.startswith("sha256:"):
+                    clear = customer  # the payload is gone, the id was kept as it was
+                customer = self._customer_key(row["org_id"], clear) or customer
                 keys.append((row["org_id"], row["id"], row["customer_id"], customer))
             sealed = (
                 stored
-                if stored[: len(current)] == current
+                if not stored or stored[: len(current)] == current
                 else self._seal_body(row["org_id"], row["id"], plain)
             )
             updates.append((row["org_id"], row["id"], stored, sealed, customer))
@@ -324,17 +352,29 @@ class PersonalDataSql(SqlBase):
                 f"SELECT substr(body, 1, {width}) AS p, count(*) AS n FROM events "
                 f"WHERE payload_removed_at IS NULL GROUP BY substr(body, 1, {width})"
             )
+            customers = await conn.fetchrow(
+                "SELECT count(*) AS n FROM events WHERE "
+                f"{_CLEAR_CUSTOMER} AND customer_id NOT LIKE 'sha256:%'"
+            )
             texts = await conn.fetch(
                 "SELECT p, count(*) AS n FROM ("
                 "SELECT substr(response_excerpt, 1, $1) AS p FROM attempts "
                 "WHERE response_excerpt IS NOT NULL "
-                "UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                f"UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                f"WHERE secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(previous_secret_enc, 1, $1) FROM subscriptions "
-                "WHERE previous_secret_enc IS NOT NULL "
+                f"WHERE previous_secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(headers, 1, $1) FROM subscriptions "
                 "WHERE headers IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
+            )
+            # A Fernet token tells no key id: whether a configured key opens it is tried.
+            # Only secrets were ever sealed so, and subscriptions are few.
+            fernet = await conn.fetch(
+                f"SELECT id, secret_enc AS t FROM subscriptions WHERE secret_enc LIKE '{_FERNET}' "
+                "UNION ALL SELECT id, previous_secret_enc FROM subscriptions "
+                f"WHERE previous_secret_enc LIKE '{_FERNET}'"
             )
         for row in bodies:
             prefix = bytes(row["p"])
@@ -360,6 +400,12 @@ class PersonalDataSql(SqlBase):
                 else "clear"
             )
             tally[state] += int(row["n"])
+        for row in fernet:
+            opened = self._keyring.open_text_or_none(row["t"], secret_context(row["id"]))
+            tally["older" if opened is not None else "unknown"] += 1
+        # A customer id an older revision kept as it was is a value in clear too (`rekey`
+        # hashes it); its SHA-256 form, kept for long ids, is not.
+        tally["clear"] += int(customers["n"]) if customers is not None else 0
         return SealedCensus(**tally)
 
 
