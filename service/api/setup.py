@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.api.auth import auth_middleware
+from service.api.customers import CUSTOMERS, CustomerApi
 from service.api.openapi import document
 from service.api.problems import problem
 from service.api.routes import BASE, SubscriptionApi
@@ -33,7 +34,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem(exc.status, exc.reason, headers=headers)
     except StoreUnavailable:
-        log.warning("api.store_unavailable", path=request.path)
+        # The route's template: a path may name a customer.
+        log.warning("api.store_unavailable", route=_route(request))
         return problem(
             503, "the store is unavailable; try again shortly", headers={"Retry-After": "5"}
         )
@@ -63,8 +65,9 @@ def _route(request: web.Request) -> str:
 def setup_api(app: web.Application) -> None:
     """Adds the management routes and `/openapi.json` to `app`."""
     app.middlewares.append(problem_middleware)
-    app.middlewares.append(auth_middleware(BASE))
+    app.middlewares.append(auth_middleware(BASE, CUSTOMERS))
     app.add_routes(SubscriptionApi().routes())
+    app.add_routes(CustomerApi().routes())
     spec = orjson.dumps(document())
 
     async def openapi(_: web.Request) -> web.Response:
