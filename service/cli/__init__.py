@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "redeliver": ("recovery", "redeliver"),
     "replay": ("recovery", "replay"),
     "rotate-secret": ("secrets", "rotate_secret"),
+    "erase": ("erasure", "erase"),
 }
 """Each command's module in this package, and its function there."""
 
