@@ -13,8 +13,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from cryptography.fernet import Fernet
-from pydantic import SecretStr
 
 from service.appkeys import DISPATCHER
 from service.domain import DeliveryJob, Subscription
@@ -23,6 +21,7 @@ from service.samples import seed_examples
 from service.signing import verify_signature
 from service.store import Store, open_store
 from tests.conftest import CATALOG_TOPICS
+from tests.support.api import foreign_first
 from tests.support.pipeline import PipelineFactory
 
 
@@ -289,9 +288,9 @@ async def test_an_undecryptable_secret_parks_its_deliveries_and_delays_nobody(
 
     monkeypatch.setattr(p.store, "claim_due", noting_claims)
     # Sealed with a key this service lacks (removed from WEBHOOKS_ENCRYPTION_KEY too early).
-    foreign_key = SecretStr(Fernet.generate_key().decode())
     foreign = await open_store(
-        p.settings.model_copy(update={"encryption_key": foreign_key}), run_migrations=False
+        p.settings.model_copy(update={"encryption_key": foreign_first(p.settings)}),
+        run_migrations=False,
     )
     try:
         broken = await foreign.create_subscription(

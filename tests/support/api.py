@@ -102,12 +102,18 @@ def assert_problem(status: int, body: Any, content_type: str, expected: int) -> 
     assert body["status"] == expected
 
 
+def foreign_first(settings: Settings) -> SecretStr:
+    """WEBHOOKS_ENCRYPTION_KEY with a new key first (what it seals, this service cannot open)
+    and the service's own after it (the store's own keys, sealed with it, still open)."""
+    assert settings.encryption_key is not None
+    own = settings.encryption_key.get_secret_value()
+    return SecretStr(f"{Fernet.generate_key().decode()},{own}")
+
+
 async def sealed_elsewhere(api: Api, settings: Settings) -> str:
     """A subscription of org_a whose secret was sealed with a key this service lacks (say, one
     removed from WEBHOOKS_ENCRYPTION_KEY too early); its id."""
-    foreign = settings.model_copy(
-        update={"encryption_key": SecretStr(Fernet.generate_key().decode())}
-    )
+    foreign = settings.model_copy(update={"encryption_key": foreign_first(settings)})
     store = await open_store(foreign, run_migrations=False)
     try:
         created = await store.create_subscription(
