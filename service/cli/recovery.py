@@ -46,7 +46,11 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
     ask = dataclasses.replace(body.ask(), limit=limit)
     replayed = await recovery.replay(store, subscription, ask, retention_s=settings.retention)
     if args.json:
-        result = ReplayResult(count=replayed.count, nextSince=iso_or_none(replayed.next_since))
+        result = ReplayResult(
+            count=replayed.count,
+            nextSince=iso_or_none(replayed.next_since),
+            withoutPayload=replayed.without_payload,
+        )
         print_json(result.model_dump(mode="json"))
         return 0
     which = "failed deliveries" if body.onlyFailed else "deliveries"
@@ -54,6 +58,11 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
         f"queued {replayed.count} {which} of {subscription.id} from {iso(replayed.since)} "
         f"to {iso(replayed.until)}"
     )
+    if replayed.without_payload:
+        print(
+            f"left out {replayed.without_payload} events whose payloads are no longer kept "
+            "(erased, or past the payload retention)"
+        )
     if not subscription.active:
         print("the subscription is inactive: they wait until it is re-enabled", file=sys.stderr)
     if replayed.next_since is not None:

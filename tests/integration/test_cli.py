@@ -427,7 +427,7 @@ async def test_replay_in_bounded_calls_then_everything(cli: SeededCli) -> None:
 
     assert everything.code == 0, everything.stderr
     # The sent one and the event it never had; the open ones are left alone.
-    assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None}
+    assert orjson.loads(everything.stdout) == {"count": 2, "withoutPayload": 0, "nextSince": None}
     assert await status_of(cli.database, cli.data, cli.data.sent) is DeliveryStatus.PENDING
     async with opened(cli.database) as store:
         page = await store.list_deliveries(
@@ -641,6 +641,25 @@ async def test_erase_counts_in_a_dry_run_then_erases_one_orgs_customer(
     redelivered = await run_cli("redeliver", mine.id, sent, env=cli_database.env, cwd=tmp_path)
     refused(redelivered, 1, "cannot be sent again: its payload was erased at the customer's")
     assert "Traceback" not in redelivered.stderr
+    # A replay leaves the erased event out, and says so.
+    replayed = await run_cli(
+        "replay", mine.id, "--since", "10m", "--all", env=cli_database.env, cwd=tmp_path
+    )
+
+    assert replayed.code == 0, replayed.stderr
+    queued, left_out = replayed.stdout.splitlines()
+    assert queued.startswith(f"queued 1 deliveries of {mine.id} from ")
+    assert left_out == (
+        "left out 1 events whose payloads are no longer kept (erased, or past the payload "
+        "retention)"
+    )
+    # The kept one is open now, left alone: the window holds only what cannot be sent again.
+    nothing = await run_cli(
+        "replay", mine.id, "--since", "10m", "--all", "--json", env=cli_database.env, cwd=tmp_path
+    )
+    refused(nothing, 1, "the 1 events in the window cannot be sent again: their payloads are")
+    assert nothing.stdout == ""
+    assert "Traceback" not in nothing.stderr
 
 
 async def status_of_delivery(
