@@ -106,7 +106,7 @@ def counts(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def live(
+async def retrying(
     settings_for: Settings, topics: list[str], kafka_bootstrap: str, receiver: Receiver
 ) -> AsyncIterator[LiveApp]:
     """The whole service; a failing endpoint is retried about every second, so that a delivery
@@ -117,7 +117,8 @@ async def live(
         yield app
 
 
-async def test_an_erasure_end_to_end(live: LiveApp, receiver: Receiver) -> None:
+async def test_an_erasure_end_to_end(retrying: LiveApp, receiver: Receiver) -> None:
+    live = retrying
     _, key_two = await live.store.create_api_key(ORG_TWO, "tests")
     one, two = Org(live, live.key), Org(live, key_two)
     receiver.set("ok", Behaviour(status=200, body=b"thanks"))
