@@ -5,8 +5,8 @@ It serves aiohttp's low-level server (no router, no middleware, no access log: a
 must cost little CPU) and notes every POST as a `Received` (path, headers, body, arrival time,
 status answered). How a path answers:
 
-- by its `Behaviour` when one was set (`set()`, until set to None): a status, after a pause
-  (`delay`), or only after the sender gave up (`hang`);
+- by its `Behaviour` when one was set (`set()`, until set to None): a status (and a `body`),
+  after a pause (`delay`), or only after the sender gave up (`hang`);
 - else by a scripted behaviour named by the path, for the tests: `flaky` (500 twice per delivery,
   then 200), `echo` (500 once per delivery, then 200, each answering with the request's body, so
   the attempt log's excerpts hold the payload), `gone` (410), `slowdown` (429 with
@@ -80,6 +80,7 @@ class Behaviour:
     status: int = 204
     delay: float = 0.0
     hang: float = 0.0
+    body: bytes = b""  # what the answer says (the sender keeps its first KiB as an excerpt)
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Receiver:
                 await asyncio.sleep(behaviour.delay)
             finally:
                 self._in_flight[name] -= 1
-        return web.Response(status=behaviour.status)
+        return web.Response(status=behaviour.status, body=behaviour.body)
 
     def _note(
         self, name: str, headers: Mapping[str, str], body: bytes, at: float, status: int

@@ -16,12 +16,12 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{8,200})$")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="identity-webhooks"'}
 
 
-def auth_middleware(prefix: str) -> Middleware:
-    """Requires a valid, unrevoked key on every path under `prefix`."""
+def auth_middleware(*prefixes: str) -> Middleware:
+    """Requires a valid, unrevoked key on every path under one of `prefixes`."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
+        if not request.path.startswith(prefixes):
             return await handler(request)
         header = request.headers.get("Authorization")
         if header is None:

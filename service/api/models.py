@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from service.clock import iso
+from service.domain import ErasureReceipt
 from service.events import CATALOG, Timestamp
 from service.operations.recovery import ReplayAsk
 
@@ -388,6 +390,39 @@ class RotateSecret(_Request):
 class RotatedSecret(BaseModel):
     secret: str = Field(description="The new signing secret. Shown in this response only.")
     previousSecretExpiresAt: str
+
+
+class CustomerErasure(BaseModel):
+    customerId: str = Field(description="The customer, as given (the path's id, decoded).")
+    events: int = Field(
+        description="The org's retained events about the customer (their data.customerId): "
+        "their payloads are removed, their metadata kept (a dry run: would be)."
+    )
+    deliveries: int = Field(
+        description="The deliveries of those events, to every subscription of the org: their "
+        "response excerpts are removed."
+    )
+    cancelled: int = Field(
+        description="Deliveries of those events still open (pending or retrying) that this "
+        "call cancelled (a dry run: would cancel); 0 on a repeat."
+    )
+    erasedAt: str | None = Field(
+        description="When this call erased them (a repeat: the repeat's time); null for a dry "
+        "run, which erases nothing."
+    )
+    dryRun: bool
+
+    @classmethod
+    def of(cls, receipt: ErasureReceipt, *, dry_run: bool) -> CustomerErasure:
+        """An erasure's (or a dry run's) receipt in the API's shape."""
+        return cls(
+            customerId=receipt.customer_id,
+            events=receipt.events,
+            deliveries=receipt.deliveries,
+            cancelled=receipt.cancelled,
+            erasedAt=None if dry_run else iso(receipt.erased_at),
+            dryRun=dry_run,
+        )
 
 
 class FieldError(BaseModel):

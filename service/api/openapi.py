@@ -8,9 +8,11 @@ from pydantic import BaseModel
 
 from service import __version__
 from service.api import models
+from service.api.customers import CUSTOMERS, DRY_RUN
 from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.routes import BASE
 from service.events import CATALOG
+from service.operations.erasure import MAX_CUSTOMER_ID
 from service.operations.recovery import MAX_REPLAY
 
 _REQUESTS: tuple[type[BaseModel], ...] = (
@@ -31,6 +33,7 @@ _MODELS: list[type[BaseModel]] = [
     models.DeliveryDetail,
     models.ReplayResult,
     models.RotatedSecret,
+    models.CustomerErasure,
     models.Problem,
 ]
 
@@ -116,6 +119,48 @@ def _log_filters() -> list[dict[str, Any]]:
         {"name": "since", "in": "query", "description": "createdAt at or after", "schema": time},
         {"name": "until", "in": "query", "description": "createdAt before", "schema": time},
     ]
+
+
+def _erasure() -> dict[str, Any]:
+    customer_param = {
+        "name": "customerId",
+        "in": "path",
+        "required": True,
+        "description": "The customer's id as the events carry it (data.customerId), "
+        "percent-encoded: a / as %2F, other characters as UTF-8.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_CUSTOMER_ID,
+            "pattern": "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+        },
+    }
+    dry_run = {
+        "name": DRY_RUN,
+        "in": "query",
+        "description": "true: only count what would be erased and cancelled; nothing changes.",
+        "schema": {"type": "boolean", "default": False},
+    }
+    return {
+        "parameters": [customer_param],
+        "post": {
+            "operationId": "eraseCustomer",
+            "description": "Removes the payloads of the org's retained events about the "
+            "customer (by data.customerId) and the response excerpts of their deliveries, "
+            "keeping their metadata, and cancels their open deliveries: they cannot be sent "
+            "again (redeliver and replay answer 410). Events about the customer that arrive "
+            "later are delivered as usual. Another org's data is untouched. A repeat finds the "
+            "same events and deliveries and cancels nothing more. Takes no body.",
+            "parameters": [dry_run],
+            "responses": {
+                "200": {
+                    "description": "the receipt (with dryRun, the counts alone)",
+                    "content": _json(models.CustomerErasure),
+                },
+                **_problems(401, 404, 422),
+            },
+        },
+    }
 
 
 def document() -> dict[str, Any]:
@@ -244,7 +289,7 @@ def document() -> dict[str, Any]:
                     "afresh, one more attempt in its log (a sent or failed one too).",
                     "responses": {
                         "202": {"description": "due now", "content": _json(models.DeliveryRow)},
-                        **_problems(401, 404, 409),
+                        **_problems(401, 404, 409, 410),
                     },
                 },
             },
@@ -258,7 +303,7 @@ def document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json(models.ReplayRequest)},
                     "responses": {
                         "202": {"description": "queued", "content": _json(models.ReplayResult)},
-                        **_problems(400, 401, 404, 413, 415, 422),
+                        **_problems(400, 401, 404, 410, 413, 415, 422),
                     },
                 },
             },
@@ -275,5 +320,6 @@ def document() -> dict[str, Any]:
                     },
                 },
             },
+            CUSTOMERS + "/{customerId}/erase": _erasure(),
         },
     }

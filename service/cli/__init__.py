@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("recovery", "replay"),
     "rotate-secret": ("secrets", "rotate_secret"),
     "rekey": ("rekey", "rekey"),
+    "erase": ("erasure", "erase"),
 }
 """Each command's module in this package, and its function there."""
 

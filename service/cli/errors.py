@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from service.api.models import field_messages
-from service.errors import DeliveryNotFound, InvalidInput, SubscriptionNotFound
+from service.errors import DeliveryNotFound, InvalidInput, PayloadRemoved, SubscriptionNotFound
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +33,7 @@ _OPTIONS = {
     "cursor": "--cursor",
     "onlyFailed": "--all",
     "overlapSeconds": "--overlap",
+    "customerId": "CUSTOMER_ID",
 }
 
 
@@ -46,7 +47,7 @@ def invalid(errors: Sequence[tuple[str, str]]) -> Refused:
     return Refused("; ".join(f"{option(field)}: {message}" for field, message in errors), 2)
 
 
-REFUSALS = (Refused, InvalidInput, SubscriptionNotFound, DeliveryNotFound)
+REFUSALS = (Refused, InvalidInput, SubscriptionNotFound, DeliveryNotFound, PayloadRemoved)
 """What a command may raise to refuse: said in one line, never a traceback."""
 
 

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _api_key_parser(commands)
     _recovery_parsers(commands)
     _rekey_parser(commands)
+    _erase_parser(commands)
     return parser
 
 
@@ -230,3 +231,30 @@ def _rekey_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "scan); exit 1 when some were sealed with a key that is not configured",
     )
     rekey.add_argument("--json", action="store_true", help="print one JSON document instead")
+
+
+def _erase_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    erase = commands.add_parser(
+        "erase",
+        help="erase one customer's stored payloads in an org",
+        description="Remove the payloads of ORG's retained events about CUSTOMER_ID (their "
+        "data.customerId) and the response excerpts of their deliveries, keeping their "
+        "metadata, and cancel their open deliveries; they cannot be sent again. Other orgs' "
+        "events are untouched; events about the customer that arrive later are delivered as "
+        "usual. A repeat finds the same events and deliveries and cancels nothing more. "
+        "The receipt is printed without the customer id (--json prints the API's receipt, "
+        "which holds it). Exit 2 on bad input. It cannot be undone: run --dry-run first.",
+    )
+    erase.add_argument("--org", required=True, help="the org whose data about the customer goes")
+    erase.add_argument(
+        "customer_id",
+        metavar="CUSTOMER_ID",
+        help="the customer's id as the events carry it, at most 200 characters (one that "
+        "starts with - goes after --)",
+    )
+    erase.add_argument(
+        "--dry-run", action="store_true", help="only count what would be erased and cancelled"
+    )
+    erase.add_argument(
+        "--json", action="store_true", help="print the management API's JSON receipt instead"
+    )

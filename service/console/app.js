@@ -1,10 +1,12 @@
-// The console: a client of the management API under /api/identity/webhooks, in this origin.
+// The console: a client of the management API under /api/identity/webhooks (and, for the
+// erasure of a customer's data, /api/identity/customers), in this origin.
 // No framework and no build step. Everything the API says is put on the page as text
 // (textContent, text nodes, attribute values), never as markup: the Content-Security-Policy's
 // Trusted Types setting makes the browser refuse innerHTML anyway.
 'use strict';
 
 const API = '/api/identity/webhooks';
+const CUSTOMERS = '/api/identity/customers';
 const KEY_STORAGE = 'identity-webhooks.apiKey';
 const PAGE_SIZE = 50;
 const KEY_CHARS = /^[A-Za-z0-9_-]{8,200}$/;
@@ -18,6 +20,7 @@ const state = {
   log: { subscription: null, filter: {}, cursor: null },
   editing: null, // the row being edited, null when creating
   acting: null, // the row a dialog acts on
+  erasing: null, // the customer id whose dry run the erase dialog shows
 };
 
 // -- small helpers -------------------------------------------------------------------------
@@ -70,6 +73,11 @@ function percent(rate) {
   return `${(rate * 100).toFixed(rate >= 0.9995 || rate === 0 ? 0 : 1)} %`;
 }
 
+/** `n` and the noun that goes with it: 1 event, 2 events. */
+function counted(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 function statusBadge(status, code) {
   const label = code ? `${status} · ${code}` : status;
   return h('span', { class: `badge status-${status}`, text: label });
@@ -97,7 +105,12 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body, key = state.key) {
+/** A call of the management API under /api/identity/webhooks. */
+function api(method, path, body, key = state.key) {
+  return call(method, API + path, body, key);
+}
+
+async function call(method, url, body, key = state.key) {
   const headers = { Authorization: `Bearer ${key}`, Accept: 'application/json' };
   const init = { method, headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
   if (body !== undefined) {
@@ -106,7 +119,7 @@ async function api(method, path, body, key = state.key) {
   }
   let response;
   try {
-    response = await fetch(API + path, init);
+    response = await fetch(url, init);
   } catch (error) {
     throw new ApiError(0, { detail: `the service did not answer (${error.message})` });
   }
@@ -539,6 +552,107 @@ async function submitDelete(event) {
   }
 }
 
+// -- erase a customer's data ----------------------------------------------------------------
+
+/** The erase dialog at one of its steps: ask for the id, confirm the dry run's counts, done. */
+function eraseStep(step) {
+  show($('#erase-ask'), step === 'ask');
+  show($('#erase-check'), step === 'ask');
+  show($('#erase-confirm'), step === 'confirm');
+  show($('#erase-back'), step === 'confirm');
+  show($('#erase-go'), step === 'confirm');
+  show($('#erase-receipt'), step === 'done');
+  show($('#erase-cancel'), step !== 'done');
+  show($('#erase-close'), step === 'done');
+}
+
+function openErase() {
+  state.erasing = null;
+  $('#erase-form').reset();
+  $('#erase-note').textContent = '';
+  showError($('#erase-error'), null);
+  $('#erase-customer').removeAttribute('aria-invalid');
+  eraseStep('ask');
+  $('#erase-dialog').showModal();
+  $('#erase-customer').focus();
+}
+
+/** POST …/customers/{id}/erase, the id percent-encoded (a “/” too). */
+function erase(customerId, dryRun) {
+  return call('POST', `${CUSTOMERS}/${encodeURIComponent(customerId)}/erase${dryRun ? '?dryRun=true' : ''}`);
+}
+
+/** Step one: the dry run, whose counts the confirmation names. Nothing is erased yet. */
+async function checkErase(event) {
+  event.preventDefault();
+  if (state.erasing !== null) return; // Enter on the confirmation: only the button erases
+  const input = $('#erase-customer');
+  const customerId = input.value;
+  const error = $('#erase-error');
+  $('#erase-note').textContent = '';
+  if (customerId === '.' || customerId === '..') {
+    // A URL cannot carry such a path segment: the browser resolves it away.
+    showError(error, new ApiError(0, { detail: `“${customerId}” cannot be sent in a URL: erase it with the command line (identity-webhooks erase).` }));
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+    return;
+  }
+  let counts;
+  try {
+    counts = await erase(customerId, true);
+  } catch (failure) {
+    showError(error, failure);
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+    return;
+  }
+  showError(error, null);
+  input.removeAttribute('aria-invalid');
+  if (counts.events === 0) {
+    $('#erase-note').textContent = `No stored event about customer “${customerId}” in this organisation: there is nothing to erase.`;
+    input.select();
+    return;
+  }
+  state.erasing = customerId;
+  $('#erase-confirm').textContent = `Erase the stored payloads of customer “${customerId}”: `
+    + `${counted(counts.events, 'event', 'events')}, ${counted(counts.deliveries, 'delivery', 'deliveries')}; `
+    + `${counted(counts.cancelled, 'open delivery', 'open deliveries')} will be cancelled. This cannot be undone.`;
+  eraseStep('confirm');
+  $('#erase-cancel').focus(); // the safe choice first
+}
+
+function backToErase() {
+  state.erasing = null;
+  eraseStep('ask');
+  $('#erase-customer').focus();
+}
+
+/** Step two, after the confirmation: the erasure itself, and its receipt. */
+async function confirmErase() {
+  const customerId = state.erasing;
+  if (customerId === null) return;
+  const error = $('#erase-error');
+  let receipt;
+  try {
+    receipt = await erase(customerId, false);
+  } catch (failure) {
+    showError(error, failure);
+    return;
+  }
+  showError(error, null);
+  state.erasing = null;
+  const out = $('#erase-receipt');
+  out.replaceChildren(
+    `Erased the stored payloads of customer “${receipt.customerId}”: `
+      + `${counted(receipt.events, 'event', 'events')}, ${counted(receipt.deliveries, 'delivery', 'deliveries')}; `
+      + `${counted(receipt.cancelled, 'open delivery', 'open deliveries')} cancelled.`,
+    h('span', { class: 'block muted' }, 'Erased at ', when(receipt.erasedAt)));
+  eraseStep('done');
+  $('#erase-close').focus();
+  flash(`Erased the stored payloads of customer “${receipt.customerId}”.`);
+  loadSubscriptions(); // their pending counts drop by what was cancelled
+}
+
 // -- the delivery log ----------------------------------------------------------------------
 
 async function openLog(id) {
@@ -608,7 +722,8 @@ function deliveryRow(row) {
   tr.append(
     cell('Delivery', h('span', { class: 'mono small wrap', text: row.id })),
     cell('Event', h('span', { class: 'mono', text: row.event })),
-    cell('Status', statusBadge(row.status, null)),
+    cell('Status', statusBadge(row.status, null),
+      row.cancelledReason ? h('span', { class: 'reason cancelled-reason', text: row.cancelledReason }) : null),
     cell('Created', when(row.createdAt)),
     cell('Attempts', h('span', { class: 'attempt-count', text: String(row.attemptCount) })),
     cell('Last attempt', lastAttemptText(row.lastAttempt)),
@@ -650,11 +765,21 @@ async function fillDetails(holder, deliveryId) {
       : h('p', { class: 'muted', text: 'No attempt yet.' });
     holder.replaceChildren(
       h('h3', { text: 'Attempts' }), attempts,
-      h('h3', { text: 'Payload' }),
-      h('pre', { class: 'payload', tabindex: '0', 'aria-label': `Payload of ${deliveryId}`, text: JSON.stringify(detail.payload, null, 2) }));
+      h('h3', { text: 'Payload' }), payloadView(detail, deliveryId));
   } catch (failure) {
     holder.replaceChildren(h('p', { class: 'error', role: 'alert', text: failure.message }));
   }
+}
+
+/** The payload as sent; or, when it is no longer kept, why and since when. */
+function payloadView(detail, deliveryId) {
+  const removed = detail.payloadRemoved;
+  if (detail.payload === null && removed) {
+    return h('div', { class: 'payload-removed' },
+      h('p', { class: 'warning-text', text: `No payload: ${removed.detail}.` }),
+      removed.at ? h('p', { class: 'muted small' }, 'Removed ', when(removed.at)) : null);
+  }
+  return h('pre', { class: 'payload', tabindex: '0', 'aria-label': `Payload of ${deliveryId}`, text: JSON.stringify(detail.payload, null, 2) });
 }
 
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
@@ -729,6 +854,9 @@ async function submitReplay(event) {
     showError(error, null);
     const noun = replayed.count === 1 ? 'delivery' : 'deliveries';
     result.textContent = `Queued ${replayed.count} ${noun}.`;
+    if (replayed.withoutPayload) {
+      result.append(` ${counted(replayed.withoutPayload, 'event was', 'events were')} left out: their payloads are no longer kept.`);
+    }
     if (replayed.nextSince) {
       result.append(' The window holds more: replay again since ', when(replayed.nextSince), '.');
     }
@@ -750,6 +878,11 @@ function start() {
   $('#edit-form').addEventListener('submit', submitEdit);
   $('#rotate-form').addEventListener('submit', submitRotate);
   $('#confirm-form').addEventListener('submit', submitDelete);
+  $('#erase-open').addEventListener('click', openErase);
+  $('#erase-form').addEventListener('submit', checkErase);
+  $('#erase-back').addEventListener('click', backToErase);
+  $('#erase-go').addEventListener('click', confirmErase);
+  $('#erase-dialog').addEventListener('close', () => { state.erasing = null; });
   $('#secret-copy').addEventListener('click', copySecret);
   $('#secret-dialog').addEventListener('close', clearSecret);
   $('#log-filters').addEventListener('submit', applyFilters);

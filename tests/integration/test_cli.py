@@ -527,6 +527,174 @@ async def test_api_key_commands_say_in_one_line_when_the_database_is_away(
     assert line.startswith("identity-webhooks api-key list: the database is away: ")
 
 
+# -- erase ------------------------------------------------------------------------------------
+
+CUSTOMER = "cus cli/ø"
+
+
+async def about(store: Store, subscription: Subscription, customer: str, *, sent: bool) -> str:
+    """A delivery to `subscription` of a new event about `customer`, sent or left open; its
+    id."""
+    org = subscription.org_id
+    envelope = sample_event("verification.created", org, datetime.now(UTC))
+    envelope["data"]["customerId"] = customer
+    event = IncomingEvent(
+        id=str(envelope["id"]),
+        org_id=org,
+        event="verification.created",
+        occurred_at=now_ms(),
+        body=orjson.dumps(envelope),
+        sibling_service=None,
+        source="t/0/1",
+        customer_id=customer,
+    )
+    delivery = NewDelivery(ids.new_id(ids.DELIVERY), event.id, subscription.id, event.event, org)
+    await store.record_events([event], [delivery], Lease("seed", 60_000))
+    if not sent:
+        await store.release([delivery.id], "seed")
+        return delivery.id
+    attempt = AttemptRecord(
+        delivery_id=delivery.id,
+        subscription_id=subscription.id,
+        number=1,
+        started_at=now_ms(),
+        duration_ms=12,
+        status_code=200,
+        result="2xx",
+        error=None,
+        response_excerpt="ok",
+        new_status=DeliveryStatus.SENT,
+        next_attempt_at=None,
+    )
+    await store.record_attempts([attempt], "seed")
+    return delivery.id
+
+
+async def test_erase_counts_in_a_dry_run_then_erases_one_orgs_customer(
+    cli_database: Database, tmp_path: Path
+) -> None:
+    async with opened(cli_database) as store:
+        mine = await store.create_subscription(
+            "org_cli", "https://receiver.example/hook", ["verification.created"], None
+        )
+        theirs = await store.create_subscription(
+            "org_other", "https://receiver.example/hook", ["verification.created"], None
+        )
+        sent = await about(store, mine, CUSTOMER, sent=True)
+        open_one = await about(store, mine, CUSTOMER, sent=False)
+        someone_else = await about(store, mine, "cus_kept", sent=True)
+        other_org = await about(store, theirs, CUSTOMER, sent=True)
+
+    async def run(*args: str) -> Result:
+        return await run_cli("erase", *args, env=cli_database.env, cwd=tmp_path)
+
+    async def payloads() -> dict[str, bool]:
+        async with opened(cli_database) as store:
+            found = {
+                d: await store.get_delivery(s.org_id, s.id, d)
+                for s, d in ((mine, sent), (mine, open_one), (mine, someone_else))
+            }
+            found[other_org] = await store.get_delivery("org_other", theirs.id, other_org)
+        return {d: entry is not None and entry.payload is not None for d, entry in found.items()}
+
+    dry = await run("--org", "org_cli", CUSTOMER, "--dry-run")
+
+    assert dry.code == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "dry run, nothing erased: in org_cli the payloads of 2 events about this customer and "
+        "the response excerpts of their 2 deliveries would be removed; 1 open delivery would "
+        "be cancelled"
+    ]
+    assert "ø" not in dry.stdout + dry.stderr
+    assert set((await payloads()).values()) == {True}
+    assert await status_of_delivery(cli_database, mine, open_one) is DeliveryStatus.PENDING
+
+    erased = await run("--org", "org_cli", CUSTOMER, "--json")
+
+    assert erased.code == 0, erased.stderr
+    receipt = orjson.loads(erased.stdout)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", receipt.pop("erasedAt"))
+    assert receipt == {
+        "customerId": CUSTOMER,
+        "events": 2,
+        "deliveries": 2,
+        "cancelled": 1,
+        "dryRun": False,
+    }
+    assert await payloads() == {sent: False, open_one: False, someone_else: True, other_org: True}
+    assert await status_of_delivery(cli_database, mine, open_one) is DeliveryStatus.CANCELLED
+
+    again = await run("--org", "org_cli", "--", CUSTOMER)
+    nobody = await run("--org", "org_cli", "cus_nobody")
+
+    assert again.code == 0, again.stderr
+    (line,) = again.stdout.splitlines()
+    assert re.fullmatch(
+        r"erased in org_cli at \S+Z: the payloads of 2 events about this customer and the "
+        r"response excerpts of their 2 deliveries; 0 open deliveries cancelled",
+        line,
+    )
+    assert "ø" not in again.stdout + again.stderr
+    assert nobody.stdout == "no retained event about this customer in org_cli: nothing to erase\n"
+
+    # An erased delivery cannot be sent again: said in one line.
+    redelivered = await run_cli("redeliver", mine.id, sent, env=cli_database.env, cwd=tmp_path)
+    refused(redelivered, 1, "cannot be sent again: its payload was erased at the customer's")
+    assert "Traceback" not in redelivered.stderr
+    # A replay leaves the erased event out, and says so.
+    replayed = await run_cli(
+        "replay", mine.id, "--since", "10m", "--all", env=cli_database.env, cwd=tmp_path
+    )
+
+    assert replayed.code == 0, replayed.stderr
+    queued, left_out = replayed.stdout.splitlines()
+    assert queued.startswith(f"queued 1 deliveries of {mine.id} from ")
+    assert left_out == (
+        "left out 1 events whose payloads are no longer kept (erased, or past the payload "
+        "retention)"
+    )
+    # The kept one is open now, left alone: the window holds only what cannot be sent again.
+    nothing = await run_cli(
+        "replay", mine.id, "--since", "10m", "--all", "--json", env=cli_database.env, cwd=tmp_path
+    )
+    refused(nothing, 1, "the 1 events in the window cannot be sent again: their payloads are")
+    assert nothing.stdout == ""
+    assert "Traceback" not in nothing.stderr
+
+
+async def status_of_delivery(
+    database: Database, subscription: Subscription, delivery_id: str
+) -> DeliveryStatus:
+    async with opened(database) as store:
+        detail = await store.get_delivery(subscription.org_id, subscription.id, delivery_id)
+    assert detail is not None
+    return detail.row.status
+
+
+async def test_erase_refuses_what_is_not_a_customer_id(tmp_path: Path) -> None:
+    env = {"WEBHOOKS_DATABASE_URL": f"sqlite:///{tmp_path}/erase.db"}
+
+    async def run(*args: str) -> Result:
+        return await run_cli("erase", *args, env=env, cwd=tmp_path)
+
+    empty = await run("--org", "org_cli", "")
+    long = await run("--org", "org_cli", "c" * 201)
+    control = await run("--org", "org_cli", "cus\x1b[31m")
+    no_org = await run("cus_1")
+    dash = await run("--org", "org_cli", "-cus")
+    after_dashes = await run("--org", "org_cli", "--", "-cus")
+
+    refused(empty, 2, "identity-webhooks erase: CUSTOMER_ID: must not be empty")
+    refused(long, 2, "CUSTOMER_ID: must be at most 200 characters")
+    refused(control, 2, "CUSTOMER_ID: must not hold control characters")
+    refused(no_org, 2, "--org")
+    assert dash.code == 2
+    assert after_dashes.code == 0, after_dashes.stderr
+    for result in (empty, long, control, no_org, dash):
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+
+
 # -- migrate ----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import (
@@ -35,9 +36,9 @@ from pydantic import SecretStr
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import STORE
-from service.clock import now_ms
+from service.clock import iso, now_ms
 from service.console import CONTENT_SECURITY_POLICY
-from service.domain import IncomingEvent
+from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.settings import load_settings
 from service.store import Lease, Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
@@ -392,6 +393,223 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(refused).to_have_text("the API key is unknown or revoked")
     assert await page.evaluate("() => sessionStorage.length") == 0
     await shot(page, "signed-out")
+
+
+# -- erasing a customer's data ----------------------------------------------------------------
+
+ERASED_CUSTOMER = "cus/ø 1"  # a "/" and more than ASCII: percent-encoded by the page
+KEPT_CUSTOMER = "cus_keep"
+
+
+async def about(
+    store: Store, subscription_id: str, customer: str, occurred_at: int, *, sent: bool
+) -> str:
+    """A delivery to the subscription of an event about `customer`: sent, or left open (held
+    under a lease the running dispatcher does not take); its id."""
+    event_id = ids.new_id("evt")
+    envelope = {
+        "id": event_id,
+        "event": "verification.created",
+        "occurredAt": iso(occurred_at),
+        "orgId": ORG,
+        "data": {"customerId": customer, "score": 87},
+    }
+    event = IncomingEvent(
+        event_id,
+        ORG,
+        "verification.created",
+        occurred_at,
+        orjson.dumps(envelope),
+        None,
+        None,
+        customer_id=customer,
+    )
+    delivery = NewDelivery(ids.new_id(ids.DELIVERY), event_id, subscription_id, event.event, ORG)
+    await store.record_events([event], [delivery], Lease("console-test", 600_000))
+    if sent:
+        attempt = AttemptRecord(
+            delivery_id=delivery.id,
+            subscription_id=subscription_id,
+            number=1,
+            started_at=now_ms(),
+            duration_ms=12,
+            status_code=200,
+            result="2xx",
+            error=None,
+            response_excerpt="ok",
+            new_status=DeliveryStatus.SENT,
+            next_attempt_at=None,
+        )
+        await store.record_attempts([attempt], "console-test")
+    return delivery.id
+
+
+async def test_erasing_a_customer_in_the_console(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    """The dry run's counts confirmed before anything is erased, the receipt after; then the
+    delivery log without the erased payloads, and the 410s of redeliver and replay in words."""
+    subscription = await console.api(
+        "POST", {"url": receiver.url("erase"), "events": ["verification.created"]}
+    )
+    sid = subscription["id"]
+    two_hours_ago = now_ms() - 2 * 3_600_000
+    still_open = await about(console.store, sid, ERASED_CUSTOMER, two_hours_ago, sent=False)
+    erased_sent = await about(console.store, sid, ERASED_CUSTOMER, two_hours_ago + 1, sent=True)
+    kept = await about(console.store, sid, KEPT_CUSTOMER, now_ms() - 60_000, sent=True)
+
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900},
+        timezone_id="Europe/Berlin",
+        locale="en-GB",
+        service_workers="block",
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("request", console.on_request)
+    page.on("console", console.on_console)
+    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
+    try:
+        await _erase(page, console, receiver, sid, (still_open, erased_sent, kept))
+    finally:
+        await context.close()
+    assert console.foreign() == []
+    assert console.page_errors == []
+
+
+async def _erase(
+    page: Page, console: Console, receiver: Receiver, sid: str, deliveries: tuple[str, ...]
+) -> None:
+    still_open, erased_sent, kept = deliveries
+
+    async def detail(delivery_id: str) -> Any:
+        return await console.api("GET", path=f"/{sid}/deliveries/{delivery_id}")
+
+    await page.goto(console.origin + "/console")
+    await page.get_by_label("API key").fill(console.key)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Subscriptions")).to_be_visible()
+
+    dialog = page.locator("#erase-dialog")
+    customer = page.get_by_label("Customer id")
+    check = page.get_by_role("button", name="Show what would be erased")
+    confirmation = page.locator("#erase-confirm")
+
+    # What cannot be an id is refused in the API's words; an id without events erases nothing.
+    await page.get_by_role("button", name="Erase a customer's data").click()
+    await expect(dialog).to_be_visible()
+    await customer.fill("c" * 201)
+    await check.click()
+    await expect(page.locator("#erase-error")).to_have_text(
+        "customerId: must be at most 200 characters"
+    )
+    assert await customer.get_attribute("aria-invalid") == "true"
+    await customer.fill("nobody")
+    await customer.press("Enter")
+    await expect(page.locator("#erase-note")).to_have_text(
+        "No stored event about customer “nobody” in this organisation: there is nothing to erase."
+    )
+    await expect(page.locator("#erase-error")).to_be_hidden()
+
+    # A dry run, then Cancel: nothing is erased.
+    await customer.fill(KEPT_CUSTOMER)
+    await check.click()
+    await expect(confirmation).to_have_text(
+        "Erase the stored payloads of customer “cus_keep”: 1 event, 1 delivery; 0 open "
+        "deliveries will be cancelled. This cannot be undone."
+    )
+    await expect(page.locator("#erase-cancel")).to_be_focused()
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog).to_be_hidden()
+    assert (await detail(kept))["payload"]["data"]["customerId"] == KEPT_CUSTOMER
+
+    # The customer to erase: the counts named, Back and again, then Erase and the receipt.
+    await page.get_by_role("button", name="Erase a customer's data").click()
+    await expect(customer).to_have_value("")
+    await customer.fill(ERASED_CUSTOMER)
+    await check.click()
+    expected = (
+        "Erase the stored payloads of customer “cus/ø 1”: 2 events, 2 deliveries; 1 open "
+        "delivery will be cancelled. This cannot be undone."
+    )
+    await expect(confirmation).to_have_text(expected)
+    await expect(customer).to_be_hidden()  # what is confirmed cannot be changed in between
+    await page.keyboard.press("Enter")  # on Cancel, the focused button: nothing erased
+    await expect(dialog).to_be_hidden()
+    await page.get_by_role("button", name="Erase a customer's data").click()
+    await customer.fill(ERASED_CUSTOMER)
+    await check.click()
+    await dialog.get_by_role("button", name="Back").click()
+    await expect(customer).to_have_value(ERASED_CUSTOMER)
+    await check.click()
+    await expect(confirmation).to_have_text(expected)
+    assert (await detail(still_open))["status"] == "pending"
+    assert (await detail(erased_sent))["payload"] is not None
+    await shot(page, "erase-confirm")
+    await dialog.get_by_role("button", name="Erase", exact=True).click()
+    receipt = page.locator("#erase-receipt")
+    await expect(receipt).to_contain_text(
+        "Erased the stored payloads of customer “cus/ø 1”: 2 events, 2 deliveries; 1 open "
+        "delivery cancelled."
+    )
+    await expect(receipt.locator("time")).to_contain_text("UTC")
+    await expect(confirmation).to_be_hidden()
+    await expect(customer).to_be_hidden()
+    await shot(page, "erase-receipt")
+    await dialog.get_by_role("button", name="Close").click()
+    await expect(dialog).to_be_hidden()
+    open_detail = await detail(still_open)
+    assert (open_detail["status"], open_detail["payload"]) == ("cancelled", None)
+    assert (await detail(erased_sent))["payloadRemoved"]["reason"] == "erased"
+
+    # The log: the cancelled delivery with its reason, the erased payload's why and when.
+    await (
+        page.locator(f'#subs-table tr[data-id="{sid}"]')
+        .get_by_role("button", name="Deliveries")
+        .click()
+    )
+    await expect(page.get_by_role("heading", name="Delivery log")).to_be_visible()
+    cancelled_row = page.locator(f'#log-table tbody tr[data-id="{still_open}"]')
+    await expect(cancelled_row.locator(".badge")).to_have_text("cancelled")
+    await expect(cancelled_row.locator(".cancelled-reason")).to_have_text(
+        "its payload was removed (erased at the customer's request)"
+    )
+    erased_row = page.locator(f'#log-table tbody tr[data-id="{erased_sent}"]')
+    await erased_row.get_by_role("button", name="Details").click()
+    erased_details = page.locator(f"#details-{erased_sent}")
+    removed = erased_details.locator(".payload-removed")
+    await expect(removed).to_contain_text(
+        "No payload: its payload was erased at the customer's request."
+    )
+    await expect(removed.locator("time")).to_contain_text("UTC")
+    await expect(erased_details.locator("pre.payload")).to_have_count(0)
+    kept_row = page.locator(f'#log-table tbody tr[data-id="{kept}"]')
+    await kept_row.get_by_role("button", name="Details").click()
+    await expect(page.locator(f"#details-{kept} pre.payload")).to_contain_text(KEPT_CUSTOMER)
+    await shot(page, "payload-removed")
+
+    # Redeliver and replay answer 410: their problem's detail is shown.
+    await erased_row.get_by_role("button", name="Redeliver").click()
+    await expect(erased_row.locator(".result")).to_have_text(
+        f"Not redelivered: delivery {erased_sent} cannot be sent again: its payload was "
+        "erased at the customer's request"
+    )
+    await page.get_by_label("Since", exact=True).fill(await local_input_time(page, 3 * 3600))
+    await page.get_by_label("Until (optional)").fill(await local_input_time(page, 3600))
+    await page.get_by_label("Only failed deliveries").uncheck()
+    await page.get_by_role("button", name="Replay").click()
+    await expect(page.locator("#replay-error")).to_contain_text(
+        "nothing to replay: the 1 events in the window cannot be sent again"
+    )
+    await page.get_by_label("Until (optional)").fill("")
+    await page.get_by_role("button", name="Replay").click()
+    await expect(page.locator("#replay-result")).to_have_text(
+        "Queued 1 delivery. 1 event was left out: their payloads are no longer kept."
+    )
+    await expect(page.locator("#replay-error")).to_be_hidden()
+    kept_event = (await detail(kept))["eventId"]
+    await receiver.wait_for(lambda: any(r.event_id == kept_event for r in receiver.requests))
+    assert {r.event_id for r in receiver.requests} == {kept_event}
 
 
 async def test_the_console_is_served_without_a_key_and_revalidated(console: Console) -> None:

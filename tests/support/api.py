@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,6 +20,7 @@ from service.store import Store
 from tests.support.store import seal_elsewhere
 
 BASE = "/api/identity/webhooks"
+CUSTOMERS = "/api/identity/customers"
 
 
 SEED_REQUEST = {
@@ -105,3 +107,30 @@ async def sealed_elsewhere(api: Api, settings: Settings) -> str:
     created = await create(api)
     await seal_elsewhere(settings, created["id"])
     return str(created["id"])
+
+
+def erase_path(customer_id: str, query: str = "") -> str:
+    """The erasure route of a customer, the id percent-encoded as a client sends it (a `/` as
+    %2F, other characters as UTF-8); `query` as it goes after the `?`."""
+    path = f"{CUSTOMERS}/{quote(customer_id, safe='')}/erase"
+    return f"{path}?{query}" if query else path
+
+
+async def erase(
+    client: TestClient[Any, Any],
+    key: str,
+    customer_id: str,
+    *,
+    dry_run: bool = False,
+    query: str | None = None,
+    body: bytes | None = None,
+) -> tuple[int, Any, str]:
+    """POST of the erasure route with `key`: a dry run, or as `query` says; its status,
+    decoded answer and content type."""
+    path = erase_path(customer_id, "dryRun=true" if dry_run else (query or ""))
+    headers = {"Authorization": f"Bearer {key}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    async with client.post(path, data=body, headers=headers) as response:
+        raw = await response.read()
+        return response.status, orjson.loads(raw) if raw else None, response.content_type

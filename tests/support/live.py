@@ -39,9 +39,11 @@ class LiveApp:
     producer: AIOKafkaProducer
     settings: Settings
 
-    async def call(self, method: str, path: str = "", body: Any = None) -> tuple[int, Any]:
-        """One API call as the org's key; the decoded JSON answer (None for none)."""
-        headers = {"Authorization": f"Bearer {self.key}"}
+    async def call(
+        self, method: str, path: str = "", body: Any = None, *, key: str | None = None
+    ) -> tuple[int, Any]:
+        """One API call as the org's key (or `key`); the decoded JSON answer (None for none)."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
         data = None
         if body is not None:
             data = orjson.dumps(body)
