@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from service import headers as header_rules
 from service import ids
 from service.api.auth import ORG
 from service.api.catalog import event_types
@@ -162,6 +163,7 @@ class SubscriptionApi:
     @staticmethod
     def _row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
         last = summary.last_delivery
+        ordinary, sensitive = header_rules.shown(subscription.headers)
         return SubscriptionRow.model_validate(
             {
                 "id": subscription.id,
@@ -181,7 +183,11 @@ class SubscriptionApi:
                 "deactivatedReason": subscription.deactivated_reason,
                 "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
                 "rateLimit": subscription.rate_limit,
-                "headers": dict(subscription.headers),
+                "headers": ordinary,
+                "sensitiveHeaders": sensitive,
+                "dataFields": None
+                if subscription.data_fields is None
+                else list(subscription.data_fields),
                 "successRate24h": summary.success_rate_24h,
                 "p95LatencyMs24h": summary.p95_latency_ms_24h,
                 "consecutiveFailures": subscription.consecutive_failures,
@@ -224,6 +230,7 @@ class SubscriptionApi:
             rate_limit=body.rateLimit,
             headers=tuple((body.headers or {}).items()),
             ordering=Ordering(body.ordering),
+            data_fields=body.dataFields,
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -305,12 +312,17 @@ class SubscriptionApi:
         if "rateLimit" in given:
             changes["rate_limit"] = body.rateLimit
         if "headers" in given:
-            changes["headers"] = tuple((body.headers or {}).items())
+            changes["headers"] = body.headers  # a merge patch: the store merges it
         if "ordering" in given and body.ordering is not None:
             changes["ordering"] = Ordering(body.ordering)
-        updated = await _store(request).update_subscription(
-            request[ORG], subscription_id, SubscriptionChanges(**changes)
-        )
+        if "dataFields" in given:
+            changes["data_fields"] = None if body.dataFields is None else tuple(body.dataFields)
+        try:
+            updated = await _store(request).update_subscription(
+                request[ORG], subscription_id, SubscriptionChanges(**changes)
+            )
+        except InvalidInput as exc:
+            return invalid(exc.errors)
         if updated is None:
             return self._not_found(subscription_id)
         await self._changed(request, updated.id)
@@ -383,7 +395,7 @@ class SubscriptionApi:
         )
         if not detail:
             return self._no_delivery(request)
-        return _json(delivery_detail(detail))
+        return _json(delivery_detail(detail, found.data_fields))
 
     @staticmethod
     def _cannot_send(blocked: CannotSend) -> web.Response:

@@ -153,7 +153,8 @@ async def test_a_place_taken_earlier_but_committed_later_waits_for_the_one_in_fl
         key = await connection.fetchval(
             "SELECT ordering_key FROM deliveries WHERE id = $1", later.id
         )
-        assert key is not None and key != "c1"
+        assert key is not None
+        assert key != "c1"
         await connection.execute(
             "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "
             "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "

@@ -1,6 +1,7 @@
 """A subscription's static `headers` on both stores: they reach the receiver exactly
-as set, with `/test` and with deliveries from Kafka, change with a PATCH, and can never stand in
-for a header the service sets."""
+as set, with `/test` and with deliveries from Kafka, change with a PATCH (a merge patch by name),
+and can never stand in for a header the service sets. The write-only sensitive ones:
+test_sensitive_headers.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ STATIC = {
     "x-lower-case": 'v=1;w="two"',
     "Accept": "application/json, text/plain",  # aiohttp sends */* unless told
 }
+ORDINARY = {name: value for name, value in STATIC.items() if name != "Authorization"}
 # Every name the service sets, and the hop-by-hop and framing ones, in any case.
 OURS = [
     "Content-Type",
@@ -70,27 +72,33 @@ def assert_ours_intact(got: Received, secret: str) -> None:
 async def test_static_headers_arrive_exactly_as_set_beside_ours(live: LiveApp) -> None:
     created = await live.subscribe("static", headers=STATIC)
     status, row = await live.call("GET", f"/{created['id']}")
-    assert (status, row["headers"]) == (200, STATIC)
+    assert (status, row["headers"], row["sensitiveHeaders"]) == (200, ORDINARY, ["Authorization"])
     for got in await deliveries(live, created["id"], "static"):
         for name, value in STATIC.items():
             assert values(got, name) == [value], name
         assert_ours_intact(got, created["secret"])
 
 
-async def test_a_patch_replaces_the_static_headers_and_null_clears_them(live: LiveApp) -> None:
+async def test_a_patch_merges_the_static_headers_by_name_and_null_clears_them(
+    live: LiveApp,
+) -> None:
     created = await live.subscribe("patched", headers=STATIC)
     sid = created["id"]
-    status, row = await live.call("PATCH", f"/{sid}", {"headers": {"X-Other": "2"}})
-    assert (status, row["headers"]) == (200, {"X-Other": "2"})
+    change = {"X-Other": "2", "x-tenant": "globex", "X-Lower-Case": None, "Accept": None}
+    status, row = await live.call("PATCH", f"/{sid}", {"headers": change})
+    assert (status, row["headers"]) == (200, {"x-tenant": "globex", "X-Other": "2"})
     for got in await deliveries(live, sid, "patched"):
         assert values(got, "X-Other") == ["2"]
-        assert "X-Tenant" not in got.headers
-        assert "Authorization" not in got.headers
+        assert values(got, "X-Tenant") == ["globex"]
+        assert values(got, "Authorization") == [STATIC["Authorization"]]  # not named: kept
+        assert "x-lower-case" not in got.headers
+        assert values(got, "Accept") != [STATIC["Accept"]]
     seen = len(live.receiver.at("patched"))
     status, row = await live.call("PATCH", f"/{sid}", {"headers": None})
-    assert (status, row["headers"]) == (200, {})
+    assert (status, row["headers"], row["sensitiveHeaders"]) == (200, {}, [])
     for got in await deliveries(live, sid, "patched"):
         assert "X-Other" not in got.headers
+        assert "Authorization" not in got.headers
         assert_ours_intact(got, created["secret"])
     assert len(live.receiver.at("patched")) == seen + 2
 
