@@ -27,9 +27,10 @@ Pairs = tuple[tuple[str, str], ...]
 Patch = Mapping[str, str | None]
 """A PATCH's `headers` object: a value sets or replaces the header, None removes it."""
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Both used with `fullmatch`: a `$` would also match before a final line break.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 # Visible ASCII and inner spaces or tabs (RFC 9110 field values): no CR, LF or NUL.
-_FIELD_VALUE = re.compile(r"^[\x21-\x7E]([\x20-\x7E\t]*[\x21-\x7E])?$|^$")
+_FIELD_VALUE = re.compile(r"([\x21-\x7E]([\x20-\x7E\t]*[\x21-\x7E])?)?")
 _RESERVED = frozenset(
     {"content-type", "user-agent", "host", "content-length", "x-sibling-service"}
     # hop-by-hop and framing: sent by anyone but the HTTP client, they would break the request
@@ -76,7 +77,7 @@ def shown(headers: Sequence[tuple[str, str]]) -> tuple[dict[str, str], list[str]
 
 def _check_name(name: str, seen: set[str]) -> None:
     lower = name.lower()
-    if not _TOKEN.match(name):
+    if not _TOKEN.fullmatch(name):
         raise ValueError(f"{name[:64]!r} is not a valid header name")
     if lower in _RESERVED or lower.startswith(_RESERVED_PREFIXES):
         raise ValueError(f"{name!r} is set by the service and cannot be overridden")
@@ -87,7 +88,7 @@ def _check_name(name: str, seen: set[str]) -> None:
 
 def _check_value(name: str, value: str) -> None:
     # The message names the header, never the value (it may be a credential).
-    if not _FIELD_VALUE.match(value):
+    if not _FIELD_VALUE.fullmatch(value):
         raise ValueError(
             f"the value of {name!r} must be visible ASCII (spaces inside), no line breaks"
         )

@@ -904,6 +904,8 @@ BAD_HEADERS: list[dict[str, Any]] = [
     {"X-Split": "a\r\nX-Injected: yes"},
     {"X-Split": "a\nb"},
     {"X-Split": "a\rb"},
+    {"X-Trailing": "a\n"},  # a `$` alone would take it
+    {"X-Name\n": "a"},
     {"X-Nul": "a\x00b"},
     {"X-Lead": " padded"},
     {"X-Unicode-Value": "café"},
