@@ -6,10 +6,9 @@ test_sensitive_headers.py."""
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDictProxy
 
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tests.support.live import LiveApp
+from tests.support.live import LiveApp, header_values, two_deliveries
 from tools.receiver import Received
 
 pytestmark = pytest.mark.integration
@@ -40,29 +39,8 @@ OURS = [
 ]
 
 
-async def deliveries(live: LiveApp, subscription_id: str, path: str) -> list[Received]:
-    """One `/test` and one event through Kafka: the two requests as received."""
-    status, result = await live.call("POST", f"/{subscription_id}/test")
-    assert (status, result["status"]) == (200, "sent"), result
-    (event,) = await live.produce()
-    await live.receiver.wait_for(
-        lambda: any(r.event_id == event["id"] for r in live.receiver.at(path)),
-        what=f"event {event['id']}",
-    )
-    tested = [r for r in live.receiver.at(path) if r.delivery == result["deliveryId"]]
-    produced = [r for r in live.receiver.at(path) if r.event_id == event["id"]]
-    assert len(tested) == len(produced) == 1
-    return [*tested, *produced]
-
-
-def values(got: Received, name: str) -> list[str]:
-    """Every value of a header as received (the receiver keeps aiohttp's multidict)."""
-    assert isinstance(got.headers, CIMultiDictProxy)
-    return got.headers.getall(name, [])
-
-
 def assert_ours_intact(got: Received, secret: str) -> None:
-    assert values(got, "Content-Type") == ["application/json"]
+    assert header_values(got, "Content-Type") == ["application/json"]
     assert got.headers["User-Agent"].startswith("QuantumElixir-Identity-Webhooks/")
     assert got.headers["X-Identity-Delivery"].startswith("whd_")
     verify_signature(secret, got.headers[LEGACY_HEADER], got.body)
@@ -73,9 +51,9 @@ async def test_static_headers_arrive_exactly_as_set_beside_ours(live: LiveApp) -
     created = await live.subscribe("static", headers=STATIC)
     status, row = await live.call("GET", f"/{created['id']}")
     assert (status, row["headers"], row["sensitiveHeaders"]) == (200, ORDINARY, ["Authorization"])
-    for got in await deliveries(live, created["id"], "static"):
+    for got in await two_deliveries(live, created["id"], "static"):
         for name, value in STATIC.items():
-            assert values(got, name) == [value], name
+            assert header_values(got, name) == [value], name
         assert_ours_intact(got, created["secret"])
 
 
@@ -87,16 +65,16 @@ async def test_a_patch_merges_the_static_headers_by_name_and_null_clears_them(
     change = {"X-Other": "2", "x-tenant": "globex", "X-Lower-Case": None, "Accept": None}
     status, row = await live.call("PATCH", f"/{sid}", {"headers": change})
     assert (status, row["headers"]) == (200, {"x-tenant": "globex", "X-Other": "2"})
-    for got in await deliveries(live, sid, "patched"):
-        assert values(got, "X-Other") == ["2"]
-        assert values(got, "X-Tenant") == ["globex"]
-        assert values(got, "Authorization") == [STATIC["Authorization"]]  # not named: kept
+    for got in await two_deliveries(live, sid, "patched"):
+        assert header_values(got, "X-Other") == ["2"]
+        assert header_values(got, "X-Tenant") == ["globex"]
+        assert header_values(got, "Authorization") == [STATIC["Authorization"]]  # not named: kept
         assert "x-lower-case" not in got.headers
-        assert values(got, "Accept") != [STATIC["Accept"]]
+        assert header_values(got, "Accept") != [STATIC["Accept"]]
     seen = len(live.receiver.at("patched"))
     status, row = await live.call("PATCH", f"/{sid}", {"headers": None})
     assert (status, row["headers"], row["sensitiveHeaders"]) == (200, {}, [])
-    for got in await deliveries(live, sid, "patched"):
+    for got in await two_deliveries(live, sid, "patched"):
         assert "X-Other" not in got.headers
         assert "Authorization" not in got.headers
         assert_ours_intact(got, created["secret"])
@@ -134,8 +112,8 @@ async def test_a_static_header_can_never_be_one_of_ours(live: LiveApp) -> None:
     # Nothing refused was stored: the deliveries carry what was set first, and ours.
     status, row = await live.call("GET", f"/{sid}")
     assert row["headers"] == {"X-Tenant": "acme"}
-    for got in await deliveries(live, sid, "guarded"):
-        assert values(got, "X-Tenant") == ["acme"]
+    for got in await two_deliveries(live, sid, "guarded"):
+        assert header_values(got, "X-Tenant") == ["acme"]
         assert "forged" not in str(dict(got.headers))
         assert_ours_intact(got, created["secret"])
     assert live.receiver.at("nope") == []
