@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,6 +139,24 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
+@asynccontextmanager
+async def watched_page(browser: Browser, console: Console, **options: Any) -> AsyncIterator[Page]:
+    """A page in a fresh browser context (`options` are the context's) whose requests, logged
+    errors and uncaught exceptions `console` records."""
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900}, service_workers="block", **options
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("request", console.on_request)
+    page.on("console", console.on_console)
+    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        await context.close()
+
+
 async def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
@@ -164,21 +183,13 @@ async def local_input_time(page: Page, seconds_ago: int) -> str:
 async def test_the_console_in_a_real_browser(
     console: Console, browser: Browser, receiver: Receiver
 ) -> None:
-    context = await browser.new_context(
-        viewport={"width": 1360, "height": 900},
+    async with watched_page(
+        browser,
+        console,
         timezone_id="Europe/Berlin",  # local time differs from UTC, and both are shown
         locale="en-GB",
-        service_workers="block",
-    )
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    page.on("request", console.on_request)
-    page.on("console", console.on_console)
-    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
-    try:
+    ) as page:
         await _walk(page, console, receiver)
-    finally:
-        await context.close()
     assert console.requests, "the page made no request at all"
     assert console.foreign() == [], "the page reached outside the service's origin"
     assert console.page_errors == []
@@ -435,16 +446,8 @@ async def test_headers_write_only_and_data_fields_in_the_console(
     """Static headers shown as the API shows them (a sensitive one by name, its value marked
     hidden), added, replaced and removed from the edit dialog without resending the hidden
     ones; the data fields set, changed and cleared; what is delivered follows."""
-    context = await browser.new_context(viewport={"width": 1360, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    page.on("request", console.on_request)
-    page.on("console", console.on_console)
-    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
-    try:
+    async with watched_page(browser, console) as page:
         await _headers_and_fields(page, console, receiver)
-    finally:
-        await context.close()
     assert console.foreign() == [], "the page reached outside the service's origin"
     assert console.page_errors == []
 

@@ -18,6 +18,7 @@ from service.domain import DeliveryJob, Subscription
 from service.errors import SignatureError
 from service.events import Accepted, parse_event, project
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, SignatureHeaders, verify_signature
+from tests.support.strategies import JSON
 
 SECRET = "qe_whsec_projection"
 ENVELOPE: dict[str, Any] = {
@@ -102,17 +103,6 @@ def test_a_long_digit_string_is_not_taken_for_a_number() -> None:
     assert json.loads(sent)["data"] == {"customerId": "1234567890123456789012345"}
 
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=12,
-)
 KEYS = st.sampled_from([*ENVELOPE["data"], "extra", "é", ""])
 
 
