@@ -61,10 +61,13 @@ class Subscription:
     previous_secret: str | None = field(default=None, repr=False)
     previous_secret_until: int | None = None
     rate_limit: int | None = None  # deliveries per second at most; None: no limit
-    headers: tuple[tuple[str, str], ...] = ()  # static headers sent with every delivery
+    # Static headers sent with every delivery; some values are credentials (never logged).
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     disabled_at: int | None = None  # when it was last deactivated
     consecutive_failures: int = 0  # failed attempts since its last success
     ordering: Ordering = Ordering.NONE
+    # The keys of an event's `data` its deliveries carry (`events.project`); None: all of them.
+    data_fields: tuple[str, ...] | None = None
 
     @property
     def ordered(self) -> bool:

@@ -4,7 +4,7 @@ a 422, the command line into one line and exit code 2."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from service.domain import (
     DeliveryLogRow,
     DeliveryStatus,
 )
-from service.events import CATALOG, TEST_EVENT, parse_time
+from service.events import CATALOG, TEST_EVENT, parse_time, project
 from service.ids import LOG_POSITION
 
 LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
@@ -95,12 +95,16 @@ def delivery_row(row: DeliveryLogRow) -> dict[str, Any]:
     }
 
 
-def delivery_detail(detail: DeliveryLogEntry) -> DeliveryDetail:
-    """One delivery with its payload and attempts, in the API's shape."""
+def delivery_detail(
+    detail: DeliveryLogEntry, data_fields: Collection[str] | None
+) -> DeliveryDetail:
+    """One delivery with its payload and attempts, in the API's shape: the payload as it is
+    sent now, cut down to the subscription's current `data_fields` (None: all of `data`)."""
     payload: dict[str, Any] | None = None
     if detail.payload is not None:
+        sent = detail.payload if data_fields is None else project(detail.payload, data_fields)
         try:
-            payload = orjson.loads(detail.payload)
+            payload = orjson.loads(sent)
         except orjson.JSONDecodeError:  # every accepted event is a JSON object; be safe
             payload = {"unreadable": True}
     removed = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from service import headers as header_rules
 from service.clock import iso
 from service.domain import ErasureReceipt
 from service.events import CATALOG, Timestamp
@@ -95,17 +95,8 @@ _NOT_NULL = _documented()
 
 
 MAX_RATE_LIMIT = 10_000
-MAX_HEADERS = 20
-MAX_HEADER_BYTES = 4096
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
-# Visible ASCII and inner spaces or tabs (RFC 9110 field values): no CR, LF or NUL.
-_FIELD_VALUE = re.compile(r"^[\x21-\x7E]([\x20-\x7E\t]*[\x21-\x7E])?$|^$")
-_RESERVED = frozenset(
-    {"content-type", "user-agent", "host", "content-length", "x-sibling-service"}
-    # hop-by-hop and framing: sent by anyone but the HTTP client, they would break the request
-    | {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
-)
-_RESERVED_PREFIXES = ("x-identity-", "x-quantum-", "proxy-")
+MAX_DATA_FIELDS = 100
+MAX_DATA_FIELD_LENGTH = 100
 
 OrderingName = Annotated[
     Literal["none", "customer"],
@@ -123,40 +114,74 @@ RateLimit = Annotated[
         "What waits stays in the store.",
     ),
 ]
+_RESERVED_TEXT = (
+    "The names the service sets (Content-Type, User-Agent, Host, Content-Length, X-Identity-*, "
+    "X-Quantum-*, X-Sibling-Service) and hop-by-hop ones are refused."
+)
+_SENSITIVE_TEXT = (
+    "A sensitive header's value (Authorization, Cookie, and any name containing token, "
+    "secret, key, password, auth, credential, session, signature or cookie, in any case) is "
+    "write-only: it is sent, never shown."
+)
 Headers = Annotated[
     dict[StrictStr, StrictStr],
     Field(
-        description=f"Sent with every delivery: at most {MAX_HEADERS} headers and "
-        f"{MAX_HEADER_BYTES} bytes of names and values. The names the service sets "
-        "(Content-Type, User-Agent, Host, Content-Length, X-Identity-*, X-Quantum-*, "
-        "X-Sibling-Service) and hop-by-hop ones are refused.",
-        json_schema_extra={"maxProperties": MAX_HEADERS},
+        description=f"Sent with every delivery: at most {header_rules.MAX_HEADERS} headers and "
+        f"{header_rules.MAX_HEADER_BYTES} bytes of names and values. {_RESERVED_TEXT} "
+        f"{_SENSITIVE_TEXT}",
+        json_schema_extra={"maxProperties": header_rules.MAX_HEADERS},
+    ),
+]
+HeadersPatch = Annotated[
+    dict[StrictStr, StrictStr | None],
+    Field(
+        description="A JSON merge patch (RFC 7386) of the static headers, by name (names ignore "
+        "case): a value sets or replaces that header, null removes it, a header not named is "
+        'kept; `"headers": null` removes them all. The result holds at most '
+        f"{header_rules.MAX_HEADERS} headers and {header_rules.MAX_HEADER_BYTES} bytes of "
+        f"names and values. {_RESERVED_TEXT} {_SENSITIVE_TEXT}",
+        json_schema_extra={"maxProperties": header_rules.MAX_PATCH},
+    ),
+]
+DataFields = Annotated[
+    list[
+        Annotated[
+            StrictStr,
+            Field(min_length=1, max_length=MAX_DATA_FIELD_LENGTH, pattern=_PRINTABLE),
+        ]
+    ],
+    Field(
+        min_length=1,
+        max_length=MAX_DATA_FIELDS,
+        description="The keys of the event's `data` to send, e.g. "
+        '["verificationId", "customerId", "status"]; the envelope\'s other fields are always '
+        "sent. A key the event lacks is left out. null (the default): every field.",
+        json_schema_extra={"uniqueItems": True},
     ),
 ]
 
 
-def _headers_rule(headers: dict[str, str] | None) -> dict[str, str] | None:
-    if headers is None:
+def _headers_rule(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None:
+        header_rules.check(value)
+    return value
+
+
+def _headers_patch_rule(patch: dict[str, str | None] | None) -> dict[str, str | None] | None:
+    if patch is not None:
+        header_rules.check_patch(patch)
+    return patch
+
+
+def _data_fields_rule(fields: list[str] | None) -> list[str] | None:
+    if fields is None:
         return None
-    if len(headers) > MAX_HEADERS:
-        raise ValueError(f"at most {MAX_HEADERS} headers")
-    if sum(len(k) + len(v) for k, v in headers.items()) > MAX_HEADER_BYTES:
-        raise ValueError(f"names and values together are over {MAX_HEADER_BYTES} bytes")
     seen: set[str] = set()
-    for name, value in headers.items():
-        lower = name.lower()
-        if not _TOKEN.match(name):
-            raise ValueError(f"{name[:64]!r} is not a valid header name")
-        if lower in _RESERVED or lower.startswith(_RESERVED_PREFIXES):
-            raise ValueError(f"{name!r} is set by the service and cannot be overridden")
-        if lower in seen:
-            raise ValueError(f"{name!r} is given twice (header names ignore case)")
-        seen.add(lower)
-        if not _FIELD_VALUE.match(value):
-            raise ValueError(
-                f"the value of {name!r} must be visible ASCII (spaces inside), no line breaks"
-            )
-    return headers
+    for name in fields:
+        if name in seen:
+            raise ValueError(f"{name[:100]!r} is listed twice")
+        seen.add(name)
+    return fields
 
 
 class CreateSubscription(_Request):
@@ -166,9 +191,11 @@ class CreateSubscription(_Request):
     rateLimit: RateLimit | None = None
     headers: Headers | None = None
     ordering: OrderingName = "none"
+    dataFields: DataFields | None = None
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
+    _data_fields = field_validator("dataFields")(_data_fields_rule)
 
 
 class PatchSubscription(_Request):
@@ -177,12 +204,14 @@ class PatchSubscription(_Request):
     events: list[EventName] | None = Field(None, json_schema_extra=_EVENTS_SCHEMA)
     active: StrictBool | None = Field(None, json_schema_extra=_NOT_NULL)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
-    # null clears these: no limit, no headers
+    # null clears these: no limit, no headers, every data field
     rateLimit: RateLimit | None = None
-    headers: Headers | None = None
+    headers: HeadersPatch | None = None
     ordering: OrderingName | None = Field(None, json_schema_extra=_NOT_NULL)
+    dataFields: DataFields | None = None
 
-    _headers = field_validator("headers")(_headers_rule)
+    _headers = field_validator("headers")(_headers_patch_rule)
+    _data_fields = field_validator("dataFields")(_data_fields_rule)
 
     @field_validator("events")
     @classmethod
@@ -220,7 +249,20 @@ class SubscriptionRow(BaseModel):
         "secret cannot be decrypted with the configured keys); null when nothing stops them.",
     )
     rateLimit: int | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="The static headers sent with every delivery, with their values, except the "
+        "sensitive ones (`sensitiveHeaders`).",
+    )
+    sensitiveHeaders: list[str] = Field(
+        default_factory=list,
+        description="The names of the sensitive static headers, sent with every delivery too: "
+        "their values are write-only, never shown (PATCH one to replace it, or null it).",
+    )
+    dataFields: list[str] | None = Field(
+        None,
+        description="The keys of the event's `data` its deliveries carry; null: every field.",
+    )
     successRate24h: float | None = Field(
         None, description="2xx attempts / attempts in the last 24 hours; null without attempts."
     )
@@ -328,8 +370,10 @@ class PayloadRemoved(BaseModel):
 
 class DeliveryDetail(DeliveryRow):
     payload: dict[str, Any] | None = Field(
-        description="The envelope as sent (the signed body); null when it is no longer kept "
-        "(`payloadRemoved` says why)."
+        description="The envelope as it is sent now (the signed body): its `data` cut down to "
+        "the subscription's current `dataFields`, so this is what a redelivery sends; an "
+        "attempt made before `dataFields` last changed sent what the list then kept. null "
+        "when the payload is no longer kept (`payloadRemoved` says why)."
     )
     payloadRemoved: PayloadRemoved | None = None
     attempts: list[AttemptRow]

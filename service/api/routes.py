@@ -34,9 +34,10 @@ from service.api.models import (
 )
 from service.api.paging import decode_cursor, encode_cursor, page_limit
 from service.api.problems import invalid, problem
+from service.api.subscriptionrows import subscription_row
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import iso, iso_or_none
-from service.domain import AttemptRecord, Ordering, Subscription, Summary
+from service.domain import AttemptRecord, Ordering, Subscription
 from service.egress import vet_url
 from service.errors import (
     CannotSend,
@@ -159,54 +160,11 @@ class SubscriptionApi:
         )
         return found or self._not_found(request.match_info["id"])
 
-    @staticmethod
-    def _row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
-        last = summary.last_delivery
-        return SubscriptionRow.model_validate(
-            {
-                "id": subscription.id,
-                "url": subscription.url,
-                "events": list(subscription.events),
-                "installedBy": subscription.installed_by,
-                "active": subscription.active,
-                "createdAt": iso(subscription.created_at),
-                "deliveryCount": summary.delivery_count,
-                "lastDelivery": None
-                if last is None
-                else {
-                    "status": last.status.value,
-                    "responseCode": last.response_code,
-                    "at": iso(last.at),
-                },
-                "deactivatedReason": subscription.deactivated_reason,
-                "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
-                "rateLimit": subscription.rate_limit,
-                "headers": dict(subscription.headers),
-                "successRate24h": summary.success_rate_24h,
-                "p95LatencyMs24h": summary.p95_latency_ms_24h,
-                "consecutiveFailures": subscription.consecutive_failures,
-                "pendingCount": summary.pending_count,
-                "nextRetryAt": iso_or_none(summary.next_retry_at),
-                "ordering": subscription.ordering.value,
-                "blockedCustomers": summary.blocked_customers,
-                "oldestBlockedDelivery": None
-                if summary.oldest_blocked is None
-                else {
-                    "id": summary.oldest_blocked[0],
-                    "createdAt": iso(summary.oldest_blocked[1]),
-                },
-                "disabledAt": None
-                if subscription.active
-                else iso_or_none(subscription.disabled_at),
-                "disabledReason": None if subscription.active else subscription.deactivated_reason,
-            }
-        )
-
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
         summary = await _store(request).subscription_summaries([s.id for s in subscriptions])
-        return [self._row(s, summary[s.id]) for s in subscriptions]
+        return [subscription_row(s, summary[s.id]) for s in subscriptions]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -224,6 +182,7 @@ class SubscriptionApi:
             rate_limit=body.rateLimit,
             headers=tuple((body.headers or {}).items()),
             ordering=Ordering(body.ordering),
+            data_fields=body.dataFields,
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -305,12 +264,17 @@ class SubscriptionApi:
         if "rateLimit" in given:
             changes["rate_limit"] = body.rateLimit
         if "headers" in given:
-            changes["headers"] = tuple((body.headers or {}).items())
+            changes["headers"] = body.headers  # a merge patch: the store merges it
         if "ordering" in given and body.ordering is not None:
             changes["ordering"] = Ordering(body.ordering)
-        updated = await _store(request).update_subscription(
-            request[ORG], subscription_id, SubscriptionChanges(**changes)
-        )
+        if "dataFields" in given:
+            changes["data_fields"] = None if body.dataFields is None else tuple(body.dataFields)
+        try:
+            updated = await _store(request).update_subscription(
+                request[ORG], subscription_id, SubscriptionChanges(**changes)
+            )
+        except InvalidInput as exc:
+            return invalid(exc.errors)
         if updated is None:
             return self._not_found(subscription_id)
         await self._changed(request, updated.id)
@@ -383,7 +347,7 @@ class SubscriptionApi:
         )
         if not detail:
             return self._no_delivery(request)
-        return _json(delivery_detail(detail))
+        return _json(delivery_detail(detail, found.data_fields))
 
     @staticmethod
     def _cannot_send(blocked: CannotSend) -> web.Response:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("migrate", "migrate"),
     "verify": ("verify", "verify"),
     "api-key": ("apikeys", "api_key"),
+    "subscriptions": ("subscriptions", "subscriptions"),
     "deliveries": ("deliveries", "deliveries"),
     "redeliver": ("recovery", "redeliver"),
     "replay": ("recovery", "replay"),

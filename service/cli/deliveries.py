@@ -55,7 +55,7 @@ async def _show(args: argparse.Namespace, store: Store) -> int:
     detail = await store.get_delivery(subscription.org_id, subscription.id, args.delivery_id)
     if detail is None:
         raise DeliveryNotFound(subscription.id, args.delivery_id)
-    shown = delivery_detail(detail).model_dump(mode="json")
+    shown = delivery_detail(detail, subscription.data_fields).model_dump(mode="json")
     if args.json:
         print_json(shown)
     else:

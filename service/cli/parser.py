@@ -85,7 +85,7 @@ def _api_key_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     revoke.add_argument("key_id", metavar="ID", help="the key's id, key_…, from `api-key list`")
 
 
-# The delivery log and recovery, as the management API offers them, for operators.
+# A subscription, its delivery log and recovery, as the management API offers them, for operators.
 _ORG_HELP = (
     "the subscription's org (optional: ids are unique across orgs, so without it the "
     "subscription is looked up in whichever org holds it; with it, another org's "
@@ -118,6 +118,23 @@ def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="DELIVERY_ID",
         type=convert.id_of(ids.DELIVERY, "a delivery"),
         help="the delivery, whd_…",
+    )
+
+    subscriptions = commands.add_parser(
+        "subscriptions",
+        help="a subscription as the management API shows it",
+        description="Read a subscription, as GET …/{id} does.",
+    )
+    subscription_actions = subscriptions.add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    subscription_actions.add_parser(
+        "show",
+        parents=[subscription, as_json],
+        help="its settings and its deliveries at a glance",
+        description="The subscription: its URL, events, state, limits, the data fields it "
+        "receives and its static headers (a sensitive header by name only: its value is "
+        f"write-only); with --json the API's row. {_EXITS}",
     )
 
     deliveries = commands.add_parser(

@@ -308,8 +308,9 @@ function subscriptionRow(row) {
           text: `${row.blockedCustomers} customer(s) blocked since ${row.oldestBlockedDelivery ? row.oldestBlockedDelivery.createdAt : '?'}`,
         })
         : null,
-      Object.keys(row.headers || {}).length
-        ? h('span', { class: 'muted small', text: `headers: ${Object.keys(row.headers).join(', ')}` })
+      headersView(row),
+      row.dataFields
+        ? h('span', { class: 'muted small data-fields', text: `data fields: ${row.dataFields.join(', ')}` })
         : null),
     cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => h('li', { class: 'mono', text: e })))),
     cell('State', stateCell(row)),
@@ -327,6 +328,21 @@ function subscriptionRow(row) {
         button('Rotate secret', () => openRotate(row)),
         button('Delete', () => openDelete(row), { class: 'danger' })),
       testResultView(row.id)));
+}
+
+const HIDDEN_VALUE = 'value hidden (write-only)';
+
+/** The static headers: ordinary ones with their values, sensitive ones by name only. */
+function headersView(row) {
+  const ordinary = Object.entries(row.headers || {});
+  const sensitive = row.sensitiveHeaders || [];
+  if (!ordinary.length && !sensitive.length) return null;
+  return h('ul', { class: 'plain small header-list', 'aria-label': `Headers sent to ${row.url}` },
+    ordinary.map(([name, value]) => h('li', { class: 'muted' },
+      h('span', { class: 'mono', text: name }), ': ', h('span', { class: 'mono wrap', text: value }))),
+    sensitive.map((name) => h('li', { class: 'muted' },
+      h('span', { class: 'mono', text: name }), ' ',
+      h('span', { class: 'badge hidden-value', text: HIDDEN_VALUE }))));
 }
 
 function renderSubscriptions() {
@@ -369,8 +385,34 @@ async function sendTest(id) {
 
 // -- create and edit -----------------------------------------------------------------------
 
-function headersText(headers) {
-  return Object.entries(headers || {}).map(([name, value]) => `${name}: ${value}`).join('\n');
+/** The headers the edited subscription has now, each with a box to remove it. */
+function headerList(row) {
+  const ordinary = Object.entries(row ? row.headers || {} : {});
+  const sensitive = row ? row.sensitiveHeaders || [] : [];
+  const item = (name, index, ...shown) => h('li', { class: 'header-item' },
+    h('span', {}, h('span', { class: 'mono', text: name }), ...shown),
+    h('span', { class: 'check' },
+      h('input', {
+        type: 'checkbox', id: `remove-header-${index}`, name: 'remove-header', value: name,
+        'aria-label': `Remove ${name}`,
+      }),
+      h('label', { for: `remove-header-${index}`, text: 'Remove' })));
+  const items = [
+    ...ordinary.map(([name, value], i) => item(name, i, ': ', h('span', { class: 'mono wrap', text: value }))),
+    ...sensitive.map((name, i) => item(name, ordinary.length + i, ' ',
+      h('span', { class: 'badge hidden-value', text: HIDDEN_VALUE }))),
+  ];
+  $('#edit-header-list').replaceChildren(...items);
+  show($('#edit-header-current'), items.length > 0);
+  if (items.length) {
+    $('#edit-header-current legend').textContent = 'Headers sent now (tick to remove)';
+  }
+}
+
+/** The data fields input as a list, or null for every field. */
+function parseDataFields(text) {
+  const fields = text.split(',').map((name) => name.trim()).filter(Boolean);
+  return fields.length ? fields : null;
 }
 
 /** The headers textarea as an object, or a message saying which line is wrong. */
@@ -412,9 +454,10 @@ async function openEdit(row) {
     $('#edit-installed-by').value = row.installedBy || '';
     $('#edit-rate-limit').value = row.rateLimit === null ? '' : String(row.rateLimit);
     $('#edit-ordering').value = row.ordering || 'none';
-    $('#edit-headers').value = headersText(row.headers);
+    $('#edit-data-fields').value = row.dataFields ? row.dataFields.join(', ') : '';
     $('#edit-active').checked = row.active;
   }
+  headerList(row);
   $('#edit-dialog').showModal();
   $('#edit-url').focus();
 }
@@ -422,8 +465,22 @@ async function openEdit(row) {
 const FIELD_INPUTS = {
   url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
   rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
-  ordering: '#edit-ordering',
+  ordering: '#edit-ordering', dataFields: '#edit-data-fields',
 };
+
+/** A PATCH's `headers`, a merge patch: the ticked headers removed (null), the typed ones set;
+ * a typed header replaces a ticked one of the same name. Null when nothing changes. */
+function headersPatch(typed) {
+  const patch = {};
+  for (const box of document.querySelectorAll('input[name="remove-header"]:checked')) patch[box.value] = null;
+  for (const [name, value] of Object.entries(typed)) {
+    for (const other of Object.keys(patch)) {
+      if (other.toLowerCase() === name.toLowerCase()) delete patch[other];
+    }
+    patch[name] = value;
+  }
+  return Object.keys(patch).length ? patch : null;
+}
 
 async function submitEdit(event) {
   event.preventDefault();
@@ -444,11 +501,18 @@ async function submitEdit(event) {
     installedBy: $('#edit-installed-by').value.trim() || null,
     // A number the API checks; what is not one is sent as typed, for the API's own message.
     rateLimit: rate === '' ? null : (/^\d+$/.test(rate) ? Number(rate) : rate),
-    headers: Object.keys(parsed.headers).length ? parsed.headers : null,
     ordering: $('#edit-ordering').value,
+    dataFields: parseDataFields($('#edit-data-fields').value),
   };
   const editing = state.editing;
-  if (editing) body.active = $('#edit-active').checked;
+  if (editing) {
+    body.active = $('#edit-active').checked;
+    // Only what changes: headers not named are kept, the hidden values among them.
+    const patch = headersPatch(parsed.headers);
+    if (patch) body.headers = patch;
+  } else if (Object.keys(parsed.headers).length) {
+    body.headers = parsed.headers;
+  }
   try {
     if (editing) {
       replaceRow(await api('PATCH', `/${editing.id}`, body));
@@ -885,6 +949,8 @@ function start() {
   $('#erase-dialog').addEventListener('close', () => { state.erasing = null; });
   $('#secret-copy').addEventListener('click', copySecret);
   $('#secret-dialog').addEventListener('close', clearSecret);
+  // Header values typed (a credential, maybe) do not stay in the page once the dialog closes.
+  $('#edit-dialog').addEventListener('close', () => { $('#edit-headers').value = ''; });
   $('#log-filters').addEventListener('submit', applyFilters);
   $('#log-filters').addEventListener('reset', () => { state.log.filter = {}; setTimeout(loadLog); });
   $('#log-refresh').addEventListener('click', () => loadLog());

@@ -28,6 +28,7 @@ from service import __version__
 from service.domain import DeliveryJob, Subscription
 from service.egress import check_literal_target
 from service.errors import TargetRejected
+from service.events import project
 from service.signing import SignatureHeaders, signature_headers
 from service.tracing import Tracing
 
@@ -101,11 +102,14 @@ class Sender:
         self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._allow_private = allow_private
 
-    def headers(self, job: DeliveryJob, subscription: Subscription, now: float) -> dict[str, str]:
+    def headers(
+        self, job: DeliveryJob, subscription: Subscription, body: bytes, now: float
+    ) -> dict[str, str]:
         """Every header but the User-Agent, which is the session's default (see `app.py`):
         the subscription's static headers, then ours (the API refuses static headers by our
-        names). Signed at `now` (epoch seconds) with every live secret: the current one, and
-        the one a rotation replaced while its overlap lasts (one `v1=` each)."""
+        names). `body` (what is sent, see `body`) signed at `now` (epoch seconds) with every
+        live secret: the current one, and the one a rotation replaced while its overlap lasts
+        (one `v1=` each)."""
         secrets = subscription.signing_secrets(int(now * 1000))
         if not secrets:  # the dispatcher and /test never send such a one
             raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
@@ -114,11 +118,20 @@ class Sender:
             "Content-Type": "application/json",
             "X-Identity-Event": job.event,
             "X-Identity-Delivery": job.id,
-            **signature_headers(self._formats, secrets, job.body, int(now)),
+            **signature_headers(self._formats, secrets, body, int(now)),
         }
         if job.sibling_service:
             headers["X-Sibling-Service"] = job.sibling_service
         return headers
+
+    @staticmethod
+    def body(job: DeliveryJob, subscription: Subscription) -> bytes:
+        """What is signed and POSTed: the event's envelope, with its `data` cut down to the
+        subscription's `data_fields` as they are now (so a retry, a redelivery or a replay
+        follows a changed list); the stored bytes themselves, untouched, without a list."""
+        if subscription.data_fields is None:
+            return job.body
+        return project(job.body, subscription.data_fields)
 
     async def send(self, job: DeliveryJob, subscription: Subscription) -> Exchange:
         """Signs `job` afresh (t = now), POSTs it and classifies the answer; never raises for
@@ -136,11 +149,12 @@ class Sender:
             try:
                 if not self._allow_private:
                     check_literal_target(subscription.url, allow_private=False)
+                body = self.body(job, subscription)
                 async with asyncio.timeout(self._timeout):
                     response = await self._session.post(
                         subscription.url,
-                        data=job.body,
-                        headers=self.headers(job, subscription, started),
+                        data=body,
+                        headers=self.headers(job, subscription, body, started),
                         allow_redirects=False,
                         timeout=self._client_timeout,
                     )

@@ -27,6 +27,7 @@ from service.domain import (
     Subscription,
     Summary,
 )
+from service.headers import Patch as HeadersPatch
 
 UNSET: Any = object()
 T = TypeVar("T")
@@ -34,18 +35,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionChanges:
-    """A PATCH: fields left UNSET stay as they are."""
+    """A PATCH: fields left UNSET stay as they are. `headers` is a merge patch of the static
+    headers (`service.headers.merge`: None removes them all), merged with the stored ones in
+    the transaction that writes the result."""
 
     url: str = UNSET
     events: tuple[str, ...] = UNSET
     active: bool = UNSET
     installed_by: str | None = UNSET
     rate_limit: int | None = UNSET
-    headers: tuple[tuple[str, str], ...] = UNSET
+    headers: HeadersPatch | None = UNSET
     ordering: Ordering = UNSET
+    data_fields: tuple[str, ...] | None = UNSET
 
     def given(self) -> Mapping[str, Any]:
-        names = ("url", "events", "active", "installed_by", "rate_limit", "headers", "ordering")
+        names = (
+            "url",
+            "events",
+            "active",
+            "installed_by",
+            "rate_limit",
+            "headers",
+            "ordering",
+            "data_fields",
+        )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
 
@@ -157,6 +170,7 @@ class Subscriptions(Protocol):
         rate_limit: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
+        data_fields: Sequence[str] | None = None,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
@@ -171,7 +185,10 @@ class Subscriptions(Protocol):
 
     async def update_subscription(
         self, org_id: str, subscription_id: str, changes: SubscriptionChanges
-    ) -> Subscription | None: ...
+    ) -> Subscription | None:
+        """Applies `changes`; None when there is no such subscription. Raises `InvalidInput`
+        (field `headers`) when the merged headers are over the limits, or the stored ones
+        cannot be opened to merge with."""
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         """Soft-deletes it and cancels its open deliveries."""

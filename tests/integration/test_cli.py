@@ -325,6 +325,52 @@ async def test_deliveries_list_pages_filters_and_shows(cli: SeededCli) -> None:
     ]
 
 
+async def test_subscriptions_show_hides_sensitive_values_and_the_log_follows_data_fields(
+    cli: SeededCli,
+) -> None:
+    secrets = ("Bearer s3cr3t-cli", "k3y-cli-1")
+    headers = {"X-Tenant": "acme", "Authorization": secrets[0], "X-Api-Key": secrets[1]}
+    async with opened(cli.database) as store:
+        await store.update_subscription(
+            "org_cli",
+            cli.sid,
+            SubscriptionChanges(headers=headers, data_fields=("status", "customerId")),
+        )
+
+    shown = await cli.run("subscriptions", "show", cli.sid, "--org", "org_cli")
+    assert shown.code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["subscription:", cli.sid]
+    assert "header:        X-Tenant: acme" in lines
+    assert "header:        Authorization: (value hidden, write-only)" in lines
+    assert "header:        X-Api-Key: (value hidden, write-only)" in lines
+    assert "data fields:   status, customerId" in lines
+    as_json = await cli.run("subscriptions", "show", cli.sid, "--json")
+    assert as_json.code == 0, as_json.stderr
+    row = orjson.loads(as_json.stdout)
+    assert (row["headers"], row["sensitiveHeaders"], row["dataFields"]) == (
+        {"X-Tenant": "acme"},
+        ["Authorization", "X-Api-Key"],
+        ["status", "customerId"],
+    )
+    for result in (shown, as_json):
+        for value in secrets:
+            assert value not in result.stdout + result.stderr
+
+    # The log's payload is what is sent under the current list: data in the event's order.
+    detail = await cli.run("deliveries", "show", cli.sid, cli.data.sent, "--json")
+    assert detail.code == 0, detail.stderr
+    envelope = cli.data.envelopes[cli.data.sent]
+    data = envelope["data"]
+    assert isinstance(data, dict)
+    assert orjson.loads(detail.stdout)["payload"] == {
+        **envelope,
+        "data": {"customerId": data["customerId"], "status": data["status"]},
+    }
+    unknown = await cli.run("subscriptions", "show", "whk_00000000000000000000000000")
+    refused(unknown, 1, "no subscription whk_00000000000000000000000000")
+
+
 async def test_deliveries_refuses_bad_input_and_unknown_ids(cli: SeededCli) -> None:
     bad = await cli.run(
         "deliveries",

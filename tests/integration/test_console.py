@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,6 +139,24 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
+@asynccontextmanager
+async def watched_page(browser: Browser, console: Console, **options: Any) -> AsyncIterator[Page]:
+    """A page in a fresh browser context (`options` are the context's) whose requests, logged
+    errors and uncaught exceptions `console` records."""
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900}, service_workers="block", **options
+    )
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("request", console.on_request)
+    page.on("console", console.on_console)
+    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        await context.close()
+
+
 async def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SHOTS / f"{name}.png", full_page=True)
@@ -164,21 +183,13 @@ async def local_input_time(page: Page, seconds_ago: int) -> str:
 async def test_the_console_in_a_real_browser(
     console: Console, browser: Browser, receiver: Receiver
 ) -> None:
-    context = await browser.new_context(
-        viewport={"width": 1360, "height": 900},
+    async with watched_page(
+        browser,
+        console,
         timezone_id="Europe/Berlin",  # local time differs from UTC, and both are shown
         locale="en-GB",
-        service_workers="block",
-    )
-    page = await context.new_page()
-    page.set_default_timeout(10_000)
-    page.on("request", console.on_request)
-    page.on("console", console.on_console)
-    page.on("pageerror", lambda error: console.page_errors.append(str(error)))
-    try:
+    ) as page:
         await _walk(page, console, receiver)
-    finally:
-        await context.close()
     assert console.requests, "the page made no request at all"
     assert console.foreign() == [], "the page reached outside the service's origin"
     assert console.page_errors == []
@@ -639,3 +650,130 @@ async def test_the_console_is_served_without_a_key_and_revalidated(console: Cons
             assert response.content_type == "application/problem+json"
     async with client.get("/api/identity/webhooks") as response:
         assert response.status == 401
+
+
+AUTH = "Bearer s3cr3t-console-ONE"
+NEW_AUTH = "Bearer s3cr3t-console-TWO"
+API_KEY = "k3y-console-123"
+
+
+async def test_headers_write_only_and_data_fields_in_the_console(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    """Static headers shown as the API shows them (a sensitive one by name, its value marked
+    hidden), added, replaced and removed from the edit dialog without resending the hidden
+    ones; the data fields set, changed and cleared; what is delivered follows."""
+    async with watched_page(browser, console) as page:
+        await _headers_and_fields(page, console, receiver)
+    assert console.foreign() == [], "the page reached outside the service's origin"
+    assert console.page_errors == []
+
+
+async def _no_values_in(page: Page) -> None:
+    """No sensitive value anywhere in the page: its markup nor any field's current value."""
+    html = await page.content()
+    fields = await page.evaluate(
+        "() => [...document.querySelectorAll('input, textarea')].map((el) => el.value).join(' ')"
+    )
+    for value in (AUTH, NEW_AUTH, API_KEY, "s3cr3t", "k3y-console"):
+        assert value not in html, value
+        assert value not in fields, value
+
+
+async def _headers_and_fields(page: Page, console: Console, receiver: Receiver) -> None:
+    await page.goto(console.origin + "/console")
+    await page.get_by_label("API key").fill(console.key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Subscriptions")).to_be_visible()
+
+    # -- create with an ordinary and two sensitive headers, and a list of data fields --------
+    url = receiver.url("console-headers")
+    await page.get_by_role("button", name="New subscription").click()
+    await expect(page.locator("#edit-header-current")).to_be_hidden()  # nothing set yet
+    await page.get_by_label("Endpoint URL").fill(url)
+    await page.get_by_label("verification.created").check()
+    await page.get_by_label("Headers sent with every delivery").fill(
+        f"X-Tenant: acme\nAuthorization: {AUTH}\nX-Api-Key: {API_KEY}"
+    )
+    await page.get_by_label("Data fields sent").fill("status, source")
+    await page.get_by_role("button", name="Create").click()
+    await page.get_by_role("button", name="I have stored it").click()
+    row = row_of(page, url)
+    await expect(row).to_have_count(1)
+    headers = row.get_by_role("list", name=f"Headers sent to {url}")
+    await expect(headers.locator("li")).to_have_text(
+        [
+            "X-Tenant: acme",
+            "Authorization value hidden (write-only)",
+            "X-Api-Key value hidden (write-only)",
+        ]
+    )
+    await expect(row.locator(".data-fields")).to_have_text("data fields: status, source")
+    await _no_values_in(page)
+    await shot(page, "headers-hidden")
+
+    await row.get_by_role("button", name="Send test").click()
+    await expect(row.locator("[data-test-result]")).to_contain_text("HTTP 200")
+    (sent,) = receiver.at("console-headers")
+    assert sent.headers["Authorization"] == AUTH
+    assert sent.headers["X-Api-Key"] == API_KEY
+    assert sent.headers["X-Tenant"] == "acme"
+    assert orjson.loads(sent.body)["data"] == {"source": "test"}
+
+    # -- edit: remove one, replace a hidden value, change the data fields --------------------
+    await row.get_by_role("button", name="Edit").click()
+    current = page.locator("#edit-header-list li")
+    await expect(current).to_have_count(3)
+    await expect(current.nth(1)).to_contain_text("value hidden (write-only)")
+    assert await page.get_by_label("Headers sent with every delivery").input_value() == ""
+    assert await page.get_by_label("Data fields sent").input_value() == "status, source"
+    await page.get_by_label("Remove X-Api-Key").check()
+    await page.get_by_label("Headers sent with every delivery").fill(f"authorization: {NEW_AUTH}")
+    await page.get_by_label("Data fields sent").fill("status")
+    await shot(page, "headers-edit")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#edit-dialog")).to_be_hidden()
+    await expect(headers.locator("li")).to_have_text(
+        ["X-Tenant: acme", "authorization value hidden (write-only)"]
+    )
+    await expect(row.locator(".data-fields")).to_have_text("data fields: status")
+    await _no_values_in(page)
+
+    await row.get_by_role("button", name="Send test").click()
+    await expect(row.locator("[data-test-result]")).to_contain_text("HTTP 200")
+    sent = receiver.at("console-headers")[-1]
+    assert sent.headers["Authorization"] == NEW_AUTH
+    assert "X-Api-Key" not in sent.headers
+    assert orjson.loads(sent.body)["data"] == {}
+
+    # -- saving without touching the headers keeps them, the hidden one too -----------------
+    await row.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Data fields sent").fill("")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#edit-dialog")).to_be_hidden()
+    await expect(row.locator(".data-fields")).to_have_count(0)
+    await expect(headers.locator("li")).to_have_count(2)
+    shown = await console.api("GET", path=f"/{await _id_of(page, url)}")
+    assert (shown["headers"], shown["sensitiveHeaders"], shown["dataFields"]) == (
+        {"X-Tenant": "acme"},
+        ["authorization"],
+        None,
+    )
+    await row.get_by_role("button", name="Send test").click()
+    await expect(row.locator("[data-test-result]")).to_contain_text("HTTP 200")
+    sent = receiver.at("console-headers")[-1]
+    assert sent.headers["Authorization"] == NEW_AUTH
+    assert orjson.loads(sent.body)["data"] == {"source": "test"}
+
+    # -- remove the last hidden one ----------------------------------------------------------
+    await row.get_by_role("button", name="Edit").click()
+    await page.get_by_label("Remove authorization").check()
+    await page.get_by_role("button", name="Save").click()
+    await expect(headers.locator("li")).to_have_text(["X-Tenant: acme"])
+
+
+async def _id_of(page: Page, url: str) -> str:
+    """The id the subscriptions table shows for the subscription to `url`."""
+    text = await row_of(page, url).locator(".mono.wrap", has_text="whk_").first.text_content()
+    assert text is not None
+    return text

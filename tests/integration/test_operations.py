@@ -846,25 +846,35 @@ async def test_rate_limit_and_headers_are_stored_shown_and_cleared_by_null(ops: 
     created = await create(ops, rateLimit=5, headers=headers)
     sub = created["id"]
     row = await row_of(ops, sub)
-    assert (row["rateLimit"], row["headers"]) == (5, headers)
+    # The sensitive one by its name only; its value is kept, and sent.
+    ordinary = {"X-Tenant": "acme", "X-Empty": ""}
+    assert (row["rateLimit"], row["headers"], row["sensitiveHeaders"]) == (
+        5,
+        ordinary,
+        ["Authorization"],
+    )
     stored = await ops.store.get_subscription("org_a", sub)
     assert stored is not None
     assert (stored.rate_limit, dict(stored.headers)) == (5, headers)
-    # PATCH without them leaves them; with them replaces them; null clears them.
+    # PATCH without them leaves them; with some merges them in by name; null clears them.
     status, row, _ = await ops.call("PATCH", f"/{sub}", {"installedBy": "ops@2"})
-    assert (status, row["rateLimit"], row["headers"]) == (200, 5, headers)
+    assert (status, row["rateLimit"], row["headers"]) == (200, 5, ordinary)
     status, row, _ = await ops.call(
         "PATCH", f"/{sub}", {"rateLimit": 10_000, "headers": {"X-Other": "1"}}
     )
-    assert (status, row["rateLimit"], row["headers"]) == (200, 10_000, {"X-Other": "1"})
+    assert (status, row["rateLimit"], row["headers"]) == (200, 10_000, {**ordinary, "X-Other": "1"})
+    assert row["sensitiveHeaders"] == ["Authorization"]
     status, row, _ = await ops.call("PATCH", f"/{sub}", {"rateLimit": None})
-    assert (status, row["rateLimit"], row["headers"]) == (200, None, {"X-Other": "1"})
+    assert (status, row["rateLimit"], row["headers"]) == (200, None, {**ordinary, "X-Other": "1"})
     status, row, _ = await ops.call("PATCH", f"/{sub}", {"headers": None, "rateLimit": 1})
-    assert (status, row["rateLimit"], row["headers"]) == (200, 1, {})
+    cleared = (status, row["rateLimit"], row["headers"], row["sensitiveHeaders"])
+    assert cleared == (200, 1, {}, [])
     status, row, _ = await ops.call("PATCH", f"/{sub}", {"headers": {"X-A": "b"}})
     assert (status, row["headers"]) == (200, {"X-A": "b"})
     status, row, _ = await ops.call("PATCH", f"/{sub}", {"headers": {}})
-    assert (status, row["headers"]) == (200, {})
+    assert (status, row["headers"]) == (200, {"X-A": "b"})  # an empty merge patch keeps all
+    status, row, _ = await ops.call("PATCH", f"/{sub}", {"headers": {"x-a": None}})
+    assert (status, row["headers"]) == (200, {})  # names ignore case
     stored = await ops.store.get_subscription("org_a", sub)
     assert stored is not None
     assert (stored.rate_limit, stored.headers) == (1, ())
@@ -897,12 +907,14 @@ BAD_HEADERS: list[dict[str, Any]] = [
     {"X-Split": "a\r\nX-Injected: yes"},
     {"X-Split": "a\nb"},
     {"X-Split": "a\rb"},
+    {"X-Trailing": "a\n"},  # a `$` alone would take it
+    {"X-Name\n": "a"},
     {"X-Nul": "a\x00b"},
     {"X-Lead": " padded"},
     {"X-Unicode-Value": "café"},
     {"X-Number": 5},
-    {"X-Null": None},
     {"X-Dup": "1", "x-dup": "2"},
+    # Over the limits: by themselves, and for a PATCH with the one header kept.
     {f"X-H{i}": "v" for i in range(21)},
     {"X-Big": "v" * (4097 - len("X-Big"))},
 ]
@@ -929,6 +941,18 @@ async def test_bad_headers_and_rate_limits_are_422_on_create_and_patch(ops: Api)
         status, body, ct = await ops.call("PATCH", f"/{sub}", change)
         assert_problem(status, body, ct, 422)
         assert any(f.startswith(field) for f in problem_fields(body)), (change, body)
+    # null removes a header in a PATCH (one it does not have: nothing to do), never in a POST.
+    status, body, ct = await ops.call("POST", body={**SEED_REQUEST, "headers": {"X-Null": None}})
+    assert_problem(status, body, ct, 422)
+    assert "headers.X-Null" in problem_fields(body)
+    # The merged result is over the limits although the patch alone is not: one header kept.
+    for change in (
+        {f"X-H{i}": "v" for i in range(20)},
+        {"X-Big": "v" * (4096 - len("X-Big"))},
+    ):
+        status, body, ct = await ops.call("PATCH", f"/{sub}", {"headers": change})
+        assert_problem(status, body, ct, 422)
+        assert problem_fields(body) == {"headers"}, body
     # Past 64 bits (orjson reads it as a float): still a 422.
     raw = b'{"rateLimit": 100000000000000000000000000000}'
     for method, path in (("POST", ""), ("PATCH", f"/{sub}")):

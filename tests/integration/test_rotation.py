@@ -12,36 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
-import stripe
 import structlog
 
-from service.errors import SignatureError
-from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tests.support.live import LiveApp
+from service.signing import LEGACY_HEADER, QUANTUM_HEADER
+from tests.support.live import LiveApp, send_test, through_kafka
+from tests.support.signatures import stripe_verifies, we_verify
 from tools.receiver import Received
 
 pytestmark = pytest.mark.integration
-
-TOLERANCE = 300
-
-
-def stripe_verifies(secret: str, got: Received) -> bool:
-    """Stripe's own check (header name aside, ours is its format): raw body bytes, header."""
-    try:
-        stripe.WebhookSignature.verify_header(
-            got.body, got.headers[QUANTUM_HEADER], secret, TOLERANCE
-        )
-    except stripe.SignatureVerificationError:
-        return False
-    return True
-
-
-def we_verify(secret: str, got: Received, header: str = QUANTUM_HEADER) -> bool:
-    try:
-        verify_signature(secret, got.headers[header], got.body, tolerance=TOLERANCE)
-    except SignatureError:
-        return False
-    return True
 
 
 def v1_count(got: Received) -> int:
@@ -50,30 +28,6 @@ def v1_count(got: Received) -> int:
 
 def epoch_ms(rfc3339: str) -> int:
     return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-async def send_test(live: LiveApp, subscription_id: str, path: str) -> Received:
-    """`POST …/test`, answered 2xx by the receiver; the request the receiver got."""
-    before = len(live.receiver.at(path))
-    status, result = await live.call("POST", f"/{subscription_id}/test")
-    assert status == 200, result
-    assert result["status"] == "sent", result
-    got = live.receiver.at(path)
-    assert len(got) == before + 1
-    assert got[-1].delivery == result["deliveryId"]
-    return got[-1]
-
-
-async def through_kafka(live: LiveApp, path: str) -> Received:
-    """One event produced to Kafka and delivered by the dispatcher; the request received."""
-    (event,) = await live.produce()
-    await live.receiver.wait_for(
-        lambda: any(r.event_id == event["id"] for r in live.receiver.at(path)),
-        what=f"event {event['id']}",
-    )
-    (got,) = [r for r in live.receiver.at(path) if r.event_id == event["id"]]
-    assert orjson.loads(got.body)["id"] == event["id"]
-    return got
 
 
 async def rotate(live: LiveApp, subscription_id: str, body: Any = None) -> tuple[str, int, int]:

@@ -1,14 +1,14 @@
 """A subscription's static `headers` on both stores: they reach the receiver exactly
-as set, with `/test` and with deliveries from Kafka, change with a PATCH, and can never stand in
-for a header the service sets."""
+as set, with `/test` and with deliveries from Kafka, change with a PATCH (a merge patch by name),
+and can never stand in for a header the service sets. The write-only sensitive ones:
+test_sensitive_headers.py."""
 
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDictProxy
 
 from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
-from tests.support.live import LiveApp
+from tests.support.live import LiveApp, header_values, two_deliveries
 from tools.receiver import Received
 
 pytestmark = pytest.mark.integration
@@ -19,6 +19,7 @@ STATIC = {
     "x-lower-case": 'v=1;w="two"',
     "Accept": "application/json, text/plain",  # aiohttp sends */* unless told
 }
+ORDINARY = {name: value for name, value in STATIC.items() if name != "Authorization"}
 # Every name the service sets, and the hop-by-hop and framing ones, in any case.
 OURS = [
     "Content-Type",
@@ -38,29 +39,8 @@ OURS = [
 ]
 
 
-async def deliveries(live: LiveApp, subscription_id: str, path: str) -> list[Received]:
-    """One `/test` and one event through Kafka: the two requests as received."""
-    status, result = await live.call("POST", f"/{subscription_id}/test")
-    assert (status, result["status"]) == (200, "sent"), result
-    (event,) = await live.produce()
-    await live.receiver.wait_for(
-        lambda: any(r.event_id == event["id"] for r in live.receiver.at(path)),
-        what=f"event {event['id']}",
-    )
-    tested = [r for r in live.receiver.at(path) if r.delivery == result["deliveryId"]]
-    produced = [r for r in live.receiver.at(path) if r.event_id == event["id"]]
-    assert len(tested) == len(produced) == 1
-    return [*tested, *produced]
-
-
-def values(got: Received, name: str) -> list[str]:
-    """Every value of a header as received (the receiver keeps aiohttp's multidict)."""
-    assert isinstance(got.headers, CIMultiDictProxy)
-    return got.headers.getall(name, [])
-
-
 def assert_ours_intact(got: Received, secret: str) -> None:
-    assert values(got, "Content-Type") == ["application/json"]
+    assert header_values(got, "Content-Type") == ["application/json"]
     assert got.headers["User-Agent"].startswith("QuantumElixir-Identity-Webhooks/")
     assert got.headers["X-Identity-Delivery"].startswith("whd_")
     verify_signature(secret, got.headers[LEGACY_HEADER], got.body)
@@ -70,27 +50,33 @@ def assert_ours_intact(got: Received, secret: str) -> None:
 async def test_static_headers_arrive_exactly_as_set_beside_ours(live: LiveApp) -> None:
     created = await live.subscribe("static", headers=STATIC)
     status, row = await live.call("GET", f"/{created['id']}")
-    assert (status, row["headers"]) == (200, STATIC)
-    for got in await deliveries(live, created["id"], "static"):
+    assert (status, row["headers"], row["sensitiveHeaders"]) == (200, ORDINARY, ["Authorization"])
+    for got in await two_deliveries(live, created["id"], "static"):
         for name, value in STATIC.items():
-            assert values(got, name) == [value], name
+            assert header_values(got, name) == [value], name
         assert_ours_intact(got, created["secret"])
 
 
-async def test_a_patch_replaces_the_static_headers_and_null_clears_them(live: LiveApp) -> None:
+async def test_a_patch_merges_the_static_headers_by_name_and_null_clears_them(
+    live: LiveApp,
+) -> None:
     created = await live.subscribe("patched", headers=STATIC)
     sid = created["id"]
-    status, row = await live.call("PATCH", f"/{sid}", {"headers": {"X-Other": "2"}})
-    assert (status, row["headers"]) == (200, {"X-Other": "2"})
-    for got in await deliveries(live, sid, "patched"):
-        assert values(got, "X-Other") == ["2"]
-        assert "X-Tenant" not in got.headers
-        assert "Authorization" not in got.headers
+    change = {"X-Other": "2", "x-tenant": "globex", "X-Lower-Case": None, "Accept": None}
+    status, row = await live.call("PATCH", f"/{sid}", {"headers": change})
+    assert (status, row["headers"]) == (200, {"x-tenant": "globex", "X-Other": "2"})
+    for got in await two_deliveries(live, sid, "patched"):
+        assert header_values(got, "X-Other") == ["2"]
+        assert header_values(got, "X-Tenant") == ["globex"]
+        assert header_values(got, "Authorization") == [STATIC["Authorization"]]  # not named: kept
+        assert "x-lower-case" not in got.headers
+        assert header_values(got, "Accept") != [STATIC["Accept"]]
     seen = len(live.receiver.at("patched"))
     status, row = await live.call("PATCH", f"/{sid}", {"headers": None})
-    assert (status, row["headers"]) == (200, {})
-    for got in await deliveries(live, sid, "patched"):
+    assert (status, row["headers"], row["sensitiveHeaders"]) == (200, {}, [])
+    for got in await two_deliveries(live, sid, "patched"):
         assert "X-Other" not in got.headers
+        assert "Authorization" not in got.headers
         assert_ours_intact(got, created["secret"])
     assert len(live.receiver.at("patched")) == seen + 2
 
@@ -126,8 +112,8 @@ async def test_a_static_header_can_never_be_one_of_ours(live: LiveApp) -> None:
     # Nothing refused was stored: the deliveries carry what was set first, and ours.
     status, row = await live.call("GET", f"/{sid}")
     assert row["headers"] == {"X-Tenant": "acme"}
-    for got in await deliveries(live, sid, "guarded"):
-        assert values(got, "X-Tenant") == ["acme"]
+    for got in await two_deliveries(live, sid, "guarded"):
+        assert header_values(got, "X-Tenant") == ["acme"]
         assert "forged" not in str(dict(got.headers))
         assert_ours_intact(got, created["secret"])
     assert live.receiver.at("nope") == []

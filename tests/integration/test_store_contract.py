@@ -17,6 +17,7 @@ from service.domain import (
     IncomingEvent,
     NewDelivery,
 )
+from service.errors import InvalidInput
 from service.settings import Settings
 from service.store import Claim, Lease, PageRequest, Recorded, Store, SubscriptionChanges
 from service.store.migrate import sqlite_path
@@ -112,6 +113,58 @@ async def test_update_changes_only_given_fields_and_bumps_revision(store: Store)
     assert updated.installed_by == "v1"
     assert updated.secret == created.secret
     assert await store.subscriptions_revision() > before
+
+
+async def test_data_fields_are_kept_read_everywhere_and_changed_with_the_revision(
+    store: Store,
+) -> None:
+    fields = ("status", "customerId", "notInTheEvent")
+    created = await store.create_subscription(
+        "org_a", "https://a.example/h", EVENTS, None, data_fields=fields
+    )
+    plain = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    assert (created.data_fields, plain.data_fields) == (fields, None)
+    got = await store.get_subscription("org_a", created.id)
+    assert got is not None
+    assert got.data_fields == fields
+    listed = await store.list_subscriptions("org_a", 10, None)
+    assert {s.id: s.data_fields for s in listed.rows} == {created.id: fields, plain.id: None}
+    before = await store.subscriptions_revision()
+    changed = await store.update_subscription(
+        "org_a", created.id, SubscriptionChanges(data_fields=("score",))
+    )
+    assert changed is not None
+    assert changed.data_fields == ("score",)
+    assert await store.subscriptions_revision() > before  # every index reloads it
+    (active,) = [s for s in await store.active_subscriptions() if s.id == created.id]
+    assert active.data_fields == ("score",)
+    cleared = await store.update_subscription(
+        "org_a", created.id, SubscriptionChanges(data_fields=None)
+    )
+    assert cleared is not None
+    assert cleared.data_fields is None
+
+
+async def test_concurrent_header_patches_are_all_merged(store: Store) -> None:
+    """Each PATCH merges with the headers as the one before it left them: none is lost."""
+    sub = await store.create_subscription(
+        "org_a", "https://a.example/h", EVENTS, None, headers=(("Authorization", "Bearer x"),)
+    )
+    patches = [SubscriptionChanges(headers={f"X-H{i}": str(i)}) for i in range(8)]
+    await asyncio.gather(*(store.update_subscription("org_a", sub.id, p) for p in patches))
+    merged = await store.get_subscription("org_a", sub.id)
+    assert merged is not None
+    expected = {"Authorization": "Bearer x", **{f"X-H{i}": str(i) for i in range(8)}}
+    assert dict(merged.headers) == expected
+    # Over the limits once merged: refused, nothing written.
+    with pytest.raises(InvalidInput) as refused:
+        await store.update_subscription(
+            "org_a", sub.id, SubscriptionChanges(headers={f"X-N{i}": "v" for i in range(12)})
+        )
+    assert [field for field, _ in refused.value.errors] == ["headers"]
+    unchanged = await store.get_subscription("org_a", sub.id)
+    assert unchanged is not None
+    assert dict(unchanged.headers) == expected
 
 
 async def due_jobs(store: Store, delivery_ids: list[str], owner: str = "me") -> list[DeliveryJob]:

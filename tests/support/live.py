@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer
+from multidict import CIMultiDictProxy
 
 from service.app import create_app
 from service.appkeys import INGEST, STORE
@@ -23,7 +24,7 @@ from service.samples import record_key, sample_event
 from service.settings import Settings
 from service.store import Store
 from tests.conftest import FAST_DELIVERY
-from tools.receiver import Receiver
+from tools.receiver import Received, Receiver
 
 BASE = "/api/identity/webhooks"
 ORG = "org_live"
@@ -66,12 +67,49 @@ class LiveApp:
 
     async def produce(self, count: int = 1) -> list[dict[str, Any]]:
         """`count` verification.created events of the org, produced and acknowledged."""
-        (topic,) = [t for t in self.settings.kafka_topics if t.endswith("verification.created")]
         now = datetime.now(UTC)
         events = [sample_event("verification.created", ORG, now) for _ in range(count)]
-        sent = [await self.producer.send(topic, orjson.dumps(e), key=record_key(e)) for e in events]
-        await asyncio.gather(*sent)
+        await self.send_events([orjson.dumps(e) for e in events], [record_key(e) for e in events])
         return events
+
+    async def send_events(self, values: Sequence[bytes], keys: Sequence[bytes]) -> None:
+        """Record values (verification.created envelopes) produced and acknowledged."""
+        (topic,) = [t for t in self.settings.kafka_topics if t.endswith("verification.created")]
+        sent = [
+            await self.producer.send(topic, value, key=key)
+            for value, key in zip(values, keys, strict=True)
+        ]
+        await asyncio.gather(*sent)
+
+
+async def send_test(live: LiveApp, subscription_id: str, path: str) -> Received:
+    """`POST …/test`, answered 2xx by the receiver; the request the receiver got."""
+    before = len(live.receiver.at(path))
+    status, result = await live.call("POST", f"/{subscription_id}/test")
+    assert status == 200, result
+    assert result["status"] == "sent", result
+    got = live.receiver.at(path)
+    assert len(got) == before + 1
+    assert got[-1].delivery == result["deliveryId"]
+    return got[-1]
+
+
+async def through_kafka(live: LiveApp, path: str, value: bytes | None = None) -> Received:
+    """One event produced to Kafka (a sample, or the record `value`) and delivered by the
+    dispatcher; the request received."""
+    if value is None:
+        (event,) = await live.produce()
+        event_id = event["id"]
+    else:
+        event_id = orjson.loads(value)["id"]
+        await live.send_events([value], [b"k"])
+    await live.receiver.wait_for(
+        lambda: any(r.event_id == event_id for r in live.receiver.at(path)),
+        what=f"event {event_id}",
+    )
+    (got,) = [r for r in live.receiver.at(path) if r.event_id == event_id]
+    assert orjson.loads(got.body)["id"] == event_id
+    return got
 
 
 @asynccontextmanager
@@ -109,3 +147,14 @@ async def live_app(
     finally:
         await client.close()
         await producer.stop()
+
+
+async def two_deliveries(live: LiveApp, subscription_id: str, path: str) -> list[Received]:
+    """One `/test` and one event through Kafka: the two requests as received."""
+    return [await send_test(live, subscription_id, path), await through_kafka(live, path)]
+
+
+def header_values(got: Received, name: str) -> list[str]:
+    """Every value of a header as received (the receiver keeps aiohttp's multidict)."""
+    assert isinstance(got.headers, CIMultiDictProxy)
+    return got.headers.getall(name, [])

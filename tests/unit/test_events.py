@@ -22,6 +22,7 @@ from service.events import (
     format_time,
     parse_event,
 )
+from tests.support.strategies import JSON
 
 MAX = 256 * 1024
 
@@ -371,19 +372,6 @@ def check_never_raises(value: bytes) -> None:
 @given(st.binary(max_size=2048))
 def test_arbitrary_bytes_never_raise(value: bytes) -> None:
     check_never_raises(value)
-
-
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 
 
 @settings(database=None, max_examples=300)

@@ -47,6 +47,12 @@ class Driver(Protocol):
     """Appended to the SELECT of due deliveries a claim takes: `FOR UPDATE SKIP LOCKED` where
     several replicas claim at once, empty where one process owns the database."""
 
+    lock_row: str
+    """Appended to a SELECT of one row a transaction then writes from what it read (a PATCH's
+    headers, merged with the stored ones): `FOR UPDATE` where replicas write at once, so a
+    concurrent change waits instead of being lost; empty where the write transaction is the
+    database's only one (SQLite's `BEGIN IMMEDIATE`)."""
+
     now_ms_sql: str
     """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
     so replicas whose clocks disagree still agree on whose lease has run out."""

@@ -13,7 +13,10 @@ import structlog
 
 from service import credentials, ids
 from service.domain import Ordering, Subscription
-from service.store.interfaces import Page, SubscriptionChanges
+from service.errors import InvalidInput
+from service.headers import Patch as HeadersPatch
+from service.headers import merge as merge_headers
+from service.store.interfaces import UNSET, Page, SubscriptionChanges
 from service.store.sql.base import (
     BUMP_REVISION,
     OPEN,
@@ -29,7 +32,7 @@ log = structlog.get_logger(__name__)
 _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
-    "rate_limit, headers, disabled_at, consecutive_failures, ordering"
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields"
 )
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
@@ -74,6 +77,9 @@ class SubscriptionsSql(SqlBase):
             disabled_at=row["disabled_at"],
             consecutive_failures=row["consecutive_failures"],
             ordering=Ordering(row["ordering"]),
+            data_fields=None
+            if row["data_fields"] is None
+            else tuple(orjson.loads(row["data_fields"])),
         )
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
@@ -107,6 +113,7 @@ class SubscriptionsSql(SqlBase):
         rate_limit: int | None = None,
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
+        data_fields: Sequence[str] | None = None,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -129,6 +136,7 @@ class SubscriptionsSql(SqlBase):
                 rate_limit=rate_limit,
                 headers=self._seal_headers(subscription_id, headers),
                 ordering=ordering,
+                data_fields=_data_fields(data_fields),
             )
             await conn.execute(BUMP_REVISION)
         return self._subscription(row)
@@ -172,9 +180,12 @@ class SubscriptionsSql(SqlBase):
         given = dict(changes.given())
         if "events" in given:
             given["events"] = orjson.dumps(list(given["events"])).decode()
-        if "headers" in given:
-            given["headers"] = self._seal_headers(subscription_id, given["headers"])
+        if "data_fields" in given:
+            given["data_fields"] = _data_fields(given["data_fields"])
+        patch = given.pop("headers", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
+        if patch is not UNSET:
+            assignments.append(f"headers = ${len(given) + 4}")
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
             assignments += [
@@ -189,31 +200,66 @@ class SubscriptionsSql(SqlBase):
                 "disabled_at = COALESCE(disabled_at, $3)",
                 f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
             ]
-        return await self._change(
-            org_id,
-            subscription_id,
-            ", ".join(["updated_at = $3", *assignments]),
-            self._now(),
-            *given.values(),
-        )
+        async with self._transaction() as conn:
+            args = [self._now(), *given.values()]
+            if patch is not UNSET:
+                # Merged with the stored headers in this transaction, their row locked until
+                # it ends: a concurrent PATCH of other headers waits, and is then merged with
+                # this one's result instead of being overwritten.
+                stored = await conn.fetchrow(
+                    "SELECT headers FROM subscriptions "
+                    "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                    f"{self._driver.lock_row}",
+                    subscription_id,
+                    org_id,
+                )
+                if stored is None:
+                    return None
+                args.append(self._merged_headers(subscription_id, stored["headers"], patch))
+            return await self._change(
+                conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
+            )
+
+    def _merged_headers(
+        self, subscription_id: str, stored: str | None, patch: HeadersPatch | None
+    ) -> str | None:
+        """The stored headers after the PATCH's merge patch, sealed; `InvalidInput` when the
+        result is over the limits or the stored ones cannot be opened to merge with."""
+        current = () if patch is None else self._open_headers(subscription_id, stored)
+        if current is None:
+            raise InvalidInput(
+                [
+                    (
+                        "headers",
+                        "the stored header values cannot be decrypted with the configured "
+                        'keys: send "headers": null to remove them, then set them again',
+                    )
+                ]
+            )
+        try:
+            merged = merge_headers(current, patch)
+        except ValueError as exc:
+            raise InvalidInput([("headers", str(exc))]) from None
+        return self._seal_headers(subscription_id, merged)
 
     async def _change(
-        self, org_id: str, subscription_id: str, assignments: str, *args: Any
+        self, conn: Conn, org_id: str, subscription_id: str, assignments: str, *args: Any
     ) -> Subscription | None:
         """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
-        deleted, and bumps the revision every index follows; returns the row as it is now."""
-        async with self._transaction() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE subscriptions SET {assignments} "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
-                f"RETURNING {_COLUMNS}",
-                subscription_id,
-                org_id,
-                *args,
-            )
-            if row is not None:
-                await conn.execute(BUMP_REVISION)
-        return None if row is None else self._subscription(row)
+        deleted, and bumps the revision every index follows, in the transaction `conn`;
+        returns the row as it is now."""
+        row = await conn.fetchrow(
+            f"UPDATE subscriptions SET {assignments} "
+            "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+            f"RETURNING {_COLUMNS}",
+            subscription_id,
+            org_id,
+            *args,
+        )
+        if row is None:
+            return None
+        await conn.execute(BUMP_REVISION)
+        return self._subscription(row)
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         ended = ("cancelled", "subscription deleted")
@@ -246,14 +292,16 @@ class SubscriptionsSql(SqlBase):
             else ("previous_secret_enc = NULL, previous_secret_until = NULL", [])
         )
         # Both sides of every assignment read the row as it was: the old secret moves over.
-        return await self._change(
-            org_id,
-            subscription_id,
-            f"secret_enc = $3, updated_at = $4, {keep}",
-            self._keyring.seal_text(credentials.new_secret(), secret_context(subscription_id)),
-            now,
-            *until,
-        )
+        async with self._transaction() as conn:
+            return await self._change(
+                conn,
+                org_id,
+                subscription_id,
+                f"secret_enc = $3, updated_at = $4, {keep}",
+                self._keyring.seal_text(credentials.new_secret(), secret_context(subscription_id)),
+                now,
+                *until,
+            )
 
     async def subscriptions_revision(self) -> int:
         async with self._connection() as conn:
@@ -300,6 +348,11 @@ async def _close_open(conn: Conn, subscription_id: str, status: str, error: str,
         error,
     )
     await conn.execute(BUMP_REVISION)
+
+
+def _data_fields(fields: Sequence[str] | None) -> str | None:
+    """`data_fields` as stored: a JSON list, NULL for every field."""
+    return None if fields is None else orjson.dumps(list(fields)).decode()
 
 
 async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:

@@ -1,0 +1,57 @@
+"""A subscription as the management API and the command line show it (`SubscriptionRow`): its
+settings, its deliveries at a glance, and of its static headers only what may be shown."""
+
+from __future__ import annotations
+
+from service import headers as header_rules
+from service.api.models import SubscriptionRow
+from service.clock import iso, iso_or_none
+from service.domain import Subscription, Summary
+
+
+def subscription_row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
+    """One subscription with its deliveries at a glance, in the API's shape: the static headers
+    with their values but the sensitive ones, named in `sensitiveHeaders` alone."""
+    last = summary.last_delivery
+    ordinary, sensitive = header_rules.shown(subscription.headers)
+    return SubscriptionRow.model_validate(
+        {
+            "id": subscription.id,
+            "url": subscription.url,
+            "events": list(subscription.events),
+            "installedBy": subscription.installed_by,
+            "active": subscription.active,
+            "createdAt": iso(subscription.created_at),
+            "deliveryCount": summary.delivery_count,
+            "lastDelivery": None
+            if last is None
+            else {
+                "status": last.status.value,
+                "responseCode": last.response_code,
+                "at": iso(last.at),
+            },
+            "deactivatedReason": subscription.deactivated_reason,
+            "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
+            "rateLimit": subscription.rate_limit,
+            "headers": ordinary,
+            "sensitiveHeaders": sensitive,
+            "dataFields": None
+            if subscription.data_fields is None
+            else list(subscription.data_fields),
+            "successRate24h": summary.success_rate_24h,
+            "p95LatencyMs24h": summary.p95_latency_ms_24h,
+            "consecutiveFailures": subscription.consecutive_failures,
+            "pendingCount": summary.pending_count,
+            "nextRetryAt": iso_or_none(summary.next_retry_at),
+            "ordering": subscription.ordering.value,
+            "blockedCustomers": summary.blocked_customers,
+            "oldestBlockedDelivery": None
+            if summary.oldest_blocked is None
+            else {
+                "id": summary.oldest_blocked[0],
+                "createdAt": iso(summary.oldest_blocked[1]),
+            },
+            "disabledAt": None if subscription.active else iso_or_none(subscription.disabled_at),
+            "disabledReason": None if subscription.active else subscription.deactivated_reason,
+        }
+    )

@@ -1,0 +1,52 @@
+"""`identity-webhooks subscriptions show`: one subscription as GET …/{id} shows it (its JSON
+with --json): a sensitive static header by its name only, never its value."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from service.api.subscriptionrows import subscription_row
+from service.cli.output import print_json
+from service.cli.run import subscription_of, with_store
+from service.settings import Settings
+from service.store import Store
+
+HIDDEN_VALUE = "(value hidden, write-only)"
+
+
+@with_store
+async def subscriptions(args: argparse.Namespace, _: Settings, store: Store) -> int:
+    subscription = await subscription_of(store, args)
+    summary = await store.subscription_summaries([subscription.id])
+    shown = subscription_row(subscription, summary[subscription.id]).model_dump(mode="json")
+    if args.json:
+        print_json(shown)
+    else:
+        _print_subscription(shown, subscription.org_id)
+    return 0
+
+
+def _print_subscription(row: dict[str, Any], org_id: str) -> None:
+    state = "active" if row["active"] else f"inactive: {row['deactivatedReason'] or '-'}"
+    last = row["lastDelivery"]
+    lines = [
+        ("subscription", row["id"]),
+        ("org", org_id),
+        ("url", row["url"]),
+        ("events", ", ".join(row["events"])),
+        ("state", state),
+        ("installed by", row["installedBy"] or "-"),
+        ("rate limit", "-" if row["rateLimit"] is None else f"{row['rateLimit']}/s"),
+        ("ordering", row["ordering"]),
+        ("data fields", "all" if row["dataFields"] is None else ", ".join(row["dataFields"])),
+        *(("header", f"{name}: {value}") for name, value in row["headers"].items()),
+        *(("header", f"{name}: {HIDDEN_VALUE}") for name in row["sensitiveHeaders"]),
+        ("deliveries", str(row["deliveryCount"])),
+        ("last delivery", "-" if last is None else f"{last['status']} {last['at']}"),
+        ("pending", str(row["pendingCount"])),
+    ]
+    if row["problem"]:
+        lines.append(("problem", row["problem"]))
+    for label, value in lines:
+        print(f"{label + ':':<15}{value}")
