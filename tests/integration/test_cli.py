@@ -696,8 +696,8 @@ async def test_erase_counts_in_a_dry_run_then_erases_one_orgs_customer(
     queued, left_out = replayed.stdout.splitlines()
     assert queued.startswith(f"queued 1 deliveries of {mine.id} from ")
     assert left_out == (
-        "left out 1 events whose payloads are no longer kept (erased, or past the payload "
-        "retention)"
+        "left out 1 events whose payloads are no longer kept (erased, or past "
+        "WEBHOOKS_PAYLOAD_RETENTION)"
     )
     # The kept one is open now, left alone: the window holds only what cannot be sent again.
     nothing = await run_cli(
