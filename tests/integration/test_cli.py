@@ -37,6 +37,7 @@ from service.store import Claim, Lease, PageRequest, Store, SubscriptionChanges,
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.commands import Result, run_module
+from tests.support.store import attempt as store_attempt
 from tools.demo_receiver import DEMO_PATH, VerifyingReceiver
 
 
@@ -599,19 +600,7 @@ async def about(store: Store, subscription: Subscription, customer: str, *, sent
     if not sent:
         await store.release([delivery.id], "seed")
         return delivery.id
-    attempt = AttemptRecord(
-        delivery_id=delivery.id,
-        subscription_id=subscription.id,
-        number=1,
-        started_at=now_ms(),
-        duration_ms=12,
-        status_code=200,
-        result="2xx",
-        error=None,
-        response_excerpt="ok",
-        new_status=DeliveryStatus.SENT,
-        next_attempt_at=None,
-    )
+    attempt = store_attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())
     await store.record_attempts([attempt], "seed")
     return delivery.id
 

@@ -39,10 +39,11 @@ from service.app import Roles, create_app
 from service.appkeys import STORE
 from service.clock import iso, now_ms
 from service.console import CONTENT_SECURITY_POLICY
-from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
+from service.domain import DeliveryStatus, IncomingEvent, NewDelivery
 from service.settings import load_settings
 from service.store import Lease, Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+from tests.support.store import attempt as store_attempt
 from tools.receiver import Behaviour, Receiver
 
 pytestmark = pytest.mark.integration
@@ -438,19 +439,7 @@ async def about(
     delivery = NewDelivery(ids.new_id(ids.DELIVERY), event_id, subscription_id, event.event, ORG)
     await store.record_events([event], [delivery], Lease("console-test", 600_000))
     if sent:
-        attempt = AttemptRecord(
-            delivery_id=delivery.id,
-            subscription_id=subscription_id,
-            number=1,
-            started_at=now_ms(),
-            duration_ms=12,
-            status_code=200,
-            result="2xx",
-            error=None,
-            response_excerpt="ok",
-            new_status=DeliveryStatus.SENT,
-            next_attempt_at=None,
-        )
+        attempt = store_attempt(delivery, 1, DeliveryStatus.SENT, 200, now_ms())
         await store.record_attempts([attempt], "console-test")
     return delivery.id
 
