@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 from pathlib import Path
 
@@ -152,11 +151,23 @@ def is_sealed(body: bytes) -> bool:
     return body[:1] == VERSION
 
 
-def lookup_hash(key: bytes, org_id: str, value: str) -> str:
+class LookupHasher:
     """The keyed hash a value the store must search by (a customer id) is kept as: equal for
-    equal values in one org, and without the key no guess can be checked against it."""
-    message = org_id.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-    return "c1." + hmac.new(key, message, hashlib.sha256).hexdigest()[:40]
+    equal values in one org, and without the key no guess can be checked against it. Keyed
+    BLAKE2b (a MAC by design, RFC 7693), 160 bits: as strong here as HMAC-SHA256 and a third of
+    its cost on the ingest path."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __call__(self, org_id: str, value: str) -> str:
+        message = org_id.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+        return "c1." + hashlib.blake2b(message, key=self._key, digest_size=20).hexdigest()
+
+
+def lookup_hash(key: bytes, org_id: str, value: str) -> str:
+    """`LookupHasher(key)(org_id, value)`, for one value."""
+    return LookupHasher(key)(org_id, value)
 
 
 def new_lookup_key() -> bytes:

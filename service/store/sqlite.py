@@ -27,7 +27,7 @@ import orjson
 import structlog
 
 from service.errors import StoreInUse
-from service.store.crypto import Keyring
+from service.store.crypto import Keyring, is_sealed
 from service.store.sql import SqlStore
 from service.store.sql.base import Column, Row
 
@@ -369,6 +369,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _blob(value: bytes | None) -> str | list[str] | None:
     if value is None:
         return None
+    if is_sealed(value):  # never UTF-8 worth trying: its second byte on are random
+        return [value.hex()]
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:

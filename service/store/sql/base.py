@@ -131,7 +131,7 @@ class SqlBase:
     def __init__(self, driver: Driver, keyring: Keyring) -> None:
         self._driver = driver
         self._keyring = keyring
-        self._lookup_key: bytes | None = None
+        self._lookup: crypto.LookupHasher | None = None
 
     async def load_keys(self) -> None:
         """Reads the store's customer lookup key, generating it on first use (one row of
@@ -148,23 +148,22 @@ class SqlBase:
             row = await conn.fetchrow("SELECT sealed FROM store_keys WHERE name = $1", LOOKUP_KEY)
         assert row is not None
         try:
-            self._lookup_key = bytes.fromhex(
-                self._keyring.open_text(row["sealed"], _LOOKUP_CONTEXT)
-            )
+            key = bytes.fromhex(self._keyring.open_text(row["sealed"], _LOOKUP_CONTEXT))
         except crypto.Undecryptable:
             raise crypto.Undecryptable(
                 "the store's customer lookup key was sealed with a key WEBHOOKS_ENCRYPTION_KEY "
                 "no longer holds: configure that key again (after it, first), then run "
                 "`identity-webhooks rekey` before removing it"
             ) from None
+        self._lookup = crypto.LookupHasher(key)
 
     def _customer_key(self, org_id: str, customer_id: str | None) -> str | None:
         """What is stored of the customer an event is about: its keyed hash."""
         if customer_id is None:
             return None
-        if self._lookup_key is None:
+        if self._lookup is None:
             raise RuntimeError("the store's keys are not loaded (load_keys)")
-        return crypto.lookup_hash(self._lookup_key, org_id, customer_id)
+        return self._lookup(org_id, customer_id)
 
     def _seal_body(self, org_id: str, event_id: str, body: bytes) -> bytes:
         return self._keyring.seal(body, body_context(org_id, event_id))

@@ -133,6 +133,12 @@ class PipelineSql(SqlBase):
     ) -> list[NewDelivery]:
         now = self._now()
         # Sealed and hashed before the transaction: no write lock is held for the CPU work.
+        # An ordered delivery's key is its event's: hashed once.
+        customers = {
+            (e.org_id, e.customer_id): self._customer_key(e.org_id, e.customer_id)
+            for e in events
+            if e.customer_id is not None
+        }
         event_rows = [
             (
                 e.id,
@@ -142,7 +148,7 @@ class PipelineSql(SqlBase):
                 self._seal_body(e.org_id, e.id, e.body),
                 e.sibling_service,
                 e.source,
-                self._customer_key(e.org_id, e.customer_id),
+                None if e.customer_id is None else customers[(e.org_id, e.customer_id)],
             )
             for e in events
         ]
@@ -150,7 +156,11 @@ class PipelineSql(SqlBase):
             deliveries = [
                 d
                 if d.ordering_key is None
-                else replace(d, ordering_key=self._customer_key(d.org_id, d.ordering_key))
+                else replace(
+                    d,
+                    ordering_key=customers.get((d.org_id, d.ordering_key))
+                    or self._customer_key(d.org_id, d.ordering_key),
+                )
                 for d in deliveries
             ]
         async with self._transaction() as conn:
