@@ -23,7 +23,7 @@ from service.events import CATALOG, TEST_EVENT, parse_time, project
 from service.ids import LOG_POSITION
 
 LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
-LOG_STATUSES = ("pending", "retrying", "sent", "failed")
+LOG_STATUSES = ("pending", "retrying", "sent", "failed", "cancelled")
 
 
 def _time(query: Mapping[str, str], name: str, errors: Errors) -> int | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from service import __version__
 from service.api import models
 from service.api.customers import CUSTOMERS, DRY_RUN
+from service.api.deliverylog import LOG_STATUSES
 from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.routes import BASE
 from service.events import CATALOG
@@ -113,7 +114,7 @@ def _log_filters() -> list[dict[str, Any]]:
         {
             "name": "status",
             "in": "query",
-            "schema": {"enum": ["pending", "retrying", "sent", "failed"]},
+            "schema": {"enum": list(LOG_STATUSES)},
         },
         {"name": "event", "in": "query", "schema": {"enum": [*CATALOG, "webhook.test"]}},
         {"name": "since", "in": "query", "description": "createdAt at or after", "schema": time},

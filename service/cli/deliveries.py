@@ -98,5 +98,11 @@ def _print_delivery(detail: dict[str, Any]) -> None:
         print(f"{attempt['at']}  {outcome}  {attempt['durationMs']} ms")
         if attempt["responseExcerpt"]:
             print(f"{'':14}{attempt['responseExcerpt']!r}")
+    if detail.get("cancelledReason"):
+        print(f"{'cancelled:':<14}{detail['cancelledReason']}")
+    if (removed := detail.get("payloadRemoved")) is not None:
+        since = f" (since {removed['at']})" if removed["at"] else ""
+        print(f"payload:      none: {removed['detail']}{since}")
+        return
     print("payload:")
     print(orjson.dumps(detail["payload"], option=orjson.OPT_INDENT_2).decode())

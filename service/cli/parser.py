@@ -151,7 +151,7 @@ def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "API's {rows, nextCursor}. When there are more, the next page's --cursor is printed "
         f"on standard error. {_EXITS}",
     )
-    listing.add_argument("--status", help="pending, retrying, sent or failed")
+    listing.add_argument("--status", help="pending, retrying, sent, failed or cancelled")
     listing.add_argument("--event", help="one event name of the catalog, or webhook.test")
     listing.add_argument("--since", type=convert.when, help=f"created at or after: {_TIME_HELP}")
     listing.add_argument("--until", type=convert.when, help=f"created before: {_TIME_HELP}")

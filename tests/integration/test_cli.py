@@ -672,6 +672,30 @@ async def test_erase_counts_in_a_dry_run_then_erases_one_orgs_customer(
     assert "ø" not in again.stdout + again.stderr
     assert nobody.stdout == "no retained event about this customer in org_cli: nothing to erase\n"
 
+    # Its log says why there is no payload, and lists the cancelled one with its reason.
+    shown = await run_cli("deliveries", "show", mine.id, sent, env=cli_database.env, cwd=tmp_path)
+    assert shown.code == 0, shown.stderr
+    assert re.search(
+        r"^payload: +none: its payload was erased at the customer's request \(since \S+Z\)$",
+        shown.stdout,
+        re.MULTILINE,
+    ), shown.stdout
+    cancelled = await run_cli(
+        "deliveries",
+        "list",
+        mine.id,
+        "--status",
+        "cancelled",
+        "--json",
+        env=cli_database.env,
+        cwd=tmp_path,
+    )
+    assert cancelled.code == 0, cancelled.stderr
+    assert [row["id"] for row in orjson.loads(cancelled.stdout)["rows"]] == [open_one]
+    assert orjson.loads(cancelled.stdout)["rows"][0]["cancelledReason"].startswith(
+        "its payload was removed"
+    )
+
     # An erased delivery cannot be sent again: said in one line.
     redelivered = await run_cli("redeliver", mine.id, sent, env=cli_database.env, cwd=tmp_path)
     refused(redelivered, 1, "cannot be sent again: its payload was erased at the customer's")

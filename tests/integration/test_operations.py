@@ -368,7 +368,7 @@ async def test_bad_log_queries_are_422_naming_the_parameter(ops: Api) -> None:
     # The shape of a log position with letters a ULID never has (I, L, O, U).
     not_crockford = base64.urlsafe_b64encode(f"123.whd_{'I' * 26}".encode()).decode()
     for query, field in (
-        ({"status": "cancelled"}, "status"),
+        ({"status": "canceled"}, "status"),
         ({"status": "SENT"}, "status"),
         ({"status": ""}, "status"),
         ({"event": "verification.deleted"}, "event"),
