@@ -1,8 +1,11 @@
 """Which subscriptions want an event: an in-memory index by (orgId, event).
 
-The index is rebuilt from the store when the store's subscription revision moves: at once when
-this process's API changes a subscription, and every `refresh_interval` otherwise, so replicas see
-each other's changes within a few seconds. A lookup is two dict reads.
+The index follows the store's subscription changes: when the store's revision moves (at once
+when this process's API changes a subscription, and every `refresh_interval` otherwise, so
+replicas see each other's changes within a few seconds) it reads only the subscriptions changed
+since the newest change it has read, and applies them; a first load reads them all, without
+holding the event loop for long (docs/decisions/0008-index-follows-changes.md). A lookup is two
+dict reads.
 
 The index also knows how current it is: the wall-clock time (the clock subscriptions' createdAt
 is stamped with) taken just before its last successful revision read. Every subscription made
@@ -14,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import structlog
 
 from service.clock import now_ms
 from service.domain import Subscription
-from service.store import Pipeline, StoreUnavailable
+from service.store import ChangedSubscriptions, Pipeline, StoreUnavailable
 from service.supervise import in_background
 
 log = structlog.get_logger(__name__)
@@ -34,17 +36,20 @@ class SubscriptionIndex:
         self._store = store
         self._interval = refresh_interval
         self._revision: int | None = None
-        self._by_key: dict[tuple[str, str], tuple[Subscription, ...]] = {}
+        self._seen = 0  # the newest change stamp applied
+        self._by_key: dict[tuple[str, str], dict[str, Subscription]] = {}
         self._by_id: dict[str, Subscription] = {}
-        self._undecryptable: tuple[str, ...] = ()
+        self._undecryptable: set[str] = set()
         self._current_at: int | None = None  # epoch ms; see the module docstring
         self._lock = asyncio.Lock()
 
     def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
         """Subscriptions of `org_id` that want `event` and existed when it occurred
         (docs/contract.md, "Events in")."""
-        candidates = self._by_key.get((org_id, event), ())
-        return tuple(s for s in candidates if s.created_at <= occurred_at_ms)
+        candidates = self._by_key.get((org_id, event))
+        if not candidates:
+            return ()
+        return tuple(s for s in candidates.values() if s.created_at <= occurred_at_ms)
 
     def covers(self, occurred_at_ms: int) -> bool:
         """True when the index held every subscription that existed when an event at
@@ -57,10 +62,11 @@ class SubscriptionIndex:
     def undecryptable(self) -> tuple[str, ...]:
         """Active subscriptions whose signing secret the configured keys cannot open: their
         deliveries are recorded but not claimed until the key is back."""
-        return self._undecryptable
+        return tuple(sorted(self._undecryptable))
 
     async def refresh(self, *, force: bool = False) -> bool:
-        """Reloads when the revision moved (or `force`); True when it reloaded."""
+        """Applies what changed when the revision moved (everything when `force`); True when
+        it read changes."""
         async with self._lock:
             # Taken before the read: a subscription committed after it is not covered.
             current_at = now_ms()
@@ -68,22 +74,31 @@ class SubscriptionIndex:
             if not force and revision == self._revision:
                 self._current_at = current_at
                 return False
-            active = await self._store.active_subscriptions()
-            by_key: dict[tuple[str, str], list[Subscription]] = defaultdict(list)
-            for subscription in active:
-                for event in subscription.events:
-                    by_key[(subscription.org_id, event)].append(subscription)
-            self._by_key = {key: tuple(value) for key, value in by_key.items()}
-            self._by_id = {s.id: s for s in active}
-            self._undecryptable = tuple(s.id for s in active if s.secret is None)
+            changed = await self._store.changed_subscriptions(-1 if force else self._seen)
+            if force:
+                # Built aside and swapped in: a lookup never sees half an index.
+                by_key: dict[tuple[str, str], dict[str, Subscription]] = {}
+                by_id: dict[str, Subscription] = {}
+                undecryptable: set[str] = set()
+                await _apply(changed, by_key, by_id, undecryptable)
+                self._by_key, self._by_id, self._undecryptable = by_key, by_id, undecryptable
+            else:
+                await _apply(changed, self._by_key, self._by_id, self._undecryptable)
+            self._seen = max(self._seen, changed.high) if not force else changed.high
             self._revision = revision
             self._current_at = current_at
-        log.debug("index.reloaded", revision=revision, active=len(active))
+        log.debug(
+            "index.refreshed",
+            revision=revision,
+            changed=len(changed.live) + len(changed.gone),
+            active=len(self._by_id),
+        )
         return True
 
     async def on_change(self, _subscription_id: str) -> None:
-        """Called by this process's API after a change: the index follows at once."""
-        await self.refresh(force=True)
+        """Called by this process's API after a change: the index follows at once (it reads
+        what changed, not every subscription)."""
+        await self.refresh()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[SubscriptionIndex]:
@@ -99,3 +114,46 @@ class SubscriptionIndex:
                 await self.refresh()
             except (StoreUnavailable, OSError) as exc:
                 log.warning("index.refresh_failed", error=str(exc))
+
+
+_CHUNK = 1000  # subscriptions applied between two yields to the loop
+
+
+async def _apply(
+    changed: ChangedSubscriptions,
+    by_key: dict[tuple[str, str], dict[str, Subscription]],
+    by_id: dict[str, Subscription],
+    undecryptable: set[str],
+) -> None:
+    """Puts the changed subscriptions into the maps (a changed one out of its old keys first),
+    and takes the gone ones out, a chunk at a time."""
+    for n, subscription in enumerate(changed.live):
+        if n and not n % _CHUNK:
+            await asyncio.sleep(0)
+        _remove(subscription.id, by_key, by_id, undecryptable)
+        by_id[subscription.id] = subscription
+        for event in subscription.events:
+            by_key.setdefault((subscription.org_id, event), {})[subscription.id] = subscription
+        if subscription.secret is None:
+            undecryptable.add(subscription.id)
+    for subscription_id in changed.gone:
+        _remove(subscription_id, by_key, by_id, undecryptable)
+
+
+def _remove(
+    subscription_id: str,
+    by_key: dict[tuple[str, str], dict[str, Subscription]],
+    by_id: dict[str, Subscription],
+    undecryptable: set[str],
+) -> None:
+    old = by_id.pop(subscription_id, None)
+    undecryptable.discard(subscription_id)
+    if old is None:
+        return
+    for event in old.events:
+        key = (old.org_id, event)
+        keyed = by_key.get(key)
+        if keyed is not None:
+            keyed.pop(subscription_id, None)
+            if not keyed:
+                del by_key[key]

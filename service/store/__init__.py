@@ -7,6 +7,7 @@ from service.settings import Settings
 from service.store.crypto import Keyring, Undecryptable, key_file_for
 from service.store.interfaces import (
     ApiKeys,
+    ChangedSubscriptions,
     Claim,
     DeliveryLog,
     Lease,
@@ -28,6 +29,7 @@ from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
     "ApiKeys",
+    "ChangedSubscriptions",
     "Claim",
     "DeliveryLog",
     "Lease",

@@ -138,6 +138,17 @@ class SealedCensus:
     clear: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedSubscriptions:
+    """What changed among subscriptions after a stamp (see `Pipeline.changed_subscriptions`):
+    the ones that are active now, the ids of those that are not (deactivated, paused or
+    deleted), and the newest stamp read (the next read starts after it)."""
+
+    live: list[Subscription]
+    gone: list[str]
+    high: int
+
+
 class StoreUnavailable(Exception):
     """The database is away (down, locked, failing over, out of connections or disk); the
     caller pauses and tries again, and the API answers 503."""
@@ -271,6 +282,11 @@ class Pipeline(Protocol):
         """A counter bumped by every subscription change, for cheap change detection."""
 
     async def active_subscriptions(self) -> list[Subscription]: ...
+
+    async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
+        """Every subscription changed after the stamp `after` (-1: every one), as of one
+        snapshot: a change is stamped with the revision it moved, and changes commit in the
+        order of their stamps, so a reader that has seen a stamp has seen all before it."""
 
     async def subscription_counts(self) -> dict[str, int]:
         """Subscriptions not deleted, by state: `active` and `deactivated`."""

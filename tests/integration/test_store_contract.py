@@ -18,8 +18,18 @@ from service.domain import (
     NewDelivery,
 )
 from service.errors import InvalidInput
+from service.matching import SubscriptionIndex
 from service.settings import Settings
-from service.store import Claim, Lease, PageRequest, Recorded, Store, SubscriptionChanges
+from service.store import (
+    ChangedSubscriptions,
+    Claim,
+    Lease,
+    PageRequest,
+    Recorded,
+    Store,
+    SubscriptionChanges,
+    open_store,
+)
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.store import EVENTS, attempt, incoming, recorded
@@ -420,3 +430,70 @@ async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:
         return
     with sqlite3.connect(sqlite_path(settings.database_url)) as lite:
         lite.execute(sql.replace("$1", "?"), args)
+
+
+async def test_changed_subscriptions_are_read_after_a_stamp_with_what_went(store: Store) -> None:
+    first = await store.create_subscription("org_c", "https://a.example/h", EVENTS, None)
+    everything = await store.changed_subscriptions(-1)
+    assert first.id in {s.id for s in everything.live}
+    stamp = everything.high
+
+    # Nothing changed since: nothing to read.
+    assert await store.changed_subscriptions(stamp) == ChangedSubscriptions([], [], stamp)
+
+    second = await store.create_subscription("org_c", "https://a.example/h", EVENTS, None)
+    await store.update_subscription(
+        "org_c", first.id, SubscriptionChanges(events=("review.overridden",))
+    )
+    after_changes = await store.changed_subscriptions(stamp)
+    # The create and then the change, in the order they committed; nobody else's rows.
+    assert [s.id for s in after_changes.live] == [second.id, first.id]
+    assert after_changes.live[1].events == ("review.overridden",)
+    assert after_changes.gone == []
+    assert after_changes.high > stamp
+
+    # Paused, deleted, deactivated: read as gone, so every index drops them.
+    await store.update_subscription("org_c", first.id, SubscriptionChanges(active=False))
+    await store.delete_subscription("org_c", second.id)
+    gone = await store.changed_subscriptions(after_changes.high)
+    assert gone.live == []
+    assert sorted(gone.gone) == sorted([first.id, second.id])
+    third = await store.create_subscription("org_c", "https://a.example/h", EVENTS, None)
+    await store.deactivate_subscription(third.id, "410 Gone")
+    assert (await store.changed_subscriptions(gone.high)).gone == [third.id]
+
+
+async def test_an_index_follows_another_replicas_changes_reading_only_them(
+    store: Store, settings_for: Settings
+) -> None:
+    replica = await open_store(settings_for, run_migrations=False)
+    try:
+        index = SubscriptionIndex(replica)
+        kept = await store.create_subscription("org_i", "https://a.example/h", EVENTS, None)
+        await index.refresh(force=True)
+        assert index.get(kept.id) is not None
+        reads: list[int] = []
+        changed = replica.changed_subscriptions
+
+        async def noted(after: int) -> ChangedSubscriptions:
+            got = await changed(after)
+            reads.append(len(got.live) + len(got.gone))
+            return got
+
+        replica.changed_subscriptions = noted  # type: ignore[method-assign]
+        assert await index.refresh() is False  # nothing moved: not even a read of changes
+        new = await store.create_subscription("org_i", "https://b.example/h", EVENTS, None)
+        await store.update_subscription(
+            "org_i", kept.id, SubscriptionChanges(events=("review.overridden",))
+        )
+        assert await index.refresh() is True
+        assert reads == [2]  # the two changed rows, not every subscription
+        now = now_ms() + 1
+        assert {s.id for s in index.match("org_i", EVENTS[0], now)} == {new.id}
+        assert {s.id for s in index.match("org_i", "review.overridden", now)} == {kept.id}
+        await store.delete_subscription("org_i", new.id)
+        await index.refresh()
+        assert index.get(new.id) is None
+        assert index.match("org_i", EVENTS[0], now) == ()
+    finally:
+        await replica.close()

@@ -79,6 +79,14 @@ async def seal_elsewhere(settings: Settings, subscription_id: str) -> None:
                 text("UPDATE subscriptions SET secret_enc = :sealed WHERE id = :id"),
                 {"sealed": sealed, "id": subscription_id},
             )
+            # What the store does: the revision moves and the row is stamped with it.
             await conn.execute(text(BUMP_REVISION))
+            await conn.execute(
+                text(
+                    "UPDATE subscriptions SET change_seq = (SELECT value FROM store_meta "
+                    "WHERE name = 'subscriptions_revision') WHERE id = :id"
+                ),
+                {"id": subscription_id},
+            )
     finally:
         await engine.dispose()

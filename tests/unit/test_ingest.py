@@ -34,7 +34,7 @@ from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
-from service.store import Lease, Store, StoreUnavailable
+from service.store import ChangedSubscriptions, Lease, Store, StoreUnavailable
 from tests.support.virtual_time import in_virtual_time
 
 TP = TopicPartition("identity.verification.created", 0)
@@ -433,6 +433,11 @@ class IndexedStore(FlakyStore):
 
     async def active_subscriptions(self) -> list[Subscription]:
         return list(self.subscriptions)
+
+    async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
+        """Every subscription, each time (the fake keeps no stamps): a change made to the list
+        is applied, one removed from it is not (the tests only add)."""
+        return ChangedSubscriptions(list(self.subscriptions), [], self.revision)
 
 
 async def make_indexed(

@@ -121,7 +121,22 @@ OPEN = "status IN ('pending', 'retrying')"
 JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
 """A delivery `d`'s event `e`."""
 BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
-"""Tells every subscription index that subscriptions changed."""
+"""Tells every subscription index that subscriptions changed (`bump_revision` also says which)."""
+
+
+async def bump_revision(driver: Driver, conn: Conn, subscription_ids: Sequence[str]) -> None:
+    """Moves the revision every subscription index follows and stamps the changed rows with it
+    (`change_seq`), in the transaction that changed them. The revision's row lock is held from
+    here to the commit, so changes commit in the order of their stamps: an index that has read
+    a stamp has seen every smaller one (docs/decisions/0008-index-follows-changes.md)."""
+    row = await conn.fetchrow(BUMP_REVISION + " RETURNING value")
+    assert row is not None
+    if subscription_ids:
+        await conn.execute(
+            f"UPDATE subscriptions SET change_seq = $1 WHERE id {driver.in_list('$2')}",
+            int(row["value"]),
+            driver.list_param(subscription_ids),
+        )
 
 
 class SqlBase:

@@ -17,11 +17,11 @@ from service.domain import ErasureReceipt, PayloadRemoval
 from service.store.crypto import TEXT_PREFIX, Undecryptable, is_sealed
 from service.store.interfaces import RekeyProgress, SealedCensus
 from service.store.sql.base import (
-    BUMP_REVISION,
     LOOKUP_KEY,
     OPEN,
     PAYLOAD_REMOVED,
     SqlBase,
+    bump_revision,
     excerpt_context,
     headers_context,
     secret_context,
@@ -189,7 +189,8 @@ class PersonalDataSql(SqlBase):
 
     async def _rekey_subscriptions(self, done: RekeyProgress) -> None:
         current = self._keyring.text_current
-        resealed = undecryptable = 0
+        undecryptable = 0
+        resealed_ids: list[str] = []
         async with self._transaction() as conn:
             rows = await conn.fetch(
                 "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
@@ -225,14 +226,16 @@ class PersonalDataSql(SqlBase):
                     unchanged = " AND ".join(
                         f"{column} = ${i}" for i, column in enumerate(changes, start=2 + n)
                     )
-                    resealed += await conn.execute(
+                    if await conn.execute(
                         f"UPDATE subscriptions SET {assignments} WHERE id = $1 AND {unchanged}",
                         row["id"],
                         *(sealed for _, sealed in changes.values()),
                         *(stored for stored, _ in changes.values()),
-                    )
+                    ):
+                        resealed_ids.append(row["id"])
+            resealed = len(resealed_ids)
             if resealed:
-                await conn.execute(BUMP_REVISION)
+                await bump_revision(self._driver, conn, resealed_ids)
         done.add("subscriptions", resealed, undecryptable)
 
     async def _rekey_events(

@@ -5,6 +5,7 @@ read."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,18 +17,20 @@ from service.domain import Ordering, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
-from service.store.interfaces import UNSET, Page, SubscriptionChanges
+from service.store.interfaces import UNSET, ChangedSubscriptions, Page, SubscriptionChanges
 from service.store.sql.base import (
-    BUMP_REVISION,
     OPEN,
     Conn,
     Row,
     SqlBase,
+    bump_revision,
     headers_context,
     secret_context,
 )
 
 log = structlog.get_logger(__name__)
+
+_CHUNK = 500  # rows made subscriptions between two yields to the loop
 
 _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
@@ -138,7 +141,7 @@ class SubscriptionsSql(SqlBase):
                 ordering=ordering,
                 data_fields=_data_fields(data_fields),
             )
-            await conn.execute(BUMP_REVISION)
+            await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
@@ -258,7 +261,7 @@ class SubscriptionsSql(SqlBase):
         )
         if row is None:
             return None
-        await conn.execute(BUMP_REVISION)
+        await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
@@ -279,7 +282,7 @@ class SubscriptionsSql(SqlBase):
         async with self._transaction() as conn:
             changed = await conn.execute(sql, subscription_id, now, arg)
             if changed:
-                await _close_open(conn, subscription_id, *ended, now)
+                await self._close_open(conn, subscription_id, *ended, now)
         return changed > 0
 
     async def rotate_secret(
@@ -303,12 +306,51 @@ class SubscriptionsSql(SqlBase):
                 *until,
             )
 
+    async def _close_open(
+        self, conn: Conn, subscription_id: str, status: str, error: str, now: int
+    ) -> None:
+        """A subscription went away (deleted or deactivated): its open deliveries end as `status`
+        with `error`, their leases dropped, and every index learns of the change."""
+        await conn.execute(
+            "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
+            f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {OPEN}",
+            subscription_id,
+            status,
+            now,
+            error,
+        )
+        await bump_revision(self._driver, conn, [subscription_id])
+
     async def subscriptions_revision(self) -> int:
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
             )
         return 0 if row is None else int(row["value"])
+
+    async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
+        # A read in the store's thread (a first load may be every subscription), and rows made
+        # objects (each secret opened) a chunk at a time, the loop free in between.
+        async with self._scan() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS}, change_seq, deleted_at FROM subscriptions "
+                "WHERE change_seq > $1 ORDER BY change_seq",
+                after,
+            )
+        live: list[Subscription] = []
+        gone: list[str] = []
+        for start in range(0, len(rows), _CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for row in rows[start : start + _CHUNK]:
+                if row["active"] and row["deleted_at"] is None:
+                    live.append(subscription := self._subscription(row))
+                    if subscription.secret is None:
+                        log.error("subscription.undecryptable", subscription_id=subscription.id)
+                else:
+                    gone.append(row["id"])
+        high = max((int(row["change_seq"]) for row in rows), default=after)
+        return ChangedSubscriptions(live, gone, high)
 
     async def active_subscriptions(self) -> list[Subscription]:
         async with self._connection() as conn:
@@ -334,20 +376,6 @@ class SubscriptionsSql(SqlBase):
         for row in rows:
             counts["active" if row["active"] else "deactivated"] = int(row["n"])
         return counts
-
-
-async def _close_open(conn: Conn, subscription_id: str, status: str, error: str, now: int) -> None:
-    """A subscription went away (deleted or deactivated): its open deliveries end as `status`
-    with `error`, their leases dropped, and every index learns of the change."""
-    await conn.execute(
-        "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
-        f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {OPEN}",
-        subscription_id,
-        status,
-        now,
-        error,
-    )
-    await conn.execute(BUMP_REVISION)
 
 
 def _data_fields(fields: Sequence[str] | None) -> str | None:
