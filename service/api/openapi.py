@@ -11,7 +11,7 @@ from service.api import models
 from service.api.customers import CUSTOMERS, DRY_RUN
 from service.api.deliverylog import LOG_STATUSES
 from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
-from service.api.routes import BASE
+from service.api.routes import BASE, MAX_SEARCH
 from service.events import CATALOG
 from service.operations.erasure import MAX_CUSTOMER_ID
 from service.operations.recovery import MAX_REPLAY
@@ -201,7 +201,21 @@ def document() -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "listSubscriptions",
-                    "parameters": _paging(),
+                    "parameters": [
+                        {
+                            "name": "search",
+                            "in": "query",
+                            "description": "only the subscription with this id and those whose "
+                            "URL holds this text (case ignored); pass it again with the cursor",
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_SEARCH,
+                                "pattern": "^[^\\x00-\\x1F\\x7F-\\x9F]+$",
+                            },
+                        },
+                        *_paging(),
+                    ],
                     "responses": {
                         "200": {"description": "a page", "content": _json(models.SubscriptionList)},
                         **_problems(401, 422),

@@ -4,6 +4,7 @@ of the caller's API key."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -49,6 +50,9 @@ from service.errors import (
 )
 from service.operations import recovery, secrets
 from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
+
+MAX_SEARCH = 200
+_PRINTABLE_TEXT = re.compile(r"[^\x00-\x1F\x7F-\x9F]+")
 
 BASE = "/api/identity/webhooks"
 MAX_BODY = 64 * 1024
@@ -205,9 +209,18 @@ class SubscriptionApi:
     async def list(self, request: web.Request) -> web.Response:
         query: Mapping[str, str] = request.query
         errors = [
-            (name, "unknown query parameter") for name in query if name not in ("limit", "cursor")
+            (name, "unknown query parameter")
+            for name in query
+            if name not in ("limit", "cursor", "search")
         ]
         limit = page_limit(query, errors)
+        search = query.get("search")
+        if search is not None and not (
+            1 <= len(search) <= MAX_SEARCH and _PRINTABLE_TEXT.fullmatch(search)
+        ):
+            errors.append(
+                ("search", f"must be 1 to {MAX_SEARCH} characters, no control characters")
+            )
         after = None
         if "cursor" in query:
             try:
@@ -216,7 +229,7 @@ class SubscriptionApi:
                 errors.append(("cursor", str(exc)))
         if errors:
             return invalid(errors)
-        page = await _store(request).list_subscriptions(request[ORG], limit, after)
+        page = await _store(request).list_subscriptions(request[ORG], limit, after, search=search)
         rows = await self._rows(request, page.rows)
         cursor = None if page.next_after is None else encode_cursor(page.next_after)
         return _json(SubscriptionList(rows=rows, nextCursor=cursor))

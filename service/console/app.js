@@ -16,6 +16,7 @@ const state = {
   eventTypes: null, // catalog names, without webhook.test
   subscriptions: new Map(), // id -> row, in list order
   subsCursor: null,
+  subsSearch: '',
   testResults: new Map(), // id -> {result} or {error}: survives a re-render of the table
   log: { subscription: null, filter: {}, cursor: null },
   editing: null, // the row being edited, null when creating
@@ -232,7 +233,10 @@ async function openSubscriptions() {
 
 async function loadSubscriptions(more = false) {
   const error = $('#subs-error');
-  const query = `?limit=${PAGE_SIZE}${more && state.subsCursor ? `&cursor=${encodeURIComponent(state.subsCursor)}` : ''}`;
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (state.subsSearch) params.set('search', state.subsSearch);
+  if (more && state.subsCursor) params.set('cursor', state.subsCursor);
+  const query = `?${params}`;
   try {
     const page = await api('GET', query);
     if (!more) state.subscriptions.clear();
@@ -349,7 +353,8 @@ function renderSubscriptions() {
   const body = $('#subs-table tbody');
   body.replaceChildren(...[...state.subscriptions.values()].map(subscriptionRow));
   show($('#subs-table'), state.subscriptions.size > 0);
-  show($('#subs-empty'), state.subscriptions.size === 0);
+  show($('#subs-empty'), state.subscriptions.size === 0 && !state.subsSearch);
+  show($('#subs-none-found'), state.subscriptions.size === 0 && Boolean(state.subsSearch));
   show($('#subs-more'), Boolean(state.subsCursor));
 }
 
@@ -888,6 +893,14 @@ async function redeliver(tr, row) {
   fresh.querySelector('button:nth-of-type(2)').focus();
 }
 
+/** The list narrowed to a URL part or an id (the API pages within the search). */
+function applySearch(event) {
+  event.preventDefault();
+  state.subsSearch = $('#subs-search-text').value.trim();
+  state.subsCursor = null;
+  loadSubscriptions();
+}
+
 function applyFilters(event) {
   event.preventDefault();
   state.log.filter = {
@@ -938,6 +951,7 @@ function start() {
   $('#sign-out').addEventListener('click', () => { signOut(null); flash('Signed out.'); });
   $('#subs-refresh').addEventListener('click', () => loadSubscriptions());
   $('#subs-more').addEventListener('click', () => loadSubscriptions(true));
+  $('#subs-search').addEventListener('submit', applySearch);
   $('#subs-new').addEventListener('click', () => openEdit(null));
   $('#edit-form').addEventListener('submit', submitEdit);
   $('#rotate-form').addEventListener('submit', submitRotate);

@@ -191,8 +191,10 @@ class Subscriptions(Protocol):
         orgs): for operators' commands only; the API always asks within the caller's org."""
 
     async def list_subscriptions(
-        self, org_id: str, limit: int, after: str | None
-    ) -> Page[Subscription]: ...
+        self, org_id: str, limit: int, after: str | None, *, search: str | None = None
+    ) -> Page[Subscription]:
+        """The org's subscriptions by id, a page at a time; with `search`, only the one with
+        that id and those whose URL holds it (case ignored)."""
 
     async def update_subscription(
         self, org_id: str, subscription_id: str, changes: SubscriptionChanges

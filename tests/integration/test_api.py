@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -139,6 +140,46 @@ async def test_paging_with_cursor(api: support.Api) -> None:
             break
         path = f"?limit=2&cursor={page['nextCursor']}"
     assert seen == made
+
+
+async def test_search_finds_by_url_part_or_id_and_pages_within_the_search(
+    api: support.Api,
+) -> None:
+    urls = [
+        "https://Bank-A.example.com/hooks",
+        "https://bank-a.example.com/kyc",
+        "https://lender.example.com/bank-a",
+        "https://other.example.com/x_y",
+        "https://other.example.com/xzy",
+    ]
+    made = [(await support.create(api, url=url))["id"] for url in urls]
+
+    async def search(text: str, limit: int = 100) -> list[str]:
+        found: list[str] = []
+        path = f"?limit={limit}&search={quote(text)}"
+        while True:
+            status, page, _ = await api.call("GET", path)
+            assert status == 200, page
+            found += [row["id"] for row in page["rows"]]
+            if page["nextCursor"] is None:
+                return found
+            path = f"?limit={limit}&search={quote(text)}&cursor={page['nextCursor']}"
+
+    # A part of the URL, its case ignored, paged within the search.
+    assert await search("BANK-A") == made[:3]
+    assert await search("bank-a", limit=1) == made[:3]
+    # LIKE's wildcards are literal: "_" matches itself only, "%" nothing here.
+    assert await search("x_y") == [made[3]]
+    assert await search("%") == []
+    # The id itself.
+    assert await search(made[4]) == [made[4]]
+    # Another org's subscriptions are not searched.
+    status, page, _ = await api.call("GET", "?search=bank", key=api.other_key)
+    assert (status, page["rows"]) == (200, [])
+    for bad in ("", "a" * 201, "tab\there"):
+        status, body, ct = await api.call("GET", f"?search={quote(bad)}")
+        support.assert_problem(status, body, ct, 422)
+        assert support.problem_fields(body) == {"search"}
 
 
 async def test_patch_changes_fields_and_delete_removes(api: support.Api) -> None:

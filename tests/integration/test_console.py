@@ -766,3 +766,40 @@ async def _id_of(page: Page, url: str) -> str:
     text = await row_of(page, url).locator(".mono.wrap", has_text="whk_").first.text_content()
     assert text is not None
     return text
+
+
+async def test_finding_subscriptions_by_url_or_id_in_the_console(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    """The list narrowed by a part of the URL or an id, and back to all of it."""
+    made = [
+        await console.api("POST", {"url": receiver.url(path), "events": ["verification.created"]})
+        for path in ("bank-a/hooks", "bank-a/kyc", "lender/x")
+    ]
+    async with watched_page(browser, console) as page:
+        await page.goto(console.origin + "/console")
+        await page.get_by_label("API key").fill(console.key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#subs-table tbody tr")).to_have_count(3)
+        search = page.get_by_role("searchbox", name="Find by URL or id")
+
+        await search.fill("BANK-A")
+        await page.get_by_role("button", name="Find").click()
+        await expect(page.locator("#subs-table tbody tr")).to_have_count(2)
+        await expect(row_of(page, "lender/x")).to_have_count(0)
+
+        await search.fill(made[2]["id"])
+        await search.press("Enter")
+        await expect(page.locator("#subs-table tbody tr")).to_have_count(1)
+        await expect(row_of(page, "lender/x")).to_have_count(1)
+
+        await search.fill("nothing-like-it")
+        await search.press("Enter")
+        await expect(page.locator("#subs-none-found")).to_be_visible()
+        await expect(page.locator("#subs-empty")).to_be_hidden()
+
+        await search.fill("")
+        await search.press("Enter")
+        await expect(page.locator("#subs-table tbody tr")).to_have_count(3)
+    assert console.foreign() == [], "the page reached outside the service's origin"
+    assert console.page_errors == []

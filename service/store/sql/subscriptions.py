@@ -163,15 +163,23 @@ class SubscriptionsSql(SqlBase):
         return None if row is None else self._subscription(row)
 
     async def list_subscriptions(
-        self, org_id: str, limit: int, after: str | None
+        self, org_id: str, limit: int, after: str | None, *, search: str | None = None
     ) -> Page[Subscription]:
+        where, args = "", []
+        if search is not None:
+            # The id itself, or a part of the URL, its case ignored (the org's own rows only:
+            # its index narrows the scan to them).
+            where = " AND (id = $4 OR lower(url) LIKE $5 ESCAPE '\\')"
+            args = [search, "%" + _like_escaped(search.lower()) + "%"]
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM subscriptions "
-                "WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
+                "WHERE org_id = $1 AND deleted_at IS NULL AND id > $2"
+                f"{where} ORDER BY id LIMIT $3",
                 org_id,
                 after or "",
                 limit + 1,
+                *args,
             )
         subscriptions = [self._subscription(row) for row in rows[:limit]]
         more = len(rows) > limit
@@ -376,6 +384,11 @@ class SubscriptionsSql(SqlBase):
         for row in rows:
             counts["active" if row["active"] else "deactivated"] = int(row["n"])
         return counts
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE … ESCAPE '\\': its wildcards and the escape escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _data_fields(fields: Sequence[str] | None) -> str | None:
