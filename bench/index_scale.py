@@ -1,7 +1,8 @@
 """`python -m bench.index_scale [--sizes 1000,10000] [--json F]`: what the subscription index
 costs as subscriptions grow, on an embedded (SQLite) store of N active subscriptions over N/3
 orgs: the first full load, and one change as the API makes it (a create, then the index told at
-once), each with the longest stall of the event loop meanwhile (a 1 ms ticker's worst lateness).
+once), each with the longest stall of the event loop meanwhile (a 1 ms ticker's worst lateness),
+and the process's peak RSS (sizes run in the order given: give the largest last).
 
 It uses only the store's `create_subscription` and the index's `refresh` and `on_change`, so an
 older `service` can be measured by the same script: put a folder holding only that revision's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import resource
 import statistics
 import sys
 import tempfile
@@ -100,6 +102,8 @@ async def measure(size: int, folder: Path) -> dict[str, Any]:
         "change_p50_ms": round(statistics.median(c[0] for c in changes), 2),
         "change_max_ms": round(max(c[0] for c in changes), 2),
         "change_stall_max_ms": round(max(c[1] for c in changes), 2),
+        # This process's peak: the store, the index and the bench's own objects.
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 
