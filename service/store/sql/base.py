@@ -180,6 +180,23 @@ class SqlBase:
             raise RuntimeError("the store's keys are not loaded (load_keys)")
         return self._lookup(org_id, customer_id)
 
+    def _open_excerpt(self, delivery_id: str, stored: str | None) -> str | None:
+        """A response excerpt: opened, or as an older revision kept it in clear; None when
+        none is kept or no configured key opens it."""
+        if stored is None:
+            return None
+        opened = self._keyring.open_text_or_none(stored, excerpt_context(delivery_id))
+        if opened is None and not stored.startswith(crypto.TEXT_PREFIX):
+            return stored
+        return opened
+
+    def _open_headers_json(self, subscription_id: str, stored: str) -> str | None:
+        """Static headers as one JSON object: opened, or as an older revision kept them in
+        clear; None when no configured key opens them."""
+        if stored.startswith("{"):
+            return stored
+        return self._keyring.open_text_or_none(stored, headers_context(subscription_id))
+
     def _seal_body(self, org_id: str, event_id: str, body: bytes) -> bytes:
         return self._keyring.seal(body, body_context(org_id, event_id))
 

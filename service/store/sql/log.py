@@ -22,9 +22,9 @@ from service.domain import (
     ReplayWindow,
     Subscription,
 )
-from service.store.crypto import TEXT_PREFIX, Undecryptable
+from service.store.crypto import Undecryptable
 from service.store.interfaces import Page, PageRequest
-from service.store.sql.base import JOIN_EVENTS, Row, SqlBase, excerpt_context
+from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
 from service.store.sql.pipeline import insert_deliveries, take_places
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES
@@ -129,16 +129,6 @@ class DeliveryLogSql(SqlBase):
                 for a in reversed(attempts)
             ),
         )
-
-    def _open_excerpt(self, delivery_id: str, stored: str | None) -> str | None:
-        """A response excerpt: opened, or as an older revision kept it in clear; None when
-        none is kept or no configured key opens it."""
-        if stored is None:
-            return None
-        opened = self._keyring.open_text_or_none(stored, excerpt_context(delivery_id))
-        if opened is None and not stored.startswith(TEXT_PREFIX):
-            return stored
-        return opened
 
     async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> Redelivery:
         async with self._transaction() as conn:

@@ -206,10 +206,11 @@ class PersonalDataSql(SqlBase):
                     stored = row[column]
                     if stored is None or stored.startswith(current):
                         continue
-                    if column == "headers" and stored.startswith("{"):
-                        plain: str | None = stored  # an older revision's clear JSON
-                    else:
-                        plain = self._keyring.open_text_or_none(stored, context)
+                    plain = (
+                        self._open_headers_json(row["id"], stored)
+                        if column == "headers"
+                        else self._keyring.open_text_or_none(stored, context)
+                    )
                     if plain is None:
                         failed = True
                         continue
@@ -285,23 +286,20 @@ class PersonalDataSql(SqlBase):
                 else self._seal_body(row["org_id"], row["id"], plain)
             )
             updates.append((row["org_id"], row["id"], stored, sealed, customer))
-        if not updates:
-            done.add("events", 0, failed)
-            last = rows[-1]
-            return len(rows) == batch, (last["org_id"], last["id"])
-        async with self._transaction() as conn:
-            # Only rows still as read: an erasure or a purge in between wins.
-            await conn.executemany(
-                "UPDATE events SET body = $4, customer_id = $5 "
-                "WHERE org_id = $1 AND id = $2 AND body = $3",
-                updates,
-            )
-            if keys:
+        if updates:
+            async with self._transaction() as conn:
+                # Only rows still as read: an erasure or a purge in between wins.
                 await conn.executemany(
-                    "UPDATE deliveries SET ordering_key = $4 WHERE org_id = $1 "
-                    "AND event_id = $2 AND ordering_key = $3",
-                    keys,
+                    "UPDATE events SET body = $4, customer_id = $5 "
+                    "WHERE org_id = $1 AND id = $2 AND body = $3",
+                    updates,
                 )
+                if keys:
+                    await conn.executemany(
+                        "UPDATE deliveries SET ordering_key = $4 WHERE org_id = $1 "
+                        "AND event_id = $2 AND ordering_key = $3",
+                        keys,
+                    )
         done.add("events", len(updates), failed)
         last = rows[-1]
         return len(rows) == batch, (last["org_id"], last["id"])
@@ -325,22 +323,20 @@ class PersonalDataSql(SqlBase):
         updates: list[Sequence[Any]] = []
         failed = 0
         for row in rows:
-            stored, context = row["response_excerpt"], excerpt_context(row["delivery_id"])
-            plain = self._keyring.open_text_or_none(stored, context)
+            stored = row["response_excerpt"]
+            plain = self._open_excerpt(row["delivery_id"], stored)
             if plain is None:
-                if stored.startswith(TEXT_PREFIX):
-                    failed += 1
-                    continue
-                plain = stored  # an older revision's clear excerpt
-            updates.append((row["id"], stored, self._keyring.seal_text(plain, context)))
-        if not updates:
-            done.add("attempts", 0, failed)
-            return len(rows) == batch, int(rows[-1]["id"])
-        async with self._transaction() as conn:
-            await conn.executemany(
-                "UPDATE attempts SET response_excerpt = $3 WHERE id = $1 AND response_excerpt = $2",
-                updates,
-            )
+                failed += 1
+                continue
+            sealed = self._keyring.seal_text(plain, excerpt_context(row["delivery_id"]))
+            updates.append((row["id"], stored, sealed))
+        if updates:
+            async with self._transaction() as conn:
+                await conn.executemany(
+                    "UPDATE attempts SET response_excerpt = $3 WHERE id = $1 "
+                    "AND response_excerpt = $2",
+                    updates,
+                )
         done.add("attempts", len(updates), failed)
         return len(rows) == batch, int(rows[-1]["id"])
 

@@ -99,11 +99,7 @@ class SubscriptionsSql(SqlBase):
         kept them in clear (a JSON object) until `rekey` seals them."""
         if stored is None:
             return ()
-        plain = (
-            stored
-            if stored.startswith("{")
-            else self._keyring.open_text_or_none(stored, headers_context(subscription_id))
-        )
+        plain = self._open_headers_json(subscription_id, stored)
         return None if plain is None else tuple(orjson.loads(plain).items())
 
     async def create_subscription(
