@@ -123,13 +123,17 @@ async def test_commits_run_inline_while_fast_and_in_the_thread_once_one_is_slow(
             async with driver.transaction() as conn:
                 await conn.execute("INSERT INTO t VALUES ($1)", n)
         assert where[1:] == [False, False, False]
-        # ...and come back once commits are fast again.
-        for n in range(20):
+        # ...and come back once commits are fast again: without the fsync (a loaded machine's
+        # disk can keep a real one over INLINE_COMMIT_MAX for as long as the load lasts).
+        driver._connection.execute("PRAGMA synchronous=OFF")
+        for n in range(100):
             async with driver.transaction() as conn:
                 await conn.execute("INSERT INTO t VALUES ($1)", n)
+            if where[-1]:
+                break
         assert where[-1] is True
         async with driver.connection() as conn:
-            assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == 23  # type: ignore[index]
+            assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == len(where) - 1  # type: ignore[index]
     finally:
         await driver.close()
 
