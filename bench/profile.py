@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from bench import stages
+from bench.backlog import Backlog
 from bench.ledger import latencies, latency_summary_ms
 from bench.load import Phase
 from bench.runner import OK, ServiceRun
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the figures as JSON to this file"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="open deliveries owed to dead endpoints, seeded before the run (bench.backlog)",
     )
     parser.add_argument(
         "--stages",
@@ -103,7 +110,8 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     env = {"WEBHOOKS_LANE_CONCURRENCY": str(args.lane_concurrency)}
     if args.stages:
         env |= stages.hook_env(out.with_suffix(".stages.json"))
-    async with ServiceRun(backends, args.store, {"s0": OK}, env=env) as run:
+    backlog = Backlog(args.backlog) if args.backlog else None
+    async with ServiceRun(backends, args.store, {"s0": OK}, env=env, backlog=backlog) as run:
         await run.produce([Phase("warmup", args.rate, 5.0)])
         command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
         command += ["-r", "250", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
@@ -141,6 +149,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "seconds": args.seconds,
         "store": args.store,
         "lane_concurrency": args.lane_concurrency,
+        "backlog": args.backlog,
         "cpu_share_of_core": cpu / elapsed,
         "cpu_us_per_delivery": cpu / produced * 1e6,
         "kernel_share_of_cpu": system / cpu if cpu else math.nan,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from bench.backlog import Backlog, seed_backlog
 from bench.ledger import Ledger, balance, first_arrivals
 from bench.load import CustomerOf, OpenLoad, Phase, Produced
 from bench.stack import (
@@ -36,6 +37,7 @@ from tools.sink import Receipts, SinkProcess
 OK = "ok"
 FAIL = "fail"  # answers 500
 HANG = "hang"  # answers only after `hang_seconds`, long past the service's timeout
+DEAD_PATH = "dead"  # the backlog's endpoint: answers 503
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ServiceRun:
     ordering: Mapping[str, str] = field(default_factory=dict)  # path -> "customer"; else "none"
     customer_of: CustomerOf | None = None  # who event n is about (None: a new customer each)
     hang_seconds: float = 30.0
+    backlog: Backlog | None = None  # open deliveries owed to dead endpoints, seeded first
     sample_every: float = 0.5
 
     def __post_init__(self) -> None:
@@ -132,6 +135,11 @@ class ServiceRun:
                 self.events,
                 self.ordering,
             )
+            if self.backlog is not None:
+                await self.receiver.set(DEAD_PATH, status=503)
+                await seed_backlog(
+                    self._database_url, key, self.receiver.url(DEAD_PATH), self.backlog
+                )
             env = service_env(
                 backends=self.backends,
                 topics=topics,

@@ -43,6 +43,11 @@ _JOB_COLUMNS = (
     "d.id, d.subscription_id, d.event_id, d.org_id, d.event, e.body, e.sibling_service, "
     "d.attempts, e.occurred_at"
 )
+# A paused subscription's deliveries wait (PATCH active=false); they go out again when it is
+# re-enabled.
+_ACTIVE = (
+    "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id AND s.active)"
+)
 _EVENT_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
     ("org_id", "text"),
@@ -94,22 +99,20 @@ class PipelineSql(SqlBase):
             occurred_at=row["occurred_at"],
         )
 
-    def _due(
-        self, leading: Sequence[Any], subscription_id: str | None, exclude: Sequence[str]
-    ) -> tuple[str, list[Any]]:
-        """The WHERE clause of due, unleased deliveries and its arguments: `leading` (the
-        caller's own, numbered from $1), then now (this replica's clock, which wrote the retry
-        times), then the optional filters. Whether a lease has run out is the database clock's
-        call."""
+    def _due(self, leading: Sequence[Any], subscription_id: str | None) -> tuple[str, list[Any]]:
+        """The WHERE clause of one subscription's due, unleased deliveries and its arguments:
+        `leading` (the caller's own, numbered from $1), then now (this replica's clock, which
+        wrote the retry times), then `subscription_id` (None: the skip-scan's current one,
+        `o.id`). Whether a lease has run out is the database clock's call."""
         args: list[Any] = [*leading, self._now()]
-        conditions = [
-            OPEN,
-            f"next_attempt_at <= ${len(args)}",
+        conditions = [OPEN, f"next_attempt_at <= ${len(args)}"]
+        if subscription_id is None:
+            conditions.append("subscription_id = o.id")
+        else:
+            args.append(subscription_id)
+            conditions.append(f"subscription_id = ${len(args)}")
+        conditions += [
             f"(lease_until IS NULL OR lease_until < {self._driver.now_ms_sql})",
-            # A paused subscription's deliveries wait (PATCH active=false); they go out again
-            # when it is re-enabled.
-            "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id "
-            "AND s.active)",
             # Ordered: only the head of its customer's queue (no open one before it), so one
             # customer's deliveries never go out together or out of order, whoever claims; and
             # never while another of the customer's is held (in flight): on PostgreSQL a place
@@ -120,13 +123,37 @@ class PipelineSql(SqlBase):
             "AND p.status IN ('pending', 'retrying') AND (p.seq < deliveries.seq "
             f"OR p.lease_until >= {self._driver.now_ms_sql})))",
         ]
-        if subscription_id is not None:
-            args.append(subscription_id)
-            conditions.append(f"subscription_id = ${len(args)}")
-        if exclude:
-            args.append(self._driver.list_param(exclude))
-            conditions.append(f"NOT (subscription_id {self._driver.in_list(f'${len(args)}')})")
         return " AND ".join(conditions), args
+
+    async def _due_subscriptions(self, claim: Claim) -> list[str]:
+        """The subscriptions with work to claim now, the longest-waiting first: active, not
+        excluded, with a due delivery nobody holds. Found subscription by subscription (a
+        skip-scan of the open deliveries' index), never by walking due rows: a dead or paused
+        endpoint's million overdue deliveries cost one index probe here, not a million
+        (docs/decisions/0012-claim-by-subscription.md)."""
+        if claim.subscription_id is not None:
+            where, args = self._due([], claim.subscription_id)
+            query = "SELECT next_attempt_at AS due_at, subscription_id AS id FROM deliveries "
+            query += f"WHERE {where} AND {_ACTIVE} ORDER BY next_attempt_at LIMIT 1"
+        else:
+            where, args = self._due([], None)
+            args.append(self._driver.list_param(claim.exclude))
+            query = (
+                "WITH RECURSIVE open_subs(id) AS ("
+                f"SELECT (SELECT subscription_id FROM deliveries WHERE {OPEN} "
+                "ORDER BY subscription_id LIMIT 1) "
+                f"UNION ALL SELECT (SELECT subscription_id FROM deliveries WHERE {OPEN} "
+                "AND subscription_id > o.id ORDER BY subscription_id LIMIT 1) "
+                "FROM open_subs o WHERE o.id IS NOT NULL) "
+                f"SELECT o.id AS id, (SELECT next_attempt_at FROM deliveries WHERE {where} "
+                "ORDER BY next_attempt_at LIMIT 1) AS due_at FROM open_subs o "
+                f"WHERE o.id IS NOT NULL AND NOT (o.id {self._driver.in_list(f'${len(args)}')}) "
+                "AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = o.id AND s.active)"
+            )
+        async with self._scan() as conn:
+            rows = await conn.fetch(query, *args)
+        due = sorted((row["due_at"], row["id"]) for row in rows if row["due_at"] is not None)
+        return [subscription_id for _, subscription_id in due]
 
     async def record_events(
         self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
@@ -220,26 +247,23 @@ class PipelineSql(SqlBase):
 
     async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
         # A read first: most claims (every poll of an idle process) find nothing, and a read
-        # costs no write transaction (on SQLite, no fsync). A scan: behind a failing ordered
-        # head, thousands of due but blocked deliveries may be walked before nothing is found.
-        where, args = self._due([], claim.subscription_id, claim.exclude)
-        async with self._scan() as conn:
-            if (
-                await conn.fetchrow(f"SELECT 1 AS one FROM deliveries WHERE {where} LIMIT 1", *args)
-                is None
-            ):
-                return []
-        where, args = self._due(
-            [claim.owner, claim.lease_ms, claim.limit], claim.subscription_id, claim.exclude
-        )
+        # costs no write transaction (on SQLite, no fsync).
+        subscriptions = await self._due_subscriptions(claim)
+        if not subscriptions:
+            return []
+        claimed: list[Row] = []
         async with self._transaction() as conn:
-            claimed = await conn.fetch(
-                f"WITH due AS (SELECT id FROM deliveries WHERE {where} "
-                f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
-                f"UPDATE deliveries SET lease_owner = $1, lease_until = {self._driver.now_ms_sql} "
-                "+ $2 WHERE id IN (SELECT id FROM due) RETURNING id",
-                *args,
-            )
+            for subscription_id in subscriptions:
+                if (left := claim.limit - len(claimed)) <= 0:
+                    break
+                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
+                claimed += await conn.fetch(
+                    f"WITH due AS (SELECT id FROM deliveries WHERE {where} AND {_ACTIVE} "
+                    f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
+                    f"UPDATE deliveries SET lease_owner = $1, lease_until = "
+                    f"{self._driver.now_ms_sql} + $2 WHERE id IN (SELECT id FROM due) RETURNING id",
+                    *args,
+                )
             if not claimed:
                 return []
             rows = await conn.fetch(
