@@ -131,18 +131,22 @@ class Housekeeping:
     async def purge(self) -> int:
         """Deletes everything past the retention, a batch per transaction; returns the rows."""
         cutoff = now_ms() - int(self._retention * 1000)
-        total = 0
-        while removed := await self._store.purge(cutoff, self._purge_batch):
-            total += removed
+        step = await self._store.purge(cutoff, self._purge_batch)
+        total = step.removed
+        while not step.done:
             await asyncio.sleep(PURGE_PAUSE)
+            step = await self._store.purge(cutoff, self._purge_batch, step.cursor)
+            total += step.removed
         return total
 
     async def expunge(self) -> int:
         """Removes the payloads past the payload retention, a batch per transaction; returns
         how many bodies and excerpts went."""
         cutoff = now_ms() - int(self._payload_retention * 1000)
-        total = 0
-        while removed := await self._store.expunge_payloads(cutoff, self._purge_batch):
-            total += removed
+        step = await self._store.expunge_payloads(cutoff, self._purge_batch)
+        total = step.removed
+        while not step.done:
             await asyncio.sleep(PURGE_PAUSE)
+            step = await self._store.expunge_payloads(cutoff, self._purge_batch, step.cursor)
+            total += step.removed
         return total

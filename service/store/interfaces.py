@@ -294,14 +294,56 @@ class Pipeline(Protocol):
         """Subscriptions not deleted, by state: `active` and `deactivated`."""
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeCursor:
+    """How far one retention pass has walked: the last delivery (by its last touch, then id)
+    and the last event (by receipt, then org and id) it passed. Each batch starts after them, so
+    a pass reads every row once, never again the rows it kept (deliveries still open, events a
+    delivery still needs) nor the dead ones its own deletes left behind."""
+
+    delivery: tuple[int, str] = (-1, "")
+    event: tuple[int, str, str] = (-1, "", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """One retention batch: the rows it removed, and where the pass goes on (`done`: both walks
+    reached the cutoff)."""
+
+    removed: int
+    cursor: PurgeCursor
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExpungeCursor:
+    """How far one pass of the payload retention has walked: the last event (by receipt, then
+    org and id) and the last attempt (by start, then id) it passed; as `PurgeCursor`."""
+
+    event: tuple[int, str, str] = (-1, "", "")
+    attempt: tuple[int, int] = (-1, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Expunged:
+    """One batch of the payload retention: the bodies and excerpts it removed, and where the
+    pass goes on (`done`: both walks reached the cutoff)."""
+
+    removed: int
+    cursor: ExpungeCursor
+    done: bool
+
+
 class Retention(Protocol):
     """The purge of finished deliveries and old events."""
 
-    async def purge(self, finished_before: int, batch: int) -> int:
-        """Deletes at most `batch` finished deliveries last touched before then with their
-        attempts, then as many events received before then that no delivery needs, and the
-        hourly counters of before then, in one short transaction; returns how many rows went
-        (0: nothing is left to purge)."""
+    async def purge(
+        self, finished_before: int, batch: int, after: PurgeCursor | None = None
+    ) -> Purged:
+        """Deletes, in one short transaction, at most `batch` finished deliveries last touched
+        before then (after `after`) with their attempts, then as many events received before
+        then, and before the deliveries' walk, that no delivery needs, and the hourly counters
+        of before then."""
 
 
 class PersonalData(Protocol):
@@ -315,10 +357,12 @@ class PersonalData(Protocol):
         with `dry_run`, only counts. Idempotent: a repeat finds the same events and deliveries
         and cancels nothing more."""
 
-    async def expunge_payloads(self, received_before: int, batch: int) -> int:
+    async def expunge_payloads(
+        self, received_before: int, batch: int, after: ExpungeCursor | None = None
+    ) -> Expunged:
         """The payload retention: removes at most `batch` bodies of events received before
-        then and as many response excerpts of attempts made before then, but none a delivery
-        still open needs; returns how many (0: nothing is left)."""
+        then and as many response excerpts of attempts made before then (each walk after
+        `after`), but none a delivery still open needs."""
 
     async def rekey(self, batch: int, progress: Callable[[RekeyProgress], None]) -> RekeyProgress:
         """Seals again, with the current key, everything an older key sealed (or an older

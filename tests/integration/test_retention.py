@@ -19,7 +19,7 @@ from service.domain import (
     Redelivery,
 )
 from service.metrics import Metrics
-from service.store import Claim, Lease, PageRequest, Store
+from service.store import Claim, Lease, PageRequest, PurgeCursor, Purged, Store
 from tests.support.store import EVENTS, attempt, incoming
 
 DAY = 86_400_000
@@ -42,9 +42,10 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     transactions: list[int] = []
     purge = store.purge
 
-    async def counted(finished_before: int, batch: int) -> int:
-        transactions.append(removed := await purge(finished_before, batch))
-        return removed
+    async def counted(finished_before: int, batch: int, after: PurgeCursor | None = None) -> Purged:
+        step = await purge(finished_before, batch, after)
+        transactions.append(step.removed)
+        return step
 
     monkeypatch.setattr(store, "purge", counted)
     housekeeping = Housekeeping(store, Metrics(), retention=DAY / 1000, purge_batch=2)
@@ -53,9 +54,9 @@ async def test_retention_purges_in_batches_and_keeps_what_is_open(
     # The five old deliveries (their attempts go with them) and the two counters of their
     # hour ("ok" and one latency bucket); the events were received now, so they stay.
     assert removed == 7
-    assert len(transactions) >= 4
+    assert len(transactions) >= 3
     assert max(transactions) <= 2 * 3
-    assert transactions[-1] == 0
+    assert transactions[-1] < 2 * 3
     left = await store.list_deliveries("org_a", sub.id, DeliveryFilter(), PageRequest(100, None))
     assert {row.id for row in left.rows} == {deliveries[5].id, deliveries[6].id}
     assert (await store.get_delivery("org_a", sub.id, deliveries[6].id)) is not None

@@ -15,7 +15,7 @@ import structlog
 from service import ids
 from service.domain import ErasureReceipt, PayloadRemoval
 from service.store.crypto import TEXT_PREFIX, Undecryptable, is_sealed
-from service.store.interfaces import RekeyProgress, SealedCensus
+from service.store.interfaces import ExpungeCursor, Expunged, RekeyProgress, SealedCensus
 from service.store.sql.base import (
     LOOKUP_KEY,
     OPEN,
@@ -125,30 +125,53 @@ class PersonalDataSql(SqlBase):
         await self._driver.scrub()
         return receipt
 
-    async def expunge_payloads(self, received_before: int, batch: int) -> int:
+    async def expunge_payloads(
+        self, received_before: int, batch: int, after: ExpungeCursor | None = None
+    ) -> Expunged:
+        after = after or ExpungeCursor()
         now = self._now()
         async with self._transaction() as conn:
-            events = await conn.execute(
+            # Walked in order from where the last batch stopped, over the events that still
+            # have their payload only (a partial index): what is kept (an open delivery needs
+            # it) is read once a pass, what was removed never again.
+            events = await conn.fetch(
                 "UPDATE events SET body = $3, payload_removed_at = $4, "
                 f"payload_removed_reason = '{PayloadRemoval.EXPIRED.value}' "
                 "WHERE (org_id, id) IN (SELECT e.org_id, e.id FROM events e "
                 "WHERE e.received_at < $1 AND e.payload_removed_at IS NULL "
+                "AND e.received_at >= $5 AND (e.received_at, e.org_id, e.id) > ($5, $6, $7) "
                 "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.org_id = e.org_id "
-                f"AND d.event_id = e.id AND d.{OPEN}) LIMIT $2)",
+                f"AND d.event_id = e.id AND d.{OPEN}) "
+                "ORDER BY e.received_at, e.org_id, e.id LIMIT $2) "
+                "RETURNING received_at, org_id, id",
                 received_before,
                 batch,
                 _NO_BYTES,
                 now,
+                *after.event,
             )
-            excerpts = await conn.execute(
+            excerpts = await conn.fetch(
                 "UPDATE attempts SET response_excerpt = NULL WHERE id IN (SELECT a.id "
                 "FROM attempts a WHERE a.response_excerpt IS NOT NULL AND a.started_at < $1 "
+                "AND a.started_at >= $3 AND (a.started_at, a.id) > ($3, $4) "
                 "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id "
-                f"AND d.{OPEN}) LIMIT $2)",
+                f"AND d.{OPEN}) ORDER BY a.started_at, a.id LIMIT $2) RETURNING started_at, id",
                 received_before,
                 batch,
+                *after.attempt,
             )
-        return events + excerpts
+        event = max(
+            ((int(r["received_at"]), str(r["org_id"]), str(r["id"])) for r in events),
+            default=after.event,
+        )
+        attempt = max(
+            ((int(r["started_at"]), int(r["id"])) for r in excerpts), default=after.attempt
+        )
+        return Expunged(
+            len(events) + len(excerpts),
+            ExpungeCursor(event, attempt),
+            len(events) < batch and len(excerpts) < batch,
+        )
 
     async def rekey(self, batch: int, progress: Callable[[RekeyProgress], None]) -> RekeyProgress:
         done = RekeyProgress()
