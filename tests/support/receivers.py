@@ -26,9 +26,7 @@ INSTALL_TIMEOUT = 600
 
 def snippet(language: str) -> str:
     """The one ```<language> standard-webhooks block of docs/receivers.md."""
-    found = re.findall(
-        rf"^```{language} {TAG}\n(.*?)^```$", RECEIVERS_MD.read_text(), re.M | re.S
-    )
+    found = re.findall(rf"^```{language} {TAG}\n(.*?)^```$", RECEIVERS_MD.read_text(), re.M | re.S)
     assert len(found) == 1, f"receivers.md needs exactly one ```{language} {TAG} block"
     return str(found[0])
 
@@ -132,9 +130,7 @@ def prepare(language: str) -> list[str]:
     if language == "java":
         inputs = _inputs("java", "WebhookVerifier.java", "Harness.java")
         if not _fresh(place, inputs):
-            _run(
-                [_tool("javac"), "-d", "classes", "WebhookVerifier.java", "Harness.java"], place
-            )
+            _run([_tool("javac"), "-d", "classes", "WebhookVerifier.java", "Harness.java"], place)
             _done(place, inputs)
         return [_tool("java"), "-cp", str(place / "classes"), "Harness"]
     raise ValueError(f"no receiver example in {language}")
