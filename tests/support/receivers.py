@@ -120,8 +120,9 @@ def prepare(language: str) -> list[str]:
             _run(
                 [_tool("go"), "build", "-o", str(binary), "."],
                 place,
+                # The modules under .cache; Go's own build cache (the standard library's
+                # packages, shared by every Go build on the machine) where it always is.
                 GOMODCACHE=str(CACHE / "go-mod"),
-                GOCACHE=str(CACHE / "go-build"),
                 GOFLAGS="-mod=readonly -buildvcs=false",
                 GOTOOLCHAIN="local",
             )
