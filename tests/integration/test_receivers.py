@@ -24,7 +24,7 @@ from service.errors import SignatureError
 from service.settings import load_settings
 from service.signing import standard_secret, verify_standard
 from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
-from tests.support.live import LiveApp, live_app
+from tests.support.live import LiveApp, live_app, send_test
 from tests.support.receivers import Delivery, prepare, verdicts
 from tools.receiver import Received, start_receiver
 
@@ -212,3 +212,56 @@ def test_the_example_verifies_hmac_and_ed25519_deliveries(
 ) -> None:
     assert {case.delivery.kind for case in recorded} == {"hmac", "ed25519"}
     check(language, recorded)
+
+
+async def test_signing_switches_by_patch_and_rotates_with_the_secret(live: LiveApp) -> None:
+    """On both stores: PATCH to Ed25519 makes a pair (kept by a repeat), the HMAC headers can
+    be turned off, a rotation makes a new pair signing beside the old, and PATCH back to HMAC
+    drops it."""
+    created = await live.subscribe("sw")
+    sid = created["id"]
+
+    async def patch(body: dict[str, Any]) -> dict[str, Any]:
+        status, row = await live.call("PATCH", f"/{sid}", body)
+        assert status == 200, row
+        assert isinstance(row, dict)
+        return row
+
+    def headers_of(got: Received) -> dict[str, str]:
+        return dict(got.headers)
+
+    row = await patch({"signing": "ed25519"})
+    public = row["publicKey"]
+    assert row["signing"] == "ed25519"
+    assert public.startswith("whpk_")
+    assert (await patch({"signing": "ed25519"}))["publicKey"] == public  # kept
+    got = await send_test(live, sid, "sw")
+    assert got.headers["webhook-signature"].startswith("v1a,")
+    assert "X-Quantum-Signature" in got.headers  # the HMAC headers by default
+    verify_standard(public, headers_of(got), got.body)
+
+    assert (await patch({"hmacHeaders": False}))["hmacHeaders"] is False
+    got = await send_test(live, sid, "sw")
+    assert "X-Quantum-Signature" not in got.headers
+    assert "X-Identity-Signature" not in got.headers
+    verify_standard(public, headers_of(got), got.body)
+
+    status, rotated = await live.call("POST", f"/{sid}/rotate-secret", {"overlapSeconds": 60})
+    assert status == 200, rotated
+    new_public = rotated["publicKey"]
+    assert new_public not in (None, public)
+    got = await send_test(live, sid, "sw")
+    assert got.headers["webhook-signature"].count("v1a,") == 2
+    for key in (public, new_public):
+        verify_standard(key, headers_of(got), got.body)
+
+    row = await patch({"signing": "hmac", "hmacHeaders": True})
+    assert (row["signing"], row["publicKey"]) == ("hmac", None)
+    got = await send_test(live, sid, "sw")
+    assert got.headers["webhook-signature"].startswith("v1,")
+    verify_standard(rotated["standardSecret"], headers_of(got), got.body)
+    with pytest.raises(SignatureError):
+        verify_standard(new_public, headers_of(got), got.body)
+    for bad in ({"signing": "rsa"}, {"signing": None}, {"hmacHeaders": None}):
+        status, answer = await live.call("PATCH", f"/{sid}", bad)
+        assert status == 422, answer
