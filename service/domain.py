@@ -19,6 +19,13 @@ class Ordering(enum.StrEnum):
     CUSTOMER = "customer"  # one customer's deliveries go out one at a time, in order
 
 
+class Signing(enum.StrEnum):
+    """What signs a subscription's Standard Webhooks header (stored and shown as the value)."""
+
+    HMAC = "hmac"  # v1: HMAC-SHA256 with the shared secret
+    ED25519 = "ed25519"  # v1a: Ed25519 with the subscription's private key
+
+
 class DeliveryStatus(enum.StrEnum):
     """A delivery's life: pending → (retrying →)* sent | failed; cancelled when its
     subscription is deleted or its payload erased while it was open."""
@@ -68,6 +75,16 @@ class Subscription:
     ordering: Ordering = Ordering.NONE
     # The keys of an event's `data` its deliveries carry (`events.project`); None: all of them.
     data_fields: tuple[str, ...] | None = None
+    # What signs its Standard Webhooks header: "hmac" (the secret) or "ed25519" (its key pair).
+    signing: Signing = Signing.HMAC
+    # Ed25519 only: the private key's 32-byte seed (decrypted, never shown or logged; None when
+    # no configured key opens it), the one a rotation replaced (until `previous_secret_until`,
+    # as the previous secret), and the 32 raw bytes of the public key, which is published.
+    signing_key: bytes | None = field(default=None, repr=False)
+    previous_signing_key: bytes | None = field(default=None, repr=False)
+    public_key: bytes | None = None
+    # False: no X-Identity-Signature nor X-Quantum-Signature (HMAC only, no asymmetric form).
+    hmac_headers: bool = True
 
     @property
     def ordered(self) -> bool:
@@ -85,6 +102,18 @@ class Subscription:
         ):
             secrets.append(self.previous_secret)
         return secrets
+
+    def signing_keys(self, now: int) -> list[bytes]:
+        """The Ed25519 keys an attempt at `now` (epoch ms) is signed with, as `signing_secrets`:
+        none for an HMAC subscription."""
+        keys = [] if self.signing_key is None else [self.signing_key]
+        if (
+            self.previous_signing_key is not None
+            and self.previous_secret_until is not None
+            and now < self.previous_secret_until
+        ):
+            keys.append(self.previous_signing_key)
+        return keys
 
     UNDECRYPTABLE = (
         "its signing secret or header values cannot be decrypted with the configured "

@@ -12,8 +12,8 @@ import errno
 class SignatureError(Exception):
     """A webhook signature did not verify.
 
-    `reason` is a short fixed code (`malformed_header`, `timestamp_outside_tolerance`,
-    `no_matching_signature`); `detail` says more, for people.
+    `reason` is a short fixed code (`malformed_header`, `malformed_key`,
+    `timestamp_outside_tolerance`, `no_matching_signature`); `detail` says more, for people.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -33,6 +33,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 _FIELD_VALUE = re.compile(r"([\x21-\x7E]([\x20-\x7E\t]*[\x21-\x7E])?)?")
 _RESERVED = frozenset(
     {"content-type", "user-agent", "host", "content-length", "x-sibling-service"}
+    # Standard Webhooks' (service/signing.py)
+    | {"webhook-id", "webhook-timestamp", "webhook-signature"}
     # hop-by-hop and framing: sent by anyone but the HTTP client, they would break the request
     | {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 )

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.signing import SignatureHeaders
+from service.signing import Scheme, parse_schemes
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -60,6 +60,8 @@ def _duration_list(value: object) -> list[float]:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 DurationList = Annotated[list[float], NoDecode, BeforeValidator(_duration_list)]
+# `legacy,quantum,standard`, or an earlier revision's single value (`both`, `legacy`, `quantum`).
+Schemes = Annotated[tuple[Scheme, ...], NoDecode, BeforeValidator(parse_schemes)]
 
 
 class OffsetReset(enum.StrEnum):
@@ -124,7 +126,9 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=1, le=65535)
 
     # Delivery (docs/contract.md, "Webhooks out")
-    signature_headers: SignatureHeaders = SignatureHeaders.BOTH
+    # Which signature schemes every delivery carries (an Ed25519 subscription, or one without
+    # the HMAC headers, always gets the Standard Webhooks headers: see service/signing.py).
+    signature_headers: Schemes = Field(default_factory=lambda: tuple(Scheme))
     retry_schedule: DurationList = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
     delivery_timeout: Duration = 10.0
     delivery_connect_timeout: Duration = 3.0

@@ -105,6 +105,26 @@ OrderingName = Annotated[
         "at a time, in order; a failing one holds up only its own customer's queue.",
     ),
 ]
+SigningName = Annotated[
+    Literal["hmac", "ed25519"],
+    Field(
+        description='What signs the Standard Webhooks header (webhook-signature): "hmac" (v1, '
+        'HMAC-SHA256 with the secret) or "ed25519" (v1a, with a key pair the service makes: '
+        "its public key is `publicKey`). Changing it to ed25519 makes a new pair.",
+    ),
+]
+HmacHeaders = Annotated[
+    StrictBool,
+    Field(
+        description="false: no X-Identity-Signature nor X-Quantum-Signature (HMAC with the "
+        "secret, they have no asymmetric form); the Standard Webhooks headers are then its "
+        "signature. true by default, for an Ed25519 subscription too.",
+    ),
+]
+PUBLIC_KEY_TEXT = (
+    "Ed25519 subscriptions: the public key that verifies their v1a signatures, `whpk_` and the "
+    "standard base64 of its 32 raw bytes; null for hmac."
+)
 RateLimit = Annotated[
     StrictInt,
     Field(
@@ -116,7 +136,8 @@ RateLimit = Annotated[
 ]
 _RESERVED_TEXT = (
     "The names the service sets (Content-Type, User-Agent, Host, Content-Length, X-Identity-*, "
-    "X-Quantum-*, X-Sibling-Service) and hop-by-hop ones are refused."
+    "X-Quantum-*, X-Sibling-Service, webhook-id, webhook-timestamp, webhook-signature) and "
+    "hop-by-hop ones are refused."
 )
 _SENSITIVE_TEXT = (
     "A sensitive header's value (Authorization, Cookie, and any name containing token, "
@@ -192,6 +213,8 @@ class CreateSubscription(_Request):
     headers: Headers | None = None
     ordering: OrderingName = "none"
     dataFields: DataFields | None = None
+    signing: SigningName = "hmac"
+    hmacHeaders: HmacHeaders = True
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
@@ -209,6 +232,8 @@ class PatchSubscription(_Request):
     headers: HeadersPatch | None = None
     ordering: OrderingName | None = Field(None, json_schema_extra=_NOT_NULL)
     dataFields: DataFields | None = None
+    signing: SigningName | None = Field(None, json_schema_extra=_NOT_NULL)
+    hmacHeaders: HmacHeaders | None = Field(None, json_schema_extra=_NOT_NULL)
 
     _headers = field_validator("headers")(_headers_patch_rule)
     _data_fields = field_validator("dataFields")(_data_fields_rule)
@@ -285,6 +310,11 @@ class SubscriptionRow(BaseModel):
     disabledReason: str | None = Field(
         None, description="Why it is inactive: 410 Gone, failing too long, or paused."
     )
+    signing: Literal["hmac", "ed25519"] = "hmac"
+    publicKey: str | None = Field(None, description=PUBLIC_KEY_TEXT)
+    hmacHeaders: bool = Field(
+        True, description="false: no X-Identity-Signature nor X-Quantum-Signature is sent."
+    )
 
 
 class CreatedSubscription(BaseModel):
@@ -293,8 +323,15 @@ class CreatedSubscription(BaseModel):
     events: list[str]
     installedBy: str | None
     secret: str = Field(description="The signing secret. Shown in this response only.")
+    standardSecret: str = Field(
+        description="The same secret in Standard Webhooks' form, for their libraries: `whsec_` "
+        "and the standard base64 of the secret's UTF-8 bytes. Shown in this response only."
+    )
     active: bool
     createdAt: str
+    signing: Literal["hmac", "ed25519"]
+    publicKey: str | None = Field(description=PUBLIC_KEY_TEXT)
+    hmacHeaders: bool
 
 
 class SubscriptionList(BaseModel):
@@ -427,12 +464,21 @@ class RotateSecret(_Request):
         86_400,
         ge=0,
         le=7 * 86_400,
-        description="How long the previous secret keeps signing too; 0 ends it now.",
+        description="How long the previous secret (and an Ed25519 subscription's previous key "
+        "pair) keeps signing too; 0 ends it now.",
     )
 
 
 class RotatedSecret(BaseModel):
     secret: str = Field(description="The new signing secret. Shown in this response only.")
+    standardSecret: str = Field(
+        description="The new secret in Standard Webhooks' form (`whsec_…`). Shown in this "
+        "response only."
+    )
+    publicKey: str | None = Field(
+        description="Ed25519 subscriptions: the new key pair's public key (the previous pair "
+        "signs too until previousSecretExpiresAt); null for hmac."
+    )
     previousSecretExpiresAt: str
 
 

@@ -35,10 +35,10 @@ from service.api.models import (
 )
 from service.api.paging import decode_cursor, encode_cursor, page_limit
 from service.api.problems import invalid, problem
-from service.api.subscriptionrows import subscription_row
+from service.api.subscriptionrows import public_key_or_none, subscription_row
 from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import iso, iso_or_none
-from service.domain import AttemptRecord, Ordering, Subscription
+from service.domain import AttemptRecord, Ordering, Signing, Subscription
 from service.egress import vet_url
 from service.errors import (
     CannotSend,
@@ -49,6 +49,7 @@ from service.errors import (
     TargetRejected,
 )
 from service.operations import recovery, secrets
+from service.signing import standard_secret
 from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
 
 MAX_SEARCH = 200
@@ -187,7 +188,11 @@ class SubscriptionApi:
             headers=tuple((body.headers or {}).items()),
             ordering=Ordering(body.ordering),
             data_fields=body.dataFields,
+            signing=Signing(body.signing),
+            hmac_headers=body.hmacHeaders,
         )
+        if subscription.secret is None:  # just made with the configured key: it opens
+            raise RuntimeError(f"subscription {subscription.id}: its new secret did not open")
         await self._changed(request, subscription.id)
         log.info(
             "subscription.created",
@@ -201,8 +206,12 @@ class SubscriptionApi:
             events=list(subscription.events),
             installedBy=subscription.installed_by,
             secret=subscription.secret,
+            standardSecret=standard_secret(subscription.secret),
             active=subscription.active,
             createdAt=iso(subscription.created_at),
+            signing=subscription.signing.value,
+            publicKey=public_key_or_none(subscription),
+            hmacHeaders=subscription.hmac_headers,
         )
         return _json(created, status=201)
 
@@ -256,7 +265,7 @@ class SubscriptionApi:
         if isinstance(body, web.Response):
             return body
         given = body.model_fields_set
-        for name in ("url", "events", "active", "ordering"):
+        for name in ("url", "events", "active", "ordering", "signing", "hmacHeaders"):
             if name in given and getattr(body, name) is None:
                 return invalid([(name, "cannot be null")])
         if (
@@ -282,6 +291,10 @@ class SubscriptionApi:
             changes["ordering"] = Ordering(body.ordering)
         if "dataFields" in given:
             changes["data_fields"] = None if body.dataFields is None else tuple(body.dataFields)
+        if "signing" in given and body.signing is not None:
+            changes["signing"] = Signing(body.signing)
+        if "hmacHeaders" in given:
+            changes["hmac_headers"] = body.hmacHeaders
         try:
             updated = await _store(request).update_subscription(
                 request[ORG], subscription_id, SubscriptionChanges(**changes)
@@ -443,7 +456,14 @@ class SubscriptionApi:
         except SubscriptionNotFound:
             return self._not_found(subscription_id)
         expires = iso(rotated.previous_until)
-        return _json(RotatedSecret(secret=rotated.secret, previousSecretExpiresAt=expires))
+        return _json(
+            RotatedSecret(
+                secret=rotated.secret,
+                standardSecret=standard_secret(rotated.secret),
+                publicKey=public_key_or_none(rotated.subscription),
+                previousSecretExpiresAt=expires,
+            )
+        )
 
 
 def _test_result(record: AttemptRecord) -> TestResult:

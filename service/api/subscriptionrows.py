@@ -7,6 +7,7 @@ from service import headers as header_rules
 from service.api.models import SubscriptionRow
 from service.clock import iso, iso_or_none
 from service.domain import Subscription, Summary
+from service.signing import public_key_text
 
 
 def subscription_row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
@@ -53,5 +54,13 @@ def subscription_row(subscription: Subscription, summary: Summary) -> Subscripti
             },
             "disabledAt": None if subscription.active else iso_or_none(subscription.disabled_at),
             "disabledReason": None if subscription.active else subscription.deactivated_reason,
+            "signing": subscription.signing.value,
+            "publicKey": public_key_or_none(subscription),
+            "hmacHeaders": subscription.hmac_headers,
         }
     )
+
+
+def public_key_or_none(subscription: Subscription) -> str | None:
+    """An Ed25519 subscription's published public key (`whpk_…`); None for an HMAC one."""
+    return None if subscription.public_key is None else public_key_text(subscription.public_key)

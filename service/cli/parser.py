@@ -30,12 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 and print `ok` when the signature is valid; exit 1 with the reason on "
         "stderr when it is not; exit 2 on a usage error (e.g. the body file cannot be read).",
     )
-    verify.add_argument("--secret", required=True, help="the signing secret, qe_whsec_…")
+    key = verify.add_mutually_exclusive_group(required=True)
+    key.add_argument(
+        "--secret",
+        help="the signing secret, qe_whsec_… or its Standard Webhooks form whsec_…",
+    )
+    key.add_argument(
+        "--public-key",
+        help="an Ed25519 subscription's public key, whpk_… (checks webhook-signature's v1a)",
+    )
     verify.add_argument(
         "--header",
         required=True,
-        help="the X-Quantum-Signature (t=…,v1=…) or X-Identity-Signature (sha256=…) value",
+        help="the X-Quantum-Signature (t=…,v1=…), X-Identity-Signature (sha256=…) or "
+        "webhook-signature (v1,… or v1a,…, with --id and --timestamp) value",
     )
+    verify.add_argument("--id", help="the webhook-id value (Standard Webhooks)")
+    verify.add_argument("--timestamp", help="the webhook-timestamp value (Standard Webhooks)")
     verify.add_argument(
         "--body-file",
         required=True,
@@ -46,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=convert.seconds,
         default=DEFAULT_TOLERANCE,
-        help="seconds t= may differ from now (default %(default)g)",
+        help="seconds the timestamp may differ from now (default %(default)g)",
     )
     commands.add_parser(
         "migrate",

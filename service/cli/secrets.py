@@ -14,6 +14,7 @@ from service.clock import iso
 from service.errors import SubscriptionNotFound
 from service.operations import secrets
 from service.settings import Settings, parse_duration
+from service.signing import public_key_text
 from service.store import Store
 
 
@@ -39,8 +40,11 @@ async def rotate_secret(args: argparse.Namespace, _: Settings, store: Store) -> 
     print(
         f"rotated the signing secret of {rotated.subscription.id} ({rotated.subscription.org_id}); "
         f"the previous one signs too until {iso(rotated.previous_until)}; the new one is shown "
-        "once, below",
+        "once, below (its Standard Webhooks form: whsec_ and the base64 of the secret)",
         file=sys.stderr,
     )
+    if rotated.subscription.public_key is not None:
+        key = public_key_text(rotated.subscription.public_key)
+        print(f"its new Ed25519 public key, published: {key}", file=sys.stderr)
     print(rotated.secret)
     return 0

@@ -315,7 +315,8 @@ function subscriptionRow(row) {
       headersView(row),
       row.dataFields
         ? h('span', { class: 'muted small data-fields', text: `data fields: ${row.dataFields.join(', ')}` })
-        : null),
+        : null,
+      signingView(row)),
     cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => h('li', { class: 'mono', text: e })))),
     cell('State', stateCell(row)),
     cell('Success 24 h', h('span', { class: 'nowrap', text: percent(row.successRate24h) })),
@@ -332,6 +333,20 @@ function subscriptionRow(row) {
         button('Rotate secret', () => openRotate(row)),
         button('Delete', () => openDelete(row), { class: 'danger' })),
       testResultView(row.id)));
+}
+
+/** How its deliveries are signed, and an Ed25519 subscription's public key (it is public:
+ * a receiver's engineer copies it from here). */
+function signingView(row) {
+  const parts = [];
+  if (row.signing === 'ed25519') {
+    parts.push(h('span', { class: 'muted small', text: 'signed with Ed25519 (webhook-signature v1a); public key:' }));
+    parts.push(h('span', { class: 'mono small wrap public-key', text: row.publicKey || '' }));
+  }
+  if (row.hmacHeaders === false) {
+    parts.push(h('span', { class: 'muted small', text: 'no X-Quantum-Signature or X-Identity-Signature' }));
+  }
+  return parts.length ? h('div', { class: 'signing' }, ...parts) : null;
 }
 
 const HIDDEN_VALUE = 'value hidden (write-only)';
@@ -462,6 +477,8 @@ async function openEdit(row) {
     $('#edit-data-fields').value = row.dataFields ? row.dataFields.join(', ') : '';
     $('#edit-active').checked = row.active;
   }
+  $('#edit-signing').value = row ? row.signing || 'hmac' : 'hmac';
+  $('#edit-hmac-headers').checked = row ? row.hmacHeaders !== false : true;
   headerList(row);
   $('#edit-dialog').showModal();
   $('#edit-url').focus();
@@ -470,7 +487,8 @@ async function openEdit(row) {
 const FIELD_INPUTS = {
   url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
   rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
-  ordering: '#edit-ordering', dataFields: '#edit-data-fields',
+  ordering: '#edit-ordering', dataFields: '#edit-data-fields', signing: '#edit-signing',
+  hmacHeaders: '#edit-hmac-headers',
 };
 
 /** A PATCH's `headers`, a merge patch: the ticked headers removed (null), the typed ones set;
@@ -508,6 +526,8 @@ async function submitEdit(event) {
     rateLimit: rate === '' ? null : (/^\d+$/.test(rate) ? Number(rate) : rate),
     ordering: $('#edit-ordering').value,
     dataFields: parseDataFields($('#edit-data-fields').value),
+    signing: $('#edit-signing').value,
+    hmacHeaders: $('#edit-hmac-headers').checked,
   };
   const editing = state.editing;
   if (editing) {
@@ -526,7 +546,7 @@ async function submitEdit(event) {
     } else {
       const created = await api('POST', '', body);
       $('#edit-dialog').close();
-      showSecret(created.secret, `New subscription ${created.id} to ${created.url}`, null);
+      showSecret(created, `New subscription ${created.id} to ${created.url}`, null);
       await loadSubscriptions();
     }
   } catch (failure) {
@@ -544,9 +564,14 @@ async function submitEdit(event) {
 
 // -- the secret, shown once ----------------------------------------------------------------
 
-function showSecret(secret, forWhat, note) {
+/** `shown`: the API's answer holding `secret`, `standardSecret` and `publicKey`. */
+function showSecret(shown, forWhat, note) {
   $('#secret-for').textContent = forWhat;
-  $('#secret-value').value = secret;
+  $('#secret-value').value = shown.secret;
+  $('#secret-standard').value = shown.standardSecret;
+  $('#secret-public-key').textContent = shown.publicKey
+    ? `Ed25519 public key (public, shown with the subscription too): ${shown.publicKey}` : '';
+  show($('#secret-public-key'), Boolean(shown.publicKey));
   $('#secret-note').textContent = note || '';
   $('#secret-copied').textContent = '';
   $('#secret-dialog').showModal();
@@ -556,10 +581,11 @@ function showSecret(secret, forWhat, note) {
 
 function clearSecret() {
   $('#secret-value').value = ''; // gone from the page once the dialog is closed
+  $('#secret-standard').value = '';
 }
 
-async function copySecret() {
-  const input = $('#secret-value');
+async function copySecret(selector) {
+  const input = $(selector);
   try {
     await navigator.clipboard.writeText(input.value);
     $('#secret-copied').textContent = 'Copied to the clipboard.';
@@ -590,7 +616,7 @@ async function submitRotate(event) {
     const rotated = await api('POST', `/${row.id}/rotate-secret`, body);
     $('#rotate-dialog').close();
     const expires = new Date(rotated.previousSecretExpiresAt);
-    showSecret(rotated.secret, `New secret of ${row.url}`,
+    showSecret(rotated, `New secret of ${row.url}`,
       `The previous secret is valid until ${expires.toISOString().slice(0, 19).replace('T', ' ')} UTC (${localFormat.format(expires)}).`);
     await refreshRow(row.id);
   } catch (failure) {
@@ -961,7 +987,8 @@ function start() {
   $('#erase-back').addEventListener('click', backToErase);
   $('#erase-go').addEventListener('click', confirmErase);
   $('#erase-dialog').addEventListener('close', () => { state.erasing = null; });
-  $('#secret-copy').addEventListener('click', copySecret);
+  $('#secret-copy').addEventListener('click', () => copySecret('#secret-value'));
+  $('#secret-standard-copy').addEventListener('click', () => copySecret('#secret-standard'));
   $('#secret-dialog').addEventListener('close', clearSecret);
   // Header values typed (a credential, maybe) do not stay in the page once the dialog closes.
   $('#edit-dialog').addEventListener('close', () => { $('#edit-headers').value = ''; });

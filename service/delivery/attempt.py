@@ -20,6 +20,7 @@ import asyncio
 import enum
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,7 +30,7 @@ from service.domain import DeliveryJob, Subscription
 from service.egress import check_literal_target
 from service.errors import TargetRejected
 from service.events import project
-from service.signing import SignatureHeaders, signature_headers
+from service.signing import Scheme, signature_headers
 from service.tracing import Tracing
 
 USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
@@ -83,7 +84,7 @@ class Sender:
         self,
         session: aiohttp.ClientSession,
         *,
-        header_formats: SignatureHeaders,
+        header_formats: Sequence[Scheme],
         timeout: float,
         connect_timeout: float,
         allow_private: bool,
@@ -92,7 +93,7 @@ class Sender:
     ) -> None:
         self._session = session
         self._tracing = tracing or Tracing()
-        self._formats = header_formats
+        self._formats = frozenset(header_formats)
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -108,9 +109,10 @@ class Sender:
         """Every header but the User-Agent, which is the session's default (see `app.py`):
         the subscription's static headers, then ours (the API refuses static headers by our
         names). `body` (what is sent, see `body`) signed at `now` (epoch seconds) with every
-        live secret: the current one, and the one a rotation replaced while its overlap lasts
-        (one `v1=` each)."""
-        secrets = subscription.signing_secrets(int(now * 1000))
+        live secret (and an Ed25519 subscription's every live key): the current one, and the
+        one a rotation replaced while its overlap lasts (one signature each)."""
+        at_ms = int(now * 1000)
+        secrets = subscription.signing_secrets(at_ms)
         if not secrets:  # the dispatcher and /test never send such a one
             raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
         headers = {
@@ -118,7 +120,15 @@ class Sender:
             "Content-Type": "application/json",
             "X-Identity-Event": job.event,
             "X-Identity-Delivery": job.id,
-            **signature_headers(self._formats, secrets, body, int(now)),
+            **signature_headers(
+                self._formats,
+                secrets,
+                body,
+                int(now),
+                job.id,
+                private_keys=subscription.signing_keys(at_ms),
+                hmac_headers=subscription.hmac_headers,
+            ),
         }
         if job.sibling_service:
             headers["X-Sibling-Service"] = job.sibling_service

@@ -24,6 +24,7 @@ from service.domain import (
     Redelivery,
     Replayed,
     ReplayWindow,
+    Signing,
     Subscription,
     Summary,
 )
@@ -47,6 +48,8 @@ class SubscriptionChanges:
     headers: HeadersPatch | None = UNSET
     ordering: Ordering = UNSET
     data_fields: tuple[str, ...] | None = UNSET
+    signing: Signing = UNSET
+    hmac_headers: bool = UNSET
 
     def given(self) -> Mapping[str, Any]:
         names = (
@@ -58,6 +61,8 @@ class SubscriptionChanges:
             "headers",
             "ordering",
             "data_fields",
+            "signing",
+            "hmac_headers",
         )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
@@ -182,6 +187,8 @@ class Subscriptions(Protocol):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        signing: Signing = Signing.HMAC,
+        hmac_headers: bool = True,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
@@ -209,8 +216,9 @@ class Subscriptions(Protocol):
     async def rotate_secret(
         self, org_id: str, subscription_id: str, overlap_ms: int
     ) -> Subscription | None:
-        """A new signing secret; the current one stays valid for `overlap_ms` (0: it ends
-        now). Returns the subscription with its new secret, shown once."""
+        """A new signing secret, and a new key pair for an Ed25519 subscription; the current
+        ones stay valid for `overlap_ms` (0: they end now). Returns the subscription with its
+        new secret, shown once."""
 
 
 class Summaries(Protocol):

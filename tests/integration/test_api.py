@@ -31,6 +31,7 @@ from service.clock import now_ms
 from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, Accepted, parse_event
 from service.settings import Settings
+from service.signing import standard_secret
 from service.store import Lease
 from tests.support import api as support
 from tools.receiver import start_receiver
@@ -48,7 +49,19 @@ async def test_registration_answers_the_seed_shape_with_the_secret_once(api: sup
         status, body, content_type = await api.call("POST", body=support.SEED_REQUEST)
     assert status == 201
     assert content_type == "application/json"
-    assert set(body) == {"id", "url", "events", "installedBy", "secret", "active", "createdAt"}
+    assert set(body) == {
+        "id",
+        "url",
+        "events",
+        "installedBy",
+        "secret",
+        "standardSecret",
+        "active",
+        "createdAt",
+        "signing",
+        "publicKey",
+        "hmacHeaders",
+    }
     CreatedSubscription.model_validate(body)
     assert body["id"].startswith("whk_")
     assert body["url"] == support.SEED_REQUEST["url"]
@@ -59,13 +72,17 @@ async def test_registration_answers_the_seed_shape_with_the_secret_once(api: sup
     assert support.RFC3339_MS.match(body["createdAt"])
     secret = body["secret"]
     assert secret not in repr(logs)
+    assert body["standardSecret"] == standard_secret(secret)
+    assert body["standardSecret"] not in repr(logs)
+    assert (body["signing"], body["publicKey"], body["hmacHeaders"]) == ("hmac", None, True)
 
     _, listed, _ = await api.call("GET")
     _, one, _ = await api.call("GET", f"/{body['id']}")
     _, patched, _ = await api.call("PATCH", f"/{body['id']}", {"installedBy": "kyc@2"})
     for shown in (listed, one, patched):
         assert secret not in orjson.dumps(shown).decode()
-        assert "secret" not in orjson.dumps(shown).decode()
+        assert body["standardSecret"] not in orjson.dumps(shown).decode()
+        assert "secret" not in orjson.dumps(shown).decode().lower()
 
 
 async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(

@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,7 @@ from service.domain import (
 from service.events import format_time, parse_time
 from service.samples import sample_event
 from service.settings import load_settings
-from service.signing import SignatureHeaders, signature_headers
+from service.signing import ALL_SCHEMES, Scheme, signature_headers
 from service.store import Claim, Lease, PageRequest, Store, SubscriptionChanges, open_store
 from service.store.migrate import head_revision
 from tests.conftest import TEST_ENCRYPTION_KEY
@@ -818,7 +818,7 @@ SECRET = "qe_whsec_demo0123456789abcdef"
 
 
 def delivery(
-    secret: str = SECRET, mode: SignatureHeaders = SignatureHeaders.BOTH
+    secret: str = SECRET, schemes: Sequence[Scheme] = ALL_SCHEMES
 ) -> tuple[bytes, dict[str, str]]:
     envelope = sample_event("verification.created", "org_demo", datetime.now(UTC))
     body = orjson.dumps(envelope)
@@ -827,7 +827,7 @@ def delivery(
         "X-Identity-Event": "verification.created",
         "X-Identity-Delivery": "whd_01JD2Y8Q0S6M2X0YV1X4J5T7ZK",
         "X-Sibling-Service": "orchestration",
-        **signature_headers(mode, [secret], body, int(time.time())),
+        **signature_headers(schemes, [secret], body, int(time.time()), "whd_0CL1"),
     }
     return body, headers
 
@@ -894,8 +894,8 @@ async def test_demo_receiver_rejects_another_secret_and_no_signature(
 async def test_demo_receiver_checks_whichever_headers_come(demo_receiver: DemoReceiver) -> None:
     demo_receiver.secret_file.write_text(SECRET)
 
-    for mode in (SignatureHeaders.QUANTUM, SignatureHeaders.LEGACY):
-        body, headers = delivery(mode=mode)
+    for scheme in (Scheme.QUANTUM, Scheme.LEGACY):
+        body, headers = delivery(schemes=[scheme])
         assert await post(demo_receiver.url, body, headers) == 204
     assert "legacy - quantum ✓" in demo_receiver.lines[0]
     assert "legacy ✓ quantum -" in demo_receiver.lines[1]

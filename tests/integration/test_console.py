@@ -41,6 +41,7 @@ from service.clock import iso, now_ms
 from service.console import CONTENT_SECURITY_POLICY
 from service.domain import DeliveryStatus, IncomingEvent, NewDelivery
 from service.settings import load_settings
+from service.signing import standard_secret
 from service.store import Lease, Store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tests.support.store import attempt as store_attempt
@@ -259,12 +260,17 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(secret_dialog).to_contain_text("shown once")
     secret = await page.locator("#secret-value").input_value()
     assert secret.startswith("qe_whsec_")
-    await expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    # Its Standard Webhooks form beside it, for the receivers' libraries.
+    standard = await page.locator("#secret-standard").input_value()
+    assert standard == standard_secret(secret)
+    await expect(page.get_by_role("button", name="Copy", exact=True)).to_have_count(2)
     await shot(page, "secret-once")
     await page.get_by_role("button", name="I have stored it").click()
     await expect(secret_dialog).to_be_hidden()
     await expect(page.locator("#secret-value")).to_have_value("")
+    await expect(page.locator("#secret-standard")).to_have_value("")
     assert secret not in await page.content()
+    assert standard not in await page.content()
 
     row = row_of(page, url)
     await expect(row).to_have_count(1)

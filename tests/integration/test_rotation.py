@@ -14,7 +14,7 @@ import orjson
 import pytest
 import structlog
 
-from service.signing import LEGACY_HEADER, QUANTUM_HEADER
+from service.signing import LEGACY_HEADER, QUANTUM_HEADER, standard_secret
 from tests.support.live import LiveApp, send_test, through_kafka
 from tests.support.signatures import stripe_verifies, we_verify
 from tools.receiver import Received
@@ -35,8 +35,10 @@ async def rotate(live: LiveApp, subscription_id: str, body: Any = None) -> tuple
     before = int(time.time() * 1000)
     status, rotated = await live.call("POST", f"/{subscription_id}/rotate-secret", body)
     assert status == 200, rotated
-    assert set(rotated) == {"secret", "previousSecretExpiresAt"}
+    assert set(rotated) == {"secret", "standardSecret", "publicKey", "previousSecretExpiresAt"}
     assert rotated["secret"].startswith("qe_whsec_")
+    assert rotated["standardSecret"] == standard_secret(rotated["secret"])
+    assert rotated["publicKey"] is None  # an HMAC subscription has no key pair
     return rotated["secret"], epoch_ms(rotated["previousSecretExpiresAt"]), before
 
 

@@ -36,7 +36,7 @@ from service.domain import (
 )
 from service.events import format_time
 from service.settings import Settings, load_settings
-from service.signing import SignatureHeaders
+from service.signing import ALL_SCHEMES
 from service.store import Claim, Lease, Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
 from tests.support.virtual_time import in_virtual_time
@@ -226,7 +226,7 @@ async def test_the_status_line_decides_and_a_stalled_body_is_cut(
     async with stalling_endpoint(status) as url, aiohttp.ClientSession() as session:
         sender = Sender(
             session,
-            header_formats=SignatureHeaders.BOTH,
+            header_formats=ALL_SCHEMES,
             timeout=1.0,
             connect_timeout=0.5,
             allow_private=True,

@@ -17,7 +17,7 @@ from service.delivery.attempt import Sender
 from service.domain import DeliveryJob, Subscription
 from service.errors import SignatureError
 from service.events import Accepted, parse_event, project
-from service.signing import LEGACY_HEADER, QUANTUM_HEADER, SignatureHeaders, verify_signature
+from service.signing import ALL_SCHEMES, LEGACY_HEADER, QUANTUM_HEADER, verify_signature
 from tests.support.strategies import JSON
 
 SECRET = "qe_whsec_projection"
@@ -158,7 +158,7 @@ async def test_the_signatures_cover_the_projected_bytes_exactly() -> None:
     async with aiohttp.ClientSession() as session:
         sender = Sender(
             session,
-            header_formats=SignatureHeaders.BOTH,
+            header_formats=ALL_SCHEMES,
             timeout=1.0,
             connect_timeout=1.0,
             allow_private=True,

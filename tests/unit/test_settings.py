@@ -13,7 +13,7 @@ from service.settings import (
     load_settings,
     parse_duration,
 )
-from service.signing import SignatureHeaders
+from service.signing import ALL_SCHEMES, Scheme
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def test_defaults_work_locally() -> None:
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.http_port == 8080
     assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
-    assert settings.signature_headers is SignatureHeaders.BOTH
+    assert settings.signature_headers == ALL_SCHEMES
     assert settings.database_url.startswith("sqlite:///")
 
 
@@ -59,6 +59,33 @@ def test_lists_and_durations_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert settings.disable_after == 172800.0
 
 
+@pytest.mark.parametrize(
+    ("value", "schemes"),
+    [
+        ("legacy,quantum,standard", ALL_SCHEMES),
+        ("standard", (Scheme.STANDARD,)),
+        ("quantum, standard", (Scheme.QUANTUM, Scheme.STANDARD)),
+        # An earlier revision's single values mean what they meant.
+        ("both", (Scheme.LEGACY, Scheme.QUANTUM)),
+        ("legacy", (Scheme.LEGACY,)),
+        ("quantum", (Scheme.QUANTUM,)),
+    ],
+)
+def test_signature_headers_is_a_list_of_schemes(
+    monkeypatch: pytest.MonkeyPatch, value: str, schemes: tuple[Scheme, ...]
+) -> None:
+    monkeypatch.setenv("WEBHOOKS_SIGNATURE_HEADERS", value)
+    settings = load_settings()
+    assert settings.signature_headers == schemes
+    assert settings.effective()["signature_headers"] == [s.value for s in schemes]
+
+
+def test_no_signature_scheme_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_SIGNATURE_HEADERS", " , ")
+    with pytest.raises(SettingsError, match="WEBHOOKS_SIGNATURE_HEADERS: name at least one"):
+        load_settings()
+
+
 def test_bad_values_get_readable_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOKS_HTTP_PORT", "eighty")
     monkeypatch.setenv("WEBHOOKS_RETRY_SCHEDULE", "5s,soon")
@@ -69,7 +96,7 @@ def test_bad_values_get_readable_messages(monkeypatch: pytest.MonkeyPatch) -> No
     assert "WEBHOOKS_HTTP_PORT" in text
     assert "'soon' is not a duration" in text
     assert "WEBHOOKS_SIGNATURE_HEADERS" in text
-    assert "'legacy', 'both' or 'quantum'" in text
+    assert "'sometimes' is not a signature scheme" in text
     assert len(caught.value.problems) == 3
 
 

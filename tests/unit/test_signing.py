@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -10,15 +12,26 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from service.cli import main
 from service.errors import SignatureError
 from service.signing import (
-    SignatureHeaders,
+    ALL_SCHEMES,
+    KeyPair,
+    Scheme,
+    ed25519_signature,
     legacy_signature,
+    parse_schemes,
+    public_key_text,
     quantum_signature,
+    secret_from_standard,
     signature_headers,
+    standard_secret,
+    standard_signature,
     verify_signature,
+    verify_standard,
 )
 
 SECRET = "qe_whsec_a8f3c92e5b1d4e7f9a0b2c4d6e8f0a1b"
@@ -71,28 +84,181 @@ def test_non_ascii_secret_is_its_utf8_bytes() -> None:
     assert legacy_signature(secret, BODY) == "sha256=" + hmac_by_hand(secret, BODY)
 
 
+HMAC_NAMES = {"X-Identity-Signature", "X-Quantum-Signature"}
+STANDARD_NAMES = {"webhook-id", "webhook-timestamp", "webhook-signature"}
+DELIVERY = "whd_01JD2Y8Q0S6M2X0YV1X4J5T7ZK"
+
+
 @pytest.mark.parametrize(
-    ("mode", "names"),
+    ("schemes", "names"),
     [
-        (SignatureHeaders.LEGACY, {"X-Identity-Signature"}),
-        (SignatureHeaders.BOTH, {"X-Identity-Signature", "X-Quantum-Signature"}),
-        (SignatureHeaders.QUANTUM, {"X-Quantum-Signature"}),
+        ([Scheme.LEGACY], {"X-Identity-Signature"}),
+        ([Scheme.LEGACY, Scheme.QUANTUM], HMAC_NAMES),
+        ([Scheme.QUANTUM], {"X-Quantum-Signature"}),
+        ([Scheme.STANDARD], STANDARD_NAMES),
+        (ALL_SCHEMES, HMAC_NAMES | STANDARD_NAMES),
     ],
 )
-def test_each_mode_gives_its_headers(mode: SignatureHeaders, names: set[str]) -> None:
-    headers = signature_headers(mode, [SECRET, OLD_SECRET], BODY, NOW)
+def test_each_scheme_gives_its_headers(schemes: list[Scheme], names: set[str]) -> None:
+    headers = signature_headers(schemes, [SECRET, OLD_SECRET], BODY, NOW, DELIVERY)
     assert set(headers) == names
     if "X-Identity-Signature" in headers:  # the primary secret alone
         assert headers["X-Identity-Signature"] == legacy_signature(SECRET, BODY)
     if "X-Quantum-Signature" in headers:
         assert headers["X-Quantum-Signature"] == quantum_signature([SECRET, OLD_SECRET], BODY, NOW)
+    if "webhook-id" in headers:
+        assert headers["webhook-id"] == DELIVERY
+        assert headers["webhook-timestamp"] == str(NOW)
+        expected = standard_signature([SECRET, OLD_SECRET], DELIVERY, NOW, BODY)
+        assert headers["webhook-signature"] == expected
 
 
 def test_signing_needs_a_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
-        signature_headers(SignatureHeaders.BOTH, [], BODY, NOW)
+        signature_headers(ALL_SCHEMES, [], BODY, NOW, DELIVERY)
     with pytest.raises(ValueError, match="secret"):
         quantum_signature([], BODY, NOW)
+    with pytest.raises(ValueError, match="secret"):
+        standard_signature([], DELIVERY, NOW, BODY)
+
+
+def b64_hmac_by_hand(key: str, message: bytes) -> str:
+    return base64.b64encode(bytes.fromhex(hmac_by_hand(key, message))).decode()
+
+
+def test_standard_signature_is_base64_hmac_of_id_timestamp_body_per_secret() -> None:
+    message = f"{DELIVERY}.{NOW}.".encode() + BODY
+    assert standard_signature([SECRET], DELIVERY, NOW, BODY) == (
+        "v1," + b64_hmac_by_hand(SECRET, message)
+    )
+    assert standard_signature([SECRET, OLD_SECRET], DELIVERY, NOW, BODY) == (
+        f"v1,{b64_hmac_by_hand(SECRET, message)} v1,{b64_hmac_by_hand(OLD_SECRET, message)}"
+    )
+
+
+def test_the_standard_secret_is_whsec_and_base64_of_the_secrets_bytes() -> None:
+    form = standard_secret(SECRET)
+    assert form.startswith("whsec_")
+    assert base64.b64decode(form.removeprefix("whsec_")) == SECRET.encode()
+    assert secret_from_standard(form) == SECRET
+    assert secret_from_standard(SECRET) == SECRET  # the secret itself passes through
+    with pytest.raises(ValueError, match="base64"):
+        secret_from_standard("whsec_***")
+
+
+def test_the_standard_secrets_key_signs_as_the_secret_does() -> None:
+    """What Standard Webhooks' libraries do with a whsec_ secret: its base64 decoded is the
+    HMAC key; that key signs exactly what the secret signs."""
+    key = base64.b64decode(standard_secret(SECRET).removeprefix("whsec_"))
+    message = f"{DELIVERY}.{NOW}.".encode() + BODY
+    theirs = "v1," + base64.b64encode(hmac.digest(key, message, "sha256")).decode()
+    assert theirs == standard_signature([SECRET], DELIVERY, NOW, BODY)
+
+
+def test_ed25519_signatures_verify_with_the_public_keys_in_order() -> None:
+    new, old = KeyPair.generate(), KeyPair.generate()
+    header = ed25519_signature([new.private, old.private], DELIVERY, NOW, BODY)
+    items = header.split(" ")
+    assert [item.split(",")[0] for item in items] == ["v1a", "v1a"]
+    message = f"{DELIVERY}.{NOW}.".encode() + BODY
+    for pair, item in zip((new, old), items, strict=True):
+        public = Ed25519PublicKey.from_public_bytes(pair.public)
+        public.verify(base64.b64decode(item.split(",")[1]), message)  # raises if it fails
+        with pytest.raises(InvalidSignature):
+            public.verify(base64.b64decode(item.split(",")[1]), message + b" ")
+    assert public_key_text(new.public) == "whpk_" + base64.b64encode(new.public).decode()
+    assert len(new.public) == 32
+
+
+def test_an_ed25519_subscription_signs_the_standard_header_with_its_keys_alone() -> None:
+    pair = KeyPair.generate()
+    for schemes in (ALL_SCHEMES, [Scheme.LEGACY, Scheme.QUANTUM]):
+        headers = signature_headers(
+            schemes, [SECRET], BODY, NOW, DELIVERY, private_keys=[pair.private]
+        )
+        # The HMAC headers as for any subscription; webhook-signature v1a only, even when the
+        # operator left the standard scheme out (it is the asymmetric signature asked for).
+        assert set(headers) == HMAC_NAMES | STANDARD_NAMES
+        assert headers["webhook-signature"].startswith("v1a,")
+        assert " " not in headers["webhook-signature"]
+    public = public_key_text(pair.public)
+    verify_standard(public, headers, BODY, now=NOW)
+    with pytest.raises(SignatureError) as caught:
+        verify_standard(standard_secret(SECRET), headers, BODY, now=NOW)
+    assert caught.value.reason == "no_matching_signature"
+
+
+def test_without_the_hmac_headers_the_standard_ones_are_the_signature() -> None:
+    for schemes in (ALL_SCHEMES, [Scheme.LEGACY]):
+        headers = signature_headers(schemes, [SECRET], BODY, NOW, DELIVERY, hmac_headers=False)
+        assert set(headers) == STANDARD_NAMES
+        verify_standard(standard_secret(SECRET), headers, BODY, now=NOW)
+
+
+def standard_reason(key: str, headers: dict[str, str], body: bytes = BODY, now: int = NOW) -> str:
+    with pytest.raises(SignatureError) as caught:
+        verify_standard(key, headers, body, now=now)
+    return caught.value.reason
+
+
+def test_verify_standard_accepts_either_form_of_the_secret_and_any_live_one() -> None:
+    headers = signature_headers([Scheme.STANDARD], [SECRET, OLD_SECRET], BODY, NOW, DELIVERY)
+    for key in (SECRET, standard_secret(SECRET), OLD_SECRET, standard_secret(OLD_SECRET)):
+        verify_standard(key, headers, BODY, now=NOW)
+        verify_standard(key, {k.upper(): v for k, v in headers.items()}, BODY, now=NOW + 300)
+    assert standard_reason("qe_whsec_third", headers) == "no_matching_signature"
+
+
+def test_verify_standard_refuses_what_was_changed_or_is_stale() -> None:
+    pair, other = KeyPair.generate(), KeyPair.generate()
+    hmac_signed = signature_headers([Scheme.STANDARD], [SECRET], BODY, NOW, DELIVERY)
+    ed_signed = signature_headers(
+        [Scheme.STANDARD], [SECRET], BODY, NOW, DELIVERY, private_keys=[pair.private]
+    )
+    for key, headers in (
+        (SECRET, hmac_signed),
+        (public_key_text(pair.public), ed_signed),
+    ):
+        assert standard_reason(key, headers, BODY + b" ") == "no_matching_signature"
+        changed_id = {**headers, "webhook-id": DELIVERY[:-1] + "0"}
+        assert standard_reason(key, changed_id) == "no_matching_signature"
+        later = {**headers, "webhook-timestamp": str(NOW + 1)}
+        assert standard_reason(key, later) == "no_matching_signature"
+        for skew in (301, -301):
+            assert standard_reason(key, headers, now=NOW + skew) == "timestamp_outside_tolerance"
+        assert standard_reason(key, {**headers, "webhook-timestamp": "soon"}) == (
+            "malformed_header"
+        )
+        assert standard_reason(key, {"webhook-id": DELIVERY}) == "malformed_header"
+    assert standard_reason(public_key_text(other.public), ed_signed) == "no_matching_signature"
+    assert standard_reason("whpk_short", ed_signed) == "malformed_key"
+    # A v1a where the key expects v1, and the other way round: neither is taken for the other.
+    assert standard_reason(public_key_text(pair.public), hmac_signed) == "no_matching_signature"
+    assert standard_reason(SECRET, ed_signed) == "no_matching_signature"
+
+
+@pytest.mark.parametrize(
+    ("value", "schemes"),
+    [
+        ("legacy,quantum,standard", ALL_SCHEMES),
+        (" standard , legacy ", (Scheme.LEGACY, Scheme.STANDARD)),
+        ("both", (Scheme.LEGACY, Scheme.QUANTUM)),
+        ("legacy", (Scheme.LEGACY,)),
+        ("quantum", (Scheme.QUANTUM,)),
+        ("STANDARD,standard", (Scheme.STANDARD,)),
+        (["quantum", "both"], (Scheme.LEGACY, Scheme.QUANTUM)),
+    ],
+)
+def test_schemes_are_parsed_in_their_order_with_the_old_single_values(
+    value: object, schemes: tuple[Scheme, ...]
+) -> None:
+    assert parse_schemes(value) == schemes
+
+
+@pytest.mark.parametrize("value", ["", " , ", "sometimes", "legacy,v2", 3])
+def test_unknown_or_no_schemes_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="legacy, quantum, standard"):
+        parse_schemes(value)
 
 
 def reason(secret: str, header: str, body: bytes = BODY, now: float = NOW) -> str:
@@ -221,6 +387,39 @@ def test_cli_verify_ok(body_file: Path, capsys: pytest.CaptureFixture[str]) -> N
         args = ["verify", "--secret", SECRET, "--header", header, "--body-file", str(body_file)]
         assert main(args) == 0
         assert capsys.readouterr() == ("ok\n", "")
+
+
+@pytest.mark.usefixtures("broken_settings")
+def test_cli_verify_checks_the_standard_webhooks_header_with_a_secret_or_a_public_key(
+    body_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = int(time.time())
+    pair = KeyPair.generate()
+    hmac_signed = standard_signature([SECRET, OLD_SECRET], DELIVERY, now, BODY)
+    ed_signed = ed25519_signature([pair.private], DELIVERY, now, BODY)
+    body = ["--body-file", str(body_file), "--id", DELIVERY, "--timestamp", str(now)]
+    for key, header in (
+        (["--secret", SECRET], hmac_signed),
+        (["--secret", standard_secret(OLD_SECRET)], hmac_signed),
+        (["--public-key", public_key_text(pair.public)], ed_signed),
+    ):
+        assert main(["verify", *key, "--header", header, *body]) == 0
+        assert capsys.readouterr() == ("ok\n", "")
+    # The standard secret's form works for the quantum header too.
+    quantum = quantum_signature([SECRET], BODY, now)
+    secret = ["--secret", standard_secret(SECRET), "--body-file", str(body_file)]
+    assert main(["verify", *secret, "--header", quantum]) == 0
+    capsys.readouterr()
+    other = public_key_text(KeyPair.generate().public)
+    assert main(["verify", "--public-key", other, "--header", ed_signed, *body]) == 1
+    assert capsys.readouterr().err.startswith("no_matching_signature")
+    changed = ["--id", DELIVERY + "X", "--timestamp", str(now), "--body-file", str(body_file)]
+    assert main(["verify", "--secret", SECRET, "--header", hmac_signed, *changed]) == 1
+    capsys.readouterr()
+    # Without the id and timestamp a webhook-signature cannot be checked: a usage error.
+    args = ["verify", "--secret", SECRET, "--header", hmac_signed, "--body-file", str(body_file)]
+    assert main(args) == 2
+    assert "--id and --timestamp" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("broken_settings")

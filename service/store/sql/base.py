@@ -112,6 +112,10 @@ def secret_context(subscription_id: str) -> str:
     return f"secret:{subscription_id}"
 
 
+def signing_key_context(subscription_id: str) -> str:
+    return f"signing-key:{subscription_id}"
+
+
 def headers_context(subscription_id: str) -> str:
     return f"headers:{subscription_id}"
 

@@ -25,6 +25,7 @@ from service.store.sql.base import (
     excerpt_context,
     headers_context,
     secret_context,
+    signing_key_context,
 )
 
 log = structlog.get_logger(__name__)
@@ -216,7 +217,8 @@ class PersonalDataSql(SqlBase):
         resealed_ids: list[str] = []
         async with self._transaction() as conn:
             rows = await conn.fetch(
-                "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
+                "SELECT id, secret_enc, previous_secret_enc, headers, signing_key_enc, "
+                "previous_signing_key_enc FROM subscriptions"
             )
             for row in rows:
                 changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
@@ -225,6 +227,8 @@ class PersonalDataSql(SqlBase):
                     ("secret_enc", secret_context(row["id"])),
                     ("previous_secret_enc", secret_context(row["id"])),
                     ("headers", headers_context(row["id"])),
+                    ("signing_key_enc", signing_key_context(row["id"])),
+                    ("previous_signing_key_enc", signing_key_context(row["id"])),
                 ):
                     stored = row[column]
                     if stored is None or stored.startswith(current):
@@ -388,6 +392,10 @@ class PersonalDataSql(SqlBase):
                 f"WHERE previous_secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(headers, 1, $1) FROM subscriptions "
                 "WHERE headers IS NOT NULL "
+                "UNION ALL SELECT substr(signing_key_enc, 1, $1) FROM subscriptions "
+                "WHERE signing_key_enc IS NOT NULL "
+                "UNION ALL SELECT substr(previous_signing_key_enc, 1, $1) FROM subscriptions "
+                "WHERE previous_signing_key_enc IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
             )

@@ -6,6 +6,7 @@ read."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,10 +14,11 @@ import orjson
 import structlog
 
 from service import credentials, ids
-from service.domain import Ordering, Subscription
+from service.domain import Ordering, Signing, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
+from service.signing import KeyPair
 from service.store.interfaces import UNSET, ChangedSubscriptions, Page, SubscriptionChanges
 from service.store.sql.base import (
     OPEN,
@@ -26,6 +28,7 @@ from service.store.sql.base import (
     bump_revision,
     headers_context,
     secret_context,
+    signing_key_context,
 )
 
 log = structlog.get_logger(__name__)
@@ -35,7 +38,8 @@ _CHUNK = 500  # rows made subscriptions between two yields to the loop
 _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
-    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields"
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
+    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers"
 )
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
@@ -45,6 +49,7 @@ _DEACTIVATE = (
     "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2, "
     "disabled_at = $2 WHERE id = $1 AND active AND deleted_at IS NULL"
 )
+_KEY_COLUMNS = ("signing_key_enc", "public_key", "previous_signing_key_enc")
 PAUSED = "paused through the API (PATCH active: false)"
 
 
@@ -59,6 +64,9 @@ class SubscriptionsSql(SqlBase):
             # Sent without its headers a delivery would fail at the receiver's gateway, or
             # worse, be taken: it waits with the subscription's secret unreadable instead.
             secret, headers = None, ()
+        signing_key = self._open_key(row["id"], row["signing_key_enc"])
+        if row["signing_key_enc"] is not None and signing_key is None:
+            secret = None  # an Ed25519 subscription cannot sign without its key: it waits too
         return Subscription(
             id=row["id"],
             org_id=row["org_id"],
@@ -83,7 +91,26 @@ class SubscriptionsSql(SqlBase):
             data_fields=None
             if row["data_fields"] is None
             else tuple(orjson.loads(row["data_fields"])),
+            signing=Signing(row["signing"]),
+            signing_key=signing_key,
+            previous_signing_key=self._open_key(row["id"], row["previous_signing_key_enc"]),
+            public_key=None if row["public_key"] is None else base64.b64decode(row["public_key"]),
+            hmac_headers=bool(row["hmac_headers"]),
         )
+
+    def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
+        """An Ed25519 private key's seed; None when there is none or no configured key opens
+        it."""
+        if sealed is None:
+            return None
+        opened = self._keyring.open_text_or_none(sealed, signing_key_context(subscription_id))
+        return None if opened is None else base64.b64decode(opened)
+
+    def _seal_key(self, subscription_id: str, pair: KeyPair) -> tuple[str, str]:
+        """A key pair as stored: the private seed sealed, the public key in clear (base64)."""
+        private = base64.b64encode(pair.private).decode()
+        sealed = self._keyring.seal_text(private, signing_key_context(subscription_id))
+        return sealed, base64.b64encode(pair.public).decode()
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
         """Static headers as stored: their names and values, as one sealed JSON object."""
@@ -113,9 +140,16 @@ class SubscriptionsSql(SqlBase):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        signing: Signing = Signing.HMAC,
+        hmac_headers: bool = True,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
+        sealed_key, public_key = (
+            self._seal_key(subscription_id, KeyPair.generate())
+            if signing is Signing.ED25519
+            else (None, None)
+        )
         async with self._transaction() as conn:
             row = await _insert(
                 conn,
@@ -136,6 +170,10 @@ class SubscriptionsSql(SqlBase):
                 headers=self._seal_headers(subscription_id, headers),
                 ordering=ordering,
                 data_fields=_data_fields(data_fields),
+                signing=signing,
+                signing_key_enc=sealed_key,
+                public_key=public_key,
+                hmac_headers=hmac_headers,
             )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
@@ -191,8 +229,13 @@ class SubscriptionsSql(SqlBase):
             given["data_fields"] = _data_fields(given["data_fields"])
         patch = given.pop("headers", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
+        extra: list[Any] = []  # values of the assignments below, numbered after `given`'s
+        if "signing" in given:
+            assignments += self._signing_switch(given["signing"], 4 + len(given))
+            if given["signing"] is Signing.ED25519:
+                extra += self._seal_key(subscription_id, KeyPair.generate())
         if patch is not UNSET:
-            assignments.append(f"headers = ${len(given) + 4}")
+            assignments.append(f"headers = ${len(given) + len(extra) + 4}")
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
             assignments += [
@@ -208,7 +251,7 @@ class SubscriptionsSql(SqlBase):
                 f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
             ]
         async with self._transaction() as conn:
-            args = [self._now(), *given.values()]
+            args = [self._now(), *given.values(), *extra]
             if patch is not UNSET:
                 # Merged with the stored headers in this transaction, their row locked until
                 # it ends: a concurrent PATCH of other headers waits, and is then merged with
@@ -226,6 +269,20 @@ class SubscriptionsSql(SqlBase):
             return await self._change(
                 conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
             )
+
+    @staticmethod
+    def _signing_switch(signing: Signing, first: int) -> list[str]:
+        """The assignments of a PATCH of `signing`: to Ed25519, a new key pair (its sealed
+        private key and public key are parameters `first` and `first + 1`) unless it signed so
+        already; to HMAC, no key pair. Both sides of each read the row as it was."""
+        if signing is Signing.HMAC:
+            return [f"{column} = NULL" for column in _KEY_COLUMNS]
+        kept = "signing = 'ed25519'"
+        return [
+            f"signing_key_enc = CASE WHEN {kept} THEN signing_key_enc ELSE ${first} END",
+            f"public_key = CASE WHEN {kept} THEN public_key ELSE ${first + 1} END",
+            f"previous_signing_key_enc = CASE WHEN {kept} THEN previous_signing_key_enc END",
+        ]
 
     def _merged_headers(
         self, subscription_id: str, stored: str | None, patch: HeadersPatch | None
@@ -293,21 +350,38 @@ class SubscriptionsSql(SqlBase):
         self, org_id: str, subscription_id: str, overlap_ms: int
     ) -> Subscription | None:
         now = self._now()
+        ed25519 = "signing = 'ed25519'"
         keep, until = (
-            ("previous_secret_enc = secret_enc, previous_secret_until = $5", [now + overlap_ms])
+            (
+                "previous_secret_enc = secret_enc, previous_secret_until = $5, "
+                f"previous_signing_key_enc = CASE WHEN {ed25519} THEN signing_key_enc END",
+                [now + overlap_ms],
+            )
             if overlap_ms > 0
-            else ("previous_secret_enc = NULL, previous_secret_until = NULL", [])
+            else (
+                "previous_secret_enc = NULL, previous_secret_until = NULL, "
+                "previous_signing_key_enc = NULL",
+                [],
+            )
         )
-        # Both sides of every assignment read the row as it was: the old secret moves over.
+        # An Ed25519 subscription gets a new key pair too ($6, $7 after the overlap's $5; an
+        # HMAC one keeps none). Both sides of every assignment read the row as it was: the old
+        # secret and key move over.
+        first = 5 + len(until)
+        sealed_key, public_key = self._seal_key(subscription_id, KeyPair.generate())
         async with self._transaction() as conn:
             return await self._change(
                 conn,
                 org_id,
                 subscription_id,
-                f"secret_enc = $3, updated_at = $4, {keep}",
+                f"secret_enc = $3, updated_at = $4, {keep}, "
+                f"signing_key_enc = CASE WHEN {ed25519} THEN ${first} END, "
+                f"public_key = CASE WHEN {ed25519} THEN ${first + 1} END",
                 self._keyring.seal_text(credentials.new_secret(), secret_context(subscription_id)),
                 now,
                 *until,
+                sealed_key,
+                public_key,
             )
 
     async def _close_open(
