@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from bench.backlog import Backlog, seed_backlog
+from bench.backlog import Backlog, backlog_database
 from bench.ledger import Ledger, balance, first_arrivals
 from bench.load import CustomerOf, OpenLoad, Phase, Produced
 from bench.stack import (
@@ -124,10 +124,22 @@ class ServiceRun:
                 elif behaviour == HANG:
                     await self.receiver.set(path, hang=self.hang_seconds)
             topics = await stack.enter_async_context(fresh_topics(self.backends.kafka, self.run_id))
-            self._database_url = await stack.enter_async_context(
-                fresh_database(self.store, self.backends, self.run_id)
-            )
-            key = new_encryption_key()
+            if self.backlog is None:
+                self._database_url = await stack.enter_async_context(
+                    fresh_database(self.store, self.backends, self.run_id)
+                )
+                key = new_encryption_key()
+            else:
+                await self.receiver.set(DEAD_PATH, status=503)
+                self._database_url, key = await stack.enter_async_context(
+                    backlog_database(
+                        self.store,
+                        self.backends,
+                        self.run_id,
+                        self.backlog,
+                        self.receiver.url(DEAD_PATH),
+                    )
+                )
             self.names = await create_subscriptions(
                 self._database_url,
                 key,
@@ -135,11 +147,6 @@ class ServiceRun:
                 self.events,
                 self.ordering,
             )
-            if self.backlog is not None:
-                await self.receiver.set(DEAD_PATH, status=503)
-                await seed_backlog(
-                    self._database_url, key, self.receiver.url(DEAD_PATH), self.backlog
-                )
             env = service_env(
                 backends=self.backends,
                 topics=topics,

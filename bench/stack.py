@@ -146,7 +146,8 @@ class StoreRow:
 
 async def store_deliveries(database_url: str) -> list[StoreRow]:
     """Every delivery row, read straight from the database once the service has stopped."""
-    query = "SELECT event_id, subscription_id, status FROM deliveries"
+    # The bench's own org: a seeded backlog or history is not the run's.
+    query = f"SELECT event_id, subscription_id, status FROM deliveries WHERE org_id = '{ORG}'"
     if database_url.startswith("sqlite:///"):
         with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
             return [StoreRow(*row) for row in db.execute(query)]

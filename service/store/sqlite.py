@@ -181,6 +181,10 @@ class SqliteDriver:
     the WAL into the database and may take milliseconds, never run inside a COMMIT: the driver
     runs one in the store's thread after every CHECKPOINT_EVERY commits, holding the lock.
     Reads (`connection()`) run on the loop's thread: in WAL mode they never wait for a lock.
+    Reads that may go through many rows (`scan()`: counts over a backlog, the census, the
+    claim's search for due work) use a second, read-only connection in a thread of its own, so
+    they hold up neither the loop nor the writer: WAL readers see the last commit and block no
+    one.
     """
 
     lock_due = ""  # one process owns the file: nobody to skip
@@ -192,11 +196,14 @@ class SqliteDriver:
         "UPDATE store_meta SET value = value + $1 WHERE name = 'delivery_seq' RETURNING value AS v"
     )
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, reader: sqlite3.Connection) -> None:
         self._connection = connection
         self._conn = _SqliteConn(connection)
         self._lock = asyncio.Lock()
         self._worker = _Worker()
+        self._reader = reader
+        self._reader_lock = asyncio.Lock()
+        self._reader_worker = _Worker()
         self._commit_s = 0.0  # how long a COMMIT takes: up at once, down slowly (`_timed_commit`)
         self._since_checkpoint = 0
 
@@ -204,7 +211,8 @@ class SqliteDriver:
     async def open(cls, path: Path) -> SqliteDriver:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = await asyncio.to_thread(_connect, path)
-        return cls(connection)
+        reader = await asyncio.to_thread(_connect, path, read_only=True)
+        return cls(connection, reader)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteConn]:
@@ -296,11 +304,11 @@ class SqliteDriver:
 
     @asynccontextmanager
     async def scan(self) -> AsyncIterator[_ThreadedConn]:
-        async with self._lock:
+        async with self._reader_lock:
             try:
-                yield _ThreadedConn(self._connection, self._worker)
+                yield _ThreadedConn(self._reader, self._reader_worker)
             finally:
-                await self._worker.settle()  # a cancelled read may still run there
+                await self._reader_worker.settle()  # a cancelled read may still run there
 
     def unavailable(self, exc: Exception) -> bool:
         if isinstance(exc, sqlite3.DatabaseError) and hasattr(exc, "sqlite_errorcode"):
@@ -336,17 +344,31 @@ class SqliteDriver:
         return f"SELECT {', '.join(picks)} FROM json_each(${first})", [orjson.dumps(rows)]
 
     async def close(self) -> None:
+        async with self._reader_lock:
+            await self._reader_worker.settle()
+            await self._reader_worker.run(self._reader.close)
+        self._reader_worker.shutdown()
         async with self._lock:
             await self._worker.settle()
             await self._worker.run(self._connection.close)
         self._worker.shutdown()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     # Autocommit mode (isolation_level None): transactions are the driver's BEGIN and COMMIT.
     # Used from the loop's thread and the store's thread, never both at once (the lock).
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.row_factory = sqlite3.Row
+    if read_only:
+        # The scans' connection: the writer set the file up; this one only reads.
+        for pragma in (
+            f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+            "PRAGMA temp_store=MEMORY",
+            "PRAGMA query_only=ON",
+        ):
+            connection.execute(pragma)
+        connection.create_function("unhex", 1, _unhex, deterministic=True)
+        return connection
     for pragma in (
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",

@@ -160,3 +160,43 @@ async def test_the_driver_checkpoints_the_wal_so_it_does_not_grow_without_bound(
             assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == 1000  # type: ignore[index]
     finally:
         await driver.close()
+
+
+async def test_a_long_scan_holds_up_neither_writes_nor_the_loop(tmp_path: Path) -> None:
+    driver = await SqliteDriver.open(tmp_path / "d.db")
+    try:
+        async with driver.transaction() as conn:
+            await conn.execute("CREATE TABLE t (x)")
+        finished: list[str] = []
+        ticks = 0
+
+        async def scan() -> None:
+            async with driver.scan() as conn:
+                # A read walking millions of rows, as a count over a backlog does.
+                await conn.fetch(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                    "WHERE x < 3000000) SELECT count(*) AS n FROM c"
+                )
+            finished.append("scan")
+
+        async def write() -> None:
+            for n in range(20):
+                async with driver.transaction() as conn:
+                    await conn.execute("INSERT INTO t VALUES ($1)", n)
+            finished.append("writes")
+
+        async def tick() -> None:
+            nonlocal ticks
+            while "scan" not in finished:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        reading = asyncio.create_task(scan())
+        await asyncio.sleep(0.01)  # the scan is under way in its thread
+        await asyncio.gather(write(), tick(), reading)
+        assert finished == ["writes", "scan"]
+        assert ticks > 20  # the loop ran meanwhile
+        async with driver.scan() as conn:
+            assert (await conn.fetchrow("SELECT count(*) AS n FROM t"))["n"] == 20  # type: ignore[index]
+    finally:
+        await driver.close()

@@ -32,7 +32,8 @@ def sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
     ],
 )
 def test_sqlite_errors_by_kind(exc: Exception, away: bool) -> None:
-    driver = SqliteDriver(cast(sqlite3.Connection, object()))
+    nothing = cast(sqlite3.Connection, object())
+    driver = SqliteDriver(nothing, nothing)
     assert driver.unavailable(exc) is away
 
 
