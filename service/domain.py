@@ -7,9 +7,9 @@ driver type leaks into them."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Ordering(enum.StrEnum):
@@ -68,6 +68,9 @@ class Subscription:
     ordering: Ordering = Ordering.NONE
     # The keys of an event's `data` its deliveries carry (`events.project`); None: all of them.
     data_fields: tuple[str, ...] | None = None
+    # Its content filter as compact JSON (`service.filters`), compiled where it is matched;
+    # None: every event of its types.
+    filter: str | None = field(default=None, repr=False)
 
     @property
     def ordered(self) -> bool:
@@ -227,6 +230,9 @@ class ReplayWindow:
     until: int
     only_failed: bool
     limit: int
+    # The subscription's content filter as it stands, on an event's parsed envelope: an event
+    # it refuses is not queued. None: no filter.
+    accepts: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +243,7 @@ class Replayed:
     count: int
     next_since: int | None
     without_payload: int = 0  # in the window but not queued: their payloads are removed
+    filtered: int = 0  # in the window but not queued: the content filter refuses them
 
 
 @dataclass(frozen=True, slots=True)

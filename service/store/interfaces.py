@@ -47,6 +47,7 @@ class SubscriptionChanges:
     headers: HeadersPatch | None = UNSET
     ordering: Ordering = UNSET
     data_fields: tuple[str, ...] | None = UNSET
+    content_filter: str | None = UNSET  # its compact JSON, checked by `service.filters`
 
     def given(self) -> Mapping[str, Any]:
         names = (
@@ -58,6 +59,7 @@ class SubscriptionChanges:
             "headers",
             "ordering",
             "data_fields",
+            "content_filter",
         )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
@@ -182,6 +184,7 @@ class Subscriptions(Protocol):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        content_filter: str | None = None,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...

@@ -489,11 +489,13 @@ async def test_an_index_follows_another_replicas_changes_reading_only_them(
         assert await index.refresh() is True
         assert reads == [2]  # the two changed rows, not every subscription
         now = now_ms() + 1
-        assert {s.id for s in index.match("org_i", EVENTS[0], now)} == {new.id}
-        assert {s.id for s in index.match("org_i", "review.overridden", now)} == {kept.id}
+        assert {s.id for s in index.match("org_i", EVENTS[0], now, {}).wanted} == {new.id}
+        assert {s.id for s in index.match("org_i", "review.overridden", now, {}).wanted} == {
+            kept.id
+        }
         await store.delete_subscription("org_i", new.id)
         await index.refresh()
         assert index.get(new.id) is None
-        assert index.match("org_i", EVENTS[0], now) == ()
+        assert index.match("org_i", EVENTS[0], now, {}) == ((), 0)
     finally:
         await replica.close()

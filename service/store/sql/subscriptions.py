@@ -24,6 +24,7 @@ from service.store.sql.base import (
     Row,
     SqlBase,
     bump_revision,
+    filter_context,
     headers_context,
     secret_context,
 )
@@ -35,7 +36,7 @@ _CHUNK = 500  # rows made subscriptions between two yields to the loop
 _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
-    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields"
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, content_filter"
 )
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
@@ -55,10 +56,12 @@ class SubscriptionsSql(SqlBase):
         context = secret_context(row["id"])
         secret = self._keyring.open_text_or_none(row["secret_enc"], context)
         headers = self._open_headers(row["id"], row["headers"])
-        if headers is None:
+        content_filter = self._open_filter(row["id"], row["content_filter"])
+        if headers is None or content_filter is False:
             # Sent without its headers a delivery would fail at the receiver's gateway, or
-            # worse, be taken: it waits with the subscription's secret unreadable instead.
-            secret, headers = None, ()
+            # worse, be taken; matched without its filter it would reach a receiver that
+            # does not want it: it waits with the subscription's secret unreadable instead.
+            secret, headers, content_filter = None, (), None
         return Subscription(
             id=row["id"],
             org_id=row["org_id"],
@@ -83,7 +86,22 @@ class SubscriptionsSql(SqlBase):
             data_fields=None
             if row["data_fields"] is None
             else tuple(orjson.loads(row["data_fields"])),
+            filter=content_filter if isinstance(content_filter, str) else None,
         )
+
+    def _seal_filter(self, subscription_id: str, document: str | None) -> str | None:
+        """A content filter as stored: its compact JSON, sealed (it may name a customer)."""
+        if document is None:
+            return None
+        return self._keyring.seal_text(document, filter_context(subscription_id))
+
+    def _open_filter(self, subscription_id: str, stored: str | None) -> str | bool | None:
+        """The content filter's JSON; None without one, False when no configured key opens
+        it."""
+        if stored is None:
+            return None
+        opened = self._keyring.open_text_or_none(stored, filter_context(subscription_id))
+        return False if opened is None else opened
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
         """Static headers as stored: their names and values, as one sealed JSON object."""
@@ -113,6 +131,7 @@ class SubscriptionsSql(SqlBase):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        content_filter: str | None = None,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -136,6 +155,7 @@ class SubscriptionsSql(SqlBase):
                 headers=self._seal_headers(subscription_id, headers),
                 ordering=ordering,
                 data_fields=_data_fields(data_fields),
+                content_filter=self._seal_filter(subscription_id, content_filter),
             )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
@@ -189,6 +209,8 @@ class SubscriptionsSql(SqlBase):
             given["events"] = orjson.dumps(list(given["events"])).decode()
         if "data_fields" in given:
             given["data_fields"] = _data_fields(given["data_fields"])
+        if "content_filter" in given:
+            given["content_filter"] = self._seal_filter(subscription_id, given["content_filter"])
         patch = given.pop("headers", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         if patch is not UNSET:
