@@ -26,7 +26,7 @@ from tests.support.strategies import JSON
 
 pytestmark = pytest.mark.unit
 
-SCORE_EVENT = {
+SCORE_EVENT: dict[str, Any] = {
     "id": "evt_1",
     "event": "verification.created",
     "occurredAt": "2026-05-24T08:15:12.481Z",
