@@ -32,6 +32,17 @@ from bench.runner import OK, ServiceRun
 from bench.stack import VAR, Backends
 
 # Inclusive buckets, first match wins when reading a stack from its leaf upwards.
+# Every event the load generator sends (service/samples.py) passes it, so the ledger still
+# balances: the cost is the filter's evaluation alone, one per subscription and event.
+COMPOUND_FILTER = (
+    '{"$or":['
+    '{"event":"verification.created","data":{"status":{"$in":["verified","rejected",'
+    '"requires_review"]},"score":{"$gte":0},"method":{"$neq":"nik_format"}}},'
+    '{"event":"customer.kyc_updated","data":{"kycLevel":{"$exist":true},'
+    '"kycExpiresAt":{"$gt":"2000-01-01T00:00:00Z"}}},'
+    '{"event":"review.overridden","data":{"toStatus":{"$nin":["pending"]}}}]}'
+)
+
 BUCKETS = (
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector", "aiohttp/streams", "aiohttp/http")),
     ("aiokafka", ("aiokafka/",)),
@@ -56,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the figures as JSON to this file"
+    )
+    parser.add_argument(
+        "--filter",
+        choices=("none", "compound"),
+        default="none",
+        help="the bench subscription's content filter: none, or compound (COMPOUND_FILTER: "
+        "an $or of three branches, one per event type, with $in, $gte, $neq, $exist, a "
+        "timestamp comparison and $nin, that every bench event matches)",
     )
     parser.add_argument(
         "--stages",
@@ -103,7 +122,10 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     env = {"WEBHOOKS_LANE_CONCURRENCY": str(args.lane_concurrency)}
     if args.stages:
         env |= stages.hook_env(out.with_suffix(".stages.json"))
-    async with ServiceRun(backends, args.store, {"s0": OK}, env=env) as run:
+    content_filter = COMPOUND_FILTER if args.filter == "compound" else None
+    async with ServiceRun(
+        backends, args.store, {"s0": OK}, env=env, content_filter=content_filter
+    ) as run:
         await run.produce([Phase("warmup", args.rate, 5.0)])
         command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
         command += ["-r", "250", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
@@ -141,6 +163,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "seconds": args.seconds,
         "store": args.store,
         "lane_concurrency": args.lane_concurrency,
+        "filter": args.filter,
         "cpu_share_of_core": cpu / elapsed,
         "cpu_us_per_delivery": cpu / produced * 1e6,
         "kernel_share_of_cpu": system / cpu if cpu else math.nan,
