@@ -496,7 +496,12 @@ async def test_replay_in_bounded_calls_then_everything(cli: SeededCli) -> None:
 
     assert everything.code == 0, everything.stderr
     # The sent one and the event it never had; the open ones are left alone.
-    assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None, "withoutPayload": 0}
+    assert orjson.loads(everything.stdout) == {
+        "count": 2,
+        "nextSince": None,
+        "withoutPayload": 0,
+        "filtered": 0,
+    }
     assert await status_of(cli.database, cli.data, cli.data.sent) is DeliveryStatus.PENDING
     async with opened(cli.database) as store:
         page = await store.list_deliveries(
