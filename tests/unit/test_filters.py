@@ -49,7 +49,7 @@ def matches(document: dict[str, Any], event: dict[str, Any] = SCORE_EVENT) -> bo
     return compile_filter(document).matches(event)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(document=FILTERS, batch=st.lists(events("org_1"), min_size=1, max_size=8))
 def test_the_compiled_filter_agrees_with_the_reference(
     document: dict[str, Any], batch: list[dict[str, Any]]
@@ -62,7 +62,7 @@ def test_the_compiled_filter_agrees_with_the_reference(
         assert (refusal is None) is expected, (document, event, refusal)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(document=FILTERS, value=JSON)
 def test_any_value_anywhere_is_judged_never_an_error(document: dict[str, Any], value: Any) -> None:
     compiled = compile_filter(document)
