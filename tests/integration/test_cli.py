@@ -372,9 +372,8 @@ async def test_subscriptions_show_hides_sensitive_values_and_the_log_follows_dat
     refused(unknown, 1, "no subscription whk_00000000000000000000000000")
 
 
-async def test_subscriptions_filter_shows_sets_refuses_and_clears(cli: SeededCli) -> None:
-    shown = await cli.run("subscriptions", "filter", cli.sid)
-    assert (shown.code, shown.stdout) == (0, "null\n"), shown.stderr
+@pytest.mark.parametrize("cli_database", ["sqlite"], indirect=True)  # the store's part: both
+async def test_subscriptions_filter_sets_refuses_and_clears(cli: SeededCli) -> None:
     low = '{"data": {"score": {"$lt": 60}}}'
     done = await cli.run("subscriptions", "filter", cli.sid, "--set", low)
     assert (done.code, done.stdout) == (0, '{"data":{"score":{"$lt":60}}}\n'), done.stderr
@@ -384,8 +383,6 @@ async def test_subscriptions_filter_shows_sets_refuses_and_clears(cli: SeededCli
         "subscriptions", "filter", cli.sid, "--set", '{"data": {"score": {"$lt": "x"}}}'
     )
     refused(bad, 2, "--set.data.score.$lt: takes a number or an RFC 3339 timestamp")
-    broken = await cli.run("subscriptions", "filter", cli.sid, "--set", "{")
-    refused(broken, 2, "--set: is not valid JSON")
     async with opened(cli.database) as store:
         kept = await store.find_subscription(cli.sid)
     assert kept is not None
