@@ -22,7 +22,16 @@ from service import headers as header_rules
 from service.clock import iso
 from service.domain import ErasureReceipt
 from service.events import CATALOG, Timestamp
-from service.filters import MAX_BYTES, MAX_DEPTH, MAX_IN, MAX_NUMBER, MAX_OPERATORS, FilterError
+from service.filters import (
+    ENVELOPE_FIELDS,
+    LOGICAL,
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_IN,
+    MAX_NUMBER,
+    MAX_OPERATORS,
+    FilterError,
+)
 from service.filters import check_filter as _check_filter
 from service.operations.recovery import ReplayAsk
 
@@ -185,7 +194,12 @@ ContentFilter = Annotated[
     dict[str, Any],
     Field(
         description=_FILTER_TEXT,
-        json_schema_extra={"minProperties": 1, "examples": [_FILTER_EXAMPLE]},
+        json_schema_extra={
+            "minProperties": 1,
+            # The names the top level takes: the envelope's fields and the logical operators.
+            "propertyNames": {"enum": [*ENVELOPE_FIELDS, *LOGICAL]},
+            "examples": [_FILTER_EXAMPLE],
+        },
     ),
 ]
 
