@@ -33,6 +33,17 @@ from bench.runner import OK, ServiceRun
 from bench.stack import VAR, Backends
 
 # Inclusive buckets, first match wins when reading a stack from its leaf upwards.
+# Every event the load generator sends (service/samples.py) passes it, so the ledger still
+# balances: the cost is the filter's evaluation alone, one per subscription and event.
+COMPOUND_FILTER = (
+    '{"$or":['
+    '{"event":"verification.created","data":{"status":{"$in":["verified","rejected",'
+    '"requires_review"]},"score":{"$gte":0},"method":{"$neq":"nik_format"}}},'
+    '{"event":"customer.kyc_updated","data":{"kycLevel":{"$exist":true},'
+    '"kycExpiresAt":{"$gt":"2000-01-01T00:00:00Z"}}},'
+    '{"event":"review.overridden","data":{"toStatus":{"$nin":["pending"]}}}]}'
+)
+
 BUCKETS = (
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector", "aiohttp/streams", "aiohttp/http")),
     ("aiokafka", ("aiokafka/",)),
@@ -63,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="open deliveries owed to dead endpoints, seeded before the run (bench.backlog)",
+    )
+    parser.add_argument(
+        "--filter",
+        choices=("none", "compound"),
+        default="none",
+        help="the bench subscription's content filter: none, or compound (COMPOUND_FILTER: "
+        "an $or of three branches, one per event type, with $in, $gte, $neq, $exist, a "
+        "timestamp comparison and $nin, that every bench event matches)",
     )
     parser.add_argument(
         "--stages",
@@ -111,7 +130,15 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.stages:
         env |= stages.hook_env(out.with_suffix(".stages.json"))
     backlog = Backlog(args.backlog) if args.backlog else None
-    async with ServiceRun(backends, args.store, {"s0": OK}, env=env, backlog=backlog) as run:
+    content_filter = COMPOUND_FILTER if args.filter == "compound" else None
+    async with ServiceRun(
+        backends,
+        args.store,
+        {"s0": OK},
+        env=env,
+        backlog=backlog,
+        content_filter=content_filter,
+    ) as run:
         await run.produce([Phase("warmup", args.rate, 5.0)])
         command = [spy, "record", "-p", str(run.service.pid), "-d", str(int(args.seconds))]
         command += ["-r", "250", "-f", "raw", "-o", str(out), "--nonblocking", "--gil"]
@@ -150,6 +177,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "store": args.store,
         "lane_concurrency": args.lane_concurrency,
         "backlog": args.backlog,
+        "filter": args.filter,
         "cpu_share_of_core": cpu / elapsed,
         "cpu_us_per_delivery": cpu / produced * 1e6,
         "kernel_share_of_cpu": system / cpu if cpu else math.nan,

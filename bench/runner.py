@@ -77,6 +77,7 @@ class ServiceRun:
     events: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # default: catalog
     ordering: Mapping[str, str] = field(default_factory=dict)  # path -> "customer"; else "none"
     customer_of: CustomerOf | None = None  # who event n is about (None: a new customer each)
+    content_filter: str | None = None  # every subscription's filter (JSON); None: no filter
     hang_seconds: float = 30.0
     backlog: Backlog | None = None  # open deliveries owed to dead endpoints, seeded first
     sample_every: float = 0.5
@@ -146,6 +147,7 @@ class ServiceRun:
                 {p: self.receiver.url(p) for p in self.endpoints},
                 self.events,
                 self.ordering,
+                content_filter=self.content_filter,
             )
             env = service_env(
                 backends=self.backends,

@@ -109,10 +109,13 @@ async def create_subscriptions(
     urls: Mapping[str, str],
     events: Mapping[str, tuple[str, ...]],
     ordering: Mapping[str, str] | None = None,
+    *,
+    content_filter: str | None = None,
 ) -> dict[str, str]:
     """One subscription per name (to every catalog event unless `events` names some; ordered as
-    `ordering` says, else "none"), created through the store before the service starts (which
-    also migrates the schema). Returns subscription id -> name."""
+    `ordering` says, else "none"; with `content_filter` as its filter, else none), created
+    through the store before the service starts (which also migrates the schema). Returns
+    subscription id -> name."""
     settings = load_settings(database_url=database_url, encryption_key=SecretStr(encryption_key))
     store = await open_store(settings)
     try:
@@ -121,13 +124,16 @@ async def create_subscriptions(
             wanted = events.get(name, CATALOG)
             # Only when asked: a revision before ordered delivery (a paired baseline running
             # today's bench) has no such argument.
+            # Only when asked: a revision before ordered delivery or content filters (a paired
+            # baseline running today's bench) has no such argument.
+            options: dict[str, Any] = {}
             if ordering and name in ordering:
                 # Passed as its value: the store of a revision this bench runs against
                 # (`--harness current`) may predate the `Ordering` enum.
-                options: dict[str, Any] = {"ordering": ordering[name]}
-                subscription = await store.create_subscription(ORG, url, wanted, "bench", **options)
-            else:
-                subscription = await store.create_subscription(ORG, url, wanted, "bench")
+                options["ordering"] = ordering[name]
+            if content_filter is not None:
+                options["content_filter"] = content_filter
+            subscription = await store.create_subscription(ORG, url, wanted, "bench", **options)
             names[subscription.id] = name
         return names
     finally:

@@ -7,9 +7,9 @@ driver type leaks into them."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Ordering(enum.StrEnum):
@@ -85,6 +85,9 @@ class Subscription:
     public_key: bytes | None = None
     # False: no X-Identity-Signature nor X-Quantum-Signature (HMAC only, no asymmetric form).
     hmac_headers: bool = True
+    # Its content filter as compact JSON (`service.filters`), compiled where it is matched;
+    # None: every event of its types.
+    filter: str | None = field(default=None, repr=False)
 
     @property
     def ordered(self) -> bool:
@@ -256,6 +259,9 @@ class ReplayWindow:
     until: int
     only_failed: bool
     limit: int
+    # The subscription's content filter as it stands, on an event's parsed envelope: an event
+    # it refuses is not queued. None: no filter.
+    accepts: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +272,7 @@ class Replayed:
     count: int
     next_since: int | None
     without_payload: int = 0  # in the window but not queued: their payloads are removed
+    filtered: int = 0  # in the window but not queued: the content filter refuses them
 
 
 @dataclass(frozen=True, slots=True)

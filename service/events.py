@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -168,6 +168,9 @@ class Accepted:
     occurred_at: datetime
     body: bytes
     customer_id: str | None = None  # `data.customerId` (`customer_key`)
+    # The envelope as parsed (integers too wide for 64 bits read as floats): what content
+    # filters read, so that matching parses nothing again.
+    document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +236,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         occurred_at=envelope.occurredAt,
         body=body,
         customer_id=customer_key(getattr(data, "customerId", None)),
+        document=decoded,
     )
 
 
@@ -289,8 +293,8 @@ def _reason(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
     # Only the first problem is named; the field name comes from the model, never the input.
     error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
     location = error["loc"]
-    field = location[0] if location else ""
-    name = field if isinstance(field, str) and field in model.model_fields else "?"
+    first = location[0] if location else ""
+    name = first if isinstance(first, str) and first in model.model_fields else "?"
     kind = "missing_field" if error["type"] == "missing" else "invalid_field"
     return f"{kind}:{prefix}{name}"
 

@@ -374,7 +374,11 @@ class Ingest:
         return True
 
     def _accept(self, event: Accepted, record: Record, occurred_ms: int, batch: _Batch) -> None:
-        matches = self._index.match(event.org_id, event.event, occurred_ms)
+        matches, filtered = self._index.match(
+            event.org_id, event.event, occurred_ms, event.document
+        )
+        if filtered:
+            self._metrics.child(self._metrics.events_filtered, event.event).inc(filtered)
         if not matches:
             return
         batch.events.append(

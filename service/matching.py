@@ -5,7 +5,8 @@ when this process's API changes a subscription, and every `refresh_interval` oth
 replicas see each other's changes within a few seconds) it reads only the subscriptions changed
 since the newest change it has read, and applies them; a first load reads them all, without
 holding the event loop for long (docs/decisions/0008-index-follows-changes.md). A lookup is two
-dict reads.
+dict reads, and a call of each candidate's content filter, compiled when the subscription
+entered the index (docs/decisions/0009-content-filters.md).
 
 The index also knows how current it is: the wall-clock time (the clock subscriptions' createdAt
 is stamped with) taken just before its last successful revision read. Every subscription made
@@ -17,16 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, NamedTuple
 
+import orjson
 import structlog
 
 from service.clock import now_ms
 from service.domain import Subscription
+from service.filters import FilterError, Predicate, compile_filter
 from service.store import ChangedSubscriptions, Pipeline, StoreUnavailable
 from service.supervise import in_background
 
 log = structlog.get_logger(__name__)
+
+
+class Matched(NamedTuple):
+    """What an event matched: the subscriptions that want it, and how many more of its type
+    refused it by their filters."""
+
+    wanted: tuple[Subscription, ...]
+    filtered: int
+
+
+_NONE = Matched((), 0)
 
 
 class SubscriptionIndex:
@@ -40,16 +55,34 @@ class SubscriptionIndex:
         self._by_key: dict[tuple[str, str], dict[str, Subscription]] = {}
         self._by_id: dict[str, Subscription] = {}
         self._undecryptable: set[str] = set()
+        self._filters: dict[str, Predicate] = {}  # by subscription id, those with one
         self._current_at: int | None = None  # epoch ms; see the module docstring
         self._lock = asyncio.Lock()
 
-    def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
-        """Subscriptions of `org_id` that want `event` and existed when it occurred
-        (docs/contract.md, "Events in")."""
+    def match(
+        self, org_id: str, event: str, occurred_at_ms: int, envelope: Mapping[str, Any]
+    ) -> Matched:
+        """Subscriptions of `org_id` that want `event`, existed when it occurred and whose
+        filter takes its `envelope` (the parsed event) (docs/contract.md, "Events in")."""
         candidates = self._by_key.get((org_id, event))
         if not candidates:
-            return ()
-        return tuple(s for s in candidates.values() if s.created_at <= occurred_at_ms)
+            return _NONE
+        filters = self._filters
+        if not filters:
+            return Matched(
+                tuple(s for s in candidates.values() if s.created_at <= occurred_at_ms), 0
+            )
+        wanted = []
+        filtered = 0
+        for s in candidates.values():
+            if s.created_at > occurred_at_ms:
+                continue
+            accepts = filters.get(s.id)
+            if accepts is None or _takes(accepts, envelope, s.id):
+                wanted.append(s)
+            else:
+                filtered += 1
+        return Matched(tuple(wanted), filtered)
 
     def covers(self, occurred_at_ms: int) -> bool:
         """True when the index held every subscription that existed when an event at
@@ -77,13 +110,13 @@ class SubscriptionIndex:
             changed = await self._store.changed_subscriptions(-1 if force else self._seen)
             if force:
                 # Built aside and swapped in: a lookup never sees half an index.
-                by_key: dict[tuple[str, str], dict[str, Subscription]] = {}
-                by_id: dict[str, Subscription] = {}
-                undecryptable: set[str] = set()
-                await _apply(changed, by_key, by_id, undecryptable)
-                self._by_key, self._by_id, self._undecryptable = by_key, by_id, undecryptable
+                maps = _Maps({}, {}, set(), {})
+                await _apply(changed, maps)
+                self._by_key, self._by_id = maps.by_key, maps.by_id
+                self._undecryptable, self._filters = maps.undecryptable, maps.filters
             else:
-                await _apply(changed, self._by_key, self._by_id, self._undecryptable)
+                maps = _Maps(self._by_key, self._by_id, self._undecryptable, self._filters)
+                await _apply(changed, maps)
             self._seen = max(self._seen, changed.high) if not force else changed.high
             self._revision = revision
             self._current_at = current_at
@@ -119,41 +152,65 @@ class SubscriptionIndex:
 _CHUNK = 1000  # subscriptions applied between two yields to the loop
 
 
-async def _apply(
-    changed: ChangedSubscriptions,
-    by_key: dict[tuple[str, str], dict[str, Subscription]],
-    by_id: dict[str, Subscription],
-    undecryptable: set[str],
-) -> None:
+class _Maps(NamedTuple):
+    by_key: dict[tuple[str, str], dict[str, Subscription]]
+    by_id: dict[str, Subscription]
+    undecryptable: set[str]
+    filters: dict[str, Predicate]
+
+
+async def _apply(changed: ChangedSubscriptions, maps: _Maps) -> None:
     """Puts the changed subscriptions into the maps (a changed one out of its old keys first),
-    and takes the gone ones out, a chunk at a time."""
+    and takes the gone ones out, a chunk at a time. A filter is compiled here, once per change
+    of its subscription."""
     for n, subscription in enumerate(changed.live):
         if n and not n % _CHUNK:
             await asyncio.sleep(0)
-        _remove(subscription.id, by_key, by_id, undecryptable)
-        by_id[subscription.id] = subscription
+        _remove(subscription.id, maps)
+        maps.by_id[subscription.id] = subscription
         for event in subscription.events:
-            by_key.setdefault((subscription.org_id, event), {})[subscription.id] = subscription
+            maps.by_key.setdefault((subscription.org_id, event), {})[subscription.id] = subscription
         if subscription.secret is None:
-            undecryptable.add(subscription.id)
+            maps.undecryptable.add(subscription.id)
+        if subscription.filter is not None:
+            accepts = _compiled(subscription)
+            if accepts is not None:
+                maps.filters[subscription.id] = accepts
     for subscription_id in changed.gone:
-        _remove(subscription_id, by_key, by_id, undecryptable)
+        _remove(subscription_id, maps)
 
 
-def _remove(
-    subscription_id: str,
-    by_key: dict[tuple[str, str], dict[str, Subscription]],
-    by_id: dict[str, Subscription],
-    undecryptable: set[str],
-) -> None:
-    old = by_id.pop(subscription_id, None)
-    undecryptable.discard(subscription_id)
+def _takes(accepts: Predicate, envelope: Mapping[str, Any], subscription_id: str) -> bool:
+    """The filter's verdict; True (recorded, nothing lost) should it ever raise: a filter
+    must never stop the consumer."""
+    try:
+        return accepts(envelope)
+    except Exception as exc:  # noqa: BLE001 - the backstop for a filter's bug
+        log.error("subscription.filter_failed", subscription_id=subscription_id, error=repr(exc))
+        return True
+
+
+def _compiled(subscription: Subscription) -> Predicate | None:
+    """The subscription's filter compiled; None (every event) for a stored one the checks of
+    this version refuse: nothing is lost, and the error says which to fix."""
+    assert subscription.filter is not None
+    try:
+        return compile_filter(orjson.loads(subscription.filter)).matches
+    except (FilterError, orjson.JSONDecodeError) as exc:
+        log.error("subscription.filter_unusable", subscription_id=subscription.id, error=str(exc))
+        return None
+
+
+def _remove(subscription_id: str, maps: _Maps) -> None:
+    old = maps.by_id.pop(subscription_id, None)
+    maps.undecryptable.discard(subscription_id)
+    maps.filters.pop(subscription_id, None)
     if old is None:
         return
     for event in old.events:
         key = (old.org_id, event)
-        keyed = by_key.get(key)
+        keyed = maps.by_key.get(key)
         if keyed is not None:
             keyed.pop(subscription_id, None)
             if not keyed:
-                del by_key[key]
+                del maps.by_key[key]

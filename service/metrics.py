@@ -40,6 +40,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.events_filtered = Counter(
+            "webhooks_events_filtered",
+            "deliveries not made because the subscription's content filter refused the event, "
+            "by event",
+            ["event"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "webhooks_deliveries",
             "deliveries by event and outcome (created, sent, failed, duplicate)",

@@ -22,6 +22,17 @@ from service import headers as header_rules
 from service.clock import iso
 from service.domain import ErasureReceipt
 from service.events import CATALOG, Timestamp
+from service.filters import (
+    ENVELOPE_FIELDS,
+    LOGICAL,
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_IN,
+    MAX_NUMBER,
+    MAX_OPERATORS,
+    FilterError,
+)
+from service.filters import check_filter as _check_filter
 from service.operations.recovery import ReplayAsk
 
 MAX_URL_LENGTH = 2048
@@ -50,6 +61,12 @@ def field_messages(exc: ValidationError) -> Errors:
     for error in exc.errors():
         kind = error["type"]
         message = str(error["msg"]).removeprefix("Value error, ")
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, FilterError):
+            # The place inside the filter, e.g. filter.data.score.$lt.
+            place = _field(error["loc"])
+            out.append((f"{place}.{cause.place}" if cause.place else place, cause.message))
+            continue
         if kind == "extra_forbidden":
             message = "unknown field"
         elif kind == "missing":
@@ -182,6 +199,38 @@ DataFields = Annotated[
 ]
 
 
+_FILTER_TEXT = (
+    'A content filter (docs/api.md, "Content filters"): only the events of its types that it '
+    "matches are delivered. Field names lead into the event (nested objects are paths: "
+    '{"data": {"score": {"$lt": 60}}}), a plain value means equality, and the operators are '
+    "$eq $neq $in $nin $gt $gte $lt $lte $exist on a field, $and $or $not on filters; the top "
+    "level reads event, occurredAt, orgId and data. A value of a type an operator does not take "
+    f"is a non-match. At most {MAX_BYTES} bytes of JSON, {MAX_DEPTH} levels, {MAX_OPERATORS} "
+    f"operators, {MAX_IN} values per $in list, numbers within ±{MAX_NUMBER}."
+)
+_FILTER_EXAMPLE: dict[str, JsonValue] = {
+    "data": {"status": {"$in": ["rejected", "requires_review"]}, "score": {"$lt": 60}}
+}
+ContentFilter = Annotated[
+    dict[str, Any],
+    Field(
+        description=_FILTER_TEXT,
+        json_schema_extra={
+            "minProperties": 1,
+            # The names the top level takes: the envelope's fields and the logical operators.
+            "propertyNames": {"enum": [*ENVELOPE_FIELDS, *LOGICAL]},
+            "examples": [_FILTER_EXAMPLE],
+        },
+    ),
+]
+
+
+def _filter_rule(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    if document is not None:
+        _check_filter(document)
+    return document
+
+
 def _headers_rule(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is not None:
         header_rules.check(value)
@@ -215,10 +264,12 @@ class CreateSubscription(_Request):
     dataFields: DataFields | None = None
     signing: SigningName = "hmac"
     hmacHeaders: HmacHeaders = True
+    filter: ContentFilter | None = None
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
     _data_fields = field_validator("dataFields")(_data_fields_rule)
+    _filter = field_validator("filter")(_filter_rule)
 
 
 class PatchSubscription(_Request):
@@ -234,9 +285,11 @@ class PatchSubscription(_Request):
     dataFields: DataFields | None = None
     signing: SigningName | None = Field(None, json_schema_extra=_NOT_NULL)
     hmacHeaders: HmacHeaders | None = Field(None, json_schema_extra=_NOT_NULL)
+    filter: ContentFilter | None = None  # null: every event of its types
 
     _headers = field_validator("headers")(_headers_patch_rule)
     _data_fields = field_validator("dataFields")(_data_fields_rule)
+    _filter = field_validator("filter")(_filter_rule)
 
     @field_validator("events")
     @classmethod
@@ -287,6 +340,11 @@ class SubscriptionRow(BaseModel):
     dataFields: list[str] | None = Field(
         None,
         description="The keys of the event's `data` its deliveries carry; null: every field.",
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="Its content filter: only the events of its types that it matches are "
+        "delivered; null: every event of its types.",
     )
     successRate24h: float | None = Field(
         None, description="2xx attempts / attempts in the last 24 hours; null without attempts."
@@ -446,12 +504,36 @@ class ReplayRequest(_Request):
         )
 
 
+class FilterTest(_Request):
+    filter: ContentFilter
+    event: dict[str, Any] = Field(
+        description="An event envelope, e.g. an example of GET …/event-types or a payload of "
+        "the delivery log."
+    )
+
+    _filter = field_validator("filter")(_filter_rule)
+
+
+class FilterVerdict(BaseModel):
+    matches: bool
+    refusedBy: str | None = Field(
+        description="Where in the filter the clause that refused the event is, e.g. "
+        "data.score.$lt or $or; null when it matches."
+    )
+    reason: str | None = Field(description="Why that clause refused it; null when it matches.")
+
+
 class ReplayResult(BaseModel):
     count: int = Field(description="Deliveries queued by this call.")
     withoutPayload: int = Field(
         0,
         description="Events in the window not queued because their payloads are no longer "
         "kept (erased, or past the payload retention).",
+    )
+    filtered: int = Field(
+        0,
+        description="Events in the window not queued because the subscription's content "
+        "filter, as it stands, refuses them.",
     )
     nextSince: str | None = Field(
         description="Set when the per-call bound cut the window short: call again with this "

@@ -21,6 +21,7 @@ _REQUESTS: tuple[type[BaseModel], ...] = (
     models.PatchSubscription,
     models.ReplayRequest,
     models.RotateSecret,
+    models.FilterTest,
 )
 _MODELS: list[type[BaseModel]] = [
     *_REQUESTS,
@@ -35,6 +36,7 @@ _MODELS: list[type[BaseModel]] = [
     models.ReplayResult,
     models.RotatedSecret,
     models.CustomerErasure,
+    models.FilterVerdict,
     models.Problem,
 ]
 
@@ -230,6 +232,21 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "the catalog", "content": _json(models.EventTypes)},
                         **_problems(401),
+                    },
+                },
+            },
+            BASE + "/filter-test": {
+                "post": {
+                    "operationId": "testFilter",
+                    "description": "Whether a content filter matches an event and, if not, which "
+                    "clause refused it. Nothing is stored or sent; the same for every org.",
+                    "requestBody": {"required": True, "content": _json(models.FilterTest)},
+                    "responses": {
+                        "200": {
+                            "description": "the verdict",
+                            "content": _json(models.FilterVerdict),
+                        },
+                        **_problems(400, 401, 413, 415, 422),
                     },
                 },
             },

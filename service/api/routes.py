@@ -23,6 +23,8 @@ from service.api.models import (
     DeliveryList,
     DeliveryRow,
     EventTypes,
+    FilterTest,
+    FilterVerdict,
     PatchSubscription,
     ReplayRequest,
     ReplayResult,
@@ -48,6 +50,7 @@ from service.errors import (
     SubscriptionNotFound,
     TargetRejected,
 )
+from service.filters import compile_filter
 from service.operations import recovery, secrets
 from service.signing import standard_secret
 from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
@@ -93,6 +96,8 @@ class SubscriptionApi:
             # method with a 404): every other method is a 405 here.
             web.get(BASE + "/event-types", self.event_types),
             web.route("*", BASE + "/event-types", _only_get),
+            web.post(BASE + "/filter-test", self.filter_test),
+            web.route("*", BASE + "/filter-test", _only_post),
             web.get(BASE + "/{id}", self.get),
             web.patch(BASE + "/{id}", self.patch),
             web.delete(BASE + "/{id}", self.delete),
@@ -190,6 +195,7 @@ class SubscriptionApi:
             data_fields=body.dataFields,
             signing=Signing(body.signing),
             hmac_headers=body.hmacHeaders,
+            content_filter=_filter_json(body.filter),
         )
         if subscription.secret is None:  # just made with the configured key: it opens
             raise RuntimeError(f"subscription {subscription.id}: its new secret did not open")
@@ -250,6 +256,20 @@ class SubscriptionApi:
             self._event_types = orjson.dumps(rows.model_dump(mode="json", by_alias=True))
         return web.Response(body=self._event_types, content_type="application/json")
 
+    async def filter_test(self, request: web.Request) -> web.Response:
+        """Whether a filter matches an event, and if not, which clause refused it: nothing is
+        stored or sent."""
+        body = await self._body(request, FilterTest)
+        if isinstance(body, web.Response):
+            return body
+        refused = compile_filter(body.filter).explain(body.event)
+        verdict = FilterVerdict(
+            matches=refused is None,
+            refusedBy=None if refused is None else refused.clause,
+            reason=None if refused is None else refused.reason,
+        )
+        return _json(verdict)
+
     async def get(self, request: web.Request) -> web.Response:
         found = await self._found(request)
         if isinstance(found, web.Response):
@@ -295,6 +315,8 @@ class SubscriptionApi:
             changes["signing"] = Signing(body.signing)
         if "hmacHeaders" in given:
             changes["hmac_headers"] = body.hmacHeaders
+        if "filter" in given:
+            changes["content_filter"] = _filter_json(body.filter)
         try:
             updated = await _store(request).update_subscription(
                 request[ORG], subscription_id, SubscriptionChanges(**changes)
@@ -435,6 +457,7 @@ class SubscriptionApi:
             count=replayed.count,
             nextSince=iso_or_none(replayed.next_since),
             withoutPayload=replayed.without_payload,
+            filtered=replayed.filtered,
         )
         return _json(result, status=202)
 
@@ -478,3 +501,12 @@ def _test_result(record: AttemptRecord) -> TestResult:
 
 async def _only_get(request: web.Request) -> web.Response:
     raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+
+
+async def _only_post(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
+def _filter_json(document: dict[str, Any] | None) -> str | None:
+    """A filter as stored: its compact JSON (checked already by the request's model)."""
+    return None if document is None else orjson.dumps(document).decode()

@@ -3,6 +3,8 @@ settings, its deliveries at a glance, and of its static headers only what may be
 
 from __future__ import annotations
 
+import orjson
+
 from service import headers as header_rules
 from service.api.models import SubscriptionRow
 from service.clock import iso, iso_or_none
@@ -39,6 +41,7 @@ def subscription_row(subscription: Subscription, summary: Summary) -> Subscripti
             "dataFields": None
             if subscription.data_fields is None
             else list(subscription.data_fields),
+            "filter": None if subscription.filter is None else orjson.loads(subscription.filter),
             "successRate24h": summary.success_rate_24h,
             "p95LatencyMs24h": summary.p95_latency_ms_24h,
             "consecutiveFailures": subscription.consecutive_failures,

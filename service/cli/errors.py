@@ -34,6 +34,7 @@ _OPTIONS = {
     "onlyFailed": "--all",
     "overlapSeconds": "--overlap",
     "customerId": "CUSTOMER_ID",
+    "filter": "--set",
 }
 
 
@@ -41,8 +42,9 @@ def invalid(errors: Sequence[tuple[str, str]]) -> Refused:
     """The API's (field, message) errors, with the fields named as this command's options."""
 
     def option(field: str) -> str:
-        name, _, rest = field.partition("[")
-        return _OPTIONS.get(name, name) + (f"[{rest}" if rest else "")
+        # The field's first name, then its place within (events[1], filter.data.score.$lt).
+        name = field.split("[", 1)[0].split(".", 1)[0]
+        return _OPTIONS.get(name, name) + field[len(name) :]
 
     return Refused("; ".join(f"{option(field)}: {message}" for field, message in errors), 2)
 

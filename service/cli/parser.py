@@ -147,6 +147,23 @@ def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "receives and its static headers (a sensitive header by name only: its value is "
         f"write-only); with --json the API's row. {_EXITS}",
     )
+    content_filter = subscription_actions.add_parser(
+        "filter",
+        parents=[subscription],
+        help="show, set or clear its content filter",
+        description="Without an option, print the subscription's content filter as JSON "
+        "(null: every event of its types). --set replaces it, checked as PATCH …/{id} checks "
+        "it; --clear removes it. Running services match with the change within "
+        f"WEBHOOKS_INDEX_REFRESH (default 2s). {_EXITS}",
+    )
+    change = content_filter.add_mutually_exclusive_group()
+    change.add_argument(
+        "--set",
+        metavar="JSON",
+        dest="filter",
+        help='the filter, e.g. \'{"data": {"status": {"$in": ["rejected", "requires_review"]}}}\'',
+    )
+    change.add_argument("--clear", action="store_true", help="remove the filter")
 
     deliveries = commands.add_parser(
         "deliveries",

@@ -55,6 +55,7 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
             count=replayed.count,
             nextSince=iso_or_none(replayed.next_since),
             withoutPayload=replayed.without_payload,
+            filtered=replayed.filtered,
         )
         print_json(result.model_dump(mode="json"))
         return 0
@@ -68,6 +69,8 @@ async def replay(args: argparse.Namespace, settings: Settings, store: Store) -> 
             f"left out {replayed.without_payload} events whose payloads are no longer kept "
             "(erased, or past WEBHOOKS_PAYLOAD_RETENTION)"
         )
+    if replayed.filtered:
+        print(f"left out {replayed.filtered} events its content filter refuses")
     if not subscription.active:
         print("the subscription is inactive: they wait until it is re-enabled", file=sys.stderr)
     if replayed.next_since is not None:

@@ -1,22 +1,30 @@
 """`identity-webhooks subscriptions show`: one subscription as GET …/{id} shows it (its JSON
-with --json): a sensitive static header by its name only, never its value."""
+with --json): a sensitive static header by its name only, never its value. `subscriptions
+filter`: its content filter, shown, set or cleared (checked as PATCH …/{id} checks it)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import orjson
+
+from service.api.models import PatchSubscription
 from service.api.subscriptionrows import subscription_row
+from service.cli.errors import Refused, invalid, validated
 from service.cli.output import print_json
 from service.cli.run import subscription_of, with_store
+from service.filters import describe
 from service.settings import Settings
-from service.store import Store
+from service.store import Store, SubscriptionChanges
 
 HIDDEN_VALUE = "(value hidden, write-only)"
 
 
 @with_store
 async def subscriptions(args: argparse.Namespace, _: Settings, store: Store) -> int:
+    if args.action == "filter":
+        return await _filter(args, store)
     subscription = await subscription_of(store, args)
     summary = await store.subscription_summaries([subscription.id])
     shown = subscription_row(subscription, summary[subscription.id]).model_dump(mode="json")
@@ -40,6 +48,7 @@ def _print_subscription(row: dict[str, Any], org_id: str) -> None:
         ("rate limit", "-" if row["rateLimit"] is None else f"{row['rateLimit']}/s"),
         ("ordering", row["ordering"]),
         ("data fields", "all" if row["dataFields"] is None else ", ".join(row["dataFields"])),
+        ("filter", describe(row["filter"])),
         *(("header", f"{name}: {value}") for name, value in row["headers"].items()),
         *(("header", f"{name}: {HIDDEN_VALUE}") for name in row["sensitiveHeaders"]),
         ("deliveries", str(row["deliveryCount"])),
@@ -50,3 +59,25 @@ def _print_subscription(row: dict[str, Any], org_id: str) -> None:
         lines.append(("problem", row["problem"]))
     for label, value in lines:
         print(f"{label + ':':<15}{value}")
+
+
+async def _filter(args: argparse.Namespace, store: Store) -> int:
+    subscription = await subscription_of(store, args)
+    if args.filter is None and not args.clear:
+        print(subscription.filter or "null")
+        return 0
+    document = None
+    if not args.clear:
+        try:
+            document = orjson.loads(args.filter)
+        except orjson.JSONDecodeError as exc:
+            raise invalid([("filter", f"is not valid JSON: {exc.msg}")]) from None
+    body = validated(PatchSubscription, {"filter": document})
+    stored = None if body.filter is None else orjson.dumps(body.filter).decode()
+    updated = await store.update_subscription(
+        subscription.org_id, subscription.id, SubscriptionChanges(content_filter=stored)
+    )
+    if updated is None:
+        raise Refused(f"no subscription {subscription.id}", 1)
+    print(updated.filter or "null")
+    return 0

@@ -14,6 +14,7 @@ const KEY_CHARS = /^[A-Za-z0-9_-]{8,200}$/;
 const state = {
   key: null,
   eventTypes: null, // catalog names, without webhook.test
+  examples: [], // the catalog's example events (GET …/event-types), for the filter editor
   subscriptions: new Map(), // id -> row, in list order
   subsCursor: null,
   subsSearch: '',
@@ -154,6 +155,7 @@ async function eventTypes() {
   if (!state.eventTypes) {
     const body = await api('GET', '/event-types');
     state.eventTypes = body.rows.map((row) => row.name);
+    state.examples = body.rows.filter((row) => row.name !== 'webhook.test').map((row) => row.example);
   }
   return state.eventTypes;
 }
@@ -316,7 +318,10 @@ function subscriptionRow(row) {
       row.dataFields
         ? h('span', { class: 'muted small data-fields', text: `data fields: ${row.dataFields.join(', ')}` })
         : null,
-      signingView(row)),
+      signingView(row),
+      row.filter
+        ? h('span', { class: 'muted small mono wrap content-filter', text: `filter: ${JSON.stringify(row.filter)}` })
+        : null),
     cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => h('li', { class: 'mono', text: e })))),
     cell('State', stateCell(row)),
     cell('Success 24 h', h('span', { class: 'nowrap', text: percent(row.successRate24h) })),
@@ -475,10 +480,12 @@ async function openEdit(row) {
     $('#edit-rate-limit').value = row.rateLimit === null ? '' : String(row.rateLimit);
     $('#edit-ordering').value = row.ordering || 'none';
     $('#edit-data-fields').value = row.dataFields ? row.dataFields.join(', ') : '';
+    $('#edit-filter').value = row.filter ? JSON.stringify(row.filter, null, 2) : '';
     $('#edit-active').checked = row.active;
   }
   $('#edit-signing').value = row ? row.signing || 'hmac' : 'hmac';
   $('#edit-hmac-headers').checked = row ? row.hmacHeaders !== false : true;
+  $('#filter-results').replaceChildren();
   headerList(row);
   $('#edit-dialog').showModal();
   $('#edit-url').focus();
@@ -488,8 +495,67 @@ const FIELD_INPUTS = {
   url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
   rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
   ordering: '#edit-ordering', dataFields: '#edit-data-fields', signing: '#edit-signing',
-  hmacHeaders: '#edit-hmac-headers',
+  hmacHeaders: '#edit-hmac-headers', filter: '#edit-filter',
 };
+
+// -- the filter editor ---------------------------------------------------------------------
+
+/** The filter textarea as JSON: {filter} (null when empty) or {error}. */
+function parseFilter(text) {
+  if (!text.trim()) return { filter: null };
+  try {
+    return { filter: JSON.parse(text) };
+  } catch (failure) {
+    return { error: `the filter is not valid JSON (${failure.message})` };
+  }
+}
+
+/** The events a filter is tried on: the catalog's examples of the ticked events, then the
+ * edited subscription's recent events (their payloads as the log shows them). */
+async function filterSamples() {
+  const ticked = [...document.querySelectorAll('input[name="events"]:checked')].map((box) => box.value);
+  await eventTypes();
+  const samples = state.examples
+    .filter((example) => ticked.length === 0 || ticked.includes(example.event))
+    .map((example) => ({ label: `example ${example.event}`, event: example }));
+  if (state.editing) {
+    const page = await api('GET', `/${state.editing.id}/deliveries?limit=10`);
+    for (const row of page.rows.filter((r) => r.event !== 'webhook.test')) {
+      const detail = await api('GET', `/${state.editing.id}/deliveries/${row.id}`);
+      if (detail.payload) samples.push({ label: `recent ${row.event} ${row.eventId}`, event: detail.payload });
+    }
+  }
+  return samples;
+}
+
+/** Tries the typed filter on the samples through POST …/filter-test and lists the verdicts. */
+async function tryFilter() {
+  const results = $('#filter-results');
+  const error = $('#edit-error');
+  showError(error, null);
+  $('#edit-filter').removeAttribute('aria-invalid');
+  const parsed = parseFilter($('#edit-filter').value);
+  if (parsed.error || parsed.filter === null) {
+    results.replaceChildren(h('li', { class: 'muted', text: parsed.error || 'No filter: every event of the ticked types is delivered.' }));
+    if (parsed.error) $('#edit-filter').setAttribute('aria-invalid', 'true');
+    return;
+  }
+  try {
+    const samples = await filterSamples();
+    const items = [];
+    for (const sample of samples) {
+      const verdict = await api('POST', '/filter-test', { filter: parsed.filter, event: sample.event });
+      items.push(h('li', { class: verdict.matches ? 'filter-match' : 'filter-refused' },
+        h('span', { class: 'mono', text: sample.label }), ' — ',
+        verdict.matches ? 'delivered' : `refused by ${verdict.refusedBy}: ${verdict.reason}`));
+    }
+    results.replaceChildren(...items);
+  } catch (failure) {
+    results.replaceChildren();
+    showError(error, failure);
+    if (failure.fields.length) $('#edit-filter').setAttribute('aria-invalid', 'true');
+  }
+}
 
 /** A PATCH's `headers`, a merge patch: the ticked headers removed (null), the typed ones set;
  * a typed header replaces a ticked one of the same name. Null when nothing changes. */
@@ -517,6 +583,13 @@ async function submitEdit(event) {
     $('#edit-headers').focus();
     return;
   }
+  const typedFilter = parseFilter($('#edit-filter').value);
+  if (typedFilter.error) {
+    showError(error, new ApiError(0, { detail: typedFilter.error }));
+    $('#edit-filter').setAttribute('aria-invalid', 'true');
+    $('#edit-filter').focus();
+    return;
+  }
   const rate = $('#edit-rate-limit').value.trim();
   const body = {
     url: $('#edit-url').value.trim(),
@@ -528,6 +601,7 @@ async function submitEdit(event) {
     dataFields: parseDataFields($('#edit-data-fields').value),
     signing: $('#edit-signing').value,
     hmacHeaders: $('#edit-hmac-headers').checked,
+    filter: typedFilter.filter,
   };
   const editing = state.editing;
   if (editing) {
@@ -980,6 +1054,7 @@ function start() {
   $('#subs-search').addEventListener('submit', applySearch);
   $('#subs-new').addEventListener('click', () => openEdit(null));
   $('#edit-form').addEventListener('submit', submitEdit);
+  $('#edit-filter-try').addEventListener('click', tryFilter);
   $('#rotate-form').addEventListener('submit', submitRotate);
   $('#confirm-form').addEventListener('submit', submitDelete);
   $('#erase-open').addEventListener('click', openErase);

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import orjson
 import structlog
 
 from service.clock import iso, now_ms, to_ms
@@ -24,6 +25,7 @@ from service.domain import (
     Subscription,
 )
 from service.errors import CannotSend, DeliveryNotFound, InvalidInput, PayloadRemoved
+from service.filters import compile_filter
 
 if TYPE_CHECKING:
     from service.store import DeliveryLog
@@ -100,6 +102,7 @@ class ReplayOutcome:
     since: int
     until: int
     without_payload: int = 0  # events in the window whose payloads are removed: not queued
+    filtered: int = 0  # events in the window the subscription's filter refuses: not queued
 
 
 def replay_window(
@@ -124,7 +127,10 @@ def replay_window(
     if errors:
         raise InvalidInput(errors)
     limit = MAX_REPLAY if ask.limit is None else ask.limit
-    return ReplayWindow(events, since, until, ask.only_failed, limit)
+    accepts = None
+    if subscription.filter is not None:
+        accepts = compile_filter(orjson.loads(subscription.filter)).matches
+    return ReplayWindow(events, since, until, ask.only_failed, limit, accepts)
 
 
 async def replay(
@@ -159,7 +165,13 @@ async def replay(
         only_failed=ask.only_failed,
         cut_short=replayed.next_since is not None,
         without_payload=replayed.without_payload,
+        filtered=replayed.filtered,
     )
     return ReplayOutcome(
-        replayed.count, replayed.next_since, window.since, window.until, replayed.without_payload
+        replayed.count,
+        replayed.next_since,
+        window.since,
+        window.until,
+        replayed.without_payload,
+        replayed.filtered,
     )

@@ -50,6 +50,7 @@ class SubscriptionChanges:
     data_fields: tuple[str, ...] | None = UNSET
     signing: Signing = UNSET
     hmac_headers: bool = UNSET
+    content_filter: str | None = UNSET  # its compact JSON, checked by `service.filters`
 
     def given(self) -> Mapping[str, Any]:
         names = (
@@ -63,6 +64,7 @@ class SubscriptionChanges:
             "data_fields",
             "signing",
             "hmac_headers",
+            "content_filter",
         )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
@@ -189,6 +191,7 @@ class Subscriptions(Protocol):
         data_fields: Sequence[str] | None = None,
         signing: Signing = Signing.HMAC,
         hmac_headers: bool = True,
+        content_filter: str | None = None,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...

@@ -372,6 +372,25 @@ async def test_subscriptions_show_hides_sensitive_values_and_the_log_follows_dat
     refused(unknown, 1, "no subscription whk_00000000000000000000000000")
 
 
+@pytest.mark.parametrize("cli_database", ["sqlite"], indirect=True)  # the store's part: both
+async def test_subscriptions_filter_sets_refuses_and_clears(cli: SeededCli) -> None:
+    low = '{"data": {"score": {"$lt": 60}}}'
+    done = await cli.run("subscriptions", "filter", cli.sid, "--set", low)
+    assert (done.code, done.stdout) == (0, '{"data":{"score":{"$lt":60}}}\n'), done.stderr
+    show = await cli.run("subscriptions", "show", cli.sid)
+    assert 'filter:        {"data":{"score":{"$lt":60}}}' in show.stdout.splitlines()
+    bad = await cli.run(
+        "subscriptions", "filter", cli.sid, "--set", '{"data": {"score": {"$lt": "x"}}}'
+    )
+    refused(bad, 2, "--set.data.score.$lt: takes a number or an RFC 3339 timestamp")
+    async with opened(cli.database) as store:
+        kept = await store.find_subscription(cli.sid)
+    assert kept is not None
+    assert kept.filter == '{"data":{"score":{"$lt":60}}}'
+    cleared = await cli.run("subscriptions", "filter", cli.sid, "--clear")
+    assert (cleared.code, cleared.stdout) == (0, "null\n"), cleared.stderr
+
+
 async def test_deliveries_refuses_bad_input_and_unknown_ids(cli: SeededCli) -> None:
     bad = await cli.run(
         "deliveries",
@@ -474,7 +493,12 @@ async def test_replay_in_bounded_calls_then_everything(cli: SeededCli) -> None:
 
     assert everything.code == 0, everything.stderr
     # The sent one and the event it never had; the open ones are left alone.
-    assert orjson.loads(everything.stdout) == {"count": 2, "nextSince": None, "withoutPayload": 0}
+    assert orjson.loads(everything.stdout) == {
+        "count": 2,
+        "nextSince": None,
+        "withoutPayload": 0,
+        "filtered": 0,
+    }
     assert await status_of(cli.database, cli.data, cli.data.sent) is DeliveryStatus.PENDING
     async with opened(cli.database) as store:
         page = await store.list_deliveries(

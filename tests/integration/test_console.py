@@ -323,7 +323,7 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await page.get_by_role("button", name="Filter").click()
     await expect(page.locator("#log-empty")).to_be_visible()
     await page.get_by_label("Status").select_option("sent")
-    await page.get_by_label("Event").select_option("webhook.test")
+    await page.get_by_label("Event", exact=True).select_option("webhook.test")
     await page.get_by_role("button", name="Filter").click()
     await expect(log_row).to_have_count(1)
 
@@ -808,4 +808,44 @@ async def test_finding_subscriptions_by_url_or_id_in_the_console(
         await search.press("Enter")
         await expect(page.locator("#subs-table tbody tr")).to_have_count(3)
     assert console.foreign() == [], "the page reached outside the service's origin"
+    assert console.page_errors == []
+
+
+async def test_the_filter_editor_tries_a_filter_before_saving(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    """A filter typed in the edit dialog is tried on the catalog's examples (a verdict each,
+    the refusing clause named), an invalid one is refused before any request, and the saved
+    filter is shown on the row and read back by the API."""
+    async with watched_page(browser, console) as page:
+        await page.goto(console.origin + "/console")
+        await page.get_by_label("API key").fill(console.key)
+        await page.get_by_role("button", name="Sign in").click()
+        url = receiver.url("console-filter")
+        await page.get_by_role("button", name="New subscription").click()
+        await page.get_by_label("Endpoint URL").fill(url)
+        await page.get_by_label("verification.created").check()
+        await page.get_by_label("customer.kyc_updated").check()
+        editor = page.get_by_label("Content filter, JSON")
+        await editor.fill('{"data": {"method": "ktp_capture"')
+        await page.get_by_role("button", name="Create").click()
+        await expect(page.locator("#edit-error")).to_contain_text("not valid JSON")
+        await editor.fill('{"data": {"method": "ktp_capture"}}')
+        await page.get_by_role("button", name="Try the filter").click()
+        await expect(page.locator("#filter-results li")).to_have_text(
+            [
+                "example verification.created — delivered",
+                "example customer.kyc_updated — refused by data.method: the field is absent",
+            ]
+        )
+        await page.get_by_role("button", name="Create").click()
+        await page.get_by_role("button", name="I have stored it").click()
+        row = row_of(page, url)
+        await expect(row.locator(".content-filter")).to_have_text(
+            'filter: {"data":{"method":"ktp_capture"}}'
+        )
+    page_rows = await console.store.list_subscriptions(ORG, 10, None)
+    (saved,) = [s for s in page_rows.rows if s.url == url]
+    assert saved.filter == '{"data":{"method":"ktp_capture"}}'
+    assert console.foreign() == []
     assert console.page_errors == []

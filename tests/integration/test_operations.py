@@ -570,7 +570,10 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
     window = {"since": iso(now - DAY)}
 
     status, result, _ = await ops.call("POST", f"/{sub}/replay", window)
-    assert (status, result) == (202, {"count": 1, "withoutPayload": 0, "nextSince": None})
+    assert (status, result) == (
+        202,
+        {"count": 1, "withoutPayload": 0, "filtered": 0, "nextSince": None},
+    )
     shown = await detail(ops, sub, d_failed.id)
     assert (shown["status"], shown["attemptCount"]) == ("pending", 1)
     assert (await detail(ops, sub, d_sent.id))["status"] == "sent"
@@ -580,7 +583,10 @@ async def test_replay_queues_failed_then_also_missed_and_sent_and_is_idempotent(
 
     known = {d_sent.id, d_failed.id, d_open.id, d_old_failure.id}
     status, result, _ = await ops.call("POST", f"/{sub}/replay", {**window, "onlyFailed": False})
-    assert (status, result) == (202, {"count": 2, "withoutPayload": 0, "nextSince": None})
+    assert (status, result) == (
+        202,
+        {"count": 2, "withoutPayload": 0, "filtered": 0, "nextSince": None},
+    )
     rows = await log(ops, sub)
     new = [row for row in rows if row["id"] not in known]
     assert [(row["eventId"], row["status"], row["attemptCount"]) for row in new] == [
@@ -652,10 +658,10 @@ async def test_replay_is_bounded_per_call_and_next_since_goes_on(
         if result["nextSince"] is not None:
             body = {"since": result["nextSince"]}
     assert results == [
-        {"count": 2, "withoutPayload": 0, "nextSince": iso(events[2].occurred_at)},
-        {"count": 2, "withoutPayload": 0, "nextSince": iso(events[4].occurred_at)},
-        {"count": 1, "withoutPayload": 0, "nextSince": None},
-        {"count": 0, "withoutPayload": 0, "nextSince": None},
+        {"count": 2, "withoutPayload": 0, "filtered": 0, "nextSince": iso(events[2].occurred_at)},
+        {"count": 2, "withoutPayload": 0, "filtered": 0, "nextSince": iso(events[4].occurred_at)},
+        {"count": 1, "withoutPayload": 0, "filtered": 0, "nextSince": None},
+        {"count": 0, "withoutPayload": 0, "filtered": 0, "nextSince": None},
     ]
     assert {row["status"] for row in await log(ops, sub)} == {"pending"}
 
@@ -672,12 +678,15 @@ async def test_replay_with_only_failed_false_is_bounded_over_new_deliveries_too(
     status, result, _ = await ops.call("POST", f"/{sub}/replay", body)
     assert (status, result) == (
         202,
-        {"count": 2, "withoutPayload": 0, "nextSince": iso(events[2].occurred_at)},
+        {"count": 2, "withoutPayload": 0, "filtered": 0, "nextSince": iso(events[2].occurred_at)},
     )
     status, result, _ = await ops.call(
         "POST", f"/{sub}/replay", {**body, "since": result["nextSince"]}
     )
-    assert (status, result) == (202, {"count": 1, "withoutPayload": 0, "nextSince": None})
+    assert (status, result) == (
+        202,
+        {"count": 1, "withoutPayload": 0, "filtered": 0, "nextSince": None},
+    )
     assert sorted(row["eventId"] for row in await log(ops, sub)) == sorted(e.id for e in events)
     assert (await row_of(ops, sub))["deliveryCount"] == 3
 

@@ -32,6 +32,7 @@ from service.store import (
 )
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
+from tests.support.raw import column_values
 from tests.support.store import EVENTS, attempt, incoming, recorded
 
 
@@ -153,6 +154,33 @@ async def test_data_fields_are_kept_read_everywhere_and_changed_with_the_revisio
     )
     assert cleared is not None
     assert cleared.data_fields is None
+
+
+async def test_a_content_filter_is_kept_sealed_and_changed_with_the_revision(
+    store: Store, settings_for: Settings
+) -> None:
+    document = '{"data":{"customerId":{"$in":["cus_filter_canary"]}}}'
+    created = await store.create_subscription(
+        "org_a", "https://a.example/h", EVENTS, None, content_filter=document
+    )
+    assert created.filter == document
+    got = await store.get_subscription("org_a", created.id)
+    assert got is not None
+    assert got.filter == document
+    (stored,) = await column_values(settings_for.database_url, "subscriptions", "content_filter")
+    assert "cus_filter_canary" not in stored  # sealed: it may name a customer
+    before = await store.subscriptions_revision()
+    changed = await store.update_subscription(
+        "org_a", created.id, SubscriptionChanges(content_filter='{"event":"x"}')
+    )
+    assert changed is not None
+    assert changed.filter == '{"event":"x"}'
+    assert await store.subscriptions_revision() > before  # every index compiles it again
+    cleared = await store.update_subscription(
+        "org_a", created.id, SubscriptionChanges(content_filter=None)
+    )
+    assert cleared is not None
+    assert cleared.filter is None
 
 
 async def test_concurrent_header_patches_are_all_merged(store: Store) -> None:
@@ -489,11 +517,13 @@ async def test_an_index_follows_another_replicas_changes_reading_only_them(
         assert await index.refresh() is True
         assert reads == [2]  # the two changed rows, not every subscription
         now = now_ms() + 1
-        assert {s.id for s in index.match("org_i", EVENTS[0], now)} == {new.id}
-        assert {s.id for s in index.match("org_i", "review.overridden", now)} == {kept.id}
+        assert {s.id for s in index.match("org_i", EVENTS[0], now, {}).wanted} == {new.id}
+        assert {s.id for s in index.match("org_i", "review.overridden", now, {}).wanted} == {
+            kept.id
+        }
         await store.delete_subscription("org_i", new.id)
         await index.refresh()
         assert index.get(new.id) is None
-        assert index.match("org_i", EVENTS[0], now) == ()
+        assert index.match("org_i", EVENTS[0], now, {}) == ((), 0)
     finally:
         await replica.close()

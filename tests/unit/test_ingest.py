@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -30,7 +30,7 @@ from service.clock import now_ms
 from service.domain import DeliveryJob, IncomingEvent, NewDelivery, Subscription
 from service.health import Readiness
 from service.ingest import COMMIT_INTERVAL, Ingest, _Listener, fetch_options
-from service.matching import SubscriptionIndex
+from service.matching import Matched, SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
@@ -180,8 +180,10 @@ class FakeIndex:
     async def refresh(self, *, force: bool = False) -> bool:
         return False
 
-    def match(self, org_id: str, event: str, occurred_at_ms: int) -> tuple[Subscription, ...]:
-        return (self.subscription,) if org_id == self.subscription.org_id else ()
+    def match(
+        self, org_id: str, event: str, occurred_at_ms: int, envelope: Mapping[str, Any]
+    ) -> Matched:
+        return Matched((self.subscription,) if org_id == self.subscription.org_id else (), 0)
 
 
 def subscription(subscription_id: str = "whk_1", created_at: int = 0) -> Subscription:

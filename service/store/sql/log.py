@@ -5,7 +5,10 @@ replay of a window of retained events."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from service import ids
 from service.domain import (
@@ -183,9 +186,11 @@ class DeliveryLogSql(SqlBase):
             )
         now = self._now()
         async with self._transaction() as conn:
+            # The bodies are read only to judge them by the subscription's filter.
+            body = ", e.body" if window.accepts is not None else ""
             candidates = await conn.fetch(
                 "SELECT d.id AS delivery_id, e.id AS event_id, e.event, e.occurred_at, "
-                "e.customer_id, e.payload_removed_at "
+                f"e.customer_id, e.payload_removed_at{body} "
                 f"{source} AND e.occurred_at >= $3 AND e.occurred_at < $4 "
                 "ORDER BY e.occurred_at, e.id LIMIT $5",
                 subscription.id,
@@ -201,6 +206,10 @@ class DeliveryLogSql(SqlBase):
                 1 for row in candidates[:limit] if row["payload_removed_at"] is not None
             )
             chosen = [row for row in candidates[:limit] if row["payload_removed_at"] is None]
+            filtered = 0
+            if window.accepts is not None:
+                kept = [row for row in chosen if self._accepted(org_id, row, window.accepts)]
+                filtered, chosen = len(chosen) - len(kept), kept
             # Ordered: every replayed delivery takes a new place in its customer's queue, in
             # the events' order, behind what is open already.
             ordered = subscription.ordered
@@ -250,7 +259,16 @@ class DeliveryLogSql(SqlBase):
                     self._driver, conn, Counter({(subscription.id, now, DELIVERIES): created})
                 )
         next_since = int(candidates[limit]["occurred_at"]) if more else None
-        return Replayed(reopened + created, next_since, without_payload)
+        return Replayed(reopened + created, next_since, without_payload, filtered)
+
+    def _accepted(self, org_id: str, row: Row, accepts: Callable[[Any], bool]) -> bool:
+        """Whether the filter takes a candidate event of a replay; True when its body cannot
+        be read here (it is queued, and the dispatcher deals with it as with any other)."""
+        try:
+            envelope = orjson.loads(self._open_body(org_id, row["event_id"], bytes(row["body"])))
+        except (Undecryptable, orjson.JSONDecodeError):
+            return True
+        return bool(accepts(envelope))
 
 
 def _log_row(row: Row) -> DeliveryLogRow:

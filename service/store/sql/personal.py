@@ -23,6 +23,7 @@ from service.store.sql.base import (
     SqlBase,
     bump_revision,
     excerpt_context,
+    filter_context,
     headers_context,
     secret_context,
     signing_key_context,
@@ -218,7 +219,7 @@ class PersonalDataSql(SqlBase):
         async with self._transaction() as conn:
             rows = await conn.fetch(
                 "SELECT id, secret_enc, previous_secret_enc, headers, signing_key_enc, "
-                "previous_signing_key_enc FROM subscriptions"
+                "previous_signing_key_enc, content_filter FROM subscriptions"
             )
             for row in rows:
                 changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
@@ -229,6 +230,7 @@ class PersonalDataSql(SqlBase):
                     ("headers", headers_context(row["id"])),
                     ("signing_key_enc", signing_key_context(row["id"])),
                     ("previous_signing_key_enc", signing_key_context(row["id"])),
+                    ("content_filter", filter_context(row["id"])),
                 ):
                     stored = row[column]
                     if stored is None or stored.startswith(current):
@@ -396,6 +398,8 @@ class PersonalDataSql(SqlBase):
                 "WHERE signing_key_enc IS NOT NULL "
                 "UNION ALL SELECT substr(previous_signing_key_enc, 1, $1) FROM subscriptions "
                 "WHERE previous_signing_key_enc IS NOT NULL "
+                "UNION ALL SELECT substr(content_filter, 1, $1) FROM subscriptions "
+                "WHERE content_filter IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
             )

@@ -26,6 +26,7 @@ from service.store.sql.base import (
     Row,
     SqlBase,
     bump_revision,
+    filter_context,
     headers_context,
     secret_context,
     signing_key_context,
@@ -39,7 +40,7 @@ _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
     "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
-    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers"
+    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, content_filter"
 )
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
@@ -60,10 +61,12 @@ class SubscriptionsSql(SqlBase):
         context = secret_context(row["id"])
         secret = self._keyring.open_text_or_none(row["secret_enc"], context)
         headers = self._open_headers(row["id"], row["headers"])
-        if headers is None:
+        content_filter = self._open_filter(row["id"], row["content_filter"])
+        if headers is None or content_filter is False:
             # Sent without its headers a delivery would fail at the receiver's gateway, or
-            # worse, be taken: it waits with the subscription's secret unreadable instead.
-            secret, headers = None, ()
+            # worse, be taken; matched without its filter it would reach a receiver that
+            # does not want it: it waits with the subscription's secret unreadable instead.
+            secret, headers, content_filter = None, (), None
         signing_key = self._open_key(row["id"], row["signing_key_enc"])
         if row["signing_key_enc"] is not None and signing_key is None:
             secret = None  # an Ed25519 subscription cannot sign without its key: it waits too
@@ -96,6 +99,7 @@ class SubscriptionsSql(SqlBase):
             previous_signing_key=self._open_key(row["id"], row["previous_signing_key_enc"]),
             public_key=None if row["public_key"] is None else base64.b64decode(row["public_key"]),
             hmac_headers=bool(row["hmac_headers"]),
+            filter=content_filter if isinstance(content_filter, str) else None,
         )
 
     def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
@@ -111,6 +115,20 @@ class SubscriptionsSql(SqlBase):
         private = base64.b64encode(pair.private).decode()
         sealed = self._keyring.seal_text(private, signing_key_context(subscription_id))
         return sealed, base64.b64encode(pair.public).decode()
+
+    def _seal_filter(self, subscription_id: str, document: str | None) -> str | None:
+        """A content filter as stored: its compact JSON, sealed (it may name a customer)."""
+        if document is None:
+            return None
+        return self._keyring.seal_text(document, filter_context(subscription_id))
+
+    def _open_filter(self, subscription_id: str, stored: str | None) -> str | bool | None:
+        """The content filter's JSON; None without one, False when no configured key opens
+        it."""
+        if stored is None:
+            return None
+        opened = self._keyring.open_text_or_none(stored, filter_context(subscription_id))
+        return False if opened is None else opened
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
         """Static headers as stored: their names and values, as one sealed JSON object."""
@@ -142,6 +160,7 @@ class SubscriptionsSql(SqlBase):
         data_fields: Sequence[str] | None = None,
         signing: Signing = Signing.HMAC,
         hmac_headers: bool = True,
+        content_filter: str | None = None,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -174,6 +193,7 @@ class SubscriptionsSql(SqlBase):
                 signing_key_enc=sealed_key,
                 public_key=public_key,
                 hmac_headers=hmac_headers,
+                content_filter=self._seal_filter(subscription_id, content_filter),
             )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
@@ -227,6 +247,8 @@ class SubscriptionsSql(SqlBase):
             given["events"] = orjson.dumps(list(given["events"])).decode()
         if "data_fields" in given:
             given["data_fields"] = _data_fields(given["data_fields"])
+        if "content_filter" in given:
+            given["content_filter"] = self._seal_filter(subscription_id, given["content_filter"])
         patch = given.pop("headers", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         extra: list[Any] = []  # values of the assignments below, numbered after `given`'s
