@@ -17,6 +17,7 @@ from service.domain import (
     DeliveryJob,
     DeliveryLogEntry,
     DeliveryLogRow,
+    EndpointAuth,
     ErasureReceipt,
     IncomingEvent,
     NewDelivery,
@@ -47,6 +48,10 @@ class SubscriptionChanges:
     headers: HeadersPatch | None = UNSET
     ordering: Ordering = UNSET
     data_fields: tuple[str, ...] | None = UNSET
+    # Replaces the stored one whole, but an OAuth client secret left out
+    # (`endpointauth.KEEP_SECRET`) is kept; None removes it.
+    auth: EndpointAuth | None = UNSET
+    ca_certificate: str | None = UNSET
 
     def given(self) -> Mapping[str, Any]:
         names = (
@@ -58,6 +63,8 @@ class SubscriptionChanges:
             "headers",
             "ordering",
             "data_fields",
+            "auth",
+            "ca_certificate",
         )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
@@ -182,6 +189,8 @@ class Subscriptions(Protocol):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        auth: EndpointAuth | None = None,
+        ca_certificate: str | None = None,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
@@ -201,7 +210,8 @@ class Subscriptions(Protocol):
     ) -> Subscription | None:
         """Applies `changes`; None when there is no such subscription. Raises `InvalidInput`
         (field `headers`) when the merged headers are over the limits, or the stored ones
-        cannot be opened to merge with."""
+        cannot be opened to merge with; (field `auth.clientSecret`) when a secret to keep is
+        not there."""
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         """Soft-deletes it and cancels its open deliveries."""

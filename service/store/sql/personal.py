@@ -21,6 +21,7 @@ from service.store.sql.base import (
     OPEN,
     PAYLOAD_REMOVED,
     SqlBase,
+    auth_context,
     bump_revision,
     excerpt_context,
     headers_context,
@@ -193,7 +194,7 @@ class PersonalDataSql(SqlBase):
         resealed_ids: list[str] = []
         async with self._transaction() as conn:
             rows = await conn.fetch(
-                "SELECT id, secret_enc, previous_secret_enc, headers FROM subscriptions"
+                "SELECT id, secret_enc, previous_secret_enc, headers, auth FROM subscriptions"
             )
             for row in rows:
                 changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
@@ -202,6 +203,7 @@ class PersonalDataSql(SqlBase):
                     ("secret_enc", secret_context(row["id"])),
                     ("previous_secret_enc", secret_context(row["id"])),
                     ("headers", headers_context(row["id"])),
+                    ("auth", auth_context(row["id"])),
                 ):
                     stored = row[column]
                     if stored is None or stored.startswith(current):
@@ -365,6 +367,7 @@ class PersonalDataSql(SqlBase):
                 f"WHERE previous_secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(headers, 1, $1) FROM subscriptions "
                 "WHERE headers IS NOT NULL "
+                "UNION ALL SELECT substr(auth, 1, $1) FROM subscriptions WHERE auth IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
             )

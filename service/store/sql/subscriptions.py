@@ -12,17 +12,19 @@ from typing import Any
 import orjson
 import structlog
 
-from service import credentials, ids
-from service.domain import Ordering, Subscription
+from service import credentials, endpointauth, ids
+from service.domain import EndpointAuth, Ordering, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
+from service.store.crypto import Undecryptable
 from service.store.interfaces import UNSET, ChangedSubscriptions, Page, SubscriptionChanges
 from service.store.sql.base import (
     OPEN,
     Conn,
     Row,
     SqlBase,
+    auth_context,
     bump_revision,
     headers_context,
     secret_context,
@@ -35,10 +37,12 @@ _CHUNK = 500  # rows made subscriptions between two yields to the loop
 _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
-    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields"
+    "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, auth, "
+    "ca_certificate"
 )
+# A deleted subscription's endpoint credentials go with it: nothing will use them again.
 _DELETE = (
-    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
+    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2, auth = NULL "
     "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
 )
 _DEACTIVATE = (
@@ -55,10 +59,15 @@ class SubscriptionsSql(SqlBase):
         context = secret_context(row["id"])
         secret = self._keyring.open_text_or_none(row["secret_enc"], context)
         headers = self._open_headers(row["id"], row["headers"])
+        try:
+            auth = self._open_auth(row["id"], row["auth"])
+        except Undecryptable:
+            headers = None
         if headers is None:
-            # Sent without its headers a delivery would fail at the receiver's gateway, or
-            # worse, be taken: it waits with the subscription's secret unreadable instead.
-            secret, headers = None, ()
+            # Sent without its headers or credentials a delivery would fail at the receiver's
+            # gateway, or worse, be taken: it waits with the subscription's secret unreadable
+            # instead.
+            secret, headers, auth = None, (), None
         return Subscription(
             id=row["id"],
             org_id=row["org_id"],
@@ -83,7 +92,22 @@ class SubscriptionsSql(SqlBase):
             data_fields=None
             if row["data_fields"] is None
             else tuple(orjson.loads(row["data_fields"])),
+            auth=auth,
+            ca_certificate=row["ca_certificate"],
         )
+
+    def _open_auth(self, subscription_id: str, stored: str | None) -> EndpointAuth | None:
+        """The endpoint authentication, None without one; raises `Undecryptable` when no
+        configured key opens it."""
+        if stored is None:
+            return None
+        return endpointauth.loads(self._keyring.open_text(stored, auth_context(subscription_id)))
+
+    def _seal_auth(self, subscription_id: str, auth: EndpointAuth | None) -> str | None:
+        """Endpoint authentication as stored: one JSON object, credentials and all, sealed."""
+        if auth is None:
+            return None
+        return self._keyring.seal_text(endpointauth.dumps(auth), auth_context(subscription_id))
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
         """Static headers as stored: their names and values, as one sealed JSON object."""
@@ -113,6 +137,8 @@ class SubscriptionsSql(SqlBase):
         headers: Sequence[tuple[str, str]] = (),
         ordering: Ordering = Ordering.NONE,
         data_fields: Sequence[str] | None = None,
+        auth: EndpointAuth | None = None,
+        ca_certificate: str | None = None,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -136,6 +162,8 @@ class SubscriptionsSql(SqlBase):
                 headers=self._seal_headers(subscription_id, headers),
                 ordering=ordering,
                 data_fields=_data_fields(data_fields),
+                auth=self._seal_auth(subscription_id, auth),
+                ca_certificate=ca_certificate,
             )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
@@ -190,9 +218,12 @@ class SubscriptionsSql(SqlBase):
         if "data_fields" in given:
             given["data_fields"] = _data_fields(given["data_fields"])
         patch = given.pop("headers", UNSET)
+        auth = given.pop("auth", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         if patch is not UNSET:
             assignments.append(f"headers = ${len(given) + 4}")
+        if auth is not UNSET:
+            assignments.append(f"auth = ${len(given) + 4 + (patch is not UNSET)}")
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
             assignments += [
@@ -223,6 +254,13 @@ class SubscriptionsSql(SqlBase):
                 if stored is None:
                     return None
                 args.append(self._merged_headers(subscription_id, stored["headers"], patch))
+            if auth is not UNSET:
+                if not endpointauth.keeps_secret(auth):
+                    args.append(self._seal_auth(subscription_id, auth))
+                elif (kept := await self._kept_secret(conn, org_id, subscription_id, auth)) is None:
+                    return None
+                else:
+                    args.append(kept)
             return await self._change(
                 conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
             )
@@ -248,6 +286,33 @@ class SubscriptionsSql(SqlBase):
         except ValueError as exc:
             raise InvalidInput([("headers", str(exc))]) from None
         return self._seal_headers(subscription_id, merged)
+
+    async def _kept_secret(
+        self, conn: Conn, org_id: str, subscription_id: str, auth: EndpointAuth
+    ) -> str | None:
+        """A PATCH's `auth` that leaves its client secret out, sealed with the stored one's,
+        read in this transaction with the row locked (a concurrent PATCH waits, as for
+        headers). None when the subscription is not there; `InvalidInput` when there is no
+        secret to keep."""
+        stored = await conn.fetchrow(
+            "SELECT auth FROM subscriptions WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+            f"{self._driver.lock_row}",
+            subscription_id,
+            org_id,
+        )
+        if stored is None:
+            return None
+        try:
+            whole = endpointauth.merged(self._open_auth(subscription_id, stored["auth"]), auth)
+        except Undecryptable:
+            raise InvalidInput(
+                [("auth.clientSecret", "the stored one cannot be decrypted: give it again")]
+            ) from None
+        except ValueError as exc:
+            raise InvalidInput([("auth.clientSecret", str(exc))]) from None
+        sealed = self._seal_auth(subscription_id, whole)
+        assert sealed is not None
+        return sealed
 
     async def _change(
         self, conn: Conn, org_id: str, subscription_id: str, assignments: str, *args: Any
