@@ -39,6 +39,7 @@ from service.appkeys import (
     TESTER,
     TRACING,
 )
+from service.certwatch import CertificateWatch
 from service.console import console_routes
 from service.delivery.attempt import READ_TIMEOUT, USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
@@ -200,10 +201,16 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
     index = SubscriptionIndex(app[STORE], app[SETTINGS].index_refresh)
-    async with index.running():
-        app[INDEX] = index
-        app[ON_CHANGE] = index.on_change
-        yield
+    certificates = CertificateWatch(index.active, lambda: index.revision)
+    app[METRICS].client_certificates_expiring.set_function(certificates.count)
+    app[READINESS].describe("clientCertificates", certificates.report)
+    try:
+        async with index.running():
+            app[INDEX] = index
+            app[ON_CHANGE] = index.on_change
+            yield
+    finally:
+        app[READINESS].undescribe("clientCertificates")
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:

@@ -23,6 +23,7 @@ from service.api.models import (
     DeliveryList,
     DeliveryRow,
     EventTypes,
+    OAuthClientCredentialsAuth,
     PatchSubscription,
     ReplayRequest,
     ReplayResult,
@@ -31,6 +32,8 @@ from service.api.models import (
     SubscriptionList,
     SubscriptionRow,
     TestResult,
+    auth_errors,
+    endpoint_auth,
     field_messages,
 )
 from service.api.paging import decode_cursor, encode_cursor, page_limit
@@ -132,14 +135,31 @@ class SubscriptionApi:
         except ValidationError as exc:
             return invalid(field_messages(exc))
 
-    async def _vet(self, request: web.Request, url: str) -> web.Response | None:
+    async def _vet(self, request: web.Request, url: str, field: str = "url") -> web.Response | None:
+        """422 naming `field` unless `url` is a target deliveries may reach (the SSRF guard)."""
         allow_private = request.config_dict[SETTINGS].allow_private_targets
         try:
             await vet_url(
                 url, allow_private=allow_private, resolver=request.config_dict.get(RESOLVE)
             )
         except TargetRejected as exc:
-            return invalid([("url", exc.reason)])
+            return invalid([(field, exc.reason)])
+        return None
+
+    async def _vet_auth(
+        self,
+        request: web.Request,
+        body: CreateSubscription | PatchSubscription,
+        *,
+        creating: bool,
+    ) -> web.Response | None:
+        """422 unless the request's `auth` and `caCertificate` can be used: readable, current
+        certificates with their key, and a token URL held to the endpoint URL's rules."""
+        errors = auth_errors(body.auth, body.caCertificate, creating=creating)
+        if errors:
+            return invalid(errors)
+        if isinstance(body.auth, OAuthClientCredentialsAuth):
+            return await self._vet(request, body.auth.tokenUrl, "auth.tokenUrl")
         return None
 
     def _id(self, request: web.Request) -> str | None:
@@ -178,6 +198,8 @@ class SubscriptionApi:
             return body
         if rejected := await self._vet(request, body.url):
             return rejected
+        if rejected := await self._vet_auth(request, body, creating=True):
+            return rejected
         subscription = await _store(request).create_subscription(
             request[ORG],
             body.url,
@@ -187,6 +209,8 @@ class SubscriptionApi:
             headers=tuple((body.headers or {}).items()),
             ordering=Ordering(body.ordering),
             data_fields=body.dataFields,
+            auth=endpoint_auth(body.auth),
+            ca_certificate=body.caCertificate,
         )
         await self._changed(request, subscription.id)
         log.info(
@@ -265,6 +289,8 @@ class SubscriptionApi:
             and (rejected := await self._vet(request, body.url))
         ):
             return rejected
+        if rejected := await self._vet_auth(request, body, creating=False):
+            return rejected
         changes: dict[str, Any] = {}
         if "url" in given:
             changes["url"] = body.url
@@ -282,6 +308,10 @@ class SubscriptionApi:
             changes["ordering"] = Ordering(body.ordering)
         if "dataFields" in given:
             changes["data_fields"] = None if body.dataFields is None else tuple(body.dataFields)
+        if "auth" in given:
+            changes["auth"] = endpoint_auth(body.auth)
+        if "caCertificate" in given:
+            changes["ca_certificate"] = body.caCertificate
         try:
             updated = await _store(request).update_subscription(
                 request[ORG], subscription_id, SubscriptionChanges(**changes)

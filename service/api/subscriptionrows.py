@@ -3,6 +3,7 @@ settings, its deliveries at a glance, and of its static headers only what may be
 
 from __future__ import annotations
 
+from service import endpointauth
 from service import headers as header_rules
 from service.api.models import SubscriptionRow
 from service.clock import iso, iso_or_none
@@ -53,5 +54,9 @@ def subscription_row(subscription: Subscription, summary: Summary) -> Subscripti
             },
             "disabledAt": None if subscription.active else iso_or_none(subscription.disabled_at),
             "disabledReason": None if subscription.active else subscription.deactivated_reason,
+            "auth": endpointauth.shown(subscription.auth),
+            "caCertificate": None
+            if subscription.ca_certificate is None
+            else endpointauth.certificate_shown(subscription.ca_certificate),
         }
     )

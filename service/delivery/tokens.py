@@ -4,10 +4,10 @@ by every attempt that needs it meanwhile, and a token the endpoint refused repla
 (docs/decisions/0011-endpoint-authentication.md).
 
 A token endpoint that fails (answers other than 2xx, says nothing usable, hangs past the
-timeout, or is refused by the SSRF guard) raises `TokenFailed`, which the attempt records as its
-own result class and the schedule retries. The failure is remembered for `FAILURE_HOLD` seconds,
-so the attempts queued behind it fail at once instead of asking again one after another. Only
-the subscription's own attempts wait for its token endpoint: nothing here is shared between
+timeout, or is refused by the SSRF guard) raises `TokenFailed` in every attempt that waited for
+that fetch, which each records as its own result class and the schedule retries; the next
+attempt asks again (the lane's circuit breaker slows a subscription whose attempts keep failing).
+Only the subscription's own attempts wait for its token endpoint: nothing here is shared between
 subscriptions but the connection pool.
 """
 
@@ -39,8 +39,6 @@ EARLY = 30.0
 short ones): an attempt never sends one that runs out on the way."""
 LONGEST = 86400.0
 """Seconds a token is used at most, whatever its `expires_in` says."""
-FAILURE_HOLD = 1.0
-"""Seconds a failed fetch answers for the subscription's attempts without asking again."""
 
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 _VISIBLE = re.compile(r"[\x21-\x7E]+")
@@ -68,8 +66,6 @@ class _Entry:
     auth: OAuthClientCredentials = field(repr=False)
     token: Token | None = None
     fetching: asyncio.Task[Token] | None = None
-    failure: TokenFailed | None = None
-    failed_until: float = 0.0
     after_refusal: bool = False  # the next fetch replaces a token the endpoint refused
 
 
@@ -103,8 +99,6 @@ class Tokens:
         if entry.token is not None and now < entry.token.fresh_until:
             return entry.token
         if entry.fetching is None:
-            if entry.failure is not None and now < entry.failed_until:
-                raise entry.failure
             fetching = asyncio.create_task(
                 self._fetch(subscription_id, auth, entry.after_refusal),
                 name=f"token-{subscription_id}",
@@ -116,14 +110,9 @@ class Tokens:
 
     def _fetched(self, entry: _Entry, done: asyncio.Task[Token]) -> None:
         entry.fetching = None
-        if done.cancelled():
-            return
-        failure = done.exception()
-        if failure is None:
-            entry.token, entry.failure, entry.after_refusal = done.result(), None, False
-        elif isinstance(failure, TokenFailed):
-            entry.failure = failure
-            entry.failed_until = asyncio.get_running_loop().time() + FAILURE_HOLD
+        # Read here, so a failure no attempt waits for any more is never left unobserved.
+        if not done.cancelled() and done.exception() is None:
+            entry.token, entry.after_refusal = done.result(), False
 
     def refused(self, subscription_id: str, token: Token) -> bool:
         """The endpoint answered 401 to `token`: True when the attempt should try once more at
