@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from service.clock import iso
 from service.domain import ClientAuth, EndpointAuth, MutualTls, OAuthClientCredentials
@@ -130,10 +130,9 @@ def check_mtls(certificate: str, private_key: str, now: datetime | None = None) 
         rsa.RSAPrivateKey
         | ec.EllipticCurvePrivateKey
         | ed25519.Ed25519PrivateKey
-        | ed448.Ed448PrivateKey
-        | dsa.DSAPrivateKey,
+        | ed448.Ed448PrivateKey,
     ):
-        raise ValueError("privateKey: is not a key TLS can use")
+        raise ValueError("privateKey: is not an RSA, EC or EdDSA key")
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(
         serialization.Encoding.DER, public

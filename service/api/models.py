@@ -248,8 +248,11 @@ def auth_errors(
     """What is wrong with a request's `auth` and `caCertificate` beyond their types (the token
     URL's address is the handler's to check)."""
     errors: Errors = []
-    if isinstance(auth, OAuthClientCredentialsAuth) and creating and auth.clientSecret is None:
-        errors.append(("auth.clientSecret", "is required"))
+    if isinstance(auth, OAuthClientCredentialsAuth) and auth.clientSecret is None:
+        if "clientSecret" in auth.model_fields_set:
+            errors.append(("auth.clientSecret", "cannot be null (leave it out to keep it)"))
+        elif creating:
+            errors.append(("auth.clientSecret", "is required"))
     if isinstance(auth, MutualTlsAuth):
         try:
             endpointauth.check_mtls(auth.certificate, auth.privateKey)
