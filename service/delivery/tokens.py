@@ -129,7 +129,9 @@ class Tokens:
             entry.token, entry.after_refusal = None, True
             log.info("endpoint_auth.token_refused", subscription_id=subscription_id)
             return True
-        return entry.token is not None or entry.fetching is not None
+        # Another attempt dropped it already: a newer token is cached, being fetched, or about
+        # to be fetched by that attempt.
+        return entry.token is not None or entry.fetching is not None or entry.after_refusal
 
     def forget(self, subscription_id: str) -> None:
         self._entries.pop(subscription_id, None)

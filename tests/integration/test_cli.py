@@ -967,7 +967,4 @@ async def test_subscriptions_show_names_the_endpoint_auth_without_its_secret(
         "endpoint auth: OAuth client hooks-client at https://auth.bank.example/oauth2/token "
         "(basic, scope webhooks; secret (value hidden, write-only))"
     ) in shown.stdout.splitlines()
-    as_json = await cli.run("subscriptions", "show", cli.sid, "--json")
-    assert orjson.loads(as_json.stdout)["auth"]["clientId"] == "hooks-client"
-    for result in (shown, as_json):
-        assert secret not in result.stdout + result.stderr
+    assert secret not in shown.stdout + shown.stderr
