@@ -161,8 +161,15 @@ class Sender:
                     check_literal_target(subscription.url, allow_private=False)
                 body = self.body(job, subscription)
                 headers = self.headers(job, subscription, body, started)
-                if subscription.plain:
-                    response = await self._post(self._session, subscription.url, body, headers)
+                if subscription.plain:  # the common path, kept as lean as before
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._session.post(
+                            subscription.url,
+                            data=body,
+                            headers=headers,
+                            allow_redirects=False,
+                            timeout=self._client_timeout,
+                        )
                 else:
                     response = await self._authenticated(subscription, body, headers)
                 async with response:

@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 import pytest
 import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 from service.app import Roles, create_app
 from service.appkeys import RESOLVE, STORE
 from service.delivery.attempt import ResultClass, Sender
+from service.delivery.tokens import TokenFailed, Tokens
 from service.domain import DeliveryJob, MutualTls, OAuthClientCredentials, Subscription
 from service.egress import make_connector
 from service.endpointauth import KEEP_SECRET
@@ -41,6 +43,7 @@ from tests.support.endpointauth import (
     Pki,
     TlsReceiver,
     TokenServer,
+    serve,
     server_context,
     wait_until,
 )
@@ -450,3 +453,31 @@ async def test_credentials_are_sealed_at_rest_and_a_kept_secret_survives_a_patch
     assert b"hooks.example.com/mtls" in raw
     for needle in (secret, key_body[:40], key_body[-40:], "client-at-rest", "tokens.example.com"):
         assert needle.encode() not in raw, needle
+
+
+async def test_a_hanging_token_endpoint_is_cut_at_the_timeout_and_holds_up_no_one_else() -> None:
+    """One subscription's token endpoint never answers: its fetch fails at the timeout, while
+    another subscription's token comes at once meanwhile."""
+    hung, released = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        hung.set()
+        await released.wait()  # past the test's assertions: the server then stops at once
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/token", hang)
+    healthy = new_token_server()
+    async with serve(app) as port, healthy.running(), aiohttp.ClientSession() as session:
+        tokens = Tokens(session, timeout=0.5, allow_private=True)
+        stuck = OAuthClientCredentials(f"http://127.0.0.1:{port}/token", "c", "s")
+        waiting = asyncio.create_task(tokens.get("whk_stuck", stuck))
+        await hung.wait()
+        started = time.monotonic()
+        other = OAuthClientCredentials(healthy.url, healthy.client_id, healthy.client_secret)
+        token = await tokens.get("whk_other", other)
+        assert healthy.current(token.value)
+        assert time.monotonic() - started < 0.25  # not behind the hanging fetch
+        with pytest.raises(TokenFailed, match=r"^token endpoint timed out after 0\.5s$"):
+            await waiting
+        released.set()

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
 from service import endpointauth
+from service.delivery import tls
+from service.delivery.tls import TlsSessions
 from service.delivery.tokens import TokenFailed, Tokens, _read_answer, basic_credentials
-from service.domain import MutualTls, OAuthClientCredentials
+from service.domain import MutualTls, OAuthClientCredentials, Subscription
 from tests.support.endpointauth import Pki
 
 BEGIN, END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
@@ -167,3 +172,49 @@ def test_reads_show_no_secret_and_the_stored_form_round_trips() -> None:
     assert endpointauth.merged(AUTH, keep).client_secret == "s3cret"  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="clientSecret is required"):
         endpointauth.merged(mtls, keep)
+
+
+async def test_tls_pools_are_per_subscription_replaced_on_change_and_swept() -> None:
+    pki = Pki()
+    issued, renewed = pki.issue("a.example"), pki.issue("a.example")
+    made: list[aiohttp.ClientSession] = []
+
+    def make(context: ssl.SSLContext) -> aiohttp.ClientSession:
+        made.append(aiohttp.ClientSession())
+        return made[-1]
+
+    pools = TlsSessions(make, ca_file=None, grace=5.0)
+    first = _tls_subscription("whk_a", MutualTls(issued.certificate, issued.key))
+    pinned = _tls_subscription("whk_b", None, ca=pki.certificate)
+    assert pools.session(first) is pools.session(first)
+    assert pools.session(pinned) is not pools.session(first)  # a pool per subscription
+    replaced = pools.session(
+        _tls_subscription("whk_a", MutualTls(renewed.certificate, renewed.key))
+    )
+    assert replaced is not made[0]
+    now = time.monotonic()
+    assert await pools.sweep(now + 1) == 0  # the old pool still serves attempts begun on it
+    assert await pools.sweep(now + 6) == 1
+    assert made[0].closed
+    assert not replaced.closed
+    assert await pools.sweep(now + tls.IDLE + 1) == 2  # idle: gone (a deleted subscription's)
+    assert len(pools) == 0
+    assert all(session.closed for session in made)
+
+
+def _tls_subscription(sid: str, auth: MutualTls | None, ca: str | None = None) -> Subscription:
+    return Subscription(
+        id=sid,
+        org_id="org",
+        url="https://hooks.example/x",
+        events=("verification.created",),
+        installed_by=None,
+        active=True,
+        deactivated_reason=None,
+        created_at=0,
+        updated_at=0,
+        failing_since=None,
+        secret="s",
+        auth=auth,
+        ca_certificate=ca,
+    )
