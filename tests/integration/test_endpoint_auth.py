@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from service.app import Roles, create_app
@@ -35,7 +36,8 @@ from service.egress import make_connector
 from service.endpointauth import KEEP_SECRET
 from service.settings import Settings, load_settings
 from service.signing import SignatureHeaders
-from service.store import Store, SubscriptionChanges
+from service.store import Store, SubscriptionChanges, open_store
+from service.store.crypto import Keyring
 from tests.conftest import CATALOG_TOPICS, TEST_ENCRYPTION_KEY
 from tests.support.dns import FakeResolver, fake_dns
 from tests.support.endpointauth import (
@@ -49,7 +51,7 @@ from tests.support.endpointauth import (
 )
 from tests.support.live import LiveApp, live_app
 from tests.support.postgres import raw_database_bytes
-from tests.support.raw import sqlite_files
+from tests.support.raw import query, sqlite_files
 from tools.receiver import start_receiver
 
 pytestmark = pytest.mark.integration
@@ -481,3 +483,35 @@ async def test_a_hanging_token_endpoint_is_cut_at_the_timeout_and_holds_up_no_on
         with pytest.raises(TokenFailed, match=r"^token endpoint timed out after 0\.5s$"):
             await waiting
         released.set()
+
+
+async def test_rekey_seals_the_credentials_again_and_the_census_counts_them(
+    store: Store, settings_for: Settings
+) -> None:
+    auth = OAuthClientCredentials("https://tokens.example.com/t", "client", "cs-rekey")
+    created = await store.create_subscription(
+        "org_rekey", "https://hooks.example.com/r", ["verification.created"], None, auth=auth
+    )
+    new_key = Fernet.generate_key().decode()
+    rotated = settings_for.model_copy(
+        update={"encryption_key": SecretStr(f"{new_key},{TEST_ENCRYPTION_KEY}")}
+    )
+    url = settings_for.database_url
+    sealed_before = await query(url, f"SELECT auth FROM subscriptions WHERE id = '{created.id}'")
+    reopened = await open_store(rotated, run_migrations=False)
+    try:
+        older = (await reopened.sealed_census()).older
+        assert older >= 2  # the signing secret and the credentials, at least
+        done = await reopened.rekey(500, lambda _: None)
+        assert done.resealed["subscriptions"] >= 1
+        assert (await reopened.sealed_census()).older == 0
+        found = await reopened.get_subscription("org_rekey", created.id)
+        assert found is not None
+        assert found.auth == auth
+        [(sealed_after,)] = await query(
+            url, f"SELECT auth FROM subscriptions WHERE id = '{created.id}'"
+        )
+        assert sealed_after != sealed_before[0][0]
+        assert sealed_after.startswith(Keyring(new_key).text_current)
+    finally:
+        await reopened.close()
