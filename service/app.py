@@ -17,6 +17,7 @@ import gc
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -38,10 +39,13 @@ from service.appkeys import (
     TESTER,
     TRACING,
 )
+from service.certwatch import CertificateWatch
 from service.console import console_routes
-from service.delivery.attempt import USER_AGENT, Sender
+from service.delivery.attempt import READ_TIMEOUT, USER_AGENT, Sender
 from service.delivery.dispatcher import Dispatcher
 from service.delivery.housekeeping import Housekeeping
+from service.delivery.tls import TlsSessions, trust
+from service.delivery.tokens import Tokens
 from service.egress import make_connector
 from service.errors import StoreInUse
 from service.health import Readiness, health_routes
@@ -197,10 +201,16 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
     index = SubscriptionIndex(app[STORE], app[SETTINGS].index_refresh)
-    async with index.running():
-        app[INDEX] = index
-        app[ON_CHANGE] = index.on_change
-        yield
+    certificates = CertificateWatch(index.active, lambda: index.revision)
+    app[METRICS].client_certificates_expiring.set_function(certificates.count)
+    app[READINESS].describe("clientCertificates", certificates.report)
+    try:
+        async with index.running():
+            app[INDEX] = index
+            app[ON_CHANGE] = index.on_change
+            yield
+    finally:
+        app[READINESS].undescribe("clientCertificates")
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
@@ -220,14 +230,8 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         app[READINESS].undescribe("sealed")
 
 
-async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    # No limit in aiohttp's pool: a request waiting there would spend its delivery timeout
-    # unsent. The dispatcher's `ConnectionBudget` caps the attempts in flight at
-    # WEBHOOKS_MAX_CONNECTIONS instead, before an attempt starts, and shares them fairly among
-    # the lanes; `/test` sends (one per API call) come on top.
-    connector = make_connector(allow_private=settings.allow_private_targets, limit=0)
-    session = aiohttp.ClientSession(
+def _delivery_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
         connector=connector,
         # Never carry one customer's cookies to the next request, nor pick up proxies.
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -237,14 +241,43 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,
         skip_auto_headers=("Accept-Encoding",),
     )
+
+
+async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    allow_private = settings.allow_private_targets
+    # No limit in aiohttp's pool: a request waiting there would spend its delivery timeout
+    # unsent. The dispatcher's `ConnectionBudget` caps the attempts in flight at
+    # WEBHOOKS_MAX_CONNECTIONS instead, before an attempt starts, and shares them fairly among
+    # the lanes; `/test` sends (one per API call) come on top.
+    shared_trust = trust(settings.tls_ca_file)
+    connector = make_connector(allow_private=allow_private, limit=0, ssl_context=shared_trust)
+    session = _delivery_session(connector)
+
+    def own_pool(context: ssl.SSLContext) -> aiohttp.ClientSession:
+        """A subscription's own pool (mTLS, its own CAs): guarded as the shared one."""
+        return _delivery_session(
+            make_connector(allow_private=allow_private, limit=0, ssl_context=context)
+        )
+
+    # A replaced pool stays open while an attempt begun on it may still be reading.
+    grace = 2 * settings.delivery_timeout + READ_TIMEOUT + 1.0
+    pools = TlsSessions(own_pool, ca_file=settings.tls_ca_file, grace=grace)
     try:
         sender = Sender(
             session,
             header_formats=settings.signature_headers,
             timeout=settings.delivery_timeout,
             connect_timeout=settings.delivery_connect_timeout,
-            allow_private=settings.allow_private_targets,
+            allow_private=allow_private,
             tracing=app[TRACING],
+            tokens=Tokens(
+                session,
+                timeout=settings.delivery_timeout,
+                allow_private=allow_private,
+                metrics=app[METRICS],
+            ),
+            tls=pools,
         )
         dispatcher = Dispatcher(
             settings=settings,
@@ -255,7 +288,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
             owner=instance_id(),
             fatal=app[FATAL],
         )
-        async with dispatcher.running():
+        async with pools.running(app[FATAL]), dispatcher.running():
             app[DISPATCHER] = dispatcher
             app[TESTER] = dispatcher
             yield

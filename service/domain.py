@@ -47,6 +47,39 @@ class ApiKey:
     revoked_at: int | None
 
 
+class ClientAuth(enum.StrEnum):
+    """How a client proves itself to an OAuth token endpoint (RFC 6749 section 2.3.1)."""
+
+    BASIC = "basic"  # HTTP Basic with the client id and secret
+    BODY = "body"  # client_id and client_secret in the form body
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClientCredentials:
+    """An endpoint behind a gateway that wants an OAuth 2.0 access token, had by the client
+    credentials grant (RFC 6749 section 4.4) from `token_url`."""
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str | None = None
+    audience: str | None = None
+    client_auth: ClientAuth = ClientAuth.BASIC
+
+
+@dataclass(frozen=True, slots=True)
+class MutualTls:
+    """An endpoint that asks for a client certificate on the TLS handshake: `certificate` (PEM,
+    the leaf first, then any intermediates) and its `private_key` (PEM, unencrypted)."""
+
+    certificate: str
+    private_key: str = field(repr=False)
+
+
+EndpointAuth = OAuthClientCredentials | MutualTls
+"""How deliveries prove themselves to a subscription's endpoint beyond the signature."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     id: str
@@ -88,6 +121,11 @@ class Subscription:
     # Its content filter as compact JSON (`service.filters`), compiled where it is matched;
     # None: every event of its types.
     filter: str | None = field(default=None, repr=False)
+    # How deliveries authenticate to the endpoint (credentials: never logged, never shown).
+    auth: EndpointAuth | None = field(default=None, repr=False)
+    # A PEM bundle of the only CAs its endpoint's certificate may chain to; None: the system's
+    # (and WEBHOOKS_TLS_CA_FILE's).
+    ca_certificate: str | None = None
 
     @property
     def ordered(self) -> bool:
@@ -118,10 +156,16 @@ class Subscription:
             keys.append(self.previous_signing_key)
         return keys
 
+    @property
+    def plain(self) -> bool:
+        """True when its deliveries go through the shared pool as they are: no endpoint
+        authentication and no CA of its own."""
+        return self.auth is None and self.ca_certificate is None
+
     UNDECRYPTABLE = (
-        "its signing secret or header values cannot be decrypted with the configured "
-        "WEBHOOKS_ENCRYPTION_KEY: deliveries wait in the store until the key that sealed them "
-        "is configured again"
+        "its signing secret, header values or endpoint credentials cannot be decrypted with the "
+        "configured WEBHOOKS_ENCRYPTION_KEY: deliveries wait in the store until the key that "
+        "sealed them is configured again"
     )
 
 

@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 import sys
 import unicodedata
 import urllib.parse
@@ -312,7 +313,11 @@ class GuardedResolver(AbstractResolver):
 
 
 def make_connector(
-    *, allow_private: bool, limit: int, resolver: AbstractResolver | None = None
+    *,
+    allow_private: bool,
+    limit: int,
+    resolver: AbstractResolver | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> aiohttp.TCPConnector:
     """The pooled keep-alive connector for the delivery `ClientSession`.
 
@@ -321,8 +326,10 @@ def make_connector(
     limits live in the dispatcher, so there is no per-host limit here; `limit` caps the total
     (0: no cap, for a caller that bounds its connections before it asks, as the dispatcher's
     `ConnectionBudget` does, since a wait in aiohttp's pool counts against a request's timeout).
-    Must be called with an event loop running; the session must keep `trust_env=False` (the
-    default), since a proxy would connect on our behalf where the guard cannot see.
+    `ssl_context` is what its TLS connections verify with and present (None: aiohttp's default,
+    the system's CAs). Must be called with an event loop running; the session must keep
+    `trust_env=False` (the default), since a proxy would connect on our behalf where the guard
+    cannot see.
     """
     guarded = None if allow_private else GuardedResolver(resolver)
     connector = _OwningConnector(
@@ -333,6 +340,7 @@ def make_connector(
         ttl_dns_cache=DNS_CACHE_TTL,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         enable_cleanup_closed=_NEEDS_CLEANUP_CLOSED,
+        ssl=True if ssl_context is None else ssl_context,
     )
     connector.owned_resolver = guarded
     return connector

@@ -92,6 +92,15 @@ class SubscriptionIndex:
     def get(self, subscription_id: str) -> Subscription | None:
         return self._by_id.get(subscription_id)
 
+    def active(self) -> list[Subscription]:
+        """Every active subscription the index holds."""
+        return list(self._by_id.values())
+
+    @property
+    def revision(self) -> int | None:
+        """The store's subscription revision the index holds (None before its first load)."""
+        return self._revision
+
     def undecryptable(self) -> tuple[str, ...]:
         """Active subscriptions whose signing secret the configured keys cannot open: their
         deliveries are recorded but not claimed until the key is back."""

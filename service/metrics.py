@@ -127,6 +127,17 @@ class Metrics:
             "lanes with work waiting for a free connection slot",
             registry=r,
         )
+        self.token_fetches = Counter(
+            "webhooks_token_fetches",
+            "OAuth access tokens asked of subscriptions' token endpoints, by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.client_certificates_expiring = Gauge(
+            "webhooks_client_certificates_expiring",
+            "active subscriptions whose mTLS client certificate ends within 30 days (or has ended)",
+            registry=r,
+        )
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )

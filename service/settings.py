@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+import ssl
 from typing import Annotated, Any
 
 from pydantic import (
@@ -144,6 +145,9 @@ class Settings(BaseSettings):
     lease: Duration = Field(30.0, gt=0)
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
+    # A PEM file of CAs trusted beside the system's on every TLS connection deliveries make
+    # (endpoints and OAuth token URLs), for customers on a private PKI.
+    tls_ca_file: str | None = None
 
     # Logs (docs/contract.md, "Observability")
     log_format: LogFormat = LogFormat.JSON
@@ -166,6 +170,17 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file_readable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=value)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot be read as a PEM file of CA certificates ({exc})") from None
         return value
 
     @field_validator("retry_schedule")

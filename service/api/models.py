@@ -18,9 +18,16 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from service import endpointauth
 from service import headers as header_rules
 from service.clock import iso
-from service.domain import ErasureReceipt
+from service.domain import (
+    ClientAuth,
+    EndpointAuth,
+    ErasureReceipt,
+    MutualTls,
+    OAuthClientCredentials,
+)
 from service.events import CATALOG, Timestamp
 from service.filters import (
     ENVELOPE_FIELDS,
@@ -50,6 +57,8 @@ Errors = list[tuple[str, str]]
 def _field(loc: Sequence[int | str]) -> str:
     """pydantic's location as a field path: ("events", 1) -> "events[1]"."""
     path = ""
+    if len(loc) > 1 and loc[0] == "auth" and loc[1] in AUTH_TYPES:
+        loc = [loc[0], *loc[2:]]  # the union's tag: `auth.tokenUrl`, not `auth.mtls.tokenUrl`
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
     return path or "(body)"
@@ -223,12 +232,124 @@ ContentFilter = Annotated[
         },
     ),
 ]
+AUTH_TYPES = ("oauth2_client_credentials", "mtls")
+_PEM_TEXT = f"PEM, at most {endpointauth.MAX_PEM // 1024} KiB"
+
+
+class OAuthClientCredentialsAuth(_Request):
+    """Deliveries carry an OAuth 2.0 access token had by the client credentials grant."""
+
+    type: Literal["oauth2_client_credentials"]
+    tokenUrl: StrictStr = Field(
+        max_length=MAX_URL_LENGTH,
+        description="The token endpoint; https, and held to the same address rules as `url`.",
+        json_schema_extra=_URL_SCHEMA,
+    )
+    clientId: StrictStr = Field(min_length=1, max_length=256, pattern=_PRINTABLE)
+    clientSecret: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        pattern=_PRINTABLE,
+        description="Write-only: never shown. Required when the subscription has no OAuth "
+        "client secret yet; left out of a PATCH, the stored one is kept.",
+        json_schema_extra=_NOT_NULL,
+    )
+    scope: StrictStr | None = Field(None, min_length=1, max_length=1024, pattern=_PRINTABLE)
+    audience: StrictStr | None = Field(
+        None, min_length=1, max_length=MAX_URL_LENGTH, pattern=_PRINTABLE
+    )
+    clientAuth: Literal["basic", "body"] = Field(
+        "basic",
+        description="How the client authenticates to the token endpoint: HTTP Basic, or "
+        "client_id and client_secret in the form body.",
+    )
+
+
+class MutualTlsAuth(_Request):
+    """Deliveries present a client certificate on the TLS handshake."""
+
+    type: Literal["mtls"]
+    certificate: StrictStr = Field(
+        min_length=1,
+        max_length=endpointauth.MAX_PEM,
+        description=f"{_PEM_TEXT}: the client certificate, then any intermediates.",
+    )
+    privateKey: StrictStr = Field(
+        min_length=1,
+        max_length=endpointauth.MAX_PEM,
+        description=f"{_PEM_TEXT}, unencrypted: the certificate's key. Write-only: never shown.",
+    )
+
+
+Auth = Annotated[
+    OAuthClientCredentialsAuth | MutualTlsAuth,
+    Field(
+        discriminator="type",
+        description="How deliveries authenticate to the endpoint beyond the signature; null: "
+        "they do not. Its credentials are write-only.",
+    ),
+]
+CaCertificate = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=endpointauth.MAX_PEM,
+        description=f"{_PEM_TEXT}: the only CAs the endpoint's certificate may chain to "
+        "(instead of the system's); null: the system's.",
+    ),
+]
 
 
 def _filter_rule(document: dict[str, Any] | None) -> dict[str, Any] | None:
     if document is not None:
         _check_filter(document)
     return document
+
+
+def auth_errors(
+    auth: OAuthClientCredentialsAuth | MutualTlsAuth | None,
+    ca_certificate: str | None,
+    *,
+    creating: bool,
+) -> Errors:
+    """What is wrong with a request's `auth` and `caCertificate` beyond their types (the token
+    URL's address is the handler's to check)."""
+    errors: Errors = []
+    if isinstance(auth, OAuthClientCredentialsAuth) and auth.clientSecret is None:
+        if "clientSecret" in auth.model_fields_set:
+            errors.append(("auth.clientSecret", "cannot be null (leave it out to keep it)"))
+        elif creating:
+            errors.append(("auth.clientSecret", "is required"))
+    if isinstance(auth, MutualTlsAuth):
+        try:
+            endpointauth.check_mtls(auth.certificate, auth.privateKey)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            errors.append((f"auth.{field}", message))
+    if ca_certificate is not None:
+        try:
+            endpointauth.check_ca_bundle(ca_certificate)
+        except ValueError as exc:
+            errors.append(("caCertificate", str(exc)))
+    return errors
+
+
+def endpoint_auth(auth: OAuthClientCredentialsAuth | MutualTlsAuth | None) -> EndpointAuth | None:
+    """A request's `auth` as the domain's; an OAuth client secret left out is
+    `endpointauth.KEEP_SECRET` (the store keeps the stored one)."""
+    if auth is None:
+        return None
+    if isinstance(auth, MutualTlsAuth):
+        return MutualTls(certificate=auth.certificate, private_key=auth.privateKey)
+    return OAuthClientCredentials(
+        token_url=auth.tokenUrl,
+        client_id=auth.clientId,
+        client_secret=auth.clientSecret or endpointauth.KEEP_SECRET,
+        scope=auth.scope,
+        audience=auth.audience,
+        client_auth=ClientAuth(auth.clientAuth),
+    )
 
 
 def _headers_rule(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -265,6 +386,8 @@ class CreateSubscription(_Request):
     signing: SigningName = "hmac"
     hmacHeaders: HmacHeaders = True
     filter: ContentFilter | None = None
+    auth: Auth | None = None
+    caCertificate: CaCertificate | None = None
 
     _events = field_validator("events")(_events_rule)
     _headers = field_validator("headers")(_headers_rule)
@@ -286,6 +409,8 @@ class PatchSubscription(_Request):
     signing: SigningName | None = Field(None, json_schema_extra=_NOT_NULL)
     hmacHeaders: HmacHeaders | None = Field(None, json_schema_extra=_NOT_NULL)
     filter: ContentFilter | None = None  # null: every event of its types
+    auth: Auth | None = None
+    caCertificate: CaCertificate | None = None
 
     _headers = field_validator("headers")(_headers_patch_rule)
     _data_fields = field_validator("dataFields")(_data_fields_rule)
@@ -306,6 +431,27 @@ class LastDelivery(BaseModel):
 class BlockedDelivery(BaseModel):
     id: str
     createdAt: str
+
+
+class CertificateShown(BaseModel):
+    subject: str = Field(description="RFC 4514, e.g. CN=webhooks.example.com,O=Example")
+    issuer: str
+    notAfter: str = Field(description="When it expires.")
+    sha256: str = Field(description="The certificate's SHA-256 fingerprint, hex.")
+
+
+class AuthShown(BaseModel):
+    """`auth` as reads show it: no client secret, no private key."""
+
+    type: Literal["oauth2_client_credentials", "mtls"]
+    tokenUrl: str | None = None
+    clientId: str | None = None
+    scope: str | None = None
+    audience: str | None = None
+    clientAuth: Literal["basic", "body"] | None = None
+    certificate: CertificateShown | None = Field(
+        None, description="mtls: the client certificate (the first of the chain)."
+    )
 
 
 class SubscriptionRow(BaseModel):
@@ -372,6 +518,12 @@ class SubscriptionRow(BaseModel):
     publicKey: str | None = Field(None, description=PUBLIC_KEY_TEXT)
     hmacHeaders: bool = Field(
         True, description="false: no X-Identity-Signature nor X-Quantum-Signature is sent."
+    )
+    auth: AuthShown | None = Field(
+        None, description="How deliveries authenticate to the endpoint; its secrets never shown."
+    )
+    caCertificate: CertificateShown | None = Field(
+        None, description="The subscription's own CA (the first of its bundle), when it has one."
     )
 
 

@@ -25,6 +25,7 @@ from service.api.models import (
     EventTypes,
     FilterTest,
     FilterVerdict,
+    OAuthClientCredentialsAuth,
     PatchSubscription,
     ReplayRequest,
     ReplayResult,
@@ -33,6 +34,8 @@ from service.api.models import (
     SubscriptionList,
     SubscriptionRow,
     TestResult,
+    auth_errors,
+    endpoint_auth,
     field_messages,
 )
 from service.api.paging import decode_cursor, encode_cursor, page_limit
@@ -138,14 +141,31 @@ class SubscriptionApi:
         except ValidationError as exc:
             return invalid(field_messages(exc))
 
-    async def _vet(self, request: web.Request, url: str) -> web.Response | None:
+    async def _vet(self, request: web.Request, url: str, field: str = "url") -> web.Response | None:
+        """422 naming `field` unless `url` is a target deliveries may reach (the SSRF guard)."""
         allow_private = request.config_dict[SETTINGS].allow_private_targets
         try:
             await vet_url(
                 url, allow_private=allow_private, resolver=request.config_dict.get(RESOLVE)
             )
         except TargetRejected as exc:
-            return invalid([("url", exc.reason)])
+            return invalid([(field, exc.reason)])
+        return None
+
+    async def _vet_auth(
+        self,
+        request: web.Request,
+        body: CreateSubscription | PatchSubscription,
+        *,
+        creating: bool,
+    ) -> web.Response | None:
+        """422 unless the request's `auth` and `caCertificate` can be used: readable, current
+        certificates with their key, and a token URL held to the endpoint URL's rules."""
+        errors = auth_errors(body.auth, body.caCertificate, creating=creating)
+        if errors:
+            return invalid(errors)
+        if isinstance(body.auth, OAuthClientCredentialsAuth):
+            return await self._vet(request, body.auth.tokenUrl, "auth.tokenUrl")
         return None
 
     def _id(self, request: web.Request) -> str | None:
@@ -184,6 +204,8 @@ class SubscriptionApi:
             return body
         if rejected := await self._vet(request, body.url):
             return rejected
+        if rejected := await self._vet_auth(request, body, creating=True):
+            return rejected
         subscription = await _store(request).create_subscription(
             request[ORG],
             body.url,
@@ -196,6 +218,8 @@ class SubscriptionApi:
             signing=Signing(body.signing),
             hmac_headers=body.hmacHeaders,
             content_filter=_filter_json(body.filter),
+            auth=endpoint_auth(body.auth),
+            ca_certificate=body.caCertificate,
         )
         if subscription.secret is None:  # just made with the configured key: it opens
             raise RuntimeError(f"subscription {subscription.id}: its new secret did not open")
@@ -294,6 +318,8 @@ class SubscriptionApi:
             and (rejected := await self._vet(request, body.url))
         ):
             return rejected
+        if rejected := await self._vet_auth(request, body, creating=False):
+            return rejected
         changes: dict[str, Any] = {}
         if "url" in given:
             changes["url"] = body.url
@@ -317,6 +343,10 @@ class SubscriptionApi:
             changes["hmac_headers"] = body.hmacHeaders
         if "filter" in given:
             changes["content_filter"] = _filter_json(body.filter)
+        if "auth" in given:
+            changes["auth"] = endpoint_auth(body.auth)
+        if "caCertificate" in given:
+            changes["ca_certificate"] = body.caCertificate
         try:
             updated = await _store(request).update_subscription(
                 request[ORG], subscription_id, SubscriptionChanges(**changes)

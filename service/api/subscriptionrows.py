@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 
+from service import endpointauth
 from service import headers as header_rules
 from service.api.models import SubscriptionRow
 from service.clock import iso, iso_or_none
@@ -60,6 +61,10 @@ def subscription_row(subscription: Subscription, summary: Summary) -> Subscripti
             "signing": subscription.signing.value,
             "publicKey": public_key_or_none(subscription),
             "hmacHeaders": subscription.hmac_headers,
+            "auth": endpointauth.shown(subscription.auth),
+            "caCertificate": None
+            if subscription.ca_certificate is None
+            else endpointauth.certificate_shown(subscription.ca_certificate),
         }
     )
 

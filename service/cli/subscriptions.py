@@ -1,6 +1,7 @@
 """`identity-webhooks subscriptions show`: one subscription as GET …/{id} shows it (its JSON
-with --json): a sensitive static header by its name only, never its value. `subscriptions
-filter`: its content filter, shown, set or cleared (checked as PATCH …/{id} checks it)."""
+with --json): a sensitive static header by its name only, never its value; its endpoint
+authentication without its secrets. `subscriptions filter`: its content filter, shown, set or
+cleared (checked as PATCH …/{id} checks it)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _print_subscription(row: dict[str, Any], org_id: str) -> None:
         ("filter", describe(row["filter"])),
         *(("header", f"{name}: {value}") for name, value in row["headers"].items()),
         *(("header", f"{name}: {HIDDEN_VALUE}") for name in row["sensitiveHeaders"]),
+        *_auth_lines(row),
         ("deliveries", str(row["deliveryCount"])),
         ("last delivery", "-" if last is None else f"{last['status']} {last['at']}"),
         ("pending", str(row["pendingCount"])),
@@ -81,3 +83,30 @@ async def _filter(args: argparse.Namespace, store: Store) -> int:
         raise Refused(f"no subscription {subscription.id}", 1)
     print(updated.filter or "null")
     return 0
+
+
+def _auth_lines(row: dict[str, Any]) -> list[tuple[str, str]]:
+    auth, ca = row["auth"], row["caCertificate"]
+    lines: list[tuple[str, str]] = []
+    if auth is None:
+        lines.append(("endpoint auth", "none"))
+    elif auth["type"] == "oauth2_client_credentials":
+        scope = f", scope {auth['scope']}" if auth["scope"] else ""
+        lines.append(
+            (
+                "endpoint auth",
+                f"OAuth client {auth['clientId']} at {auth['tokenUrl']} "
+                f"({auth['clientAuth']}{scope}; secret {HIDDEN_VALUE})",
+            )
+        )
+    else:
+        cert = auth["certificate"]
+        lines.append(
+            (
+                "endpoint auth",
+                f"mTLS {cert['subject']}, ends {cert['notAfter']} (key {HIDDEN_VALUE})",
+            )
+        )
+    if ca is not None:
+        lines.append(("own CA", f"{ca['subject']}, ends {ca['notAfter']}"))
+    return lines

@@ -315,6 +315,7 @@ function subscriptionRow(row) {
         })
         : null,
       headersView(row),
+      authView(row),
       row.dataFields
         ? h('span', { class: 'muted small data-fields', text: `data fields: ${row.dataFields.join(', ')}` })
         : null,
@@ -367,6 +368,27 @@ function headersView(row) {
     sensitive.map((name) => h('li', { class: 'muted' },
       h('span', { class: 'mono', text: name }), ' ',
       h('span', { class: 'badge hidden-value', text: HIDDEN_VALUE }))));
+}
+
+const EXPIRING_MS = 30 * 86400 * 1000;
+
+/** How deliveries authenticate to the endpoint: never a secret (the API shows none). */
+function authView(row) {
+  const auth = row.auth;
+  const certLine = (label, cert) => {
+    const soon = Date.parse(cert.notAfter) - Date.now() < EXPIRING_MS;
+    return h('span', { class: `small ${soon ? 'error-text' : 'muted'}`,
+      text: `${label}: ${cert.subject}, ends ${cert.notAfter}${soon ? ' (soon: renew it)' : ''}` });
+  };
+  const parts = [];
+  if (auth && auth.type === 'oauth2_client_credentials') {
+    parts.push(h('span', { class: 'muted small wrap',
+      text: `OAuth client ${auth.clientId} at ${auth.tokenUrl}${auth.scope ? ` · scope ${auth.scope}` : ''}` }));
+  } else if (auth && auth.type === 'mtls') {
+    parts.push(certLine('client certificate', auth.certificate));
+  }
+  if (row.caCertificate) parts.push(certLine('own CA', row.caCertificate));
+  return parts.length ? h('span', { class: 'auth-view' }, ...parts) : null;
 }
 
 function renderSubscriptions() {
@@ -487,6 +509,7 @@ async function openEdit(row) {
   $('#edit-hmac-headers').checked = row ? row.hmacHeaders !== false : true;
   $('#filter-results').replaceChildren();
   headerList(row);
+  authForm(row);
   $('#edit-dialog').showModal();
   $('#edit-url').focus();
 }
@@ -495,7 +518,8 @@ const FIELD_INPUTS = {
   url: '#edit-url', events: '#edit-events', installedBy: '#edit-installed-by',
   rateLimit: '#edit-rate-limit', headers: '#edit-headers', active: '#edit-active',
   ordering: '#edit-ordering', dataFields: '#edit-data-fields', signing: '#edit-signing',
-  hmacHeaders: '#edit-hmac-headers', filter: '#edit-filter',
+  hmacHeaders: '#edit-hmac-headers', filter: '#edit-filter', auth: '#edit-auth-type',
+  caCertificate: '#edit-ca',
 };
 
 // -- the filter editor ---------------------------------------------------------------------
@@ -557,6 +581,64 @@ async function tryFilter() {
   }
 }
 
+/** The authentication fields of the type chosen, shown; the others hidden. */
+function showAuthFields() {
+  const type = $('#edit-auth-type').value;
+  show($('#edit-auth-oauth'), type === 'oauth2_client_credentials');
+  show($('#edit-auth-mtls'), type === 'mtls');
+}
+
+/** The form's authentication as the edited subscription has it (its secrets never come). */
+function authForm(row) {
+  const auth = row ? row.auth : null;
+  $('#edit-auth-type').value = auth ? auth.type : 'none';
+  if (auth && auth.type === 'oauth2_client_credentials') {
+    $('#edit-token-url').value = auth.tokenUrl;
+    $('#edit-client-id').value = auth.clientId;
+    $('#edit-scope').value = auth.scope || '';
+    $('#edit-audience').value = auth.audience || '';
+    $('#edit-client-auth').value = auth.clientAuth || 'basic';
+  }
+  show($('#edit-ca-remove-row'), Boolean(row && row.caCertificate));
+  showAuthFields();
+}
+
+function clearAuthSecrets() {
+  for (const id of ['#edit-client-secret', '#edit-private-key', '#edit-certificate']) $(id).value = '';
+}
+
+/** What the request says of `auth` and `caCertificate`: only what changes when editing. */
+function authChanges(editing, body) {
+  const type = $('#edit-auth-type').value;
+  const had = editing ? editing.auth : null;
+  if (type === 'none') {
+    if (had) body.auth = null;
+  } else if (type === 'oauth2_client_credentials') {
+    const auth = {
+      type,
+      tokenUrl: $('#edit-token-url').value.trim(),
+      clientId: $('#edit-client-id').value.trim(),
+      clientAuth: $('#edit-client-auth').value,
+    };
+    const secret = $('#edit-client-secret').value;
+    if (secret) auth.clientSecret = secret; // left out: the stored one is kept
+    const scope = $('#edit-scope').value.trim();
+    const audience = $('#edit-audience').value.trim();
+    if (scope) auth.scope = scope;
+    if (audience) auth.audience = audience;
+    body.auth = auth;
+  } else {
+    const certificate = $('#edit-certificate').value.trim();
+    const privateKey = $('#edit-private-key').value.trim();
+    if (certificate || privateKey || !had || had.type !== 'mtls') {
+      body.auth = { type, certificate, privateKey };
+    }
+  }
+  const ca = $('#edit-ca').value.trim();
+  if (ca) body.caCertificate = ca;
+  else if ($('#edit-ca-remove').checked) body.caCertificate = null;
+}
+
 /** A PATCH's `headers`, a merge patch: the ticked headers removed (null), the typed ones set;
  * a typed header replaces a ticked one of the same name. Null when nothing changes. */
 function headersPatch(typed) {
@@ -604,6 +686,7 @@ async function submitEdit(event) {
     filter: typedFilter.filter,
   };
   const editing = state.editing;
+  authChanges(editing, body);
   if (editing) {
     body.active = $('#edit-active').checked;
     // Only what changes: headers not named are kept, the hidden values among them.
@@ -1066,7 +1149,11 @@ function start() {
   $('#secret-standard-copy').addEventListener('click', () => copySecret('#secret-standard'));
   $('#secret-dialog').addEventListener('close', clearSecret);
   // Header values typed (a credential, maybe) do not stay in the page once the dialog closes.
-  $('#edit-dialog').addEventListener('close', () => { $('#edit-headers').value = ''; });
+  $('#edit-dialog').addEventListener('close', () => {
+    $('#edit-headers').value = '';
+    clearAuthSecrets();
+  });
+  $('#edit-auth-type').addEventListener('change', showAuthFields);
   $('#log-filters').addEventListener('submit', applyFilters);
   $('#log-filters').addEventListener('reset', () => { state.log.filter = {}; setTimeout(loadLog); });
   $('#log-refresh').addEventListener('click', () => loadLog());

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from service import __version__
-from service.domain import DeliveryJob, Subscription
+from service.delivery.tls import TlsSessions, needs_own_pool
+from service.delivery.tokens import TokenFailed, Tokens
+from service.domain import DeliveryJob, OAuthClientCredentials, Subscription
 from service.egress import check_literal_target
 from service.errors import TargetRejected
 from service.events import project
@@ -48,6 +50,8 @@ class ResultClass(enum.StrEnum):
     SERVER_ERROR = "5xx"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
+    # The subscription's OAuth token endpoint gave no token: nothing was sent to the endpoint.
+    TOKEN = "token"  # noqa: S105 - a result class, not a secret
 
 
 def classify(status: int | None, *, timed_out: bool = False) -> ResultClass:
@@ -78,7 +82,9 @@ class Exchange:
 
 
 class Sender:
-    """Signs and POSTs one delivery through the shared session."""
+    """Signs and POSTs one delivery through the shared session, or, for a subscription that
+    authenticates to its endpoint (docs/decisions/0011-endpoint-authentication.md), with its
+    access token (`tokens`) and through its own TLS pool (`tls`)."""
 
     def __init__(
         self,
@@ -90,8 +96,12 @@ class Sender:
         allow_private: bool,
         read_timeout: float = READ_TIMEOUT,
         tracing: Tracing | None = None,
+        tokens: Tokens | None = None,
+        tls: TlsSessions | None = None,
     ) -> None:
         self._session = session
+        self._tokens = tokens or Tokens(session, timeout=timeout, allow_private=allow_private)
+        self._tls = tls
         self._tracing = tracing or Tracing()
         self._formats = frozenset(header_formats)
         self._timeout = timeout
@@ -150,7 +160,7 @@ class Sender:
         excerpt: str | None = None
         error: str | None = None
         retry_after: str | None = None
-        timed_out = False
+        timed_out = no_token = False
         started = time.time()
         span = self._tracing.attempt_span(
             job.id, subscription.id, job.event_id, job.event, job.attempts + 1
@@ -160,14 +170,18 @@ class Sender:
                 if not self._allow_private:
                     check_literal_target(subscription.url, allow_private=False)
                 body = self.body(job, subscription)
-                async with asyncio.timeout(self._timeout):
-                    response = await self._session.post(
-                        subscription.url,
-                        data=body,
-                        headers=self.headers(job, subscription, body, started),
-                        allow_redirects=False,
-                        timeout=self._client_timeout,
-                    )
+                headers = self.headers(job, subscription, body, started)
+                if subscription.plain:  # the common path, kept as lean as before
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._session.post(
+                            subscription.url,
+                            data=body,
+                            headers=headers,
+                            allow_redirects=False,
+                            timeout=self._client_timeout,
+                        )
+                else:
+                    response = await self._authenticated(subscription, body, headers)
                 async with response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
@@ -180,9 +194,11 @@ class Sender:
                 error = f"timed out after {self._timeout:g}s"
             except TargetRejected as exc:
                 error = f"refused: {exc.reason}"
+            except TokenFailed as exc:
+                no_token, error = True, printable(exc.reason)
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 error = printable(f"{type(exc).__name__}: {exc}"[:500])
-            result = classify(status, timed_out=timed_out)
+            result = ResultClass.TOKEN if no_token else classify(status, timed_out=timed_out)
             traced.outcome(result.value, status)
         if result is not ResultClass.OK and error is None:
             error = f"HTTP {status}"
@@ -195,6 +211,42 @@ class Sender:
             excerpt=excerpt,
             retry_after=retry_after,
         )
+
+    async def _post(
+        self, session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """The POST up to the answer's status line and headers, within the delivery timeout."""
+        async with asyncio.timeout(self._timeout):
+            return await session.post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=self._client_timeout
+            )
+
+    async def _authenticated(
+        self, subscription: Subscription, body: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """The POST of a subscription that authenticates to its endpoint: through its own TLS
+        pool when it has one; with its access token when it has OAuth client credentials, and
+        when the endpoint answers 401 once more at once with the next token (`Tokens.refused`
+        says whether there is one). Raises `TokenFailed` when no token could be had."""
+        session = self._session
+        if needs_own_pool(subscription):
+            if self._tls is None:
+                raise ValueError("this sender has no TLS pools of subscriptions' own")
+            session = self._tls.session(subscription)
+        auth = subscription.auth
+        if not isinstance(auth, OAuthClientCredentials):
+            return await self._post(session, subscription.url, body, headers)
+        # The token is the request's Authorization: a static one of that name gives way.
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        token = await self._tokens.get(subscription.id, auth)
+        headers["Authorization"] = f"Bearer {token.value}"
+        response = await self._post(session, subscription.url, body, headers)
+        if response.status != 401 or not self._tokens.refused(subscription.id, token):
+            return response
+        response.release()
+        token = await self._tokens.get(subscription.id, auth)
+        headers["Authorization"] = f"Bearer {token.value}"
+        return await self._post(session, subscription.url, body, headers)
 
 
 async def read_excerpt(response: aiohttp.ClientResponse, timeout: float = READ_TIMEOUT) -> str:

@@ -17,6 +17,7 @@ from service.domain import (
     DeliveryJob,
     DeliveryLogEntry,
     DeliveryLogRow,
+    EndpointAuth,
     ErasureReceipt,
     IncomingEvent,
     NewDelivery,
@@ -51,6 +52,10 @@ class SubscriptionChanges:
     signing: Signing = UNSET
     hmac_headers: bool = UNSET
     content_filter: str | None = UNSET  # its compact JSON, checked by `service.filters`
+    # Replaces the stored one whole, but an OAuth client secret left out
+    # (`endpointauth.KEEP_SECRET`) is kept; None removes it.
+    auth: EndpointAuth | None = UNSET
+    ca_certificate: str | None = UNSET
 
     def given(self) -> Mapping[str, Any]:
         names = (
@@ -65,6 +70,8 @@ class SubscriptionChanges:
             "signing",
             "hmac_headers",
             "content_filter",
+            "auth",
+            "ca_certificate",
         )
         return {name: value for name in names if (value := getattr(self, name)) is not UNSET}
 
@@ -192,6 +199,8 @@ class Subscriptions(Protocol):
         signing: Signing = Signing.HMAC,
         hmac_headers: bool = True,
         content_filter: str | None = None,
+        auth: EndpointAuth | None = None,
+        ca_certificate: str | None = None,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
@@ -211,7 +220,8 @@ class Subscriptions(Protocol):
     ) -> Subscription | None:
         """Applies `changes`; None when there is no such subscription. Raises `InvalidInput`
         (field `headers`) when the merged headers are over the limits, or the stored ones
-        cannot be opened to merge with."""
+        cannot be opened to merge with; (field `auth.clientSecret`) when a secret to keep is
+        not there."""
 
     async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
         """Soft-deletes it and cancels its open deliveries."""

@@ -27,6 +27,7 @@ from service.domain import (
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
+    OAuthClientCredentials,
     Subscription,
 )
 from service.events import format_time, parse_time
@@ -972,3 +973,22 @@ async def test_demo_receiver_command_writes_its_url_and_stops_on_sigterm(tmp_pat
         code = await asyncio.wait_for(process.wait(), 30)
         await process.communicate()
     assert code == 0
+
+
+async def test_subscriptions_show_names_the_endpoint_auth_without_its_secret(
+    cli: SeededCli,
+) -> None:
+    secret = "cs-cli-" + "7" * 20
+    auth = OAuthClientCredentials(
+        "https://auth.bank.example/oauth2/token", "hooks-client", secret, scope="webhooks"
+    )
+    async with opened(cli.database) as store:
+        await store.update_subscription("org_cli", cli.sid, SubscriptionChanges(auth=auth))
+
+    shown = await cli.run("subscriptions", "show", cli.sid)
+    assert shown.code == 0, shown.stderr
+    assert (
+        "endpoint auth: OAuth client hooks-client at https://auth.bank.example/oauth2/token "
+        "(basic, scope webhooks; secret (value hidden, write-only))"
+    ) in shown.stdout.splitlines()
+    assert secret not in shown.stdout + shown.stderr

@@ -5,7 +5,8 @@ another (beside the tests of other paths on other workers).
 - tests/chaos/: the fault tests kill and stall processes, start private brokers and measure
   recovery times that a second fault beside them would distort;
 - test_hostile_records.py: its tests share one service process (a module fixture) and add up
-  one tally that the last of them writes to var/fuzz/records.json.
+  one tally that the last of them writes to var/fuzz/records.json;
+- test_endpoint_auth.py: its delivery tests share one service (a module fixture).
 
 Every other test makes its own topics, consumer group, database and ports, and runs beside any
 other. The grouping is by path rather than by `xdist_group` marks, which pytest 9 no longer lets
@@ -16,7 +17,11 @@ from __future__ import annotations
 
 from xdist.scheduler import LoadScopeScheduling
 
-TOGETHER = ("tests/chaos/", "tests/integration/test_hostile_records.py")
+TOGETHER = (
+    "tests/chaos/",
+    "tests/integration/test_hostile_records.py",
+    "tests/integration/test_endpoint_auth.py",
+)
 
 
 class TogetherScheduling(LoadScopeScheduling):

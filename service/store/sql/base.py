@@ -124,6 +124,10 @@ def filter_context(subscription_id: str) -> str:
     return f"filter:{subscription_id}"
 
 
+def auth_context(subscription_id: str) -> str:
+    return f"auth:{subscription_id}"
+
+
 OPEN = "status IN ('pending', 'retrying')"
 """A delivery still to be sent (or retried)."""
 JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"

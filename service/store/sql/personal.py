@@ -21,6 +21,7 @@ from service.store.sql.base import (
     OPEN,
     PAYLOAD_REMOVED,
     SqlBase,
+    auth_context,
     bump_revision,
     excerpt_context,
     filter_context,
@@ -219,7 +220,7 @@ class PersonalDataSql(SqlBase):
         async with self._transaction() as conn:
             rows = await conn.fetch(
                 "SELECT id, secret_enc, previous_secret_enc, headers, signing_key_enc, "
-                "previous_signing_key_enc, content_filter FROM subscriptions"
+                "previous_signing_key_enc, content_filter, auth FROM subscriptions"
             )
             for row in rows:
                 changes: dict[str, tuple[str, str]] = {}  # column: (as read, sealed again)
@@ -231,6 +232,7 @@ class PersonalDataSql(SqlBase):
                     ("signing_key_enc", signing_key_context(row["id"])),
                     ("previous_signing_key_enc", signing_key_context(row["id"])),
                     ("content_filter", filter_context(row["id"])),
+                    ("auth", auth_context(row["id"])),
                 ):
                     stored = row[column]
                     if stored is None or stored.startswith(current):
@@ -400,6 +402,7 @@ class PersonalDataSql(SqlBase):
                 "WHERE previous_signing_key_enc IS NOT NULL "
                 "UNION ALL SELECT substr(content_filter, 1, $1) FROM subscriptions "
                 "WHERE content_filter IS NOT NULL "
+                "UNION ALL SELECT substr(auth, 1, $1) FROM subscriptions WHERE auth IS NOT NULL "
                 "UNION ALL SELECT substr(sealed, 1, $1) FROM store_keys) s GROUP BY p",
                 len(text[0]),
             )

@@ -13,18 +13,20 @@ from typing import Any
 import orjson
 import structlog
 
-from service import credentials, ids
-from service.domain import Ordering, Signing, Subscription
+from service import credentials, endpointauth, ids
+from service.domain import EndpointAuth, Ordering, Signing, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
 from service.signing import KeyPair
+from service.store.crypto import Undecryptable
 from service.store.interfaces import UNSET, ChangedSubscriptions, Page, SubscriptionChanges
 from service.store.sql.base import (
     OPEN,
     Conn,
     Row,
     SqlBase,
+    auth_context,
     bump_revision,
     filter_context,
     headers_context,
@@ -40,10 +42,12 @@ _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
     "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
-    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, content_filter"
+    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, content_filter, auth, "
+    "ca_certificate"
 )
+# A deleted subscription's endpoint credentials go with it: nothing will use them again.
 _DELETE = (
-    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
+    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2, auth = NULL "
     "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
 )
 _DEACTIVATE = (
@@ -62,11 +66,16 @@ class SubscriptionsSql(SqlBase):
         secret = self._keyring.open_text_or_none(row["secret_enc"], context)
         headers = self._open_headers(row["id"], row["headers"])
         content_filter = self._open_filter(row["id"], row["content_filter"])
+        try:
+            auth = self._open_auth(row["id"], row["auth"])
+        except Undecryptable:
+            headers = None
         if headers is None or content_filter is False:
-            # Sent without its headers a delivery would fail at the receiver's gateway, or
-            # worse, be taken; matched without its filter it would reach a receiver that
-            # does not want it: it waits with the subscription's secret unreadable instead.
-            secret, headers, content_filter = None, (), None
+            # Sent without its headers or credentials a delivery would fail at the receiver's
+            # gateway, or worse, be taken; matched without its filter it would reach a receiver
+            # that does not want it: it waits with the subscription's secret unreadable
+            # instead.
+            secret, headers, content_filter, auth = None, (), None, None
         signing_key = self._open_key(row["id"], row["signing_key_enc"])
         if row["signing_key_enc"] is not None and signing_key is None:
             secret = None  # an Ed25519 subscription cannot sign without its key: it waits too
@@ -100,6 +109,8 @@ class SubscriptionsSql(SqlBase):
             public_key=None if row["public_key"] is None else base64.b64decode(row["public_key"]),
             hmac_headers=bool(row["hmac_headers"]),
             filter=content_filter if isinstance(content_filter, str) else None,
+            auth=auth,
+            ca_certificate=row["ca_certificate"],
         )
 
     def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
@@ -129,6 +140,19 @@ class SubscriptionsSql(SqlBase):
             return None
         opened = self._keyring.open_text_or_none(stored, filter_context(subscription_id))
         return False if opened is None else opened
+
+    def _open_auth(self, subscription_id: str, stored: str | None) -> EndpointAuth | None:
+        """The endpoint authentication, None without one; raises `Undecryptable` when no
+        configured key opens it."""
+        if stored is None:
+            return None
+        return endpointauth.loads(self._keyring.open_text(stored, auth_context(subscription_id)))
+
+    def _seal_auth(self, subscription_id: str, auth: EndpointAuth | None) -> str | None:
+        """Endpoint authentication as stored: one JSON object, credentials and all, sealed."""
+        if auth is None:
+            return None
+        return self._keyring.seal_text(endpointauth.dumps(auth), auth_context(subscription_id))
 
     def _seal_headers(self, subscription_id: str, headers: Sequence[tuple[str, str]]) -> str | None:
         """Static headers as stored: their names and values, as one sealed JSON object."""
@@ -161,6 +185,8 @@ class SubscriptionsSql(SqlBase):
         signing: Signing = Signing.HMAC,
         hmac_headers: bool = True,
         content_filter: str | None = None,
+        auth: EndpointAuth | None = None,
+        ca_certificate: str | None = None,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -194,6 +220,8 @@ class SubscriptionsSql(SqlBase):
                 public_key=public_key,
                 hmac_headers=hmac_headers,
                 content_filter=self._seal_filter(subscription_id, content_filter),
+                auth=self._seal_auth(subscription_id, auth),
+                ca_certificate=ca_certificate,
             )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
@@ -250,6 +278,7 @@ class SubscriptionsSql(SqlBase):
         if "content_filter" in given:
             given["content_filter"] = self._seal_filter(subscription_id, given["content_filter"])
         patch = given.pop("headers", UNSET)
+        auth = given.pop("auth", UNSET)
         assignments = [f"{column} = ${n}" for n, column in enumerate(given, start=4)]
         extra: list[Any] = []  # values of the assignments below, numbered after `given`'s
         if "signing" in given:
@@ -258,6 +287,8 @@ class SubscriptionsSql(SqlBase):
                 extra += self._seal_key(subscription_id, KeyPair.generate())
         if patch is not UNSET:
             assignments.append(f"headers = ${len(given) + len(extra) + 4}")
+        if auth is not UNSET:
+            assignments.append(f"auth = ${len(given) + len(extra) + 4 + (patch is not UNSET)}")
         if given.get("active") is True:
             # Reactivating starts a fresh failure clock and clears the old reason.
             assignments += [
@@ -288,6 +319,13 @@ class SubscriptionsSql(SqlBase):
                 if stored is None:
                     return None
                 args.append(self._merged_headers(subscription_id, stored["headers"], patch))
+            if auth is not UNSET:
+                if not endpointauth.keeps_secret(auth):
+                    args.append(self._seal_auth(subscription_id, auth))
+                elif (kept := await self._kept_secret(conn, org_id, subscription_id, auth)) is None:
+                    return None
+                else:
+                    args.append(kept)
             return await self._change(
                 conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
             )
@@ -327,6 +365,33 @@ class SubscriptionsSql(SqlBase):
         except ValueError as exc:
             raise InvalidInput([("headers", str(exc))]) from None
         return self._seal_headers(subscription_id, merged)
+
+    async def _kept_secret(
+        self, conn: Conn, org_id: str, subscription_id: str, auth: EndpointAuth
+    ) -> str | None:
+        """A PATCH's `auth` that leaves its client secret out, sealed with the stored one's,
+        read in this transaction with the row locked (a concurrent PATCH waits, as for
+        headers). None when the subscription is not there; `InvalidInput` when there is no
+        secret to keep."""
+        stored = await conn.fetchrow(
+            "SELECT auth FROM subscriptions WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+            f"{self._driver.lock_row}",
+            subscription_id,
+            org_id,
+        )
+        if stored is None:
+            return None
+        try:
+            whole = endpointauth.merged(self._open_auth(subscription_id, stored["auth"]), auth)
+        except Undecryptable:
+            raise InvalidInput(
+                [("auth.clientSecret", "the stored one cannot be decrypted: give it again")]
+            ) from None
+        except ValueError as exc:
+            raise InvalidInput([("auth.clientSecret", str(exc))]) from None
+        sealed = self._seal_auth(subscription_id, whole)
+        assert sealed is not None
+        return sealed
 
     async def _change(
         self, conn: Conn, org_id: str, subscription_id: str, assignments: str, *args: Any
