@@ -4,15 +4,15 @@ signing too until `previous_secret_until`), its public key in clear (it is publi
 `hmac_headers` (false: no X-Identity-Signature nor X-Quantum-Signature)
 (docs/decisions/0010-standard-webhooks-and-ed25519.md).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 
 
 def upgrade() -> None:
