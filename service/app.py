@@ -28,6 +28,7 @@ from service.api.setup import setup_api
 from service.appkeys import (
     DISPATCHER,
     FATAL,
+    FEED_WAITS,
     INDEX,
     INGEST,
     METRICS,
@@ -44,6 +45,7 @@ from service.delivery.dispatcher import Dispatcher
 from service.delivery.housekeeping import Housekeeping
 from service.egress import make_connector
 from service.errors import StoreInUse
+from service.feedwaits import FeedWaits
 from service.health import Readiness, health_routes
 from service.ingest import Ingest
 from service.matching import SubscriptionIndex
@@ -77,6 +79,7 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app[READINESS] = Readiness()
     app[METRICS] = Metrics()
     app[FATAL] = Fatal()
+    app[FEED_WAITS] = FeedWaits()
     app.add_routes([*health_routes(app[READINESS]), app[METRICS].route()])
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_tracing)
@@ -275,6 +278,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         fatal=app[FATAL],
         tracing=app[TRACING],
         wake=dispatcher.wake,
+        fed=app[FEED_WAITS].notify,
     )
     ingest.register(app[READINESS])
     async with ingest.running():

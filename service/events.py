@@ -168,6 +168,7 @@ class Accepted:
     occurred_at: datetime
     body: bytes
     customer_id: str | None = None  # `data.customerId` (`customer_key`)
+    verification_id: str | None = None  # `data.verificationId`, what search finds it by
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +234,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         occurred_at=envelope.occurredAt,
         body=body,
         customer_id=customer_key(getattr(data, "customerId", None)),
+        verification_id=customer_key(getattr(data, "verificationId", None)),
     )
 
 

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     poll_interval: Duration = 1.0
     index_refresh: Duration = 2.0
 
+    # Polling subscriptions (docs/api.md, "Polling subscriptions"): the longest a read of a feed
+    # waits for something to arrive (`wait=` is cut to it), and how old the oldest unread
+    # delivery of a feed may get before its reader counts as behind.
+    feed_wait_max: Duration = Field(30.0, gt=0, le=30)
+    feed_behind: Duration = Field(900.0, gt=0)
+
     # Logs (docs/contract.md, "Observability")
     log_format: LogFormat = LogFormat.JSON
     log_level: LogLevel = LogLevel.INFO

@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from service import credentials, ids
-from service.domain import Ordering, Signing, Subscription
+from service.domain import DeliveryMode, Ordering, Signing, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
@@ -39,7 +39,7 @@ _COLUMNS = (
     "id, org_id, url, events, installed_by, secret_enc, active, deactivated_reason, "
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
     "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
-    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers"
+    "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, delivery"
 )
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2 "
@@ -96,6 +96,7 @@ class SubscriptionsSql(SqlBase):
             previous_signing_key=self._open_key(row["id"], row["previous_signing_key_enc"]),
             public_key=None if row["public_key"] is None else base64.b64decode(row["public_key"]),
             hmac_headers=bool(row["hmac_headers"]),
+            delivery=DeliveryMode(row["delivery"]),
         )
 
     def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
@@ -142,6 +143,7 @@ class SubscriptionsSql(SqlBase):
         data_fields: Sequence[str] | None = None,
         signing: Signing = Signing.HMAC,
         hmac_headers: bool = True,
+        delivery: DeliveryMode = DeliveryMode.PUSH,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -174,7 +176,13 @@ class SubscriptionsSql(SqlBase):
                 signing_key_enc=sealed_key,
                 public_key=public_key,
                 hmac_headers=hmac_headers,
+                delivery=delivery,
             )
+            if delivery is DeliveryMode.POLL:
+                await conn.execute(
+                    "INSERT INTO poll_feeds (subscription_id, top, acked) VALUES ($1, 0, 0)",
+                    subscription_id,
+                )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
 
@@ -387,11 +395,13 @@ class SubscriptionsSql(SqlBase):
     async def _close_open(
         self, conn: Conn, subscription_id: str, status: str, error: str, now: int
     ) -> None:
-        """A subscription went away (deleted or deactivated): its open deliveries end as `status`
-        with `error`, their leases dropped, and every index learns of the change."""
+        """A subscription went away (deleted or deactivated): its open deliveries (and the
+        unread ones of its feed) end as `status` with `error`, their leases dropped, and every
+        index learns of the change."""
         await conn.execute(
             "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
-            f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {OPEN}",
+            "lease_until = NULL, last_error = $4 WHERE subscription_id = $1 "
+            f"AND ({OPEN} OR status = 'available')",
             subscription_id,
             status,
             now,
