@@ -7,7 +7,6 @@ from pathlib import Path
 
 from service import ids
 from service.cli import convert
-from service.events import CATALOG, TEST_EVENT
 from service.signing import DEFAULT_TOLERANCE
 
 
