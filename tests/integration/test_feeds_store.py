@@ -42,7 +42,8 @@ async def test_a_feed_reads_in_order_repeatably_and_reading_past_marks_sent(stor
     feed = await store.create_subscription(ORG, "", EVENTS, None, delivery=DeliveryMode.POLL)
     push = await store.create_subscription(ORG, "https://a.example/h", EVENTS, None)
     other = await store.create_subscription("org_b", "", EVENTS, None, delivery=DeliveryMode.POLL)
-    assert feed.polled and not push.polled
+    assert feed.polled
+    assert not push.polled
     events = [about(f"cus_{n % 3}", f"ver_{n}") for n in range(7)]
     polled = [
         NewDelivery(ids.new_id("whd"), e.id, feed.id, e.event, ORG, poll=True) for e in events
@@ -63,10 +64,12 @@ async def test_a_feed_reads_in_order_repeatably_and_reading_past_marks_sent(stor
     assert (await store.read_feed(other.id, 0, 100)).items == []
 
     health = (await store.feed_health([feed.id]))[feed.id]
-    assert health.read_at is None and health.unread == 7
+    assert health.read_at is None
+    assert health.unread == 7
     await store.acknowledge(feed.id, first.last)
     health = (await store.feed_health([feed.id]))[feed.id]
-    assert health.read_at is not None and health.unread == 3
+    assert health.read_at is not None
+    assert health.unread == 3
     log = await store.list_deliveries(ORG, feed.id, DeliveryFilter(), PageRequest(100, None))
     statuses = {row.id: row.status for row in log.rows}
     assert {statuses[d.id] for d in polled[:4]} == {DeliveryStatus.SENT}
@@ -101,7 +104,8 @@ async def test_retention_removes_a_feeds_deliveries_read_or_not(store: Store) ->
     purged = await store.purge(now_ms() + 1000, 100)
     assert purged.removed >= 6  # three deliveries, three events
     page = await store.read_feed(feed.id, 0, 100)
-    assert page.items == [] and page.oldest_kept is None
+    assert page.items == []
+    assert page.oldest_kept is None
 
 
 async def test_the_log_is_searched_by_event_customer_and_verification(store: Store) -> None:
@@ -150,5 +154,7 @@ async def test_what_is_searched_is_stored_as_keyed_hashes_only(store: Store) -> 
             "SELECT customer_id, verification_key FROM events WHERE id = $1", event.id
         )
     assert row is not None
-    assert row["verification_key"].startswith("c1.") and "ver_secret" not in row["verification_key"]
-    assert row["customer_id"].startswith("c1.") and row["customer_id"] != row["verification_key"]
+    assert row["verification_key"].startswith("c1.")
+    assert "ver_secret" not in row["verification_key"]
+    assert row["customer_id"].startswith("c1.")
+    assert row["customer_id"] != row["verification_key"]
