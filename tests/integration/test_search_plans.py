@@ -58,8 +58,8 @@ async def _seed(store: Store, subscription_id: str) -> None:
         await conn.execute(
             "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "
             "attempts, next_attempt_at, created_at, updated_at) SELECT 'whd_seed_' || n, "
-            "'evt_seed_' || n, $1, $2, 'verification.created', 'sent', 1, CAST($3 AS BIGINT), CAST($3 AS BIGINT) + n, "
-            "CAST($3 AS BIGINT) + n "
+            "'evt_seed_' || n, $1, $2, 'verification.created', 'sent', 1, CAST($3 AS BIGINT), "
+            "CAST($3 AS BIGINT) + n, CAST($3 AS BIGINT) + n "
             f"FROM ({numbers}) s",
             ORG,
             subscription_id,
@@ -70,13 +70,13 @@ async def _seed(store: Store, subscription_id: str) -> None:
 
 
 @pytest.fixture
-async def seeded(store: Store) -> AsyncIterator[tuple[Store, str, list[str]]]:
+async def seeded(store: Store) -> tuple[Store, str, list[str]]:
     sub = await store.create_subscription(ORG, "https://a.example/h", EVENTS, None)
     await _seed(store, sub.id)
     event = about("cus_findme", "ver_findme")
     delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, ORG)
     await store.record_events([event], [delivery], Lease("t", 1000))
-    yield store, sub.id, [event.id, delivery.id]
+    return store, sub.id, [event.id, delivery.id]
 
 
 async def _plans(store: Store, run: Any) -> list[str]:
