@@ -261,7 +261,7 @@ class PatchSubscription(_Request):
 
 
 class LastDelivery(BaseModel):
-    status: Literal["sent", "retrying", "failed", "pending"]
+    status: Literal["sent", "retrying", "failed", "pending", "available"]
     responseCode: int | None
     at: str
 

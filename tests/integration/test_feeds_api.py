@@ -76,6 +76,7 @@ async def test_every_catalog_event_is_triggered_into_a_feed_signed_as_a_push(
     assert empty["rows"] == []
     assert time.monotonic() - started >= 0.9  # it waited for something to arrive
     _, row, _ = await api.call("GET", f"/{created['id']}")
+    assert row["lastDelivery"]["status"] == "sent"  # read past: acknowledged
     assert row["feed"]["unread"] == 0
     assert row["feed"]["lastReadAt"] is not None
 
@@ -96,6 +97,13 @@ async def test_every_catalog_event_is_triggered_into_a_feed_signed_as_a_push(
 async def test_what_a_feed_refuses(api: support.Api) -> None:
     _, polled, _ = await api.call("POST", body={"delivery": "poll", "events": list(CATALOG)})
     _, pushed, _ = await api.call("POST", body=support.SEED_REQUEST)
+    await api.call("POST", f"/{polled['id']}/test")
+    # Its newest delivery, unread, shows in the list (an `available` last delivery).
+    status, listed, _ = await api.call("GET", "")
+    assert status == 200
+    shown = {row["id"]: row for row in listed["rows"]}
+    assert shown[polled["id"]]["lastDelivery"]["status"] == "available"
+    assert shown[polled["id"]]["feed"]["unread"] == 1
     feed = f"{support.BASE}/{polled['id']}/events"
     # Another org's key finds no such subscription.
     assert (await _get(api, feed, api.other_key))[0] == 404
