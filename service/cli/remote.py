@@ -175,6 +175,13 @@ async def _listen(args: argparse.Namespace) -> int:
         api = Api(session, args.api_url, args.api_key)
         subscription = await _listener(api, args.name, events)
         subscription_id = subscription["id"]
+        if "secret" in subscription:
+            # Made just now: its secret is shown this once, as the API's answer shows it.
+            print(
+                f"signing secret (shown once): {subscription['secret']} "
+                f"(Standard Webhooks: {subscription['standardSecret']})",
+                flush=True,
+            )
         print(
             f"listening: {subscription_id} ({', '.join(subscription['events'])}) → "
             f"{args.forward_to}; Ctrl-C stops, the subscription stays (remove it with: "
