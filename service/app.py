@@ -29,6 +29,7 @@ from service.api.setup import setup_api
 from service.appkeys import (
     DISPATCHER,
     FATAL,
+    FEED_WAITS,
     INDEX,
     INGEST,
     METRICS,
@@ -48,6 +49,7 @@ from service.delivery.tls import TlsSessions, trust
 from service.delivery.tokens import Tokens
 from service.egress import make_connector
 from service.errors import StoreInUse
+from service.feedwaits import FeedWaits
 from service.health import Readiness, health_routes
 from service.ingest import Ingest
 from service.matching import SubscriptionIndex
@@ -81,6 +83,7 @@ def create_app(settings: Settings, roles: Roles | None = None) -> web.Applicatio
     app[READINESS] = Readiness()
     app[METRICS] = Metrics()
     app[FATAL] = Fatal()
+    app[FEED_WAITS] = FeedWaits()
     app.add_routes([*health_routes(app[READINESS]), app[METRICS].route()])
     app.cleanup_ctx.append(_announce)
     app.cleanup_ctx.append(_tracing)
@@ -308,6 +311,7 @@ async def _ingest(app: web.Application) -> AsyncIterator[None]:
         fatal=app[FATAL],
         tracing=app[TRACING],
         wake=dispatcher.wake,
+        fed=app[FEED_WAITS].notify,
     )
     ingest.register(app[READINESS])
     async with ingest.running():

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from service.domain import AttemptRecord, Subscription
 from service.egress import Resolve
+from service.feedwaits import FeedWaits
 from service.health import Readiness
 from service.metrics import Metrics
 from service.settings import Settings
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 
 
 class Tester(Protocol):
-    """Sends `webhook.test` through the delivery path and waits for the first attempt."""
+    """Sends a test event through the delivery path and waits for the first attempt."""
 
-    async def send_test(self, subscription: Subscription) -> AttemptRecord: ...
+    async def send_test(self, subscription: Subscription, event: str) -> AttemptRecord:
+        """Sends a test `event` (`service.triggers`) and waits for the first attempt."""
 
     def wake(self) -> None:
         """Deliveries were made due now (a redelivery, a replay): look for them at once."""
@@ -48,5 +50,6 @@ DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 TESTER: web.AppKey[Tester] = web.AppKey("tester", Tester)
 ON_CHANGE: web.AppKey[OnChange] = web.AppKey("on_change")
+FEED_WAITS: web.AppKey[FeedWaits] = web.AppKey("feed_waits", FeedWaits)
 # How registration looks host names up (the system resolver when unset; tests set their own).
 RESOLVE: web.AppKey[Resolve] = web.AppKey("resolve")

@@ -26,11 +26,20 @@ class Signing(enum.StrEnum):
     ED25519 = "ed25519"  # v1a: Ed25519 with the subscription's private key
 
 
+class DeliveryMode(enum.StrEnum):
+    """How a subscription's deliveries reach its receiver (stored and shown as the value)."""
+
+    PUSH = "push"  # POSTed to its URL
+    POLL = "poll"  # kept in its feed, read with GET …/{id}/events (no URL)
+
+
 class DeliveryStatus(enum.StrEnum):
     """A delivery's life: pending → (retrying →)* sent | failed; cancelled when its
-    subscription is deleted or its payload erased while it was open."""
+    subscription is deleted or its payload erased while it was open. A polling subscription's:
+    available → sent once its reader reads past it (docs/decisions/0014-polling-and-listen.md)."""
 
     PENDING = "pending"
+    AVAILABLE = "available"
     RETRYING = "retrying"
     SENT = "sent"
     FAILED = "failed"
@@ -126,6 +135,13 @@ class Subscription:
     # A PEM bundle of the only CAs its endpoint's certificate may chain to; None: the system's
     # (and WEBHOOKS_TLS_CA_FILE's).
     ca_certificate: str | None = None
+    # Pushed to `url`, or kept in its feed for its reader (`url` is then empty).
+    delivery: DeliveryMode = DeliveryMode.PUSH
+
+    @property
+    def polled(self) -> bool:
+        """True when its deliveries are read from its feed, never sent."""
+        return self.delivery is DeliveryMode.POLL
 
     @property
     def ordered(self) -> bool:
@@ -290,6 +306,11 @@ class DeliveryFilter:
     event: str | None = None
     since: int | None = None
     until: int | None = None
+    # Search: one event, or the events about one customer or one verification (by their
+    # `data.customerId` and `data.verificationId`, matched through their keyed hashes).
+    event_id: str | None = None
+    customer_id: str | None = None
+    verification_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +352,7 @@ class IncomingEvent:
     sibling_service: str | None
     source: str | None
     customer_id: str | None = None  # its ordering key (see `ordering_key`)
+    verification_id: str | None = None  # `data.verificationId`, to search by (hashed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +365,8 @@ class NewDelivery:
     # Set for a subscription with `ordering: customer`: the customer whose deliveries go out
     # one at a time. Such a delivery is recorded unleased and sent once it heads its queue.
     ordering_key: str | None = None
+    # A polling subscription's: recorded `available` in its feed, never leased nor sent.
+    poll: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,3 +434,58 @@ def failure_clocks(attempts: Sequence[AttemptRecord]) -> dict[str, FailureClock]
             start = attempt.started_at if first is None else first
             clocks[attempt.subscription_id] = FailureClock(reset, start, failures + 1)
     return clocks
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One delivery in a polling subscription's feed, at its place `seq`: its event's body as
+    kept (None when its payload was removed: `gone` says why)."""
+
+    seq: int
+    delivery_id: str
+    event_id: str
+    event: str
+    occurred_at: int
+    created_at: int
+    body: bytes | None = field(repr=False)
+    sibling_service: str | None
+    gone: PayloadGone | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """What one read of a feed found after a place: its items in order, the newest place it
+    looked at (`last`), and the oldest place the feed still keeps (None: it is empty)."""
+
+    items: list[FeedItem]
+    last: int
+    oldest_kept: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """How a polling subscription's reader stands: when it last read, what it has not read
+    past yet (`unread`, and the oldest of those, epoch ms)."""
+
+    read_at: int | None
+    unread: int
+    oldest_unread_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    """One subscription's delivery of an event, as `GET /api/identity/events/{id}` lists it."""
+
+    subscription_id: str
+    row: DeliveryLogRow
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrail:
+    """An event of an org and every delivery of it to the org's subscriptions."""
+
+    id: str
+    event: str
+    occurred_at: int
+    received_at: int
+    deliveries: list[EventDelivery]

@@ -171,6 +171,7 @@ class Accepted:
     # The envelope as parsed (integers too wide for 64 bits read as floats): what content
     # filters read, so that matching parses nothing again.
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    verification_id: str | None = None  # `data.verificationId`, what search finds it by
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         body=body,
         customer_id=customer_key(getattr(data, "customerId", None)),
         document=decoded,
+        verification_id=customer_key(getattr(data, "verificationId", None)),
     )
 
 

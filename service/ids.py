@@ -54,3 +54,20 @@ def parse_log_position(position: str) -> tuple[int, str]:
         raise ValueError("not a position this listing gave out")
     created, _, delivery_id = position.partition(".")
     return int(created), delivery_id
+
+
+FEED_POSITION = re.compile(r"[0-9]{1,18}\.[0-9]{1,15}")
+"""A polling subscription's feed position: `<place>.<when it was handed out, ms>`."""
+
+
+def feed_position(place: int, issued_at: int) -> str:
+    """The position after `place` in a feed, handed out at `issued_at` (epoch ms)."""
+    return f"{place}.{issued_at}"
+
+
+def parse_feed_position(position: str) -> tuple[int, int]:
+    """(place, issued at ms) of a feed position; ValueError when it is not one."""
+    if FEED_POSITION.fullmatch(position) is None:
+        raise ValueError("not a position this feed gave out")
+    place, _, issued = position.partition(".")
+    return int(place), int(issued)

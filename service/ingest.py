@@ -127,9 +127,11 @@ class Ingest:
         fatal: Fatal | None = None,
         tracing: Tracing | None = None,
         wake: Callable[[], None] = lambda: None,
+        fed: Callable[[Iterable[str]], None] = lambda _: None,
     ) -> None:
         self._settings = settings
         self._wake = wake  # ordered deliveries were recorded: the claimer takes their heads
+        self._fed = fed  # polling subscriptions' feeds got deliveries: their reads wake
         self._tracing = tracing or Tracing()
         self._fatal = fatal or Fatal()
         self._store = store
@@ -323,11 +325,13 @@ class Ingest:
                 [
                     DeliveryJob.first(d, by_event[(d.org_id, d.event_id)])
                     for d in created
-                    if d.ordering_key is None
+                    if d.ordering_key is None and not d.poll
                 ]
             )
             if any(d.ordering_key is not None for d in created):
                 self._wake()
+            if fed := {d.subscription_id for d in created if d.poll}:
+                self._fed(fed)
             for delivery in created:
                 self._metrics.child(self._metrics.deliveries, delivery.event, "created").inc()
         duplicates = len(batch.deliveries) - len(created)
@@ -391,6 +395,7 @@ class Ingest:
                 sibling_service=_sibling(record),
                 source=f"{record.topic}/{record.partition}/{record.offset}",
                 customer_id=event.customer_id,
+                verification_id=event.verification_id,
             )
         )
         batch.deliveries.extend(
@@ -400,7 +405,8 @@ class Ingest:
                 s.id,
                 event.event,
                 event.org_id,
-                ordering_key=event.customer_id if s.ordered else None,
+                ordering_key=event.customer_id if s.ordered and not s.polled else None,
+                poll=s.polled,
             )
             for s in matches
         )

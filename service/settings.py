@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     # (endpoints and OAuth token URLs), for customers on a private PKI.
     tls_ca_file: str | None = None
 
+    # Polling subscriptions (docs/api.md, "Polling subscriptions"): the longest a read of a feed
+    # waits for something to arrive (`wait=` is cut to it), and how old the oldest unread
+    # delivery of a feed may get before its reader counts as behind.
+    feed_wait_max: Duration = Field(30.0, gt=0, le=30)
+    feed_behind: Duration = Field(900.0, gt=0)
+
     # Logs (docs/contract.md, "Observability")
     log_format: LogFormat = LogFormat.JSON
     log_level: LogLevel = LogLevel.INFO

@@ -4,6 +4,7 @@ a 422, the command line into one line and exit code 2."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -19,11 +20,22 @@ from service.domain import (
     DeliveryLogRow,
     DeliveryStatus,
 )
-from service.events import CATALOG, TEST_EVENT, parse_time, project
+from service.events import CATALOG, MAX_ID_LENGTH, TEST_EVENT, parse_time, project
 from service.ids import LOG_POSITION
 
-LOG_QUERY = ("status", "event", "since", "until", "limit", "cursor")
-LOG_STATUSES = ("pending", "retrying", "sent", "failed", "cancelled")
+LOG_QUERY = (
+    "status",
+    "event",
+    "since",
+    "until",
+    "limit",
+    "cursor",
+    "eventId",
+    "customerId",
+    "verificationId",
+)
+LOG_STATUSES = ("pending", "available", "retrying", "sent", "failed", "cancelled")
+_SEARCHED = re.compile(rf"[^\x00-\x1F\x7F]{{1,{MAX_ID_LENGTH}}}")
 
 
 def _time(query: Mapping[str, str], name: str, errors: Errors) -> int | None:
@@ -62,11 +74,22 @@ class LogQuery:
         since, until = _time(query, "since", self.errors), _time(query, "until", self.errors)
         if since is not None and until is not None and until <= since:
             self.errors.append(("until", "must be after since"))
+        searched = {}
+        for name in ("eventId", "customerId", "verificationId"):
+            value = query.get(name)
+            if value is not None and not _SEARCHED.fullmatch(value):
+                message = f"must be 1 to {MAX_ID_LENGTH} characters, no control characters"
+                self.errors.append((name, message))
+                value = None
+            searched[name] = value
         self.where = DeliveryFilter(
             status=None if status is None else DeliveryStatus(status),
             event=event,
             since=since,
             until=until,
+            event_id=searched["eventId"],
+            customer_id=searched["customerId"],
+            verification_id=searched["verificationId"],
         )
 
 

@@ -375,8 +375,24 @@ def _data_fields_rule(fields: list[str] | None) -> list[str] | None:
     return fields
 
 
+DeliveryName = Annotated[
+    Literal["push", "poll"],
+    Field(
+        description='"push" (the default): each delivery is POSTed to `url`. "poll": no URL; '
+        "deliveries are kept in the subscription's feed and read with GET …/{id}/events, "
+        "signed as a push would be.",
+    ),
+]
+
+
 class CreateSubscription(_Request):
-    url: StrictStr = Field(max_length=MAX_URL_LENGTH, json_schema_extra=_URL_SCHEMA)
+    url: StrictStr | None = Field(
+        None,
+        max_length=MAX_URL_LENGTH,
+        json_schema_extra=_documented(pattern="^https?://"),
+        description='Where deliveries are POSTed: required for "push", refused for "poll".',
+    )
+    delivery: DeliveryName = "push"
     events: list[EventName] = Field(json_schema_extra=_EVENTS_SCHEMA)
     installedBy: StrictStr | None = Field(None, max_length=MAX_INSTALLED_BY, pattern=_PRINTABLE)
     rateLimit: RateLimit | None = None
@@ -423,7 +439,7 @@ class PatchSubscription(_Request):
 
 
 class LastDelivery(BaseModel):
-    status: Literal["sent", "retrying", "failed", "pending"]
+    status: Literal["sent", "retrying", "failed", "pending", "available"]
     responseCode: int | None
     at: str
 
@@ -454,9 +470,25 @@ class AuthShown(BaseModel):
     )
 
 
+class FeedState(BaseModel):
+    lastReadAt: str | None = Field(description="When its feed was last read; null: never.")
+    unread: int = Field(description="Deliveries put in its feed after the reader's cursor.")
+    oldestUnreadAt: str | None = Field(
+        description="When the oldest of those entered the feed; null when all are read."
+    )
+    behind: bool = Field(
+        description="The oldest unread delivery is older than WEBHOOKS_FEED_BEHIND (15 "
+        "minutes by default): the reader is not keeping up (as a failing endpoint, it alerts)."
+    )
+
+
 class SubscriptionRow(BaseModel):
     id: str
-    url: str
+    url: str | None = Field(description='Where deliveries are POSTed; null for "poll".')
+    delivery: Literal["push", "poll"] = "push"
+    feed: FeedState | None = Field(
+        None, description='"poll" only: how its reader stands; null for "push".'
+    )
     events: list[str]
     installedBy: str | None
     active: bool
@@ -529,7 +561,8 @@ class SubscriptionRow(BaseModel):
 
 class CreatedSubscription(BaseModel):
     id: str
-    url: str
+    url: str | None
+    delivery: Literal["push", "poll"]
     events: list[str]
     installedBy: str | None
     secret: str = Field(description="The signing secret. Shown in this response only.")
@@ -549,9 +582,22 @@ class SubscriptionList(BaseModel):
     nextCursor: str | None
 
 
+class TestRequest(_Request):
+    event: Literal[
+        "webhook.test", "verification.created", "customer.kyc_updated", "review.overridden"
+    ] = Field(
+        "webhook.test",
+        description="Which event to send: webhook.test, or any catalog event as the catalog's "
+        'example with fresh ids, occurredAt now, your org\'s id and a top-level "test": true.',
+    )
+
+
 class TestResult(BaseModel):
     deliveryId: str
-    status: Literal["sent", "retrying", "failed", "pending"]
+    eventId: str | None = None
+    status: Literal["sent", "retrying", "failed", "pending", "available"] = Field(
+        description='"available": a polling subscription\'s, put in its feed.'
+    )
     responseCode: int | None
     durationMs: int | None
     error: str | None
@@ -571,7 +617,7 @@ class EventTypes(BaseModel):
     rows: list[EventType]
 
 
-DeliveryStatusName = Literal["pending", "retrying", "sent", "failed", "cancelled"]
+DeliveryStatusName = Literal["pending", "available", "retrying", "sent", "failed", "cancelled"]
 
 
 class LastAttempt(BaseModel):
@@ -624,6 +670,45 @@ class DeliveryDetail(DeliveryRow):
     )
     payloadRemoved: PayloadRemoved | None = None
     attempts: list[AttemptRow]
+
+
+class FeedRow(BaseModel):
+    deliveryId: str
+    eventId: str
+    event: str
+    body: str | None = Field(
+        description="The exact text a push would POST (verify the signatures over it as it "
+        "is); null when its payload is no longer kept (`payloadRemoved` says why)."
+    )
+    headers: dict[str, str] = Field(
+        description="The headers a push would carry: X-Identity-Delivery, X-Identity-Event, "
+        "Content-Type and the signatures (X-Identity-Signature, X-Quantum-Signature, "
+        "webhook-id, webhook-timestamp, webhook-signature), signed at this read."
+    )
+    createdAt: str
+    payloadRemoved: PayloadRemoved | None = None
+
+
+class Feed(BaseModel):
+    rows: list[FeedRow]
+    nextCursor: str = Field(
+        description="Pass as `after` for what comes next; keep it once the rows are handled "
+        "(passing it tells the service they were read)."
+    )
+
+
+class EventDeliveryRow(DeliveryRow):
+    subscriptionId: str
+
+
+class EventTrail(BaseModel):
+    id: str
+    event: str
+    occurredAt: str
+    receivedAt: str
+    deliveries: list[EventDeliveryRow] = Field(
+        description="Every subscription's delivery of it in your org (not deleted ones)."
+    )
 
 
 class ReplayRequest(_Request):
@@ -760,3 +845,8 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    resumeCursor: str | None = Field(
+        None,
+        description="410 of a feed read: the cursor to go on from (before the oldest delivery "
+        "its feed still keeps).",
+    )

@@ -10,9 +10,10 @@ from service import __version__
 from service.api import models
 from service.api.customers import CUSTOMERS, DRY_RUN
 from service.api.deliverylog import LOG_STATUSES
+from service.api.feeds import EVENTS, MAX_WAIT
 from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.routes import BASE, MAX_SEARCH
-from service.events import CATALOG
+from service.events import CATALOG, MAX_ID_LENGTH
 from service.operations.erasure import MAX_CUSTOMER_ID
 from service.operations.recovery import MAX_REPLAY
 
@@ -22,6 +23,7 @@ _REQUESTS: tuple[type[BaseModel], ...] = (
     models.ReplayRequest,
     models.RotateSecret,
     models.FilterTest,
+    models.TestRequest,
 )
 _MODELS: list[type[BaseModel]] = [
     *_REQUESTS,
@@ -37,6 +39,8 @@ _MODELS: list[type[BaseModel]] = [
     models.RotatedSecret,
     models.CustomerErasure,
     models.FilterVerdict,
+    models.Feed,
+    models.EventTrail,
     models.Problem,
 ]
 
@@ -85,6 +89,7 @@ def _links() -> dict[str, Any]:
             ("ListDeliveries", "listDeliveries"),
             ("ReplaySubscription", "replaySubscription"),
             ("RotateSecret", "rotateSecret"),
+            ("ReadFeed", "readFeed"),
         )
     }
 
@@ -121,7 +126,93 @@ def _log_filters() -> list[dict[str, Any]]:
         {"name": "event", "in": "query", "schema": {"enum": [*CATALOG, "webhook.test"]}},
         {"name": "since", "in": "query", "description": "createdAt at or after", "schema": time},
         {"name": "until", "in": "query", "description": "createdAt before", "schema": time},
+        {
+            "name": "eventId",
+            "in": "query",
+            "description": "only the delivery of this event",
+            "schema": _ID_TEXT,
+        },
+        {
+            "name": "customerId",
+            "in": "query",
+            "description": "only deliveries of events about this customer (data.customerId)",
+            "schema": _ID_TEXT,
+        },
+        {
+            "name": "verificationId",
+            "in": "query",
+            "description": "only deliveries of events about this verification "
+            "(data.verificationId)",
+            "schema": _ID_TEXT,
+        },
     ]
+
+
+_ID_TEXT = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": "^[^\\x00-\\x1F\\x7F]+$",
+}
+
+
+def _feed() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "readFeed",
+            "description": "A polling subscription's deliveries after `after`, oldest first: "
+            "each with the exact body a push would POST and the headers it would carry (signed "
+            "at this read). Reading is repeatable (the same ids after the same cursor); passing "
+            "a cursor tells the service that what came before it was read. With `wait`, holds "
+            "the request until something arrives or that many seconds pass.",
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "a nextCursor this feed returned (opaque); none: from the "
+                    "oldest delivery it keeps",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+={0,2}$"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT,
+                    },
+                },
+                {
+                    "name": "wait",
+                    "in": "query",
+                    "description": "seconds to wait when nothing is there (long poll)",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
+                },
+            ],
+            "responses": {
+                "200": {"description": "what came after the cursor", "content": _json(models.Feed)},
+                **_problems(401, 404, 409, 410, 422),
+            },
+        }
+    }
+
+
+def _event() -> dict[str, Any]:
+    return {
+        "parameters": [
+            {"name": "eventId", "in": "path", "required": True, "schema": _ID_TEXT},
+        ],
+        "get": {
+            "operationId": "getEvent",
+            "description": "The event (by its id) and every subscription's delivery of it in "
+            "your org, with its status.",
+            "responses": {
+                "200": {"description": "the event", "content": _json(models.EventTrail)},
+                **_problems(401, 404),
+            },
+        },
+    }
 
 
 def _erasure() -> dict[str, Any]:
@@ -279,15 +370,17 @@ def document() -> dict[str, Any]:
                 "parameters": [id_param],
                 "post": {
                     "operationId": "testSubscription",
+                    "requestBody": {"required": False, "content": _json(models.TestRequest)},
                     "responses": {
                         "200": {
                             "description": "the first attempt's result",
                             "content": _json(models.TestResult),
                         },
-                        **_problems(401, 404, 409, 503),
+                        **_problems(400, 401, 404, 409, 413, 415, 422, 503),
                     },
                 },
             },
+            BASE + "/{id}/events": {"parameters": [id_param], **_feed()},
             BASE + "/{id}/deliveries": {
                 "parameters": [id_param],
                 "get": {
@@ -353,5 +446,6 @@ def document() -> dict[str, Any]:
                 },
             },
             CUSTOMERS + "/{customerId}/erase": _erasure(),
+            EVENTS + "/{eventId}": _event(),
         },
     }

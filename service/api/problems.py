@@ -20,8 +20,10 @@ def problem(
     slug: str | None = None,
     errors: Sequence[tuple[str, str]] = (),
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    """A problem response; `errors` are (field, message) pairs, given with 422."""
+    """A problem response; `errors` are (field, message) pairs, given with 422; `extra` are
+    members of its own (RFC 9457's extension members)."""
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + (slug or phrase.lower().replace(" ", "-").replace("'", "")),
@@ -29,6 +31,7 @@ def problem(
         "status": status,
         "detail": detail,
     }
+    body.update(extra or {})
     if errors:
         body["errors"] = [{"field": field, "message": message} for field, message in errors]
     return web.Response(

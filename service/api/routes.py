@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -33,6 +34,7 @@ from service.api.models import (
     RotateSecret,
     SubscriptionList,
     SubscriptionRow,
+    TestRequest,
     TestResult,
     auth_errors,
     endpoint_auth,
@@ -41,9 +43,16 @@ from service.api.models import (
 from service.api.paging import decode_cursor, encode_cursor, page_limit
 from service.api.problems import invalid, problem
 from service.api.subscriptionrows import public_key_or_none, subscription_row
-from service.appkeys import ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
+from service.appkeys import FEED_WAITS, ON_CHANGE, RESOLVE, SETTINGS, STORE, TESTER
 from service.clock import iso, iso_or_none
-from service.domain import AttemptRecord, Ordering, Signing, Subscription
+from service.domain import (
+    AttemptRecord,
+    DeliveryMode,
+    NewDelivery,
+    Ordering,
+    Signing,
+    Subscription,
+)
 from service.egress import vet_url
 from service.errors import (
     CannotSend,
@@ -56,7 +65,17 @@ from service.errors import (
 from service.filters import compile_filter
 from service.operations import recovery, secrets
 from service.signing import standard_secret
-from service.store import DeliveryLog, PageRequest, SubscriptionChanges, Subscriptions, Summaries
+from service.store import (
+    DeliveryLog,
+    Feeds,
+    Lease,
+    PageRequest,
+    Pipeline,
+    SubscriptionChanges,
+    Subscriptions,
+    Summaries,
+)
+from service.triggers import test_event
 
 MAX_SEARCH = 200
 _PRINTABLE_TEXT = re.compile(r"[^\x00-\x1F\x7F-\x9F]+")
@@ -77,8 +96,9 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-class ManagedStore(Subscriptions, Summaries, DeliveryLog, Protocol):
-    """What the management API uses of the store (API keys are `auth`'s)."""
+class ManagedStore(Subscriptions, Summaries, DeliveryLog, Feeds, Pipeline, Protocol):
+    """What the management API uses of the store (API keys are `auth`'s; the pipeline's
+    `record_events` puts a polling subscription's test event in its feed)."""
 
 
 def _store(request: web.Request) -> ManagedStore:
@@ -193,8 +213,13 @@ class SubscriptionApi:
     async def _rows(
         self, request: web.Request, subscriptions: Sequence[Subscription]
     ) -> list[SubscriptionRow]:
-        summary = await _store(request).subscription_summaries([s.id for s in subscriptions])
-        return [subscription_row(s, summary[s.id]) for s in subscriptions]
+        store = _store(request)
+        summary = await store.subscription_summaries([s.id for s in subscriptions])
+        feeds = await store.feed_health([s.id for s in subscriptions if s.polled])
+        behind_ms = int(request.config_dict[SETTINGS].feed_behind * 1000)
+        return [
+            subscription_row(s, summary[s.id], feeds.get(s.id), behind_ms) for s in subscriptions
+        ]
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -202,13 +227,19 @@ class SubscriptionApi:
         body = await self._body(request, CreateSubscription)
         if isinstance(body, web.Response):
             return body
-        if rejected := await self._vet(request, body.url):
+        delivery = DeliveryMode(body.delivery)
+        if delivery is DeliveryMode.POLL:
+            if refused := _not_for_polling(body.model_fields_set, body):
+                return invalid(refused)
+        elif body.url is None:
+            return invalid([("url", 'is required (or "delivery": "poll", without a URL)')])
+        elif rejected := await self._vet(request, body.url):
             return rejected
         if rejected := await self._vet_auth(request, body, creating=True):
             return rejected
         subscription = await _store(request).create_subscription(
             request[ORG],
-            body.url,
+            body.url or "",
             body.events,
             body.installedBy,
             rate_limit=body.rateLimit,
@@ -220,6 +251,7 @@ class SubscriptionApi:
             content_filter=_filter_json(body.filter),
             auth=endpoint_auth(body.auth),
             ca_certificate=body.caCertificate,
+            delivery=delivery,
         )
         if subscription.secret is None:  # just made with the configured key: it opens
             raise RuntimeError(f"subscription {subscription.id}: its new secret did not open")
@@ -232,7 +264,8 @@ class SubscriptionApi:
         )
         created = CreatedSubscription(
             id=subscription.id,
-            url=subscription.url,
+            url=subscription.url if not subscription.polled else None,
+            delivery=subscription.delivery.value,
             events=list(subscription.events),
             installedBy=subscription.installed_by,
             secret=subscription.secret,
@@ -309,6 +342,11 @@ class SubscriptionApi:
         if isinstance(body, web.Response):
             return body
         given = body.model_fields_set
+        current = await _store(request).get_subscription(request[ORG], subscription_id)
+        if current is None:
+            return self._not_found(subscription_id)
+        if current.polled and (refused := _not_for_polling(given, body)):
+            return invalid(refused)
         for name in ("url", "events", "active", "ordering", "signing", "hmacHeaders"):
             if name in given and getattr(body, name) is None:
                 return invalid([(name, "cannot be null")])
@@ -374,12 +412,37 @@ class SubscriptionApi:
         found = await self._found(request)
         if isinstance(found, web.Response):
             return found
+        body = await self._body(request, TestRequest, optional=True)
+        if isinstance(body, web.Response):
+            return body
         if found.secret is None:
             return problem(409, f"cannot send a test: {Subscription.UNDECRYPTABLE}")
+        if found.polled:
+            return _json(await self._feed_test(request, found, body.event))
         tester = request.config_dict.get(TESTER)
         if tester is None:
             return problem(503, "this process runs without the dispatcher")
-        return _json(_test_result(await tester.send_test(found)))
+        record = await tester.send_test(found, body.event)
+        return _json(_test_result(record))
+
+    @staticmethod
+    async def _feed_test(request: web.Request, found: Subscription, event: str) -> TestResult:
+        """A polling subscription's test: recorded in its feed, where its reader finds it."""
+        incoming = test_event(event, found.org_id, datetime.now(UTC))
+        delivery = NewDelivery(
+            ids.new_id(ids.DELIVERY), incoming.id, found.id, incoming.event, found.org_id, poll=True
+        )
+        # A feed's delivery is never leased: the lease is only what the signature asks for.
+        await _store(request).record_events([incoming], [delivery], Lease("api", 0))
+        request.config_dict[FEED_WAITS].notify([found.id])
+        return TestResult(
+            deliveryId=delivery.id,
+            eventId=incoming.id,
+            status="available",
+            responseCode=None,
+            durationMs=None,
+            error=None,
+        )
 
     # -- the delivery log and recovery ---------------------------------------------------------
 
@@ -517,6 +580,16 @@ class SubscriptionApi:
                 previousSecretExpiresAt=expires,
             )
         )
+
+
+def _not_for_polling(given: set[str], body: BaseModel) -> list[tuple[str, str]]:
+    """What a polling subscription refuses: what only a push has (a URL, static headers, a
+    rate limit), when given a value."""
+    return [
+        (name, "a polling subscription has no URL to send to")
+        for name in ("url", "headers", "rateLimit")
+        if name in given and getattr(body, name) is not None
+    ]
 
 
 def _test_result(record: AttemptRecord) -> TestResult:

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from service.api.auth import auth_middleware
 from service.api.customers import CUSTOMERS, CustomerApi
+from service.api.feeds import EVENTS, FeedApi
 from service.api.openapi import document
 from service.api.problems import problem
 from service.api.routes import BASE, SubscriptionApi
@@ -65,8 +66,9 @@ def _route(request: web.Request) -> str:
 def setup_api(app: web.Application) -> None:
     """Adds the management routes and `/openapi.json` to `app`."""
     app.middlewares.append(problem_middleware)
-    app.middlewares.append(auth_middleware(BASE, CUSTOMERS))
+    app.middlewares.append(auth_middleware(BASE, CUSTOMERS, EVENTS))
     app.add_routes(SubscriptionApi().routes())
+    app.add_routes(FeedApi().routes(BASE))
     app.add_routes(CustomerApi().routes())
     spec = orjson.dumps(document())
 

@@ -8,20 +8,29 @@ import orjson
 from service import endpointauth
 from service import headers as header_rules
 from service.api.models import SubscriptionRow
-from service.clock import iso, iso_or_none
-from service.domain import Subscription, Summary
+from service.clock import iso, iso_or_none, now_ms
+from service.domain import FeedHealth, Subscription, Summary
 from service.signing import public_key_text
 
 
-def subscription_row(subscription: Subscription, summary: Summary) -> SubscriptionRow:
+def subscription_row(
+    subscription: Subscription,
+    summary: Summary,
+    feed: FeedHealth | None = None,
+    behind_after_ms: int = 0,
+) -> SubscriptionRow:
     """One subscription with its deliveries at a glance, in the API's shape: the static headers
-    with their values but the sensitive ones, named in `sensitiveHeaders` alone."""
+    with their values but the sensitive ones, named in `sensitiveHeaders` alone; a polling
+    one's reader too (`feed`: behind when its oldest unread delivery is older than
+    `behind_after_ms`)."""
     last = summary.last_delivery
     ordinary, sensitive = header_rules.shown(subscription.headers)
     return SubscriptionRow.model_validate(
         {
             "id": subscription.id,
-            "url": subscription.url,
+            "url": subscription.url if not subscription.polled else None,
+            "delivery": subscription.delivery.value,
+            "feed": feed_state(feed, behind_after_ms) if subscription.polled else None,
             "events": list(subscription.events),
             "installedBy": subscription.installed_by,
             "active": subscription.active,
@@ -72,3 +81,16 @@ def subscription_row(subscription: Subscription, summary: Summary) -> Subscripti
 def public_key_or_none(subscription: Subscription) -> str | None:
     """An Ed25519 subscription's published public key (`whpk_…`); None for an HMAC one."""
     return None if subscription.public_key is None else public_key_text(subscription.public_key)
+
+
+def feed_state(feed: FeedHealth | None, behind_after_ms: int) -> dict[str, object]:
+    """A polling subscription's reader as its row shows it (`FeedState`)."""
+    if feed is None:
+        feed = FeedHealth(None, 0, None)
+    oldest = feed.oldest_unread_at
+    return {
+        "lastReadAt": iso_or_none(feed.read_at),
+        "unread": feed.unread,
+        "oldestUnreadAt": iso_or_none(oldest),
+        "behind": oldest is not None and now_ms() - oldest > behind_after_ms,
+    }

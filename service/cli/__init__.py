@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rotate-secret": ("secrets", "rotate_secret"),
     "rekey": ("rekey", "rekey"),
     "erase": ("erasure", "erase"),
+    "listen": ("remote", "listen"),
+    "trigger": ("remote", "trigger"),
 }
 """Each command's module in this package, and its function there."""
 

@@ -69,7 +69,57 @@ def build_parser() -> argparse.ArgumentParser:
     _recovery_parsers(commands)
     _rekey_parser(commands)
     _erase_parser(commands)
+    _remote_parsers(commands)
     return parser
+
+
+def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Imported here: the commands over the public API need no store and no settings.
+    from service.cli.remote import api_options  # noqa: PLC0415
+
+    listen = commands.add_parser(
+        "listen",
+        help="forward a polling subscription's deliveries to a local receiver",
+        description="Creates (or reuses, by --name) a polling subscription through the API, "
+        "reads it with a long poll and POSTs each delivery to --forward-to with exactly the "
+        "body and headers a push would carry, printing a line per delivery with the local "
+        "answer. The subscription stays when it stops: delete it through the API. Exits 1 when "
+        "the API refuses the key or cannot be reached, or the local receiver refuses.",
+    )
+    api_options(listen)
+    listen.add_argument(
+        "--forward-to", required=True, help="the local receiver, e.g. http://localhost:3000/hook"
+    )
+    listen.add_argument("--events", help="comma-separated events (default: every catalog event)")
+    listen.add_argument(
+        "--name", default="default", help="which listening subscription (default %(default)s)"
+    )
+    listen.add_argument(
+        "--cursor-file",
+        type=Path,
+        help="where the cursor is kept between runs: a restart goes on from it",
+    )
+    trigger = commands.add_parser(
+        "trigger",
+        help="send a test event of any catalog type to a subscription",
+        description="POST …/{id}/test with the event: the catalog's example with fresh ids, "
+        'marked "test": true. Prints the result as JSON.',
+    )
+    api_options(trigger)
+    trigger.add_argument(
+        "event",
+        choices=(
+            "webhook.test",
+            "verification.created",
+            "customer.kyc_updated",
+            "review.overridden",
+        ),
+    )
+    target = trigger.add_mutually_exclusive_group()
+    target.add_argument("--subscription", help="its id, whk_…")
+    target.add_argument(
+        "--name", default="default", help="the subscription `listen --name` made (default)"
+    )
 
 
 def _api_key_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,6 +233,15 @@ def _recovery_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     listing.add_argument("--event", help="one event name of the catalog, or webhook.test")
     listing.add_argument("--since", type=convert.when, help=f"created at or after: {_TIME_HELP}")
     listing.add_argument("--until", type=convert.when, help=f"created before: {_TIME_HELP}")
+    listing.add_argument("--event-id", dest="eventId", help="only the delivery of this event")
+    listing.add_argument(
+        "--customer-id", dest="customerId", help="only deliveries of events about this customer"
+    )
+    listing.add_argument(
+        "--verification-id",
+        dest="verificationId",
+        help="only deliveries of events about this verification",
+    )
     listing.add_argument("--limit", help="rows per page, 1 to 100 (default 50)")
     listing.add_argument("--cursor", help="the next page, as printed by the previous one")
     actions.add_parser(

@@ -31,9 +31,9 @@ from service.delivery.tokens import TokenFailed, Tokens
 from service.domain import DeliveryJob, OAuthClientCredentials, Subscription
 from service.egress import check_literal_target
 from service.errors import TargetRejected
-from service.events import project
-from service.signing import Scheme, signature_headers
+from service.signing import Scheme
 from service.tracing import Tracing
+from service.wire import delivery_body, delivery_headers
 
 USER_AGENT = f"QuantumElixir-Identity-Webhooks/{__version__}"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -116,42 +116,14 @@ class Sender:
     def headers(
         self, job: DeliveryJob, subscription: Subscription, body: bytes, now: float
     ) -> dict[str, str]:
-        """Every header but the User-Agent, which is the session's default (see `app.py`):
-        the subscription's static headers, then ours (the API refuses static headers by our
-        names). `body` (what is sent, see `body`) signed at `now` (epoch seconds) with every
-        live secret (and an Ed25519 subscription's every live key): the current one, and the
-        one a rotation replaced while its overlap lasts (one signature each)."""
-        at_ms = int(now * 1000)
-        secrets = subscription.signing_secrets(at_ms)
-        if not secrets:  # the dispatcher and /test never send such a one
-            raise ValueError(f"subscription {subscription.id}: {Subscription.UNDECRYPTABLE}")
-        headers = {
-            **dict(subscription.headers),
-            "Content-Type": "application/json",
-            "X-Identity-Event": job.event,
-            "X-Identity-Delivery": job.id,
-            **signature_headers(
-                self._formats,
-                secrets,
-                body,
-                int(now),
-                job.id,
-                private_keys=subscription.signing_keys(at_ms),
-                hmac_headers=subscription.hmac_headers,
-            ),
-        }
-        if job.sibling_service:
-            headers["X-Sibling-Service"] = job.sibling_service
-        return headers
+        """The attempt's headers (`wire.delivery_headers`) in the configured schemes; the
+        User-Agent is the session's default (see `app.py`)."""
+        return delivery_headers(self._formats, job, subscription, body, now)
 
     @staticmethod
     def body(job: DeliveryJob, subscription: Subscription) -> bytes:
-        """What is signed and POSTed: the event's envelope, with its `data` cut down to the
-        subscription's `data_fields` as they are now (so a retry, a redelivery or a replay
-        follows a changed list); the stored bytes themselves, untouched, without a list."""
-        if subscription.data_fields is None:
-            return job.body
-        return project(job.body, subscription.data_fields)
+        """What is signed and POSTed (`wire.delivery_body`)."""
+        return delivery_body(job, subscription)
 
     async def send(self, job: DeliveryJob, subscription: Subscription) -> Exchange:
         """Signs `job` afresh (t = now), POSTs it and classifies the answer; never raises for

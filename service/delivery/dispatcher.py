@@ -28,16 +28,16 @@ from service.domain import (
     AttemptRecord,
     DeliveryJob,
     DeliveryStatus,
-    IncomingEvent,
     NewDelivery,
     Subscription,
 )
-from service.events import TEST_EVENT, test_event_body
+from service.events import TEST_EVENT
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import Lease, Pipeline, Recorded, StoreUnavailable
 from service.supervise import Fatal, in_background
+from service.triggers import test_event
 
 log = structlog.get_logger(__name__)
 
@@ -265,9 +265,10 @@ class Dispatcher:
 
     # -- /test -------------------------------------------------------------------------------
 
-    async def send_test(self, subscription: Subscription) -> AttemptRecord:
-        """`webhook.test` through the normal path — recorded, signed, sent, recorded — outside
-        the lane's queue, so a test answers now even when the lane is backed up.
+    async def send_test(self, subscription: Subscription, event: str = TEST_EVENT) -> AttemptRecord:
+        """A test `event` (`triggers.test_event`: `webhook.test` unless another is named)
+        through the normal path — recorded, signed, sent, recorded — outside the lane's queue,
+        so a test answers now even when the lane is backed up.
 
         It answers within `TEST_STORE_WAIT` twice plus one attempt (the delivery timeout and
         the body's read bound) whatever the store does: when the delivery cannot be recorded
@@ -276,30 +277,24 @@ class Dispatcher:
         returned with status `pending` (the outcome is recorded as soon as the store answers;
         should this process stop first, the delivery is attempted again after its lease).
         """
-        now = datetime.now(UTC)
-        event_id, body = test_event_body(subscription.org_id, now)
-        event = IncomingEvent(
-            id=event_id,
-            org_id=subscription.org_id,
-            event=TEST_EVENT,
-            occurred_at=int(now.timestamp() * 1000),
-            body=body,
-            sibling_service=None,
-            source="api:test",
-        )
+        incoming = test_event(event, subscription.org_id, datetime.now(UTC))
         delivery = NewDelivery(
-            ids.new_id(ids.DELIVERY), event_id, subscription.id, TEST_EVENT, subscription.org_id
+            ids.new_id(ids.DELIVERY),
+            incoming.id,
+            subscription.id,
+            incoming.event,
+            subscription.org_id,
         )
         try:
             async with asyncio.timeout(TEST_STORE_WAIT):
                 await self._store.record_events(
-                    [event], [delivery], Lease(self.owner, self.lease_ms)
+                    [incoming], [delivery], Lease(self.owner, self.lease_ms)
                 )
         except TimeoutError:
             # Should the write land after all, the delivery is leased to this process and
             # unknown to it: the claimer sends it once the lease expires.
             raise StoreUnavailable("the store did not record the test delivery in time") from None
-        job = DeliveryJob.first(delivery, event)
+        job = DeliveryJob.first(delivery, incoming)
         # Shielded: a client that hangs up does not cancel an attempt halfway.
         attempt = asyncio.create_task(
             self._attempt(job, subscription, test=True), name=f"test-{delivery.id}"

@@ -17,8 +17,12 @@ from service.domain import (
     DeliveryJob,
     DeliveryLogEntry,
     DeliveryLogRow,
+    DeliveryMode,
     EndpointAuth,
     ErasureReceipt,
+    EventTrail,
+    FeedHealth,
+    FeedPage,
     IncomingEvent,
     NewDelivery,
     Ordering,
@@ -201,6 +205,7 @@ class Subscriptions(Protocol):
         content_filter: str | None = None,
         auth: EndpointAuth | None = None,
         ca_certificate: str | None = None,
+        delivery: DeliveryMode = DeliveryMode.PUSH,
     ) -> Subscription: ...
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
@@ -264,6 +269,25 @@ class DeliveryLog(Protocol):
     ) -> Replayed:
         """Queues, due now, what `window` selects of the subscription's deliveries of the org's
         retained events. What is open already is left alone."""
+
+
+class Feeds(Protocol):
+    """Polling subscriptions' feeds: read after a place, the reader's progress, its health;
+    and an event's every delivery in an org (docs/decisions/0014-polling-and-listen.md)."""
+
+    async def read_feed(self, subscription_id: str, after: int, limit: int) -> FeedPage:
+        """At most `limit` deliveries of the feed after place `after`, in order; the same
+        ones on a repeat (reading changes nothing of them)."""
+
+    async def acknowledge(self, subscription_id: str, through: int) -> None:
+        """The reader read with `through` as its cursor, so it has what comes up to there:
+        those still `available` become `sent`, and the feed's read time and progress move."""
+
+    async def feed_health(self, subscription_ids: Sequence[str]) -> dict[str, FeedHealth]:
+        """Per polling subscription: when it was last read and what is unread."""
+
+    async def event_trail(self, org_id: str, event_id: str) -> EventTrail | None:
+        """The org's event and its deliveries to the org's subscriptions (not deleted ones)."""
 
 
 class Pipeline(Protocol):
@@ -397,7 +421,15 @@ class PersonalData(Protocol):
 
 
 class Store(
-    ApiKeys, Subscriptions, Summaries, DeliveryLog, Pipeline, Retention, PersonalData, Protocol
+    ApiKeys,
+    Subscriptions,
+    Summaries,
+    DeliveryLog,
+    Feeds,
+    Pipeline,
+    Retention,
+    PersonalData,
+    Protocol,
 ):
     """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts;
     for whoever opens and closes the store (the app's wiring, the CLI)."""

@@ -52,6 +52,7 @@ async def test_registration_answers_the_seed_shape_with_the_secret_once(api: sup
     assert set(body) == {
         "id",
         "url",
+        "delivery",
         "events",
         "installedBy",
         "secret",

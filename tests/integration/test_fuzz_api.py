@@ -60,6 +60,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[ServiceProcess, str]]:
             "WEBHOOKS_DELIVERY_TIMEOUT": "1s",
             "WEBHOOKS_DELIVERY_CONNECT_TIMEOUT": "1s",
             "WEBHOOKS_LOG_LEVEL": "info",
+            # A feed read waits up to `wait` (30 s at most) for nothing here: cut short.
+            "WEBHOOKS_FEED_WAIT_MAX": "1s",
         },
         args=["--no-consumer"],
     )

@@ -742,7 +742,7 @@ async def test_rotating_the_secret_keeps_the_old_one_for_the_overlap(ops: Api) -
     status, rotated, _ = await ops.call("POST", f"/{sub}/rotate-secret")  # no body: a day
     after = now_ms()
     assert status == 200, rotated
-    assert set(rotated) == {"secret", "previousSecretExpiresAt"}
+    assert set(rotated) == {"secret", "standardSecret", "publicKey", "previousSecretExpiresAt"}
     second = rotated["secret"]
     assert second.startswith("qe_whsec_")
     assert second != first

@@ -3,7 +3,8 @@
 
 Cut along the store's roles, each part a few hundred lines over the shared `base` (sessions,
 the driver, the mapping of its errors to `StoreUnavailable`): `appkeys`, `subscriptions`,
-`summaries` (and the counters they read), `log` (and recovery), `pipeline` (events,
+`summaries` (and the counters they read), `log` (and recovery, and search), `feeds`
+(polling subscriptions' feeds), `pipeline` (events,
 deliveries, claims, leases, outcomes), `retention` and `personal` (erasure, the payload
 retention, re-sealing).
 """
@@ -11,6 +12,7 @@ retention, re-sealing).
 from __future__ import annotations
 
 from service.store.sql.appkeys import ApiKeysSql
+from service.store.sql.feeds import FeedsSql
 from service.store.sql.log import DeliveryLogSql
 from service.store.sql.personal import PersonalDataSql
 from service.store.sql.pipeline import PipelineSql
@@ -24,6 +26,7 @@ class SqlStore(
     SubscriptionsSql,
     SummariesSql,
     DeliveryLogSql,
+    FeedsSql,
     PipelineSql,
     RetentionSql,
     PersonalDataSql,

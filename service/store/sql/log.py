@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -17,6 +18,8 @@ from service.domain import (
     DeliveryLogEntry,
     DeliveryLogRow,
     DeliveryStatus,
+    EventDelivery,
+    EventTrail,
     NewDelivery,
     PayloadGone,
     PayloadRemoval,
@@ -28,7 +31,7 @@ from service.domain import (
 from service.store.crypto import Undecryptable
 from service.store.interfaces import Page, PageRequest
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
-from service.store.sql.pipeline import insert_deliveries, take_places
+from service.store.sql.pipeline import insert_deliveries, insert_polled, stamp_feed, take_places
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES
 
@@ -67,6 +70,32 @@ class DeliveryLogSql(SqlBase):
             conditions.append(f"d.created_at >= {arg(where.since)}")
         if where.until is not None:
             conditions.append(f"d.created_at < {arg(where.until)}")
+        if where.event_id is not None:
+            # With the subscription: the pair's unique index.
+            conditions.append(f"d.event_id = {arg(where.event_id)}")
+        source = f"deliveries d {_JOIN_LAST_ATTEMPT}"
+        searched = (
+            ("customer_id", where.customer_id),
+            ("verification_key", where.verification_id),
+        )
+        for column, value in searched:
+            if value is None:
+                continue
+            # By the keyed hash the store keeps (never a payload opened): the org's events
+            # about it from their index, then each one's delivery by the (event, subscription)
+            # index. A CROSS JOIN keeps SQLite to that order (PostgreSQL plans it so anyway):
+            # walking the subscription's whole log instead would read every delivery it had.
+            source = (
+                f"events e CROSS JOIN deliveries d {_JOIN_LAST_ATTEMPT}"
+                if not source.startswith("events")
+                else source
+            )
+            conditions += [
+                "e.org_id = d.org_id",
+                "e.id = d.event_id",
+                f"e.{column} = {arg(self._customer_key(org_id, value))}",
+                "e.org_id = $2",
+            ]
         if after is not None:
             created, after_id = ids.parse_log_position(after)
             # A row value (SQLite 3.15+), which both databases read as a range of the log's
@@ -77,7 +106,7 @@ class DeliveryLogSql(SqlBase):
             conditions.append(f"(d.created_at, d.id) < ({arg(created)}, {arg(after_id)})")
         async with self._scan() as conn:
             rows = await conn.fetch(
-                f"SELECT {_LOG_COLUMNS} FROM deliveries d {_JOIN_LAST_ATTEMPT} "
+                f"SELECT {_LOG_COLUMNS} FROM {source} "
                 f"WHERE {' AND '.join(conditions)} "
                 f"ORDER BY d.created_at DESC, d.id DESC LIMIT {arg(limit + 1)}",
                 *args,
@@ -136,8 +165,8 @@ class DeliveryLogSql(SqlBase):
     async def redeliver(self, org_id: str, subscription_id: str, delivery_id: str) -> Redelivery:
         async with self._transaction() as conn:
             row = await conn.fetchrow(
-                f"SELECT e.payload_removed_at FROM deliveries d {JOIN_EVENTS} "
-                "WHERE d.id = $1 AND d.subscription_id = $2 AND d.org_id = $3",
+                f"SELECT e.payload_removed_at, d.poll_seq, d.status FROM deliveries d "
+                f"{JOIN_EVENTS} WHERE d.id = $1 AND d.subscription_id = $2 AND d.org_id = $3",
                 delivery_id,
                 subscription_id,
                 org_id,
@@ -146,6 +175,19 @@ class DeliveryLogSql(SqlBase):
                 return Redelivery.NOT_FOUND
             if row["payload_removed_at"] is not None:
                 return Redelivery.PAYLOAD_GONE
+            if row["poll_seq"] is not None:
+                # A feed's: available again at a new place, after whatever its reader has.
+                if row["status"] == DeliveryStatus.CANCELLED.value:
+                    return Redelivery.NOT_FOUND
+                (place,) = await stamp_feed(conn, subscription_id, 1)
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'available', poll_seq = $2, updated_at = $3 "
+                    "WHERE id = $1",
+                    delivery_id,
+                    place,
+                    self._now(),
+                )
+                return Redelivery.QUEUED
             # A finished delivery of an ordered subscription goes again out of band (its
             # place in the order dropped): sent as what it is, neither waiting for its
             # customer's queue nor holding it up. An open one keeps its place.
@@ -212,7 +254,7 @@ class DeliveryLogSql(SqlBase):
                 filtered, chosen = len(chosen) - len(kept), kept
             # Ordered: every replayed delivery takes a new place in its customer's queue, in
             # the events' order, behind what is open already.
-            ordered = subscription.ordered
+            ordered = subscription.ordered and not subscription.polled
             keys = [row["customer_id"] if ordered else None for row in chosen]
             seqs: list[int | None] = [None] * len(chosen)
             if any(keys):
@@ -224,6 +266,32 @@ class DeliveryLogSql(SqlBase):
                 if row["delivery_id"] is not None
             ]
             reopened = 0
+            if subscription.polled:
+                # A feed's: each one available again at a new place, in the events' order.
+                places = await stamp_feed(conn, subscription.id, len(chosen)) if chosen else []
+                seqs = list(places)
+                again = [
+                    (row["delivery_id"], None, place)
+                    for row, place in zip(chosen, places, strict=True)
+                    if row["delivery_id"] is not None
+                ]
+                if again:
+                    source, args = self._driver.row_source(
+                        (("id", "text"), ("poll_seq", "bigint")),
+                        [(delivery_id, place) for delivery_id, _, place in again],
+                        first=2,
+                    )
+                    reopened = len(
+                        await conn.fetch(
+                            "UPDATE deliveries SET status = 'available', updated_at = $1, "
+                            f"poll_seq = r.poll_seq FROM ({source}) r WHERE deliveries.id = r.id "
+                            "AND deliveries.status IN ('failed', 'sent', 'available') "
+                            "RETURNING deliveries.id",
+                            now,
+                            *args,
+                        )
+                    )
+                again = []
             if again:
                 source, args = self._driver.row_source(
                     (("id", "text"), ("ordering_key", "text"), ("seq", "bigint")), again, first=2
@@ -253,7 +321,15 @@ class DeliveryLogSql(SqlBase):
                 if row["delivery_id"] is None
             ]
             created = 0
-            if fresh:
+            if fresh and subscription.polled:
+                # At the places taken above, in the events' order with the reopened ones.
+                made = [replace(d, poll=True, ordering_key=None) for d, _ in fresh]
+                at = [place for _, place in fresh if place is not None]
+                created = len(await insert_polled(self._driver, conn, made, now, at))
+                await add_counts(
+                    self._driver, conn, Counter({(subscription.id, now, DELIVERIES): created})
+                )
+            elif fresh:
                 created = len(await insert_deliveries(self._driver, conn, fresh, now))
                 await add_counts(
                     self._driver, conn, Counter({(subscription.id, now, DELIVERIES): created})
@@ -269,6 +345,33 @@ class DeliveryLogSql(SqlBase):
         except (Undecryptable, orjson.JSONDecodeError):
             return True
         return bool(accepts(envelope))
+
+    async def event_trail(self, org_id: str, event_id: str) -> EventTrail | None:
+        async with self._connection() as conn:
+            event = await conn.fetchrow(
+                "SELECT id, event, occurred_at, received_at FROM events "
+                "WHERE org_id = $1 AND id = $2",
+                org_id,
+                event_id,
+            )
+            if event is None:
+                return None
+            # The (event, subscription) index, then each subscription by its key.
+            rows = await conn.fetch(
+                f"SELECT d.subscription_id, {_LOG_COLUMNS} FROM deliveries d "
+                f"{_JOIN_LAST_ATTEMPT} JOIN subscriptions s ON s.id = d.subscription_id "
+                "WHERE d.event_id = $2 AND d.org_id = $1 AND s.org_id = $1 "
+                "AND s.deleted_at IS NULL ORDER BY d.created_at, d.id",
+                org_id,
+                event_id,
+            )
+        return EventTrail(
+            id=event["id"],
+            event=event["event"],
+            occurred_at=event["occurred_at"],
+            received_at=event["received_at"],
+            deliveries=[EventDelivery(row["subscription_id"], _log_row(row)) for row in rows],
+        )
 
 
 def _log_row(row: Row) -> DeliveryLogRow:

@@ -143,8 +143,9 @@ class PersonalDataSql(SqlBase):
                 "WHERE (org_id, id) IN (SELECT e.org_id, e.id FROM events e "
                 "WHERE e.received_at < $1 AND e.payload_removed_at IS NULL "
                 "AND e.received_at >= $5 AND (e.received_at, e.org_id, e.id) > ($5, $6, $7) "
+                # An unread delivery of a feed needs its payload as an open one does.
                 "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.org_id = e.org_id "
-                f"AND d.event_id = e.id AND d.{OPEN}) "
+                f"AND d.event_id = e.id AND (d.{OPEN} OR d.status = 'available')) "
                 "ORDER BY e.received_at, e.org_id, e.id LIMIT $2) "
                 "RETURNING received_at, org_id, id",
                 received_before,

@@ -57,6 +57,7 @@ _EVENT_COLUMNS: tuple[Column, ...] = (
     ("sibling_service", "text"),
     ("source", "text"),
     ("customer_id", "text"),
+    ("verification_key", "text"),
 )
 _OUTCOME_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -80,6 +81,7 @@ _ORDERED_COLUMNS: tuple[Column, ...] = (
     ("ordering_key", "text"),
     ("seq", "bigint"),
 )
+_POLLED_COLUMNS: tuple[Column, ...] = (*_DELIVERY_COLUMNS, ("poll_seq", "bigint"))
 
 
 class PipelineSql(SqlBase):
@@ -176,6 +178,7 @@ class PipelineSql(SqlBase):
                 e.sibling_service,
                 e.source,
                 None if e.customer_id is None else customers[(e.org_id, e.customer_id)],
+                self._customer_key(e.org_id, e.verification_id),
             )
             for e in events
         ]
@@ -195,16 +198,19 @@ class PipelineSql(SqlBase):
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
             await conn.execute(
                 "INSERT INTO events (id, org_id, event, occurred_at, body, sibling_service, "
-                "source, customer_id, received_at) SELECT r.id, r.org_id, r.event, "
-                "r.occurred_at, r.body, r.sibling_service, r.source, r.customer_id, $1 "
+                "source, customer_id, verification_key, received_at) SELECT r.id, r.org_id, "
+                "r.event, r.occurred_at, r.body, r.sibling_service, r.source, r.customer_id, "
+                "r.verification_key, $1 "
                 f"FROM ({source}) r WHERE true ON CONFLICT (org_id, id) DO NOTHING",
                 now,
                 *args,
             )
             if not deliveries:
                 return []
-            unordered = [d for d in deliveries if d.ordering_key is None]
+            unordered = [d for d in deliveries if d.ordering_key is None and not d.poll]
             created: set[str] = set()
+            if polled := [d for d in deliveries if d.poll]:
+                created.update(await insert_polled(self._driver, conn, polled, now))
             if unordered:
                 source, args = self._driver.row_source(
                     _DELIVERY_COLUMNS,
@@ -224,7 +230,7 @@ class PipelineSql(SqlBase):
                     *args,
                 )
                 created.update(row["id"] for row in rows)
-            if ordered := [d for d in deliveries if d.ordering_key is not None]:
+            if ordered := [d for d in deliveries if d.ordering_key is not None and not d.poll]:
                 created.update(await self._insert_ordered(conn, ordered, now))
             await add_counts(
                 self._driver,
@@ -470,3 +476,58 @@ async def insert_deliveries(
         *args,
     )
     return {row["id"] for row in rows}
+
+
+async def stamp_feed(conn: Conn, subscription_id: str, n: int) -> list[int]:
+    """`n` new places in a polling subscription's feed, ascending. The feed's row stays locked
+    until the transaction ends, so its places commit in the order they were given: a reader
+    never sees a place before a smaller one that is still to commit."""
+    row = await conn.fetchrow(
+        "UPDATE poll_feeds SET top = top + $2 WHERE subscription_id = $1 RETURNING top",
+        subscription_id,
+        n,
+    )
+    if row is None:  # made with the subscription, in the same transaction
+        raise RuntimeError(f"subscription {subscription_id} has no feed")
+    top = int(row["top"])
+    return list(range(top - n + 1, top + 1))
+
+
+async def insert_polled(
+    driver: Driver,
+    conn: Conn,
+    deliveries: Sequence[NewDelivery],
+    now: int,
+    places: Sequence[int] | None = None,
+) -> set[str]:
+    """Polling subscriptions' deliveries, `available` in their feeds, each at a new place in
+    the order listed (Kafka's within a partition), feeds locked by subscription id (the order
+    every writer locks subscriptions in); or at `places`, taken already by the caller. Returns
+    the ids that were new."""
+    rows: list[tuple[str, str, str, str, str, int]] = []
+    if places is not None:
+        rows = [
+            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, place)
+            for d, place in zip(deliveries, places, strict=True)
+        ]
+    by_subscription: dict[str, list[NewDelivery]] = {}
+    for delivery in deliveries if places is None else ():
+        by_subscription.setdefault(delivery.subscription_id, []).append(delivery)
+    for subscription_id in sorted(by_subscription):
+        listed = by_subscription[subscription_id]
+        taken = await stamp_feed(conn, subscription_id, len(listed))
+        rows += [
+            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, place)
+            for d, place in zip(listed, taken, strict=True)
+        ]
+    source, args = driver.row_source(_POLLED_COLUMNS, rows, first=2)
+    created = await conn.fetch(
+        "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
+        "attempts, next_attempt_at, created_at, updated_at, poll_seq) "
+        "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'available', 0, "
+        f"$1, $1, $1, r.poll_seq FROM ({source}) r WHERE true "
+        "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
+        now,
+        *args,
+    )
+    return {row["id"] for row in created}

@@ -14,7 +14,7 @@ import orjson
 import structlog
 
 from service import credentials, endpointauth, ids
-from service.domain import EndpointAuth, Ordering, Signing, Subscription
+from service.domain import DeliveryMode, EndpointAuth, Ordering, Signing, Subscription
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
@@ -43,7 +43,7 @@ _COLUMNS = (
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
     "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
     "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, content_filter, auth, "
-    "ca_certificate"
+    "ca_certificate, delivery"
 )
 # A deleted subscription's endpoint credentials go with it: nothing will use them again.
 _DELETE = (
@@ -111,6 +111,7 @@ class SubscriptionsSql(SqlBase):
             filter=content_filter if isinstance(content_filter, str) else None,
             auth=auth,
             ca_certificate=row["ca_certificate"],
+            delivery=DeliveryMode(row["delivery"]),
         )
 
     def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
@@ -187,6 +188,7 @@ class SubscriptionsSql(SqlBase):
         content_filter: str | None = None,
         auth: EndpointAuth | None = None,
         ca_certificate: str | None = None,
+        delivery: DeliveryMode = DeliveryMode.PUSH,
     ) -> Subscription:
         now = self._now()
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
@@ -222,7 +224,13 @@ class SubscriptionsSql(SqlBase):
                 content_filter=self._seal_filter(subscription_id, content_filter),
                 auth=self._seal_auth(subscription_id, auth),
                 ca_certificate=ca_certificate,
+                delivery=delivery,
             )
+            if delivery is DeliveryMode.POLL:
+                await conn.execute(
+                    "INSERT INTO poll_feeds (subscription_id, top, acked) VALUES ($1, 0, 0)",
+                    subscription_id,
+                )
             await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
 
@@ -474,11 +482,13 @@ class SubscriptionsSql(SqlBase):
     async def _close_open(
         self, conn: Conn, subscription_id: str, status: str, error: str, now: int
     ) -> None:
-        """A subscription went away (deleted or deactivated): its open deliveries end as `status`
-        with `error`, their leases dropped, and every index learns of the change."""
+        """A subscription went away (deleted or deactivated): its open deliveries (and the
+        unread ones of its feed) end as `status` with `error`, their leases dropped, and every
+        index learns of the change."""
         await conn.execute(
             "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
-            f"lease_until = NULL, last_error = $4 WHERE subscription_id = $1 AND {OPEN}",
+            "lease_until = NULL, last_error = $4 WHERE subscription_id = $1 "
+            f"AND ({OPEN} OR status = 'available')",
             subscription_id,
             status,
             now,

@@ -1,0 +1,147 @@
+"""The searches of the delivery log and an event's trail read through an index at 100,000
+deliveries, on both stores: each statement the store runs is captured and its plan asked for
+(EXPLAIN on PostgreSQL, EXPLAIN QUERY PLAN on SQLite). Plans, never times, are asserted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from service import ids
+from service.clock import now_ms
+from service.domain import DeliveryFilter, NewDelivery
+from service.store import Lease, PageRequest, Store
+from tests.integration.test_feeds_store import about
+from tests.support.store import EVENTS
+
+ORG = "org_a"
+ROWS = 100_000
+
+
+class _Spy:
+    """A connection that keeps every statement it runs, and runs it."""
+
+    def __init__(self, conn: Any, seen: list[tuple[str, Sequence[Any]]]) -> None:
+        self._conn, self._seen = conn, seen
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        self._seen.append((sql, args))
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self._seen.append((sql, args))
+        return await self._conn.fetchrow(sql, *args)
+
+
+async def _seed(store: Store, subscription_id: str) -> None:
+    """ROWS events of ROWS customers and verifications, each delivered to the subscription."""
+    postgres = hasattr(store._driver, "_pool")  # type: ignore[attr-defined]
+    numbers = (
+        f"SELECT generate_series(1, {ROWS}) AS n"
+        if postgres
+        else f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) "
+        "SELECT n FROM s"
+    )
+    now = now_ms()
+    async with store._transaction() as conn:  # type: ignore[attr-defined]
+        await conn.execute(
+            "INSERT INTO events (org_id, id, event, occurred_at, body, received_at, customer_id, "
+            f"verification_key) SELECT $1, 'evt_seed_' || n, 'verification.created', $2, $3, $2, "
+            f"'c1.cus' || n, 'c1.ver' || n FROM ({numbers}) s",
+            ORG,
+            now,
+            b"{}",
+        )
+        await conn.execute(
+            "INSERT INTO deliveries (id, event_id, org_id, subscription_id, event, status, "
+            "attempts, next_attempt_at, created_at, updated_at) SELECT 'whd_seed_' || n, "
+            "'evt_seed_' || n, $1, $2, 'verification.created', 'sent', 1, CAST($3 AS BIGINT), "
+            "CAST($3 AS BIGINT) + n, CAST($3 AS BIGINT) + n "
+            f"FROM ({numbers}) s",
+            ORG,
+            subscription_id,
+            now,
+        )
+    async with store._transaction() as conn:  # type: ignore[attr-defined]
+        await conn.execute("ANALYZE")
+
+
+@pytest.fixture
+async def seeded(store: Store) -> tuple[Store, str, list[str]]:
+    sub = await store.create_subscription(ORG, "https://a.example/h", EVENTS, None)
+    await _seed(store, sub.id)
+    event = about("cus_findme", "ver_findme")
+    delivery = NewDelivery(ids.new_id("whd"), event.id, sub.id, event.event, ORG)
+    await store.record_events([event], [delivery], Lease("t", 1000))
+    return store, sub.id, [event.id, delivery.id]
+
+
+async def _plans(store: Store, run: Any) -> list[str]:
+    """Runs `run()` with every statement captured; the plan of each, as text."""
+    driver = store._driver  # type: ignore[attr-defined]
+    seen: list[tuple[str, Sequence[Any]]] = []
+    real_scan, real_connection = driver.scan, driver.connection
+
+    def spying(real: Any) -> Any:
+        @asynccontextmanager
+        async def session() -> AsyncIterator[_Spy]:
+            async with real() as conn:
+                yield _Spy(conn, seen)
+
+        return session
+
+    driver.scan, driver.connection = spying(real_scan), spying(real_connection)
+    try:
+        await run()
+    finally:
+        driver.scan, driver.connection = real_scan, real_connection
+    plans = []
+    postgres = hasattr(driver, "_pool")
+    for sql, args in seen:
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        async with store._connection() as conn:  # type: ignore[attr-defined]
+            rows = await conn.fetch(explain + sql, *args)
+        plans.append("\n".join(" ".join(str(v) for v in dict(row).values()) for row in rows))
+    return plans
+
+
+def _reads_through_an_index(plan: str) -> bool:
+    walks_deliveries = ("Seq Scan on deliveries", "SCAN d\n", "SCAN deliveries")
+    walks_events = ("Seq Scan on events", "SCAN e\n", "SCAN events")
+    ends = plan + "\n"
+    return not any(w in ends for w in (*walks_deliveries, *walks_events)) and (
+        "Index" in plan or "USING" in plan
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_search_and_an_events_trail_use_indexes_at_100000(
+    seeded: tuple[Store, str, list[str]],
+) -> None:
+    store, subscription_id, (event_id, delivery_id) = seeded
+    searches = [
+        DeliveryFilter(event_id=event_id),
+        DeliveryFilter(customer_id="cus_findme"),
+        DeliveryFilter(verification_id="ver_findme"),
+    ]
+    for where in searches:
+        found: list[str] = []
+
+        async def search(where: DeliveryFilter = where, found: list[str] = found) -> None:
+            page = await store.list_deliveries(ORG, subscription_id, where, PageRequest(50, None))
+            found.extend(row.id for row in page.rows)
+
+        plans = await _plans(store, search)
+        assert found == [delivery_id]
+        assert plans, where
+        for plan in plans:
+            assert _reads_through_an_index(plan), (where, plan)
+
+    async def trail() -> None:
+        assert await store.event_trail(ORG, event_id) is not None
+
+    for plan in await _plans(store, trail):
+        assert _reads_through_an_index(plan), plan
