@@ -32,7 +32,6 @@ _OPTIONS = {
     "limit": "--limit",
     "cursor": "--cursor",
     "eventId": "--event-id",
-    "customerId": "--customer-id",
     "verificationId": "--verification-id",
     "onlyFailed": "--all",
     "overlapSeconds": "--overlap",
