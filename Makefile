@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-cost bench-clients bench-ops clean
+.PHONY: setup tools kafka-up kafka-down postgres-up postgres-down lint fmt test test-unit test-fuzz test-chaos run bench bench-quick bench-cost bench-scale bench-clients bench-ops clean
 
 setup: $(VENV)/.installed
 
@@ -119,6 +119,15 @@ bench-cost: setup $(VENV)/.bench
 # The CPU per lone event of the two clients the service must use, bare (an aiokafka consumer,
 # an aiohttp POST) at CLIENT_RATE events/s: the floor under `bench-cost` at that rate.
 CLIENT_RATE ?= 50
+# How the costs grow with the platform (bench.scale, ~1 h): the subscription index at 1k, 10k and
+# 100k subscriptions; 500 events/s beside 0, 100k and 1M open deliveries owed to dead endpoints,
+# on both stores; and, after `python -m bench.history seed` (20 million delivered deliveries on
+# PostgreSQL, ~15 min once), the purge and 500 events/s while it runs. SCALE_ARGS: e.g.
+# --subscriptions 1000,10000 --backlogs 0,100000 --skip history. Results in var/bench/scale-*.
+SCALE_ARGS ?=
+bench-scale: setup $(VENV)/.bench
+	deploy/local/with-services.sh $(PY) -m bench.scale $(SCALE_ARGS)
+
 bench-clients: setup
 	SERVICES=kafka deploy/local/with-services.sh $(PY) -m bench.client_floor --rate $(CLIENT_RATE)
 

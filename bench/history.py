@@ -22,6 +22,7 @@ import asyncio
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -51,10 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     seed = verbs.add_parser("seed")
     seed.add_argument("--deliveries", type=int, default=20_000_000)
     seed.add_argument("--days", type=float, default=35.0)
-    verbs.add_parser("sizes")
+    sizes = verbs.add_parser("sizes")
     purge = verbs.add_parser("purge")
     purge.add_argument("--retention-days", type=float, default=30.0)
     purge.add_argument("--seconds", type=float, default=60.0, help="stop after (%(default)s)")
+    for verb in (sizes, purge):
+        verb.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
@@ -92,10 +95,24 @@ async def seed(deliveries: int, days: float) -> dict[str, Any]:
     started = time.perf_counter()
     connection = await asyncpg.connect(url)
     try:
+        # Loaded without the secondary indexes, which are built once at the end (minutes, not
+        # the hours of keeping a dozen indexes up to date row by row).
+        indexes = await connection.fetch(
+            "SELECT i.indexname AS name, i.indexdef AS definition FROM pg_indexes i "
+            "JOIN pg_class c ON c.relname = i.indexname JOIN pg_index x ON x.indexrelid = c.oid "
+            "WHERE i.tablename = ANY($1::text[]) AND NOT x.indisunique",
+            list(TABLES),
+        )
+        for index in indexes:
+            await connection.execute(f'DROP INDEX "{index["name"]}"')
+        await connection.execute("SET maintenance_work_mem = '1GB'")
         for first in range(0, events, CHUNK_EVENTS):
             last = min(first + CHUNK_EVENTS, events) - 1
             await _seed_chunk(connection, first, last, start, step, expunged_before, subscriptions)
             print(f"  {2 * (last + 1):,} deliveries ({time.perf_counter() - started:,.0f} s)")
+        for index in indexes:
+            await connection.execute(index["definition"])
+            print(f"  index {index['name']} ({time.perf_counter() - started:,.0f} s)")
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
@@ -201,8 +218,11 @@ async def purge(url: str, key: str, retention_days: float, seconds: float) -> di
     }
 
 
-def _print(figures: Any) -> None:
-    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+def _print(figures: Any, out: Path | None = None) -> None:
+    text = orjson.dumps(figures, option=orjson.OPT_INDENT_2)
+    print(text.decode())
+    if out is not None:
+        out.write_bytes(text)
 
 
 def main() -> None:
@@ -212,10 +232,12 @@ def main() -> None:
         _print({k: v for k, v in figures.items() if k != "key"})
         _print(asyncio.run(sizes(figures["url"])))
     elif args.verb == "sizes":
-        _print(asyncio.run(sizes(state()["url"])))
+        _print(asyncio.run(sizes(state()["url"])), args.json)
     else:
         seeded = state()
-        _print(asyncio.run(purge(seeded["url"], seeded["key"], args.retention_days, args.seconds)))
+        url, key = seeded["url"], seeded["key"]
+        figures = asyncio.run(purge(url, key, args.retention_days, args.seconds))
+        _print(figures, args.json)
         _print(asyncio.run(sizes(seeded["url"])))
 
 

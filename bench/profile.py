@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import stages
+from bench import history, stages
 from bench.backlog import Backlog
 from bench.ledger import latencies, latency_summary_ms
 from bench.load import Phase
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="open deliveries owed to dead endpoints, seeded before the run (bench.backlog)",
+    )
+    parser.add_argument(
+        "--history-retention-days",
+        type=float,
+        default=None,
+        help="run on the database `python -m bench.history seed` made (PostgreSQL), with "
+        "WEBHOOKS_RETENTION at this many days: its retention purges while the load runs",
     )
     parser.add_argument(
         "--filter",
@@ -130,6 +137,11 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if args.stages:
         env |= stages.hook_env(out.with_suffix(".stages.json"))
     backlog = Backlog(args.backlog) if args.backlog else None
+    database = None
+    if args.history_retention_days is not None:
+        seeded = history.state()
+        database = (seeded["url"], seeded["key"])
+        env["WEBHOOKS_RETENTION"] = f"{args.history_retention_days * 86400:.0f}"
     content_filter = COMPOUND_FILTER if args.filter == "compound" else None
     async with ServiceRun(
         backends,
@@ -137,6 +149,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         {"s0": OK},
         env=env,
         backlog=backlog,
+        database=database,
         content_filter=content_filter,
     ) as run:
         await run.produce([Phase("warmup", args.rate, 5.0)])
@@ -177,6 +190,7 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "store": args.store,
         "lane_concurrency": args.lane_concurrency,
         "backlog": args.backlog,
+        "history_retention_days": args.history_retention_days,
         "filter": args.filter,
         "cpu_share_of_core": cpu / elapsed,
         "cpu_us_per_delivery": cpu / produced * 1e6,

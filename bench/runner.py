@@ -80,6 +80,7 @@ class ServiceRun:
     content_filter: str | None = None  # every subscription's filter (JSON); None: no filter
     hang_seconds: float = 30.0
     backlog: Backlog | None = None  # open deliveries owed to dead endpoints, seeded first
+    database: tuple[str, str] | None = None  # an existing database's URL and key, kept after
     sample_every: float = 0.5
 
     def __post_init__(self) -> None:
@@ -125,7 +126,9 @@ class ServiceRun:
                 elif behaviour == HANG:
                     await self.receiver.set(path, hang=self.hang_seconds)
             topics = await stack.enter_async_context(fresh_topics(self.backends.kafka, self.run_id))
-            if self.backlog is None:
+            if self.database is not None:
+                self._database_url, key = self.database
+            elif self.backlog is None:
                 self._database_url = await stack.enter_async_context(
                     fresh_database(self.store, self.backends, self.run_id)
                 )
