@@ -81,6 +81,7 @@ class ServiceRun:
     hang_seconds: float = 30.0
     backlog: Backlog | None = None  # open deliveries owed to dead endpoints, seeded first
     database: tuple[str, str] | None = None  # an existing database's URL and key, kept after
+    replicas: int = 1  # service processes in one consumer group, on one store
     sample_every: float = 0.5
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class ServiceRun:
         self._load_end = 0.0
         self._drained_after: float | None = None
         self._drained_paths: set[str] = set()
+        self.others: list[ServiceChild] = []  # the replicas beyond the first
 
     @property
     def service(self) -> ServiceChild:
@@ -163,6 +165,11 @@ class ServiceRun:
             self._service = ServiceChild(env, VAR / "logs" / f"{self.run_id}.log")
             stack.push_async_callback(self._service.stop)
             await self._service.start()
+            for n in range(1, self.replicas):
+                replica = ServiceChild(env, VAR / "logs" / f"{self.run_id}-{n}.log")
+                stack.push_async_callback(replica.stop)
+                await replica.start()
+                self.others.append(replica)
             self._load = await stack.enter_async_context(
                 OpenLoad(self.backends.kafka, topics, self.customer_of)
             )
