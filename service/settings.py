@@ -116,6 +116,8 @@ class Settings(BaseSettings):
 
     # Store (docs/contract.md, "Storage")
     database_url: str = "sqlite:///var/webhooks.db"
+    # PostgreSQL connections one process may hold (docs/performance.md, "Beyond one machine").
+    database_pool_size: int = Field(10, ge=2, le=200)
     encryption_key: SecretStr | None = None
     retention: Duration = 30 * 86400.0
     # How long event bodies and response excerpts are kept (the log's metadata is kept for

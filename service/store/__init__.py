@@ -85,7 +85,9 @@ async def open_store(settings: Settings, *, run_migrations: bool = True) -> Stor
     if settings.is_postgres:
         from service.store.postgres import open_postgres  # noqa: PLC0415 - driver only when used
 
-        store = await open_postgres(settings.database_url, keys)
+        store = await open_postgres(
+            settings.database_url, keys, pool_size=settings.database_pool_size
+        )
     else:
         from service.store.sqlite import open_sqlite  # noqa: PLC0415
 

@@ -122,5 +122,5 @@ class PostgresDriver:
             self._pool.terminate()
 
 
-async def open_postgres(url: str, keyring: Keyring) -> SqlStore:
-    return SqlStore(await PostgresDriver.open(url), keyring)
+async def open_postgres(url: str, keyring: Keyring, *, pool_size: int = 10) -> SqlStore:
+    return SqlStore(await PostgresDriver.open(url, max_size=pool_size), keyring)
