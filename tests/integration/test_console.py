@@ -377,6 +377,22 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(page.locator("#secret-value")).to_have_value("")
     assert rotated not in await page.content()
 
+    # -- Send test of any catalog event: its example, marked as a test -----------------------
+    choice = row.get_by_label(f"Test event: {url}")
+    await expect(choice).to_have_value("webhook.test")
+    await choice.select_option("review.overridden")
+    await row.get_by_role("button", name="Send test").click()
+    result = row.locator("[data-test-result]")
+    await expect(result).to_contain_text("Test review.overridden:")
+    await expect(result).to_contain_text("HTTP 200")
+    envelope = orjson.loads(receiver.at("console")[-1].body)
+    assert (envelope["event"], envelope["test"], envelope["orgId"]) == (
+        "review.overridden",
+        True,
+        ORG,
+    )
+    await expect(choice).to_have_value("review.overridden")  # kept when the row is redrawn
+
     # -- edit: events, rate limit, ordering, paused ------------------------------------------
     await row.get_by_role("button", name="Edit").click()
     assert await page.get_by_label("Endpoint URL").input_value() == url
