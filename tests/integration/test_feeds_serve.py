@@ -395,10 +395,20 @@ async def test_listen_forwards_verified_deliveries_and_resumes_after_a_kill(
             assert await second.line("listening: ") == listening
             wanted = {e["id"] for e in events}
 
-            def through() -> bool:
-                return wanted <= {r.event_id for r in stack.receiver.at(path)}
+            def printed() -> set[str]:
+                # A line per delivery with the local answer (one forwarded just before the
+                # kill may have had none: it is forwarded again, with its line, after it).
+                return {
+                    line.split()[3] for line in first.out + second.out if line.endswith("→ 200\n")
+                }
 
-            await stack.receiver.wait_for(through, 30, "every event")
+            def through() -> bool:
+                return wanted <= {r.event_id for r in stack.receiver.at(path)} and wanted <= (
+                    printed()
+                )
+
+            await stack.receiver.wait_for(through, 30, "every event forwarded and printed")
+            assert printed() == wanted
             assert not any(line.startswith("signing secret") for line in second.out)
         finally:
             await second.kill()
@@ -416,10 +426,6 @@ async def test_listen_forwards_verified_deliveries_and_resumes_after_a_kill(
         assert request.headers["webhook-id"] == request.delivery
     assert set(deliveries) == {e["id"] for e in events}
     assert all(len(ids) == 1 for ids in deliveries.values())
-    # A line per delivery with the local answer (one forwarded just before the kill may have
-    # had none: it is forwarded again, with its line, after the restart).
-    lines = [line.split() for line in first.out + second.out if line.endswith("→ 200\n")]
-    assert {line[3] for line in lines} == set(deliveries)
 
 
 async def test_listen_fails_clearly(stack: Stack) -> None:
