@@ -782,6 +782,20 @@ async def _headers_and_fields(page: Page, console: Console, receiver: Receiver) 
     await page.get_by_role("button", name="Save").click()
     await expect(headers.locator("li")).to_have_text(["X-Tenant: acme"])
 
+    # -- a polling subscription's row: no URL, and its test put in its feed ------------------
+    polled = await console.api("POST", {"delivery": "poll", "events": ["customer.kyc_updated"]})
+    await page.get_by_role("button", name="Refresh").click()
+    feed_row = row_of(page, polled["id"])
+    await expect(feed_row).to_contain_text("polling: read from its feed")
+    choice = feed_row.get_by_label(f"Test event: feed {polled['id']}")
+    await choice.select_option("customer.kyc_updated")
+    await feed_row.get_by_role("button", name="Send test").click()
+    await expect(feed_row.locator("[data-test-result]")).to_contain_text(
+        "Test customer.kyc_updated: available · in its feed"
+    )
+    feed = await console.api("GET", path=f"/{polled['id']}/events")
+    assert [row["event"] for row in feed["rows"]] == ["customer.kyc_updated"]
+
 
 async def _id_of(page: Page, url: str) -> str:
     """The id the subscriptions table shows for the subscription to `url`."""
