@@ -473,6 +473,14 @@ class FeedHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedCounts:
+    """The store's active polling subscriptions, and how many of their readers are behind."""
+
+    feeds: int
+    behind: int
+
+
+@dataclass(frozen=True, slots=True)
 class EventDelivery:
     """One subscription's delivery of an event, as `GET /api/identity/events/{id}` lists it."""
 

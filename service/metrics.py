@@ -138,6 +138,17 @@ class Metrics:
             "active subscriptions whose mTLS client certificate ends within 30 days (or has ended)",
             registry=r,
         )
+        self.feeds = Gauge(
+            "webhooks_feeds",
+            "active polling subscriptions (their deliveries read from a feed)",
+            registry=r,
+        )
+        self.feeds_behind = Gauge(
+            "webhooks_feeds_behind",
+            "active polling subscriptions whose oldest unread delivery entered the feed more "
+            "than WEBHOOKS_FEED_BEHIND ago; counted by housekeeping every few seconds",
+            registry=r,
+        )
         self.store_errors = Counter(
             "webhooks_store_errors", "store operations that failed", ["operation"], registry=r
         )

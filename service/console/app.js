@@ -19,6 +19,7 @@ const state = {
   subsCursor: null,
   subsSearch: '',
   testResults: new Map(), // id -> {result} or {error}: survives a re-render of the table
+  testEvents: new Map(), // id -> the event type "Send test" sends (webhook.test when unset)
   log: { subscription: null, filter: {}, cursor: null },
   editing: null, // the row being edited, null when creating
   acting: null, // the row a dialog acts on
@@ -203,6 +204,7 @@ function signOut(reason) {
   state.eventTypes = null;
   state.subscriptions.clear();
   state.testResults.clear();
+  state.testEvents.clear();
   sessionStorage.removeItem(KEY_STORAGE);
   signedIn();
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
@@ -240,6 +242,8 @@ async function loadSubscriptions(more = false) {
   if (more && state.subsCursor) params.set('cursor', state.subsCursor);
   const query = `?${params}`;
   try {
+    // The catalog, for each row's choice of test event (fetched once).
+    await eventTypes();
     const page = await api('GET', query);
     if (!more) state.subscriptions.clear();
     for (const row of page.rows) state.subscriptions.set(row.id, row);
@@ -286,22 +290,39 @@ function testResultView(id) {
     return out;
   }
   const r = outcome.result;
+  if (r.status === 'available') {
+    out.append(`Test ${outcome.event}: `, statusBadge(r.status, null), ' · in its feed for its reader');
+    return out;
+  }
   out.append(
-    'Test: ', statusBadge(r.status, null),
+    `Test ${outcome.event}: `, statusBadge(r.status, null),
     ` · ${r.responseCode === null ? 'no response' : `HTTP ${r.responseCode}`} · ${r.durationMs} ms`,
     r.error ? ` · ${r.error}` : '',
   );
   return out;
 }
 
+/** Which event "Send test" sends: webhook.test, or any catalog event's example. */
+function testEventChoice(row, label) {
+  const chosen = state.testEvents.get(row.id) || 'webhook.test';
+  const names = ['webhook.test', ...(state.eventTypes || []).filter((name) => name !== 'webhook.test')];
+  return h('select', {
+    class: 'test-event',
+    'aria-label': `Test event: ${label}`,
+    onchange: (e) => state.testEvents.set(row.id, e.target.value),
+  }, names.map((name) => h('option', { value: name, text: name, selected: name === chosen })));
+}
+
 function subscriptionRow(row) {
-  const label = row.url;
+  const label = row.url || `feed ${row.id}`;
   const button = (text, onclick, extra = {}) =>
     h('button', { type: 'button', onclick, 'aria-label': `${text}: ${label}`, ...extra }, text);
   const cell = (heading, ...content) => h('td', { 'data-label': heading }, h('div', { class: 'cell' }, ...content));
   return h('tr', { 'data-id': row.id },
     cell('Endpoint',
-      h('span', { class: 'mono wrap', text: row.url }),
+      row.url
+        ? h('span', { class: 'mono wrap', text: row.url })
+        : h('span', { class: 'muted', text: 'polling: read from its feed' }),
       h('span', { class: 'muted small mono wrap', text: row.id }),
       row.installedBy ? h('span', { class: 'muted small', text: `by ${row.installedBy}` }) : null,
       row.rateLimit ? h('span', { class: 'muted small', text: `at most ${row.rateLimit}/s` }) : null,
@@ -333,6 +354,7 @@ function subscriptionRow(row) {
     cell('Last delivery', lastDeliveryCell(row), h('span', { class: 'muted small', text: `${row.deliveryCount} in all` })),
     cell('Actions',
       h('div', { class: 'row-actions' },
+        testEventChoice(row, label),
         button('Send test', () => sendTest(row.id)),
         button('Deliveries', () => { location.hash = `#/subscriptions/${row.id}/deliveries`; }),
         button('Edit', () => openEdit(row)),
@@ -420,10 +442,11 @@ async function refreshRow(id) {
 }
 
 async function sendTest(id) {
+  const event = state.testEvents.get(id) || 'webhook.test';
   state.testResults.set(id, { pending: true });
   replaceRow(state.subscriptions.get(id));
   try {
-    state.testResults.set(id, { result: await api('POST', `/${id}/test`) });
+    state.testResults.set(id, { event, result: await api('POST', `/${id}/test`, { event }) });
   } catch (failure) {
     state.testResults.set(id, { error: failure });
   }

@@ -1,8 +1,9 @@
-"""Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state) every few
-seconds, and retention every `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, and
-the payloads (event bodies, response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are
-removed, their metadata kept (docs/personal-data.md). The census of sealed values (by the key
-that sealed them) is taken at start and every `PURGE_INTERVAL` too: it reads every sealed row, so
+"""Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state, polling
+subscriptions and those whose reader is behind) every few seconds, and retention every
+`PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, and the payloads (event bodies,
+response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
+(docs/personal-data.md). The census of sealed values (by the key that sealed them) is taken at
+start and every `PURGE_INTERVAL` too: it reads every sealed row, so
 it is never taken at a probe's pace; readiness shows the last one.
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
@@ -22,8 +23,16 @@ from typing import Any, Protocol
 import structlog
 
 from service.clock import iso, now_ms
+from service.domain import FeedCounts
 from service.metrics import Metrics
-from service.store import PersonalData, Pipeline, Retention, SealedCensus, StoreUnavailable
+from service.store import (
+    Feeds,
+    PersonalData,
+    Pipeline,
+    Retention,
+    SealedCensus,
+    StoreUnavailable,
+)
 from service.supervise import Fatal, in_background
 
 log = structlog.get_logger(__name__)
@@ -34,7 +43,7 @@ PURGE_BATCH = 500
 PURGE_PAUSE = 0.05  # seconds between batches: other writers get the store in between
 
 
-class Kept(Pipeline, Retention, PersonalData, Protocol):
+class Kept(Pipeline, Retention, PersonalData, Feeds, Protocol):
     """What housekeeping reads (the gauges' counts), purges and expunges."""
 
 
@@ -48,6 +57,7 @@ class Housekeeping:
         *,
         purge_interval: float = PURGE_INTERVAL,
         purge_batch: int = PURGE_BATCH,
+        feed_behind: float = 900.0,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -55,6 +65,7 @@ class Housekeeping:
         self._payload_retention = retention if payload_retention is None else payload_retention
         self._purge_interval = purge_interval
         self._purge_batch = purge_batch
+        self._feed_behind = feed_behind
         self.census: SealedCensus | None = None
         """The last census of sealed values; None until the first is taken."""
         self._census_at: int | None = None
@@ -74,6 +85,7 @@ class Housekeeping:
                 self._metrics.pending.set(await self._store.pending_count())
                 for state, count in (await self._store.subscription_counts()).items():
                     self._metrics.subscriptions.labels(state).set(count)
+                await self.count_feeds()
             except (StoreUnavailable, OSError) as exc:
                 log.warning("housekeeping.failed", error=str(exc))
             await asyncio.sleep(GAUGE_INTERVAL)
@@ -98,6 +110,14 @@ class Housekeeping:
             except (StoreUnavailable, OSError) as exc:
                 log.warning("census.failed", error=str(exc))
             await asyncio.sleep(self._purge_interval)
+
+    async def count_feeds(self) -> FeedCounts:
+        """The polling subscriptions and those whose reader is behind (as their rows say),
+        into the gauges: a reader behind is alerted on as a failing endpoint is."""
+        counts = await self._store.feed_counts(now_ms() - int(self._feed_behind * 1000))
+        self._metrics.feeds.set(counts.feeds)
+        self._metrics.feeds_behind.set(counts.behind)
+        return counts
 
     async def take_census(self) -> SealedCensus:
         """Counts the sealed values by the key that sealed them, into the gauge and `census`;

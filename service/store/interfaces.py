@@ -21,6 +21,7 @@ from service.domain import (
     EndpointAuth,
     ErasureReceipt,
     EventTrail,
+    FeedCounts,
     FeedHealth,
     FeedPage,
     IncomingEvent,
@@ -285,6 +286,10 @@ class Feeds(Protocol):
 
     async def feed_health(self, subscription_ids: Sequence[str]) -> dict[str, FeedHealth]:
         """Per polling subscription: when it was last read and what is unread."""
+
+    async def feed_counts(self, behind_before: int) -> FeedCounts:
+        """The active polling subscriptions, and those whose oldest unread delivery entered
+        the feed before `behind_before` (epoch ms): a reader as far behind as its row says."""
 
     async def event_trail(self, org_id: str, event_id: str) -> EventTrail | None:
         """The org's event and its deliveries to the org's subscriptions (not deleted ones)."""

@@ -377,6 +377,22 @@ async def _walk(page: Page, console: Console, receiver: Receiver) -> None:
     await expect(page.locator("#secret-value")).to_have_value("")
     assert rotated not in await page.content()
 
+    # -- Send test of any catalog event: its example, marked as a test -----------------------
+    choice = row.get_by_label(f"Test event: {url}")
+    await expect(choice).to_have_value("webhook.test")
+    await choice.select_option("review.overridden")
+    await row.get_by_role("button", name="Send test").click()
+    result = row.locator("[data-test-result]")
+    await expect(result).to_contain_text("Test review.overridden:")
+    await expect(result).to_contain_text("HTTP 200")
+    envelope = orjson.loads(receiver.at("console")[-1].body)
+    assert (envelope["event"], envelope["test"], envelope["orgId"]) == (
+        "review.overridden",
+        True,
+        ORG,
+    )
+    await expect(choice).to_have_value("review.overridden")  # kept when the row is redrawn
+
     # -- edit: events, rate limit, ordering, paused ------------------------------------------
     await row.get_by_role("button", name="Edit").click()
     assert await page.get_by_label("Endpoint URL").input_value() == url
@@ -765,6 +781,20 @@ async def _headers_and_fields(page: Page, console: Console, receiver: Receiver) 
     await page.get_by_label("Remove authorization").check()
     await page.get_by_role("button", name="Save").click()
     await expect(headers.locator("li")).to_have_text(["X-Tenant: acme"])
+
+    # -- a polling subscription's row: no URL, and its test put in its feed ------------------
+    polled = await console.api("POST", {"delivery": "poll", "events": ["customer.kyc_updated"]})
+    await page.get_by_role("button", name="Refresh").click()
+    feed_row = row_of(page, polled["id"])
+    await expect(feed_row).to_contain_text("polling: read from its feed")
+    choice = feed_row.get_by_label(f"Test event: feed {polled['id']}")
+    await choice.select_option("customer.kyc_updated")
+    await feed_row.get_by_role("button", name="Send test").click()
+    await expect(feed_row.locator("[data-test-result]")).to_contain_text(
+        "Test customer.kyc_updated: available · in its feed"
+    )
+    feed = await console.api("GET", path=f"/{polled['id']}/events")
+    assert [row["event"] for row in feed["rows"]] == ["customer.kyc_updated"]
 
 
 async def _id_of(page: Page, url: str) -> str:

@@ -6,17 +6,23 @@ verification through the keyed hashes; an event's trail lists every subscription
 
 from __future__ import annotations
 
+import asyncio
+
 from service import ids
+from service.api.subscriptionrows import feed_state
 from service.clock import now_ms
+from service.delivery.housekeeping import Housekeeping
 from service.domain import (
     DeliveryFilter,
     DeliveryMode,
     DeliveryStatus,
+    FeedCounts,
     IncomingEvent,
     NewDelivery,
     Redelivery,
     ReplayWindow,
 )
+from service.metrics import Metrics
 from service.store import Lease, PageRequest, Store
 from tests.support.store import EVENTS
 
@@ -158,3 +164,36 @@ async def test_what_is_searched_is_stored_as_keyed_hashes_only(store: Store) -> 
     assert "ver_secret" not in row["verification_key"]
     assert row["customer_id"].startswith("c1.")
     assert row["customer_id"] != row["verification_key"]
+
+
+async def test_housekeeping_counts_the_feeds_whose_reader_is_behind(store: Store) -> None:
+    """The gauges the alert reads: active polling subscriptions, and those whose oldest
+    unread delivery is older than WEBHOOKS_FEED_BEHIND (as their rows say `behind`)."""
+    feeds = {
+        name: await store.create_subscription(ORG, "", EVENTS, None, delivery=DeliveryMode.POLL)
+        for name in ("unread", "read", "empty", "deactivated", "deleted")
+    }
+    await store.create_subscription(ORG, "https://a.example/h", EVENTS, None)
+    events = [about("cus_h", f"ver_h{n}") for n in range(2)]
+    polled = [
+        NewDelivery(ids.new_id("whd"), e.id, feeds[name].id, e.event, ORG, poll=True)
+        for e in events
+        for name in ("unread", "read", "deactivated", "deleted")
+    ]
+    await store.record_events(events, polled, LEASE)
+    page = await store.read_feed(feeds["read"].id, 0, 100)
+    await store.acknowledge(feeds["read"].id, page.last)
+    await store.deactivate_subscription(feeds["deactivated"].id, "test")
+    await store.delete_subscription(ORG, feeds["deleted"].id)
+    metrics = Metrics()
+    housekeeping = Housekeeping(store, metrics, retention=3600, feed_behind=0.001)
+    await asyncio.sleep(0.01)
+
+    assert await housekeeping.count_feeds() == FeedCounts(feeds=3, behind=1)
+    assert metrics.registry.get_sample_value("webhooks_feeds") == 3
+    assert metrics.registry.get_sample_value("webhooks_feeds_behind") == 1
+    health = await store.feed_health([feeds["unread"].id])
+    assert feed_state(health[feeds["unread"].id], 1)["behind"] is True
+    # Not yet behind by a longer allowance.
+    patient = Housekeeping(store, Metrics(), retention=3600, feed_behind=900)
+    assert await patient.count_feeds() == FeedCounts(feeds=3, behind=0)

@@ -6,7 +6,8 @@ another (beside the tests of other paths on other workers).
   recovery times that a second fault beside them would distort;
 - test_hostile_records.py: its tests share one service process (a module fixture) and add up
   one tally that the last of them writes to var/fuzz/records.json;
-- test_endpoint_auth.py: its delivery tests share one service (a module fixture).
+- test_endpoint_auth.py: its delivery tests share one service (a module fixture);
+- test_feeds_serve.py: its tests share two service processes (a module fixture).
 
 Every other test makes its own topics, consumer group, database and ports, and runs beside any
 other. The grouping is by path rather than by `xdist_group` marks, which pytest 9 no longer lets
@@ -21,6 +22,7 @@ TOGETHER = (
     "tests/chaos/",
     "tests/integration/test_hostile_records.py",
     "tests/integration/test_endpoint_auth.py",
+    "tests/integration/test_feeds_serve.py",
 )
 
 

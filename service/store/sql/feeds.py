@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.domain import FeedHealth, FeedItem, FeedPage, PayloadGone, PayloadRemoval
+from service.domain import FeedCounts, FeedHealth, FeedItem, FeedPage, PayloadGone, PayloadRemoval
 from service.store.crypto import Undecryptable
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
+
+_OLDEST_UNREAD = (
+    "(SELECT d.updated_at FROM deliveries d WHERE d.subscription_id = f.subscription_id "
+    "AND d.poll_seq IS NOT NULL AND d.poll_seq > f.acked ORDER BY d.poll_seq LIMIT 1)"
+)
+"""When the oldest delivery after feed `f`'s acknowledged place entered it: through the feed's
+index, one row per feed."""
 
 
 class FeedsSql(SqlBase):
@@ -93,9 +100,7 @@ class FeedsSql(SqlBase):
         async with self._scan() as conn:
             rows = await conn.fetch(
                 "SELECT f.subscription_id, f.read_at, f.top - f.acked AS unread, "
-                "(SELECT d.updated_at FROM deliveries d WHERE d.subscription_id = "
-                "f.subscription_id AND d.poll_seq IS NOT NULL AND d.poll_seq > f.acked "
-                "ORDER BY d.poll_seq LIMIT 1) AS oldest FROM poll_feeds f "
+                f"{_OLDEST_UNREAD} AS oldest FROM poll_feeds f "
                 f"WHERE f.subscription_id {self._driver.in_list('$1')}",
                 self._driver.list_param(subscription_ids),
             )
@@ -107,3 +112,15 @@ class FeedsSql(SqlBase):
             )
             for row in rows
         }
+
+    async def feed_counts(self, behind_before: int) -> FeedCounts:
+        async with self._scan() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_OLDEST_UNREAD} AS oldest FROM poll_feeds f "
+                "JOIN subscriptions s ON s.id = f.subscription_id "
+                "WHERE s.deleted_at IS NULL AND s.active"
+            )
+        behind = sum(
+            1 for row in rows if row["oldest"] is not None and row["oldest"] < behind_before
+        )
+        return FeedCounts(feeds=len(rows), behind=behind)
