@@ -12,7 +12,8 @@
 
 The rows are written by SQL (generate_series), not through the service: twenty million rows
 through ingest would take hours. What the service reads of them (status, times, ids) is
-realistic; the bodies are random bytes of a sealed body's size, never opened.
+realistic; the bodies are the sealing key's prefix and random bytes of a sealed body's size,
+never opened.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic import SecretStr
 from bench.stack import DEFAULT_POSTGRES, VAR, new_encryption_key
 from service.settings import load_settings
 from service.store import open_store
+from service.store.crypto import Keyring
 from service.store.migrate import migrate
 from tests.support.postgres import with_database
 
@@ -87,6 +89,8 @@ async def seed(deliveries: int, days: float) -> dict[str, Any]:
         ]
     finally:
         await store.close()
+    # Sealed bodies begin with the sealing key's prefix: the census groups by it.
+    prefix = Keyring(key).binary_prefixes()[0].hex()
     events = deliveries // 2
     now = int(time.time() * 1000)
     start = now - int(days * DAY_MS)
@@ -108,7 +112,9 @@ async def seed(deliveries: int, days: float) -> dict[str, Any]:
         await connection.execute("SET maintenance_work_mem = '1GB'")
         for first in range(0, events, CHUNK_EVENTS):
             last = min(first + CHUNK_EVENTS, events) - 1
-            await _seed_chunk(connection, first, last, start, step, expunged_before, subscriptions)
+            await _seed_chunk(
+                connection, first, last, start, step, expunged_before, subscriptions, prefix
+            )
             print(f"  {2 * (last + 1):,} deliveries ({time.perf_counter() - started:,.0f} s)")
         for index in indexes:
             await connection.execute(index["definition"])
@@ -137,6 +143,7 @@ async def _seed_chunk(
     step: float,
     expunged_before: int,
     subscriptions: list[str],
+    prefix: str,
 ) -> None:
     series = (
         f"(SELECT g, lpad(g::text, 10, '0') AS n, ({start} + g * {step})::bigint AS t "
@@ -148,7 +155,7 @@ async def _seed_chunk(
             "payload_removed_at, payload_removed_reason) "
             f"SELECT '{ORG}', 'evt_h' || n, 'verification.created', t, "
             f"CASE WHEN t < {expunged_before} THEN ''::bytea "
-            f"ELSE decode(repeat(md5(n), {BODY_BYTES // 16}), 'hex') END, "
+            f"ELSE decode('{prefix}' || repeat(md5(n), {BODY_BYTES // 16}), 'hex') END, "
             f"'history/0/' || g, t, CASE WHEN t < {expunged_before} THEN t + {7 * DAY_MS} END, "
             f"CASE WHEN t < {expunged_before} THEN 'expired' END FROM {series}"
         )
