@@ -219,7 +219,11 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     housekeeping = Housekeeping(
-        app[STORE], app[METRICS], settings.retention, settings.payload_retention
+        app[STORE],
+        app[METRICS],
+        settings.retention,
+        settings.payload_retention,
+        audit_retention=settings.audit_retention,
     )
     # Shown, never a check: a value no configured key opens makes only its own delivery wait
     # (and its log show no payload), while every replica reads the same store, so failing

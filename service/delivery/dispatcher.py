@@ -189,7 +189,8 @@ class Dispatcher:
                 lane.failing_since = since
             subscription = self._index.get(subscription_id)
             ordered |= subscription is not None and subscription.ordered
-        if ordered:
+        # Operational events the batch caused wait unleased in the store: claimed at once.
+        if ordered or recorded.emitted:
             self._claimer.wake()
 
     def _settle(
@@ -258,6 +259,7 @@ class Dispatcher:
         if await self._store.deactivate_subscription(subscription_id, reason):
             log.warning("subscription.deactivated", subscription_id=subscription_id, reason=reason)
             await self._index.refresh(force=True)
+            self._claimer.wake()  # its `disabled` event's deliveries
 
     def wake(self) -> None:
         """A redelivery or a replay made deliveries due now: claim them at once."""

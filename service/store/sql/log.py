@@ -31,7 +31,7 @@ from service.domain import (
 from service.store.crypto import Undecryptable
 from service.store.interfaces import Page, PageRequest
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
-from service.store.sql.pipeline import insert_deliveries, insert_polled, stamp_feed, take_places
+from service.store.sql.deliveryrows import insert_deliveries, insert_polled, stamp_feed, take_places
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES
 
