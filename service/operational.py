@@ -71,7 +71,7 @@ class OperationalEvent:
 
 
 def _event(
-    event: str, org_id: str, subject: str, at: int, cause: str, data: dict[str, Any]
+    event: str, org_id: str, subject: str, at: int, *, cause: str, data: dict[str, Any]
 ) -> OperationalEvent:
     event_id = derived_id(ids.EVENT, at, event, subject, cause)
     envelope = {"id": event_id, "event": event, "occurredAt": iso(at), "orgId": org_id}
@@ -91,6 +91,7 @@ class About:
 
 def failing(
     about: About,
+    *,
     failing_since: int,
     consecutive: int,
     status_code: int | None,
@@ -107,7 +108,9 @@ def failing(
         "lastStatusCode": status_code,
         "lastError": error,
     }
-    return _event(SUBSCRIPTION_FAILING, about.org_id, about.id, at, str(failing_since), data)
+    return _event(
+        SUBSCRIPTION_FAILING, about.org_id, about.id, at, cause=str(failing_since), data=data
+    )
 
 
 def disabled(about: About, reason: str, actor: Actor, at: int) -> OperationalEvent:
@@ -120,10 +123,12 @@ def disabled(about: About, reason: str, actor: Actor, at: int) -> OperationalEve
         "actor": actor.document(),
         "disabledAt": iso(at),
     }
-    return _event(SUBSCRIPTION_DISABLED, about.org_id, about.id, at, "disabled", data)
+    return _event(SUBSCRIPTION_DISABLED, about.org_id, about.id, at, cause="disabled", data=data)
 
 
-def recovered(about: About, failing_since: int | None, alerted_at: int, at: int) -> OperationalEvent:
+def recovered(
+    about: About, failing_since: int | None, alerted_at: int, at: int
+) -> OperationalEvent:
     """Its first success (at `at`) since the `failing` or `disabled` event of `alerted_at`:
     one per such event (its time is the cause)."""
     data = {
@@ -132,11 +137,14 @@ def recovered(about: About, failing_since: int | None, alerted_at: int, at: int)
         "failingSince": None if failing_since is None else iso(failing_since),
         "recoveredAt": iso(at),
     }
-    return _event(SUBSCRIPTION_RECOVERED, about.org_id, about.id, at, str(alerted_at), data)
+    return _event(
+        SUBSCRIPTION_RECOVERED, about.org_id, about.id, at, cause=str(alerted_at), data=data
+    )
 
 
 def exhausted(
     about: About,
+    *,
     delivery_id: str,
     event_id: str,
     event: str,
@@ -156,11 +164,11 @@ def exhausted(
         "lastStatusCode": status_code,
         "lastError": error,
     }
-    return _event(DELIVERY_EXHAUSTED, about.org_id, about.id, at, delivery_id, data)
+    return _event(DELIVERY_EXHAUSTED, about.org_id, about.id, at, cause=delivery_id, data=data)
 
 
 def changed(
-    about: About, action: str, actor: Actor, changes: dict[str, Any], at: int, cause: str
+    about: About, action: str, actor: Actor, *, changes: dict[str, Any], at: int, cause: str
 ) -> OperationalEvent:
     """It was created, updated, its secret rotated or deleted by `actor` (`cause`: the audit
     entry's id, one event per change)."""
@@ -171,7 +179,7 @@ def changed(
         "actor": actor.document(),
         "changes": changes,
     }
-    return _event(SUBSCRIPTION_CHANGED, about.org_id, about.id, at, cause, data)
+    return _event(SUBSCRIPTION_CHANGED, about.org_id, about.id, at, cause=cause, data=data)
 
 
 # The store's names of a PATCH's fields, as the API spells them.

@@ -14,9 +14,9 @@ from service.domain import (
     SYSTEM,
     Actor,
     ApiKey,
+    AttemptRecord,
     AuditEntry,
     AuditFilter,
-    AttemptRecord,
     DeliveryFilter,
     DeliveryJob,
     DeliveryLogEntry,
@@ -244,10 +244,10 @@ class Subscriptions(Protocol):
         actor: Actor = SYSTEM,
     ) -> Subscription | None:
         """Applies `changes` made by `actor`, with their audit entry and `changed` (and
-        `disabled` when it pauses an active one); None when there is no such subscription. Raises `InvalidInput`
-        (field `headers`) when the merged headers are over the limits, or the stored ones
-        cannot be opened to merge with; (field `auth.clientSecret`) when a secret to keep is
-        not there."""
+        `disabled` when it pauses an active one); None when there is no such subscription.
+        Raises `InvalidInput` (field `headers`) when the merged headers are over the limits,
+        or the stored ones cannot be opened to merge with; (field `auth.clientSecret`) when a
+        secret to keep is not there."""
 
     async def delete_subscription(
         self, org_id: str, subscription_id: str, *, actor: Actor = SYSTEM

@@ -495,7 +495,14 @@ class PipelineSql(OperationalSql):
         )
         about = operational.About(attempt.subscription_id, row["org_id"], row["url"])
         return [
-            operational.failing(about, since, consecutive, attempt.status_code, attempt.error, at)
+            operational.failing(
+                about,
+                failing_since=since,
+                consecutive=consecutive,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                at=at,
+            )
         ]
 
     async def _exhausted(
@@ -515,13 +522,13 @@ class PipelineSql(OperationalSql):
             events.append(
                 operational.exhausted(
                     about[row["subscription_id"]],
-                    row["id"],
-                    row["event_id"],
-                    row["event"],
-                    attempt.number,
-                    attempt.status_code,
-                    attempt.error,
-                    attempt.started_at + attempt.duration_ms,
+                    delivery_id=row["id"],
+                    event_id=row["event_id"],
+                    event=row["event"],
+                    attempts=attempt.number,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    at=attempt.started_at + attempt.duration_ms,
                 )
             )
         return events

@@ -540,7 +540,9 @@ class SubscriptionsSql(OperationalSql):
             entry_id, about.org_id, at, actor, f"subscription.{action}", about.id, None, changes
         )
         await self._audit(conn, entry)
-        await self._emit(conn, operational.changed(about, action, actor, changes, at, entry_id))
+        await self._emit(
+            conn, operational.changed(about, action, actor, changes=changes, at=at, cause=entry_id)
+        )
 
     async def rotate_secret(
         self, org_id: str, subscription_id: str, overlap_ms: int, *, actor: Actor = SYSTEM
