@@ -76,6 +76,10 @@ class Dispatcher:
         metrics.connections_in_use.set_function(lambda: self._connections.in_use)
         metrics.lanes_waiting_for_connection.set_function(lambda: self._connections.lanes_waiting)
         self._lanes = Lanes(self._open_lane)
+        # The failure clocks of the subscriptions failing now, as the store last wrote them:
+        # a lane forgotten while idle (between two retries of a lone delivery) opens again
+        # with its clock, not with the index's copy of the row, which no outcome refreshes.
+        self._failing_since: dict[str, int] = {}
         self._claimer = Claimer(
             store=store,
             lanes=self._lanes,
@@ -101,7 +105,9 @@ class Dispatcher:
             self._settings.lane_queue_size,
             self._deliver,
             self._claimer.wake,
-            failing_since=None if subscription is None else subscription.failing_since,
+            failing_since=self._failing_since.get(
+                subscription_id, None if subscription is None else subscription.failing_since
+            ),
             fatal=self._fatal,
             budget=self._connections,
             rate=lambda: self._rate_limit(subscription_id),
@@ -184,6 +190,10 @@ class Dispatcher:
         moved a customer's queue on: the claimer looks for the next head at once."""
         ordered = False
         for subscription_id, since in recorded.failing_since.items():
+            if since is None:
+                self._failing_since.pop(subscription_id, None)
+            else:
+                self._failing_since[subscription_id] = since
             lane = self._lanes.get(subscription_id)
             if lane is not None:
                 lane.failing_since = since
