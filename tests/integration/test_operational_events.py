@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -21,11 +22,15 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
+from ulid import ULID
 
+from service import operational as operational_events
 from service.delivery.retry import GONE
+from service.domain import SYSTEM, DeliveryFilter
 from service.events import CATALOG, OPERATIONAL
 from service.samples import record_key, sample_event
 from service.settings import load_settings
+from service.store import PageRequest, open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.live import LiveApp, live_app
 from tests.support.postgres import scratch_database
@@ -127,6 +132,11 @@ async def wait_for(receiver: Receiver, path: str, event: str, count: int = 1) ->
         lambda: len(operational(receiver, path, event)) >= count, what=f"{event} at {path}"
     )
     return operational(receiver, path, event)
+
+
+def ulid_ms(prefixed: str) -> int:
+    """The time (epoch ms) in a prefixed ULID id."""
+    return int(ULID.from_str(prefixed.split("_", 1)[1]).milliseconds)
 
 
 def about(envelopes: list[dict[str, Any]], subscription_id: str) -> list[dict[str, Any]]:
@@ -303,3 +313,48 @@ async def test_the_audit_trail_pages_and_filters_by_time(ops: LiveApp) -> None:
     assert len(await org.audit(f"?until={later}")) == 3
     async with ops.client.get(AUDIT + "?cursor=nope&bad=1", headers=headers) as answer:
         assert answer.status == 422
+
+
+async def test_an_event_committed_before_a_crash_is_delivered_after_the_restart_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The change commits its event's deliveries with it: with no service running (it died
+    between the commit and the send), the next one to start sends it, once, with the id the
+    event's cause gives it; a third start sends nothing again. On SQLite, in this process."""
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path}/webhooks.db",
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+    )
+    run = uuid.uuid4().hex[:8]
+    names = [f"t{run}.identity.{event}" for event in CATALOG] + [f"t{run}.dlq"]
+    async with _started_receiver() as receiver:
+        store = await open_store(settings)
+        try:
+            watcher = await store.create_subscription(
+                "org_crash", receiver.url("w6"), ["webhook.subscription.disabled"], None
+            )
+            broken = await store.create_subscription(
+                "org_crash", receiver.url("b6"), ["verification.created"], None
+            )
+            assert await store.deactivate_subscription(broken.id, GONE)
+            assert not await store.deactivate_subscription(broken.id, GONE)  # once
+        finally:
+            await store.close()
+        for _ in range(2):
+            async with live_app(settings, names, kafka_bootstrap, receiver) as live:
+                await receiver.wait_for(lambda: bool(receiver.at("w6")), what="disabled")
+                await asyncio.sleep(SETTLE)
+                page = await live.store.list_deliveries(
+                    "org_crash", watcher.id, DeliveryFilter(), PageRequest(10, None)
+                )
+        (got,) = receiver.at("w6")
+        (row,) = page.rows
+        assert (got.delivery, row.status.value) == (row.id, "sent")
+        envelope = orjson.loads(got.body)
+        event = operational_events.disabled(
+            operational_events.About(broken.id, "org_crash", broken.url),
+            GONE,
+            SYSTEM,
+            ulid_ms(envelope["id"]),
+        )
+        assert (envelope["id"], got.delivery) == (event.id, event.delivery_id(watcher.id))
