@@ -224,6 +224,7 @@ async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
         settings.retention,
         settings.payload_retention,
         feed_behind=settings.feed_behind,
+        audit_retention=settings.audit_retention,
     )
     # Shown, never a check: a value no configured key opens makes only its own delivery wait
     # (and its log show no payload), while every replica reads the same store, so failing

@@ -137,6 +137,9 @@ class Subscription:
     ca_certificate: str | None = None
     # Pushed to `url`, or kept in its feed for its reader (`url` is then empty).
     delivery: DeliveryMode = DeliveryMode.PUSH
+    # Who last changed it (`Actor.label`: an API key's id, `cli:<user>` or `system`); None for a
+    # subscription last changed before the audit trail.
+    updated_by: str | None = None
 
     @property
     def polled(self) -> bool:
@@ -497,3 +500,61 @@ class EventTrail:
     occurred_at: int
     received_at: int
     deliveries: list[EventDelivery]
+
+
+class ActorKind(enum.StrEnum):
+    """Who made a change to a subscription or an API key (stored and shown as the value)."""
+
+    API_KEY = "api_key"  # a call of the API, with this key
+    CLI = "cli"  # the command line, run by an operating-system user
+    SYSTEM = "system"  # the service itself (410 Gone, the failure clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who made a change: an API key's id and name, the CLI's operating-system user (`name`),
+    or the service."""
+
+    kind: ActorKind
+    id: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a subscription's `updatedBy` shows: the key's id, `cli:<user>` or `system`."""
+        if self.kind is ActorKind.API_KEY:
+            return self.id or "api_key"
+        if self.kind is ActorKind.CLI:
+            return f"cli:{self.name}" if self.name else "cli"
+        return "system"
+
+    def document(self) -> dict[str, str | None]:
+        """As operational events and the audit trail show it."""
+        return {"type": self.kind.value, "id": self.id, "name": self.name}
+
+
+SYSTEM = Actor(ActorKind.SYSTEM)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change in an org's audit trail: when, by whom, what was done to which subscription
+    or API key, and what changed (field names and plain facts, never a secret)."""
+
+    id: str
+    org_id: str
+    at: int
+    actor: Actor
+    action: str
+    subscription_id: str | None
+    api_key_id: str | None
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """What the audit trail is narrowed to; times are epoch ms, `until` exclusive."""
+
+    since: int | None = None
+    until: int | None = None
+    subscription_id: str | None = None

@@ -6,7 +6,8 @@
   object the producer sent (unknown fields kept, nothing re-serialised through a model, every
   integer exact however wide): the bytes that are signed and POSTed.
 - `Skipped`: a well-formed envelope whose event is outside the catalog (a future event type is not
-  an error), or a `webhook.test`, which only this service creates.
+  an error), or a `webhook.test` or an operational event (`OPERATIONAL`), which only this
+  service creates.
 - `Rejected`: anything else, for the dead-letter topic. `reason` goes into the `x-dlq-reason`
   header, so it is short ASCII built only from fixed words and known field names, never from the
   payload. The reasons:
@@ -42,7 +43,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -61,6 +62,22 @@ from service.ids import EVENT, new_id
 
 CATALOG: tuple[str, ...] = ("verification.created", "customer.kyc_updated", "review.overridden")
 TEST_EVENT = "webhook.test"
+# Operational events: about the org's own subscriptions, made by this service in the transaction
+# of the change that causes them (service/operational.py), never read from Kafka.
+SUBSCRIPTION_FAILING = "webhook.subscription.failing"
+SUBSCRIPTION_DISABLED = "webhook.subscription.disabled"
+SUBSCRIPTION_RECOVERED = "webhook.subscription.recovered"
+DELIVERY_EXHAUSTED = "webhook.delivery.exhausted"
+SUBSCRIPTION_CHANGED = "webhook.subscription.changed"
+OPERATIONAL: tuple[str, ...] = (
+    SUBSCRIPTION_FAILING,
+    SUBSCRIPTION_DISABLED,
+    SUBSCRIPTION_RECOVERED,
+    DELIVERY_EXHAUSTED,
+    SUBSCRIPTION_CHANGED,
+)
+SUBSCRIBABLE: tuple[str, ...] = (*CATALOG, *OPERATIONAL)
+"""What a subscription's `events` may hold: the domain catalog and the operational events."""
 
 MAX_ID_LENGTH = 200
 
@@ -140,11 +157,87 @@ class WebhookTestData(_Model):
     source: NonEmptyStr
 
 
+class ActorData(_Model):
+    """Who made a change: an API key (its id and name), `cli` (the operating-system user who
+    ran the command) or `system` (the service itself: 410 Gone, the failure clock)."""
+
+    type: Literal["api_key", "cli", "system"]
+    id: StrictStr | None
+    name: StrictStr | None
+
+
+class SubscriptionFailingData(_Model):
+    """`data` of `webhook.subscription.failing`: a subscription's attempts have failed for the
+    threshold (`WEBHOOKS_FAILING_AFTER_ATTEMPTS` in a row, or `WEBHOOKS_FAILING_AFTER`), once per
+    run of failures."""
+
+    subscriptionId: NonEmptyStr
+    url: StrictStr
+    failingSince: Timestamp
+    consecutiveFailures: StrictInt
+    lastStatusCode: StrictInt | None
+    lastError: StrictStr | None
+
+
+class SubscriptionDisabledData(_Model):
+    """`data` of `webhook.subscription.disabled`: deliveries to it stopped, by the service (410
+    Gone, the failure clock) or by someone (`actor`)."""
+
+    subscriptionId: NonEmptyStr
+    url: StrictStr
+    reason: NonEmptyStr
+    automatic: bool
+    actor: ActorData
+    disabledAt: Timestamp
+
+
+class SubscriptionRecoveredData(_Model):
+    """`data` of `webhook.subscription.recovered`: the first success after a `failing` or
+    `disabled` event about it."""
+
+    subscriptionId: NonEmptyStr
+    url: StrictStr
+    failingSince: Timestamp | None
+    recoveredAt: Timestamp
+
+
+class DeliveryExhaustedData(_Model):
+    """`data` of `webhook.delivery.exhausted`: a delivery failed its last attempt (its schedule
+    spent, or 410 Gone); the event is in the subscription's delivery log for a redelivery."""
+
+    subscriptionId: NonEmptyStr
+    url: StrictStr
+    deliveryId: NonEmptyStr
+    eventId: NonEmptyStr
+    eventType: NonEmptyStr
+    attempts: StrictInt
+    lastStatusCode: StrictInt | None
+    lastError: StrictStr | None
+
+
+class SubscriptionChangedData(_Model):
+    """`data` of `webhook.subscription.changed`: created, updated, its secret rotated, or
+    deleted, by `actor`. `changes` names what changed, never a value that is a secret: a URL's
+    and other plain settings' old and new values, only the names of headers, and only that
+    a filter, credentials or a CA changed."""
+
+    subscriptionId: NonEmptyStr
+    url: StrictStr
+    action: Literal["created", "updated", "secret_rotated", "deleted"]
+    actor: ActorData
+    changes: dict[str, Any]
+
+
 DATA_MODELS: Mapping[str, type[_Model]] = {
     "verification.created": VerificationCreatedData,
     "customer.kyc_updated": CustomerKycUpdatedData,
     "review.overridden": ReviewOverriddenData,
     TEST_EVENT: WebhookTestData,
+    SUBSCRIPTION_FAILING: SubscriptionFailingData,
+    SUBSCRIPTION_DISABLED: SubscriptionDisabledData,
+    SUBSCRIPTION_RECOVERED: SubscriptionRecoveredData,
+    DELIVERY_EXHAUSTED: DeliveryExhaustedData,
+    SUBSCRIPTION_CHANGED: SubscriptionChangedData,
 }
 
 
@@ -218,7 +311,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         return Rejected(_reason(exc, Envelope, ""))
     event = envelope.event
     model = DATA_MODELS.get(event)
-    if model is None or event == TEST_EVENT:
+    if model is None or event == TEST_EVENT or event in OPERATIONAL:
         return Skipped(event)
     try:
         data = model.model_validate(envelope.data)

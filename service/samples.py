@@ -7,7 +7,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service import ids
-from service.events import CATALOG, format_time
+from service.events import (
+    CATALOG,
+    DELIVERY_EXHAUSTED,
+    OPERATIONAL,
+    SUBSCRIPTION_CHANGED,
+    SUBSCRIPTION_DISABLED,
+    SUBSCRIPTION_FAILING,
+    format_time,
+)
 
 
 def sample_event(event_name: str, org_id: str, now: datetime) -> dict[str, Any]:
@@ -42,6 +50,8 @@ def sample_event(event_name: str, org_id: str, now: datetime) -> dict[str, Any]:
                 "Glare on hologram but all OCR fields self-consistent. Approved per supervisor."
             ),
         }
+    elif event_name in OPERATIONAL:
+        data = _operational_data(event_name, now)
     else:
         raise ValueError(f"no sample for {event_name!r}")
     return {
@@ -62,3 +72,49 @@ def record_key(event: dict[str, Any]) -> bytes:
     """The Kafka record key producers are asked to use: the customer id."""
     customer: str = event["data"]["customerId"]
     return customer.encode()
+
+
+def _operational_data(event_name: str, now: datetime) -> dict[str, Any]:
+    """`data` of an operational event about a made-up subscription of the org."""
+    subscription = {
+        "subscriptionId": ids.new_id(ids.SUBSCRIPTION),
+        "url": "https://example.com/webhooks/identity",
+    }
+    an_hour_ago = format_time(now - timedelta(hours=1))
+    if event_name == SUBSCRIPTION_FAILING:
+        return {
+            **subscription,
+            "failingSince": an_hour_ago,
+            "consecutiveFailures": 5,
+            "lastStatusCode": 500,
+            "lastError": "HTTP 500",
+        }
+    if event_name == SUBSCRIPTION_DISABLED:
+        return {
+            **subscription,
+            "reason": "the endpoint answered 410 Gone",
+            "automatic": True,
+            "actor": {"type": "system", "id": None, "name": None},
+            "disabledAt": format_time(now),
+        }
+    if event_name == DELIVERY_EXHAUSTED:
+        return {
+            **subscription,
+            "deliveryId": ids.new_id(ids.DELIVERY),
+            "eventId": ids.new_id(ids.EVENT),
+            "eventType": "verification.created",
+            "attempts": 8,
+            "lastStatusCode": 503,
+            "lastError": "HTTP 503",
+        }
+    if event_name == SUBSCRIPTION_CHANGED:
+        return {
+            **subscription,
+            "action": "updated",
+            "actor": {"type": "api_key", "id": ids.new_id(ids.API_KEY), "name": "kyc-service"},
+            "changes": {
+                "fields": ["url"],
+                "url": {"old": "https://old.example.com/hooks", "new": subscription["url"]},
+            },
+        }
+    return {**subscription, "failingSince": an_hour_ago, "recoveredAt": format_time(now)}

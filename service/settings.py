@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     # How long event bodies and response excerpts are kept (the log's metadata is kept for
     # `retention`); a delivery still open keeps its payload until it ends.
     payload_retention: Duration = Field(7 * 86400.0, ge=0)
+    # How long the audit trail is kept: its own, never the delivery log's `retention`.
+    audit_retention: Duration = Field(365 * 86400.0, gt=0)
 
     # HTTP API (docs/contract.md, "The API")
     http_host: str = "127.0.0.1"
@@ -136,6 +138,10 @@ class Settings(BaseSettings):
     delivery_timeout: Duration = 10.0
     delivery_connect_timeout: Duration = 3.0
     disable_after: Duration = 5 * 86400.0
+    # When a subscription's run of failures is announced (`webhook.subscription.failing`): after
+    # this many failed attempts in a row, or once the first is this old, whichever is first.
+    failing_after_attempts: int = Field(5, ge=1)
+    failing_after: Duration = Field(3600.0, gt=0)
     allow_private_targets: bool = False
     lane_concurrency: int = Field(10, ge=1, le=256)
     lane_queue_size: int = Field(200, ge=1, le=100_000)

@@ -9,9 +9,12 @@ from aiohttp.typedefs import Handler, Middleware
 
 from service.api.problems import problem
 from service.appkeys import STORE
+from service.domain import Actor, ActorKind
 from service.store import ApiKeys
 
 ORG: web.RequestKey[str] = web.RequestKey("org", str)
+ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
+"""The caller's API key as the audit trail names it (its id and name)."""
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_\-]{8,200})$")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="identity-webhooks"'}
 
@@ -32,10 +35,11 @@ def auth_middleware(*prefixes: str) -> Middleware:
                 401, "the Authorization header must be 'Bearer <api key>'", headers=_CHALLENGE
             )
         keys: ApiKeys = request.config_dict[STORE]
-        org = await keys.org_for_api_key(match.group(1))
-        if org is None:
+        record = await keys.api_key_for(match.group(1))
+        if record is None:
             return problem(401, "the API key is unknown or revoked", headers=_CHALLENGE)
-        request[ORG] = org
+        request[ORG] = record.org_id
+        request[ACTOR] = Actor(ActorKind.API_KEY, record.id, record.name)
         return await handler(request)
 
     return authenticate

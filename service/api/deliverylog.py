@@ -20,7 +20,7 @@ from service.domain import (
     DeliveryLogRow,
     DeliveryStatus,
 )
-from service.events import CATALOG, MAX_ID_LENGTH, TEST_EVENT, parse_time, project
+from service.events import MAX_ID_LENGTH, SUBSCRIBABLE, TEST_EVENT, parse_time, project
 from service.ids import LOG_POSITION
 
 LOG_QUERY = (
@@ -38,7 +38,9 @@ LOG_STATUSES = ("pending", "available", "retrying", "sent", "failed", "cancelled
 _SEARCHED = re.compile(rf"[^\x00-\x1F\x7F]{{1,{MAX_ID_LENGTH}}}")
 
 
-def _time(query: Mapping[str, str], name: str, errors: Errors) -> int | None:
+def query_time(query: Mapping[str, str], name: str, errors: Errors) -> int | None:
+    """The RFC 3339 time of query parameter `name` as epoch ms (None when absent); a bad one
+    is added to `errors`."""
     if name not in query:
         return None
     try:
@@ -68,10 +70,13 @@ class LogQuery:
             self.errors.append(("status", f"must be one of {', '.join(LOG_STATUSES)}"))
             status = None
         event = query.get("event")
-        if event is not None and event not in CATALOG and event != TEST_EVENT:
+        if event is not None and event not in SUBSCRIBABLE and event != TEST_EVENT:
             self.errors.append(("event", f"is not an event of the catalog (or {TEST_EVENT})"))
             event = None
-        since, until = _time(query, "since", self.errors), _time(query, "until", self.errors)
+        since, until = (
+            query_time(query, "since", self.errors),
+            query_time(query, "until", self.errors),
+        )
         if since is not None and until is not None and until <= since:
             self.errors.append(("until", "must be after since"))
         searched = {}

@@ -28,7 +28,7 @@ from service.domain import (
     MutualTls,
     OAuthClientCredentials,
 )
-from service.events import CATALOG, Timestamp
+from service.events import SUBSCRIBABLE, Timestamp
 from service.filters import (
     ENVELOPE_FIELDS,
     LOGICAL,
@@ -47,8 +47,17 @@ MAX_INSTALLED_BY = 200
 # Free text we store: printable, no control characters (PostgreSQL text cannot hold NUL).
 _PRINTABLE = r"^[^\x00-\x1F\x7F]*$"
 
-EventName = Literal["verification.created", "customer.kyc_updated", "review.overridden"]
-assert set(EventName.__args__) == set(CATALOG)  # type: ignore[attr-defined]
+EventName = Literal[
+    "verification.created",
+    "customer.kyc_updated",
+    "review.overridden",
+    "webhook.subscription.failing",
+    "webhook.subscription.disabled",
+    "webhook.subscription.recovered",
+    "webhook.delivery.exhausted",
+    "webhook.subscription.changed",
+]
+assert set(EventName.__args__) == set(SUBSCRIBABLE)  # type: ignore[attr-defined]
 
 Errors = list[tuple[str, str]]
 """(field, message) pairs: what is wrong with the input, all of it at once."""
@@ -499,6 +508,11 @@ class SubscriptionRow(BaseModel):
         None,
         description="Why the service deactivated it (410 Gone, failing too long); null if active.",
     )
+    updatedBy: str | None = Field(
+        None,
+        description="Who last changed it: the API key's id, cli:<operating-system user>, or "
+        "system (the service, e.g. when it deactivated it); null before the audit trail began.",
+    )
     problem: str | None = Field(
         None,
         description="Why its deliveries cannot go out now although it is active (its signing "
@@ -583,12 +597,11 @@ class SubscriptionList(BaseModel):
 
 
 class TestRequest(_Request):
-    event: Literal[
-        "webhook.test", "verification.created", "customer.kyc_updated", "review.overridden"
-    ] = Field(
+    event: Literal["webhook.test"] | EventName = Field(
         "webhook.test",
-        description="Which event to send: webhook.test, or any catalog event as the catalog's "
-        'example with fresh ids, occurredAt now, your org\'s id and a top-level "test": true.',
+        description="Which event to send: webhook.test, or any catalog event (an operational "
+        "one too) as the catalog's example with fresh ids, occurredAt now, your org's id and a "
+        'top-level "test": true.',
     )
 
 
@@ -850,3 +863,38 @@ class Problem(BaseModel):
         description="410 of a feed read: the cursor to go on from (before the oldest delivery "
         "its feed still keeps).",
     )
+
+
+class AuditActor(BaseModel):
+    type: Literal["api_key", "cli", "system"]
+    id: str | None = Field(description="The API key's id (api_key); null otherwise.")
+    name: str | None = Field(
+        description="The API key's name (api_key) or the operating-system user (cli)."
+    )
+
+
+class AuditRow(BaseModel):
+    id: str
+    at: str
+    actor: AuditActor
+    action: Literal[
+        "subscription.created",
+        "subscription.updated",
+        "subscription.secret_rotated",
+        "subscription.deleted",
+        "subscription.disabled",
+        "api_key.created",
+        "api_key.revoked",
+    ]
+    subscriptionId: str | None
+    apiKeyId: str | None
+    changes: dict[str, Any] = Field(
+        description="What changed: field names, old and new values of plain settings (the URL, "
+        "events, active…), header names, whether a filter, credentials or a CA are set; never "
+        "a secret, a header value or a credential."
+    )
+
+
+class AuditList(BaseModel):
+    rows: list[AuditRow]
+    nextCursor: str | None

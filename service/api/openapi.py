@@ -8,12 +8,13 @@ from pydantic import BaseModel
 
 from service import __version__
 from service.api import models
+from service.api.audit import AUDIT_PATH
 from service.api.customers import CUSTOMERS, DRY_RUN
 from service.api.deliverylog import LOG_STATUSES
 from service.api.feeds import EVENTS, MAX_WAIT
 from service.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from service.api.routes import BASE, MAX_SEARCH
-from service.events import CATALOG, MAX_ID_LENGTH
+from service.events import MAX_ID_LENGTH, SUBSCRIBABLE
 from service.operations.erasure import MAX_CUSTOMER_ID
 from service.operations.recovery import MAX_REPLAY
 
@@ -41,6 +42,7 @@ _MODELS: list[type[BaseModel]] = [
     models.FilterVerdict,
     models.Feed,
     models.EventTrail,
+    models.AuditList,
     models.Problem,
 ]
 
@@ -123,7 +125,7 @@ def _log_filters() -> list[dict[str, Any]]:
             "in": "query",
             "schema": {"enum": list(LOG_STATUSES)},
         },
-        {"name": "event", "in": "query", "schema": {"enum": [*CATALOG, "webhook.test"]}},
+        {"name": "event", "in": "query", "schema": {"enum": [*SUBSCRIBABLE, "webhook.test"]}},
         {"name": "since", "in": "query", "description": "createdAt at or after", "schema": time},
         {"name": "until", "in": "query", "description": "createdAt before", "schema": time},
         {
@@ -212,6 +214,33 @@ def _event() -> dict[str, Any]:
                 **_problems(401, 404),
             },
         },
+    }
+
+
+def _audit() -> dict[str, Any]:
+    time = {"type": "string", "format": "date-time"}
+    return {
+        "get": {
+            "operationId": "listAudit",
+            "description": "Your org's audit trail, newest first: every change to its "
+            "subscriptions and API keys, with the time, the actor (an API key's id and name, "
+            "cli with the operating-system user, or system), the action and what changed "
+            "(never a secret, header value or credential). Read-only.",
+            "parameters": [
+                {"name": "since", "in": "query", "description": "at or after", "schema": time},
+                {"name": "until", "in": "query", "description": "before", "schema": time},
+                {
+                    "name": "subscriptionId",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": "^whk_[0-9A-HJKMNP-TV-Z]{26}$"},
+                },
+                *_paging(),
+            ],
+            "responses": {
+                "200": {"description": "a page of entries", "content": _json(models.AuditList)},
+                **_problems(401, 422),
+            },
+        }
     }
 
 
@@ -447,5 +476,6 @@ def document() -> dict[str, Any]:
             },
             CUSTOMERS + "/{customerId}/erase": _erasure(),
             EVENTS + "/{eventId}": _event(),
+            AUDIT_PATH: _audit(),
         },
     }

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from service import ids
-from service.api.auth import ORG
+from service.api.auth import ACTOR, ORG
 from service.api.catalog import event_types
 from service.api.deliverylog import LogQuery, delivery_detail, delivery_row
 from service.api.models import (
@@ -252,6 +252,7 @@ class SubscriptionApi:
             auth=endpoint_auth(body.auth),
             ca_certificate=body.caCertificate,
             delivery=delivery,
+            actor=request[ACTOR],
         )
         if subscription.secret is None:  # just made with the configured key: it opens
             raise RuntimeError(f"subscription {subscription.id}: its new secret did not open")
@@ -387,7 +388,7 @@ class SubscriptionApi:
             changes["ca_certificate"] = body.caCertificate
         try:
             updated = await _store(request).update_subscription(
-                request[ORG], subscription_id, SubscriptionChanges(**changes)
+                request[ORG], subscription_id, SubscriptionChanges(**changes), actor=request[ACTOR]
             )
         except InvalidInput as exc:
             return invalid(exc.errors)
@@ -401,7 +402,7 @@ class SubscriptionApi:
     async def delete(self, request: web.Request) -> web.Response:
         subscription_id = self._id(request)
         if not subscription_id or not await _store(request).delete_subscription(
-            request[ORG], subscription_id
+            request[ORG], subscription_id, actor=request[ACTOR]
         ):
             return self._not_found(request.match_info["id"])
         await self._changed(request, subscription_id)
@@ -568,6 +569,7 @@ class SubscriptionApi:
                 subscription_id,
                 body.overlapSeconds,
                 on_change=request.config_dict.get(ON_CHANGE),
+                actor=request[ACTOR],
             )
         except SubscriptionNotFound:
             return self._not_found(subscription_id)

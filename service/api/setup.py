@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service.api.audit import AUDIT_PATH, AuditApi
 from service.api.auth import auth_middleware
 from service.api.customers import CUSTOMERS, CustomerApi
 from service.api.feeds import EVENTS, FeedApi
@@ -66,10 +67,11 @@ def _route(request: web.Request) -> str:
 def setup_api(app: web.Application) -> None:
     """Adds the management routes and `/openapi.json` to `app`."""
     app.middlewares.append(problem_middleware)
-    app.middlewares.append(auth_middleware(BASE, CUSTOMERS, EVENTS))
+    app.middlewares.append(auth_middleware(BASE, CUSTOMERS, EVENTS, AUDIT_PATH))
     app.add_routes(SubscriptionApi().routes())
     app.add_routes(FeedApi().routes(BASE))
     app.add_routes(CustomerApi().routes())
+    app.add_routes(AuditApi().routes())
     spec = orjson.dumps(document())
 
     async def openapi(_: web.Request) -> web.Response:

@@ -44,6 +44,7 @@ def subscription_row(
                 "at": iso(last.at),
             },
             "deactivatedReason": subscription.deactivated_reason,
+            "updatedBy": subscription.updated_by,
             "problem": Subscription.UNDECRYPTABLE if subscription.secret is None else None,
             "rateLimit": subscription.rate_limit,
             "headers": ordinary,

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "erase": ("erasure", "erase"),
     "listen": ("remote", "listen"),
     "trigger": ("remote", "trigger"),
+    "audit": ("audit", "audit"),
 }
 """Each command's module in this package, and its function there."""
 

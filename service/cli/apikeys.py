@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from service.cli.output import print_table
-from service.cli.run import with_store
+from service.cli.run import cli_actor, with_store
 from service.clock import iso
 from service.domain import ApiKey
 from service.settings import Settings
@@ -20,7 +20,7 @@ async def api_key(args: argparse.Namespace, _: Settings, store: Store) -> int:
 
 
 async def _create(args: argparse.Namespace, store: Store) -> int:
-    record, key = await store.create_api_key(args.org, args.name)
+    record, key = await store.create_api_key(args.org, args.name, actor=cli_actor())
     named = f" ({record.name})" if record.name else ""
     print(
         f"created API key {record.id}{named} for {record.org_id}, "
@@ -37,7 +37,7 @@ async def _list(_: argparse.Namespace, store: Store) -> int:
 
 
 async def _revoke(args: argparse.Namespace, store: Store) -> int:
-    if await store.revoke_api_key(args.key_id):
+    if await store.revoke_api_key(args.key_id, actor=cli_actor()):
         print(f"revoked {args.key_id}")
         return 0
     print(f"no active API key has the id {args.key_id!r}", file=sys.stderr)

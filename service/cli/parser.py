@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "safe to repeat.",
     )
     _api_key_parser(commands)
+    _audit_parser(commands)
     _recovery_parsers(commands)
     _rekey_parser(commands)
     _erase_parser(commands)
@@ -119,6 +120,28 @@ def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     target.add_argument("--subscription", help="its id, whk_…")
     target.add_argument(
         "--name", default="default", help="the subscription `listen --name` made (default)"
+    )
+
+
+def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="an org's audit trail: every change to its subscriptions and API keys",
+        description="The org's audit trail, newest first, as GET /api/identity/audit shows it: "
+        "when, who (an API key, cli with the operating-system user, or system), what, and what "
+        "changed (never a secret). When there are more, the next page's --cursor is printed "
+        "on standard error. Exit 2 on bad input.",
+    )
+    audit.add_argument("--org", required=True, help="the org, e.g. org_demo")
+    audit.add_argument("--since", type=convert.when, help=f"at or after: {_TIME_HELP}")
+    audit.add_argument("--until", type=convert.when, help=f"before: {_TIME_HELP}")
+    audit.add_argument(
+        "--subscription", dest="subscriptionId", help="only the changes of this subscription"
+    )
+    audit.add_argument("--limit", help="rows per page, 1 to 100 (default 50)")
+    audit.add_argument("--cursor", help="the next page, as printed by the previous one")
+    audit.add_argument(
+        "--json", action="store_true", help="print the management API's JSON instead"
     )
 
 

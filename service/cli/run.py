@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 
 from service.cli.errors import REFUSALS, refusal
-from service.domain import Subscription
+from service.domain import Actor, ActorKind, Subscription
 from service.errors import SubscriptionNotFound
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError, load_settings
@@ -75,3 +76,13 @@ async def subscription_of(store: Store, args: argparse.Namespace) -> Subscriptio
     if found is None:
         raise SubscriptionNotFound(subscription_id, args.org)
     return found
+
+
+def cli_actor() -> Actor:
+    """Who the audit trail names for a change made from the command line: `cli`, with the
+    operating-system user running it (None when the system cannot say)."""
+    try:
+        user: str | None = getpass.getuser()
+    except (OSError, KeyError):
+        user = None
+    return Actor(ActorKind.CLI, None, user)

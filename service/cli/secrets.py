@@ -9,7 +9,7 @@ from typing import Any
 
 from service.api.models import RotateSecret
 from service.cli.errors import Refused, invalid, validated
-from service.cli.run import subscription_of, with_store
+from service.cli.run import cli_actor, subscription_of, with_store
 from service.clock import iso
 from service.errors import SubscriptionNotFound
 from service.operations import secrets
@@ -33,7 +33,7 @@ async def rotate_secret(args: argparse.Namespace, _: Settings, store: Store) -> 
     subscription = await subscription_of(store, args)
     try:
         rotated = await secrets.rotate_secret(
-            store, subscription.org_id, subscription.id, body.overlapSeconds
+            store, subscription.org_id, subscription.id, body.overlapSeconds, actor=cli_actor()
         )
     except SubscriptionNotFound:
         raise Refused(f"no subscription {subscription.id}", 1) from None

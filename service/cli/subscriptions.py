@@ -14,7 +14,7 @@ from service.api.models import PatchSubscription
 from service.api.subscriptionrows import subscription_row
 from service.cli.errors import Refused, invalid, validated
 from service.cli.output import print_json
-from service.cli.run import subscription_of, with_store
+from service.cli.run import cli_actor, subscription_of, with_store
 from service.filters import describe
 from service.settings import Settings
 from service.store import Store, SubscriptionChanges
@@ -77,7 +77,10 @@ async def _filter(args: argparse.Namespace, store: Store) -> int:
     body = validated(PatchSubscription, {"filter": document})
     stored = None if body.filter is None else orjson.dumps(body.filter).decode()
     updated = await store.update_subscription(
-        subscription.org_id, subscription.id, SubscriptionChanges(content_filter=stored)
+        subscription.org_id,
+        subscription.id,
+        SubscriptionChanges(content_filter=stored),
+        actor=cli_actor(),
     )
     if updated is None:
         raise Refused(f"no subscription {subscription.id}", 1)

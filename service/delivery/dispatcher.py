@@ -76,6 +76,10 @@ class Dispatcher:
         metrics.connections_in_use.set_function(lambda: self._connections.in_use)
         metrics.lanes_waiting_for_connection.set_function(lambda: self._connections.lanes_waiting)
         self._lanes = Lanes(self._open_lane)
+        # The failure clocks of the subscriptions failing now, as the store last wrote them:
+        # a lane forgotten while idle (between two retries of a lone delivery) opens again
+        # with its clock, not with the index's copy of the row, which no outcome refreshes.
+        self._failing_since: dict[str, int] = {}
         self._claimer = Claimer(
             store=store,
             lanes=self._lanes,
@@ -101,7 +105,9 @@ class Dispatcher:
             self._settings.lane_queue_size,
             self._deliver,
             self._claimer.wake,
-            failing_since=None if subscription is None else subscription.failing_since,
+            failing_since=self._failing_since.get(
+                subscription_id, None if subscription is None else subscription.failing_since
+            ),
             fatal=self._fatal,
             budget=self._connections,
             rate=lambda: self._rate_limit(subscription_id),
@@ -184,12 +190,17 @@ class Dispatcher:
         moved a customer's queue on: the claimer looks for the next head at once."""
         ordered = False
         for subscription_id, since in recorded.failing_since.items():
+            if since is None:
+                self._failing_since.pop(subscription_id, None)
+            else:
+                self._failing_since[subscription_id] = since
             lane = self._lanes.get(subscription_id)
             if lane is not None:
                 lane.failing_since = since
             subscription = self._index.get(subscription_id)
             ordered |= subscription is not None and subscription.ordered
-        if ordered:
+        # Operational events the batch caused wait unleased in the store: claimed at once.
+        if ordered or recorded.emitted:
             self._claimer.wake()
 
     def _settle(
@@ -258,6 +269,7 @@ class Dispatcher:
         if await self._store.deactivate_subscription(subscription_id, reason):
             log.warning("subscription.deactivated", subscription_id=subscription_id, reason=reason)
             await self._index.refresh(force=True)
+            self._claimer.wake()  # its `disabled` event's deliveries
 
     def wake(self) -> None:
         """A redelivery or a replay made deliveries due now: claim them at once."""

@@ -1,10 +1,10 @@
 """Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state, polling
 subscriptions and those whose reader is behind) every few seconds, and retention every
-`PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, and the payloads (event bodies,
+`PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, the payloads (event bodies,
 response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
-(docs/personal-data.md). The census of sealed values (by the key that sealed them) is taken at
-start and every `PURGE_INTERVAL` too: it reads every sealed row, so
-it is never taken at a probe's pace; readiness shows the last one.
+(docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
+own, a year by default) go. The census of sealed values (by the key that sealed them) is taken at
+start and every `PURGE_INTERVAL` too: it reads every sealed row, so it is never taken at a probe's pace; readiness shows the last one.
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
 hourly counters per transaction) with a pause between them, so it never holds the store for
@@ -26,6 +26,7 @@ from service.clock import iso, now_ms
 from service.domain import FeedCounts
 from service.metrics import Metrics
 from service.store import (
+    Audit,
     Feeds,
     PersonalData,
     Pipeline,
@@ -43,7 +44,7 @@ PURGE_BATCH = 500
 PURGE_PAUSE = 0.05  # seconds between batches: other writers get the store in between
 
 
-class Kept(Pipeline, Retention, PersonalData, Feeds, Protocol):
+class Kept(Pipeline, Retention, PersonalData, Feeds, Audit, Protocol):
     """What housekeeping reads (the gauges' counts), purges and expunges."""
 
 
@@ -58,7 +59,9 @@ class Housekeeping:
         purge_interval: float = PURGE_INTERVAL,
         purge_batch: int = PURGE_BATCH,
         feed_behind: float = 900.0,
+        audit_retention: float = 365 * 86400.0,
     ) -> None:
+        self._audit_retention = audit_retention
         self._store = store
         self._metrics = metrics
         self._retention = retention
@@ -99,6 +102,9 @@ class Housekeeping:
                 expunged = await self.expunge()
                 if expunged:
                     log.info("retention.payloads_removed", rows=expunged)
+                audited = await self.purge_audit()
+                if audited:
+                    log.info("retention.audit_purged", rows=audited)
             except (StoreUnavailable, OSError) as exc:
                 log.warning("retention.failed", error=str(exc))
             await asyncio.sleep(self._purge_interval)
@@ -169,4 +175,16 @@ class Housekeeping:
             await asyncio.sleep(PURGE_PAUSE)
             step = await self._store.expunge_payloads(cutoff, self._purge_batch, step.cursor)
             total += step.removed
+        return total
+
+    async def purge_audit(self) -> int:
+        """Deletes the audit entries past the audit retention, a batch per transaction;
+        returns how many went."""
+        cutoff = now_ms() - int(self._audit_retention * 1000)
+        total = 0
+        while removed := await self._store.purge_audit(cutoff, self._purge_batch):
+            total += removed
+            if removed < self._purge_batch:
+                break
+            await asyncio.sleep(PURGE_PAUSE)
         return total

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from service.domain import Subscription
+from service.domain import SYSTEM, Actor, Subscription
 from service.errors import SubscriptionNotFound
 
 if TYPE_CHECKING:
@@ -39,10 +39,13 @@ async def rotate_secret(
     overlap_seconds: int,
     *,
     on_change: OnChange | None = None,
+    actor: Actor = SYSTEM,
 ) -> Rotated:
-    """A new signing secret for the subscription; the current one stays valid for
+    """A new signing secret for the subscription, by `actor`; the current one stays valid for
     `overlap_seconds` (0: it ends now)."""
-    rotated = await store.rotate_secret(org_id, subscription_id, overlap_seconds * 1000)
+    rotated = await store.rotate_secret(
+        org_id, subscription_id, overlap_seconds * 1000, actor=actor
+    )
     if rotated is None or rotated.secret is None:
         raise SubscriptionNotFound(subscription_id, org_id)
     if on_change is not None:

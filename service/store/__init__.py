@@ -3,10 +3,12 @@ and a PostgreSQL driver, and migrations."""
 
 from __future__ import annotations
 
+from service.operational import AlertPolicy
 from service.settings import Settings
 from service.store.crypto import Keyring, Undecryptable, key_file_for
 from service.store.interfaces import (
     ApiKeys,
+    Audit,
     ChangedSubscriptions,
     Claim,
     DeliveryLog,
@@ -34,6 +36,7 @@ from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
     "ApiKeys",
+    "Audit",
     "ChangedSubscriptions",
     "Claim",
     "DeliveryLog",
@@ -92,6 +95,9 @@ async def open_store(settings: Settings, *, run_migrations: bool = True) -> Stor
         from service.store.sqlite import open_sqlite  # noqa: PLC0415
 
         store = await open_sqlite(sqlite_path(settings.database_url), keys)
+    store.alerts = AlertPolicy(
+        attempts=settings.failing_after_attempts, after_ms=int(settings.failing_after * 1000)
+    )
     try:
         await store.load_keys()
     except BaseException:

@@ -11,8 +11,12 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from service.domain import (
+    SYSTEM,
+    Actor,
     ApiKey,
     AttemptRecord,
+    AuditEntry,
+    AuditFilter,
     DeliveryFilter,
     DeliveryJob,
     DeliveryLogEntry,
@@ -35,6 +39,7 @@ from service.domain import (
     Summary,
 )
 from service.headers import Patch as HeadersPatch
+from service.operational import AlertPolicy
 
 UNSET: Any = object()
 T = TypeVar("T")
@@ -129,6 +134,7 @@ class Recorded:
 
     failing_since: dict[str, int | None]
     lost: frozenset[str]
+    emitted: int = 0  # deliveries of operational events it made (due now, unleased)
 
 
 @dataclass(slots=True)
@@ -176,15 +182,21 @@ class StoreUnavailable(Exception):
 class ApiKeys(Protocol):
     """The API keys: issued and revoked by operators, checked on every API request."""
 
-    async def create_api_key(self, org_id: str, name: str | None) -> tuple[ApiKey, str]:
-        """A new key for `org_id`; returns the record and the key itself, shown once."""
+    async def create_api_key(
+        self, org_id: str, name: str | None, *, actor: Actor = SYSTEM
+    ) -> tuple[ApiKey, str]:
+        """A new key for `org_id`; returns the record and the key itself, shown once. The
+        audit trail records it (never the key)."""
 
     async def org_for_api_key(self, key: str) -> str | None:
         """The org a presented, unrevoked key belongs to."""
 
+    async def api_key_for(self, key: str) -> ApiKey | None:
+        """The record of a presented, unrevoked key: its org, id and name."""
+
     async def list_api_keys(self) -> list[ApiKey]: ...
 
-    async def revoke_api_key(self, key_id: str) -> bool: ...
+    async def revoke_api_key(self, key_id: str, *, actor: Actor = SYSTEM) -> bool: ...
 
 
 class Subscriptions(Protocol):
@@ -207,7 +219,10 @@ class Subscriptions(Protocol):
         auth: EndpointAuth | None = None,
         ca_certificate: str | None = None,
         delivery: DeliveryMode = DeliveryMode.PUSH,
-    ) -> Subscription: ...
+        actor: Actor = SYSTEM,
+    ) -> Subscription:
+        """A new subscription made by `actor`: its audit entry and `changed` (created) are
+        written with it."""
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None: ...
 
@@ -222,18 +237,26 @@ class Subscriptions(Protocol):
         that id and those whose URL holds it (case ignored)."""
 
     async def update_subscription(
-        self, org_id: str, subscription_id: str, changes: SubscriptionChanges
+        self,
+        org_id: str,
+        subscription_id: str,
+        changes: SubscriptionChanges,
+        *,
+        actor: Actor = SYSTEM,
     ) -> Subscription | None:
-        """Applies `changes`; None when there is no such subscription. Raises `InvalidInput`
-        (field `headers`) when the merged headers are over the limits, or the stored ones
-        cannot be opened to merge with; (field `auth.clientSecret`) when a secret to keep is
-        not there."""
+        """Applies `changes` made by `actor`, with their audit entry and `changed` (and
+        `disabled` when it pauses an active one); None when there is no such subscription.
+        Raises `InvalidInput` (field `headers`) when the merged headers are over the limits,
+        or the stored ones cannot be opened to merge with; (field `auth.clientSecret`) when a
+        secret to keep is not there."""
 
-    async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
-        """Soft-deletes it and cancels its open deliveries."""
+    async def delete_subscription(
+        self, org_id: str, subscription_id: str, *, actor: Actor = SYSTEM
+    ) -> bool:
+        """Soft-deletes it and cancels its open deliveries (audited, `changed`)."""
 
     async def rotate_secret(
-        self, org_id: str, subscription_id: str, overlap_ms: int
+        self, org_id: str, subscription_id: str, overlap_ms: int, *, actor: Actor = SYSTEM
     ) -> Subscription | None:
         """A new signing secret, and a new key pair for an Ed25519 subscription; the current
         ones stay valid for `overlap_ms` (0: they end now). Returns the subscription with its
@@ -326,7 +349,8 @@ class Pipeline(Protocol):
         in one transaction, for the deliveries `owner` still holds."""
 
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
-        """Marks it inactive with a reason and fails its open deliveries."""
+        """Marks it inactive with a reason and fails its open deliveries; `disabled` (by
+        `system`) and its audit entry go with it."""
 
     async def pending_count(self) -> int: ...
 
@@ -384,6 +408,19 @@ class Expunged:
     done: bool
 
 
+class Audit(Protocol):
+    """The audit trail: every change to an org's subscriptions and API keys, appended in the
+    transaction of the change (the API only reads it), kept for its own retention."""
+
+    async def list_audit(
+        self, org_id: str, where: AuditFilter, page_of: PageRequest
+    ) -> Page[AuditEntry]:
+        """The org's entries, newest first."""
+
+    async def purge_audit(self, before: int, batch: int) -> int:
+        """Deletes at most `batch` entries made before then; returns how many."""
+
+
 class Retention(Protocol):
     """The purge of finished deliveries and old events."""
 
@@ -434,10 +471,14 @@ class Store(
     Pipeline,
     Retention,
     PersonalData,
+    Audit,
     Protocol,
 ):
     """Everything the service keeps: API keys, subscriptions, events, deliveries, attempts;
     for whoever opens and closes the store (the app's wiring, the CLI)."""
+
+    alerts: AlertPolicy
+    """When a run of failures is announced as `failing`."""
 
     async def load_keys(self) -> None:
         """Reads the store's own keys (raises `crypto.Undecryptable` when no configured key

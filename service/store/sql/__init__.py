@@ -6,7 +6,7 @@ the driver, the mapping of its errors to `StoreUnavailable`): `appkeys`, `subscr
 `summaries` (and the counters they read), `log` (and recovery, and search), `feeds`
 (polling subscriptions' feeds), `pipeline` (events,
 deliveries, claims, leases, outcomes), `retention` and `personal` (erasure, the payload
-retention, re-sealing).
+retention, re-sealing), `operational` (operational events and the audit trail).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from service.store.sql.appkeys import ApiKeysSql
 from service.store.sql.feeds import FeedsSql
 from service.store.sql.log import DeliveryLogSql
+from service.store.sql.operational import OperationalSql
 from service.store.sql.personal import PersonalDataSql
 from service.store.sql.pipeline import PipelineSql
 from service.store.sql.retention import RetentionSql
@@ -30,5 +31,6 @@ class SqlStore(
     PipelineSql,
     RetentionSql,
     PersonalDataSql,
+    OperationalSql,
 ):
     """The store on either database, through its driver: `interfaces.Store`."""

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from service.clock import now_ms
+from service.operational import AlertPolicy
 from service.store import crypto
 from service.store.crypto import Keyring
 from service.store.interfaces import StoreUnavailable
@@ -159,6 +160,9 @@ class SqlBase:
         self._driver = driver
         self._keyring = keyring
         self._lookup: crypto.LookupHasher | None = None
+        self.alerts = AlertPolicy()
+        """When a subscription's run of failures is announced (`open_store` sets the
+        configured one)."""
 
     async def load_keys(self) -> None:
         """Reads the store's customer lookup key, generating it on first use (one row of

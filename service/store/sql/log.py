@@ -31,7 +31,8 @@ from service.domain import (
 from service.store.crypto import Undecryptable
 from service.store.interfaces import Page, PageRequest
 from service.store.sql.base import JOIN_EVENTS, Row, SqlBase
-from service.store.sql.pipeline import insert_deliveries, insert_polled, stamp_feed, take_places
+from service.store.sql.deliveryrows import insert_deliveries, insert_polled, stamp_feed, take_places
+from service.store.sql.operational import SOURCE as OPERATIONAL_SOURCE
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES
 
@@ -224,7 +225,10 @@ class DeliveryLogSql(SqlBase):
                 "FROM events e LEFT JOIN deliveries d ON d.org_id = e.org_id "
                 "AND d.event_id = e.id AND d.subscription_id = $1 "
                 f"WHERE e.org_id = $6 AND e.event {in_names} "
-                "AND (d.id IS NULL OR d.status IN ('failed', 'sent'))"
+                "AND (d.id IS NULL OR d.status IN ('failed', 'sent')) "
+                # An operational event it never had is not made for it: it may be about
+                # itself, or from before it subscribed.
+                f"AND (d.id IS NOT NULL OR e.source IS NULL OR e.source <> '{OPERATIONAL_SOURCE}')"
             )
         now = self._now()
         async with self._transaction() as conn:

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from service import operational
 from service.domain import (
     AttemptRecord,
     DeliveryJob,
@@ -21,6 +22,8 @@ from service.domain import (
     NewDelivery,
     failure_clocks,
 )
+from service.events import OPERATIONAL, TEST_EVENT
+from service.operational import OperationalEvent
 from service.store.crypto import Undecryptable
 from service.store.interfaces import Claim, Lease, Recorded
 from service.store.sql.base import (
@@ -29,11 +32,11 @@ from service.store.sql.base import (
     PAYLOAD_REMOVED,
     Column,
     Conn,
-    Driver,
     Row,
-    SqlBase,
     excerpt_context,
 )
+from service.store.sql.deliveryrows import insert_deliveries, insert_polled, take_places
+from service.store.sql.operational import OperationalSql
 from service.store.sql.summaries import add_counts
 from service.summaries import DELIVERIES, OK, latency_counter
 
@@ -48,6 +51,9 @@ _JOB_COLUMNS = (
 _ACTIVE = (
     "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = deliveries.subscription_id AND s.active)"
 )
+# Deliveries whose failure is not announced: a test's, and an operational event's (two broken
+# subscriptions of an org would tell each other of their failures forever).
+_NOT_EXHAUSTED = frozenset((*OPERATIONAL, TEST_EVENT))
 _EVENT_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
     ("org_id", "text"),
@@ -76,15 +82,9 @@ _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("event", "text"),
     ("org_id", "text"),
 )
-_ORDERED_COLUMNS: tuple[Column, ...] = (
-    *_DELIVERY_COLUMNS,
-    ("ordering_key", "text"),
-    ("seq", "bigint"),
-)
-_POLLED_COLUMNS: tuple[Column, ...] = (*_DELIVERY_COLUMNS, ("poll_seq", "bigint"))
 
 
-class PipelineSql(SqlBase):
+class PipelineSql(OperationalSql):
     """`interfaces.Pipeline`'s deliveries and attempts (its subscription reads are
     `SubscriptionsSql`')."""
 
@@ -367,8 +367,21 @@ class PipelineSql(SqlBase):
             )
             for a in ordered
         ]
+        succeeded = {
+            a.subscription_id: a.started_at + a.duration_ms
+            for a in ordered
+            if a.new_status is DeliveryStatus.SENT
+        }
+        last_failed = {
+            a.subscription_id: a for a in ordered if a.new_status is not DeliveryStatus.SENT
+        }
+        announced: list[OperationalEvent] = []
         async with self._transaction() as conn:
             for subscription_id, (reset, first_failure, failures) in sorted(clocks.items()):
+                if subscription_id in succeeded:
+                    announced += await self._recovered(
+                        conn, subscription_id, succeeded[subscription_id]
+                    )
                 if first_failure is None:
                     # Only a row that was failing is written: the healthy common case
                     # leaves the subscription row (and its lock) alone.
@@ -387,12 +400,15 @@ class PipelineSql(SqlBase):
                         else "COALESCE(failing_since, $2), "
                         "consecutive_failures = consecutive_failures + $3"
                     )
-                    + " WHERE id = $1 RETURNING failing_since",
+                    + " WHERE id = $1 RETURNING failing_since, consecutive_failures, alerted_at, "
+                    "org_id, url",
                     subscription_id,
                     first_failure,
                     failures,
                 )
                 failing_since[subscription_id] = None if row is None else row["failing_since"]
+                if row is not None:
+                    announced += await self._failing(conn, row, last_failed[subscription_id])
             source, args = self._driver.row_source(
                 _OUTCOME_COLUMNS,
                 [
@@ -419,7 +435,8 @@ class PipelineSql(SqlBase):
                 "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
                 f"FROM ({source}) r WHERE deliveries.id = r.id "
                 "AND deliveries.status IN ('pending', 'retrying') "
-                "AND deliveries.lease_owner = $1 RETURNING deliveries.id",
+                "AND deliveries.lease_owner = $1 RETURNING deliveries.id, deliveries.status, "
+                "deliveries.event, deliveries.event_id, deliveries.subscription_id",
                 owner,
                 *args,
             )
@@ -436,98 +453,87 @@ class PipelineSql(SqlBase):
                     if a.new_status is DeliveryStatus.SENT:
                         counts[(a.subscription_id, a.started_at, OK)] += 1
             await add_counts(self._driver, conn, counts)
-        return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
+            announced += await self._exhausted(
+                conn,
+                [r for r in rows if r["status"] == "failed" and r["event"] not in _NOT_EXHAUSTED],
+                {a.delivery_id: a for a in latest},
+            )
+            emitted = 0
+            for event in announced:
+                emitted += len(await self._emit(conn, event))
+        return Recorded(
+            failing_since, frozenset(a.delivery_id for a in latest) - held, emitted=emitted
+        )
+
+    async def _recovered(self, conn: Conn, subscription_id: str, at: int) -> list[OperationalEvent]:
+        """A success at `at`: when a `failing` or `disabled` event announced its streak, the
+        announcement is cleared and `recovered` is owed."""
+        row = await conn.fetchrow(
+            "SELECT org_id, url, failing_since, alerted_at FROM subscriptions "
+            f"WHERE id = $1 AND alerted_at IS NOT NULL {self._driver.lock_row}",
+            subscription_id,
+        )
+        if row is None:
+            return []
+        await conn.execute(
+            "UPDATE subscriptions SET alerted_at = NULL WHERE id = $1", subscription_id
+        )
+        about = operational.About(subscription_id, row["org_id"], row["url"])
+        return [operational.recovered(about, row["failing_since"], row["alerted_at"], at)]
+
+    async def _failing(
+        self, conn: Conn, row: Row, attempt: AttemptRecord
+    ) -> list[OperationalEvent]:
+        """After failures (`row`: the subscription's clock as now written; `attempt`: its
+        latest failure): `failing` once its streak reaches the threshold, once per streak."""
+        at = attempt.started_at + attempt.duration_ms
+        since, consecutive = row["failing_since"], row["consecutive_failures"]
+        if row["alerted_at"] is not None or not self.alerts.failing(consecutive, since, at):
+            return []
+        await conn.execute(
+            "UPDATE subscriptions SET alerted_at = $2 WHERE id = $1", attempt.subscription_id, at
+        )
+        about = operational.About(attempt.subscription_id, row["org_id"], row["url"])
+        return [
+            operational.failing(
+                about,
+                failing_since=since,
+                consecutive=consecutive,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                at=at,
+            )
+        ]
+
+    async def _exhausted(
+        self, conn: Conn, failed: Sequence[Row], attempts: dict[str, AttemptRecord]
+    ) -> list[OperationalEvent]:
+        """`exhausted` for each delivery of `failed` (which failed its last attempt)."""
+        if not failed:
+            return []
+        subjects = await conn.fetch(
+            f"SELECT id, org_id, url FROM subscriptions WHERE id {self._driver.in_list('$1')}",
+            self._driver.list_param(sorted({r["subscription_id"] for r in failed})),
+        )
+        about = {r["id"]: operational.About(r["id"], r["org_id"], r["url"]) for r in subjects}
+        events = []
+        for row in failed:
+            attempt = attempts[row["id"]]
+            events.append(
+                operational.exhausted(
+                    about[row["subscription_id"]],
+                    delivery_id=row["id"],
+                    event_id=row["event_id"],
+                    event=row["event"],
+                    attempts=attempt.number,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    at=attempt.started_at + attempt.duration_ms,
+                )
+            )
+        return events
 
     async def pending_count(self) -> int:
         async with self._scan() as conn:
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {OPEN}")
         return 0 if row is None else int(row["n"])
-
-
-async def take_places(driver: Driver, conn: Conn, n: int) -> list[int]:
-    """`n` new places in the store-wide order of ordered deliveries, ascending."""
-    rows = await conn.fetch(driver.sequence_sql, n)
-    if len(rows) == n:
-        return sorted(int(row["v"]) for row in rows)
-    top = int(rows[0]["v"])  # a counter's new top: the n values up to it are ours
-    return list(range(top - n + 1, top + 1))
-
-
-async def insert_deliveries(
-    driver: Driver, conn: Conn, deliveries: Sequence[tuple[NewDelivery, int | None]], now: int
-) -> set[str]:
-    """Unleased deliveries due now, each with its place in the order (None: unordered);
-    returns the ids that were new."""
-    source, args = driver.row_source(
-        _ORDERED_COLUMNS,
-        [
-            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, d.ordering_key, seq)
-            for d, seq in deliveries
-        ],
-        first=2,
-    )
-    rows = await conn.fetch(
-        "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
-        "attempts, next_attempt_at, created_at, updated_at, ordering_key, seq) "
-        "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'pending', 0, "
-        f"$1, $1, $1, r.ordering_key, r.seq FROM ({source}) r WHERE true "
-        "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-        now,
-        *args,
-    )
-    return {row["id"] for row in rows}
-
-
-async def stamp_feed(conn: Conn, subscription_id: str, n: int) -> list[int]:
-    """`n` new places in a polling subscription's feed, ascending. The feed's row stays locked
-    until the transaction ends, so its places commit in the order they were given: a reader
-    never sees a place before a smaller one that is still to commit."""
-    row = await conn.fetchrow(
-        "UPDATE poll_feeds SET top = top + $2 WHERE subscription_id = $1 RETURNING top",
-        subscription_id,
-        n,
-    )
-    if row is None:  # made with the subscription, in the same transaction
-        raise RuntimeError(f"subscription {subscription_id} has no feed")
-    top = int(row["top"])
-    return list(range(top - n + 1, top + 1))
-
-
-async def insert_polled(
-    driver: Driver,
-    conn: Conn,
-    deliveries: Sequence[NewDelivery],
-    now: int,
-    places: Sequence[int] | None = None,
-) -> set[str]:
-    """Polling subscriptions' deliveries, `available` in their feeds, each at a new place in
-    the order listed (Kafka's within a partition), feeds locked by subscription id (the order
-    every writer locks subscriptions in); or at `places`, taken already by the caller. Returns
-    the ids that were new."""
-    rows: list[tuple[str, str, str, str, str, int]] = []
-    if places is not None:
-        rows = [
-            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, place)
-            for d, place in zip(deliveries, places, strict=True)
-        ]
-    by_subscription: dict[str, list[NewDelivery]] = {}
-    for delivery in deliveries if places is None else ():
-        by_subscription.setdefault(delivery.subscription_id, []).append(delivery)
-    for subscription_id in sorted(by_subscription):
-        listed = by_subscription[subscription_id]
-        taken = await stamp_feed(conn, subscription_id, len(listed))
-        rows += [
-            (d.id, d.event_id, d.subscription_id, d.event, d.org_id, place)
-            for d, place in zip(listed, taken, strict=True)
-        ]
-    source, args = driver.row_source(_POLLED_COLUMNS, rows, first=2)
-    created = await conn.fetch(
-        "INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, status, "
-        "attempts, next_attempt_at, created_at, updated_at, poll_seq) "
-        "SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, 'available', 0, "
-        f"$1, $1, $1, r.poll_seq FROM ({source}) r WHERE true "
-        "ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-        now,
-        *args,
-    )
-    return {row["id"] for row in created}

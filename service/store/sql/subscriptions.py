@@ -13,8 +13,17 @@ from typing import Any
 import orjson
 import structlog
 
-from service import credentials, endpointauth, ids
-from service.domain import DeliveryMode, EndpointAuth, Ordering, Signing, Subscription
+from service import credentials, endpointauth, ids, operational
+from service.domain import (
+    SYSTEM,
+    Actor,
+    AuditEntry,
+    DeliveryMode,
+    EndpointAuth,
+    Ordering,
+    Signing,
+    Subscription,
+)
 from service.errors import InvalidInput
 from service.headers import Patch as HeadersPatch
 from service.headers import merge as merge_headers
@@ -25,7 +34,6 @@ from service.store.sql.base import (
     OPEN,
     Conn,
     Row,
-    SqlBase,
     auth_context,
     bump_revision,
     filter_context,
@@ -33,6 +41,7 @@ from service.store.sql.base import (
     secret_context,
     signing_key_context,
 )
+from service.store.sql.operational import OperationalSql
 
 log = structlog.get_logger(__name__)
 
@@ -43,22 +52,28 @@ _COLUMNS = (
     "created_at, updated_at, failing_since, previous_secret_enc, previous_secret_until, "
     "rate_limit, headers, disabled_at, consecutive_failures, ordering, data_fields, signing, "
     "signing_key_enc, previous_signing_key_enc, public_key, hmac_headers, content_filter, auth, "
-    "ca_certificate, delivery"
+    "ca_certificate, delivery, updated_by"
+)
+# What a PATCH's audit entry shows old values of (service.operational.PLAIN).
+_PLAIN_COLUMNS = (
+    "url, events, active, installed_by, rate_limit, ordering, data_fields, signing, hmac_headers"
 )
 # A deleted subscription's endpoint credentials go with it: nothing will use them again.
 _DELETE = (
-    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2, auth = NULL "
-    "WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL"
+    "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2, auth = NULL, "
+    "updated_by = $4 WHERE id = $1 AND org_id = $3 AND deleted_at IS NULL RETURNING org_id, url"
 )
+# Its streak is announced (`disabled`): the next success owes a `recovered`.
 _DEACTIVATE = (
     "UPDATE subscriptions SET active = false, deactivated_reason = $3, updated_at = $2, "
-    "disabled_at = $2 WHERE id = $1 AND active AND deleted_at IS NULL"
+    "disabled_at = $2, alerted_at = COALESCE(alerted_at, $2), updated_by = $4 "
+    "WHERE id = $1 AND active AND deleted_at IS NULL RETURNING org_id, url"
 )
 _KEY_COLUMNS = ("signing_key_enc", "public_key", "previous_signing_key_enc")
 PAUSED = "paused through the API (PATCH active: false)"
 
 
-class SubscriptionsSql(SqlBase):
+class SubscriptionsSql(OperationalSql):
     """`interfaces.Subscriptions`, and the subscription reads and writes of the pipeline."""
 
     def _subscription(self, row: Row) -> Subscription:
@@ -112,6 +127,7 @@ class SubscriptionsSql(SqlBase):
             auth=auth,
             ca_certificate=row["ca_certificate"],
             delivery=DeliveryMode(row["delivery"]),
+            updated_by=row["updated_by"],
         )
 
     def _open_key(self, subscription_id: str, sealed: str | None) -> bytes | None:
@@ -189,8 +205,20 @@ class SubscriptionsSql(SqlBase):
         auth: EndpointAuth | None = None,
         ca_certificate: str | None = None,
         delivery: DeliveryMode = DeliveryMode.PUSH,
+        actor: Actor = SYSTEM,
     ) -> Subscription:
         now = self._now()
+        options = {
+            "rate_limit": rate_limit is not None,
+            "headers": bool(headers),
+            "ordering": ordering is not Ordering.NONE,
+            "data_fields": data_fields is not None,
+            "signing": signing is not Signing.HMAC,
+            "hmac_headers": not hmac_headers,
+            "content_filter": content_filter is not None,
+            "auth": auth is not None,
+            "ca_certificate": ca_certificate is not None,
+        }
         subscription_id = ids.new_id(ids.SUBSCRIPTION)
         sealed_key, public_key = (
             self._seal_key(subscription_id, KeyPair.generate())
@@ -225,6 +253,7 @@ class SubscriptionsSql(SqlBase):
                 auth=self._seal_auth(subscription_id, auth),
                 ca_certificate=ca_certificate,
                 delivery=delivery,
+                updated_by=actor.label,
             )
             if delivery is DeliveryMode.POLL:
                 await conn.execute(
@@ -232,6 +261,11 @@ class SubscriptionsSql(SqlBase):
                     subscription_id,
                 )
             await bump_revision(self._driver, conn, [subscription_id])
+            changes = operational.created_changes(
+                url, events, delivery.value, [name for name, set_ in options.items() if set_]
+            )
+            about = operational.About(subscription_id, org_id, url)
+            await self._changed(conn, about, "created", actor=actor, changes=changes, at=now)
         return self._subscription(row)
 
     async def get_subscription(self, org_id: str, subscription_id: str) -> Subscription | None:
@@ -276,9 +310,15 @@ class SubscriptionsSql(SqlBase):
         return Page(subscriptions, subscriptions[-1].id if more else None)
 
     async def update_subscription(
-        self, org_id: str, subscription_id: str, changes: SubscriptionChanges
+        self,
+        org_id: str,
+        subscription_id: str,
+        changes: SubscriptionChanges,
+        *,
+        actor: Actor = SYSTEM,
     ) -> Subscription | None:
-        given = dict(changes.given())
+        asked = changes.given()
+        given = dict(asked)
         if "events" in given:
             given["events"] = orjson.dumps(list(given["events"])).decode()
         if "data_fields" in given:
@@ -293,6 +333,8 @@ class SubscriptionsSql(SqlBase):
             assignments += self._signing_switch(given["signing"], 4 + len(given))
             if given["signing"] is Signing.ED25519:
                 extra += self._seal_key(subscription_id, KeyPair.generate())
+        assignments.append(f"updated_by = ${len(given) + len(extra) + 4}")
+        extra.append(actor.label)
         if patch is not UNSET:
             assignments.append(f"headers = ${len(given) + len(extra) + 4}")
         if auth is not UNSET:
@@ -310,9 +352,21 @@ class SubscriptionsSql(SqlBase):
             assignments += [
                 "disabled_at = COALESCE(disabled_at, $3)",
                 f"deactivated_reason = COALESCE(deactivated_reason, '{PAUSED}')",
+                # Announced (`disabled`): the first success once resumed owes a `recovered`.
+                "alerted_at = COALESCE(alerted_at, $3)",
             ]
+        now = self._now()
         async with self._transaction() as conn:
-            args = [self._now(), *given.values(), *extra]
+            before = await conn.fetchrow(
+                f"SELECT {_PLAIN_COLUMNS} FROM subscriptions "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                f"{self._driver.lock_row}",
+                subscription_id,
+                org_id,
+            )
+            if before is None:
+                return None
+            args = [now, *given.values(), *extra]
             if patch is not UNSET:
                 # Merged with the stored headers in this transaction, their row locked until
                 # it ends: a concurrent PATCH of other headers waits, and is then merged with
@@ -334,9 +388,17 @@ class SubscriptionsSql(SqlBase):
                     return None
                 else:
                     args.append(kept)
-            return await self._change(
+            updated = await self._change(
                 conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
             )
+            if updated is None:
+                return None
+            about = operational.About(subscription_id, org_id, updated.url)
+            changed = operational.update_changes(_plain_row(before), asked)
+            await self._changed(conn, about, "updated", actor=actor, changes=changed, at=now)
+            if asked.get("active") is False and before["active"]:
+                await self._emit(conn, operational.disabled(about, PAUSED, actor, now))
+            return updated
 
     @staticmethod
     def _signing_switch(signing: Signing, first: int) -> list[str]:
@@ -420,29 +482,70 @@ class SubscriptionsSql(SqlBase):
         await bump_revision(self._driver, conn, [subscription_id])
         return self._subscription(row)
 
-    async def delete_subscription(self, org_id: str, subscription_id: str) -> bool:
-        ended = ("cancelled", "subscription deleted")
-        return await self._take_down(_DELETE, subscription_id, org_id, ended)
-
-    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
-        ended = ("failed", f"subscription deactivated: {reason}"[:500])
-        return await self._take_down(_DEACTIVATE, subscription_id, reason, ended)
-
-    async def _take_down(
-        self, sql: str, subscription_id: str, arg: str, ended: tuple[str, str]
+    async def delete_subscription(
+        self, org_id: str, subscription_id: str, *, actor: Actor = SYSTEM
     ) -> bool:
-        """Runs `sql` ($1 the subscription, $2 now, $3 `arg`) on the subscription's row; when
-        it changed the row, the open deliveries end as `ended` (status, error) in the same
-        transaction."""
         now = self._now()
         async with self._transaction() as conn:
-            changed = await conn.execute(sql, subscription_id, now, arg)
-            if changed:
-                await self._close_open(conn, subscription_id, *ended, now)
-        return changed > 0
+            row = await conn.fetchrow(_DELETE, subscription_id, now, org_id, actor.label)
+            if row is None:
+                return False
+            await self._close_open(conn, subscription_id, "cancelled", "subscription deleted", now)
+            about = operational.About(subscription_id, org_id, row["url"])
+            await self._changed(conn, about, "deleted", actor=actor, changes={}, at=now)
+        return True
+
+    async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
+        """Its open deliveries fail, `disabled` (by `system`, with the reason) goes to the
+        org's other subscriptions, and the audit trail says so, all in one transaction."""
+        ended = f"subscription deactivated: {reason}"[:500]
+        now = self._now()
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(_DEACTIVATE, subscription_id, now, reason, SYSTEM.label)
+            if row is None:
+                return False
+            await self._close_open(conn, subscription_id, "failed", ended, now)
+            about = operational.About(subscription_id, row["org_id"], row["url"])
+            event = operational.disabled(about, reason, SYSTEM, now)
+            await self._audit(
+                conn,
+                AuditEntry(
+                    operational.derived_id(operational.AUDIT, now, event.id),
+                    row["org_id"],
+                    now,
+                    SYSTEM,
+                    "subscription.disabled",
+                    subscription_id,
+                    None,
+                    {"reason": reason},
+                ),
+            )
+            await self._emit(conn, event)
+        return True
+
+    async def _changed(
+        self,
+        conn: Conn,
+        about: operational.About,
+        action: str,
+        *,
+        actor: Actor,
+        changes: dict[str, Any],
+        at: int,
+    ) -> None:
+        """A change by `actor` in the transaction `conn`: its audit entry, and `changed` to the
+        org's other subscriptions (the entry's id is the event's cause)."""
+        entry_id = ids.new_id(operational.AUDIT)
+        entry = AuditEntry(
+            entry_id, about.org_id, at, actor, f"subscription.{action}", about.id, None, changes
+        )
+        await self._audit(conn, entry)
+        await self._emit(
+            conn, operational.changed(about, action, actor, changes=changes, at=at, cause=entry_id)
+        )
 
     async def rotate_secret(
-        self, org_id: str, subscription_id: str, overlap_ms: int
+        self, org_id: str, subscription_id: str, overlap_ms: int, *, actor: Actor = SYSTEM
     ) -> Subscription | None:
         now = self._now()
         ed25519 = "signing = 'ed25519'"
@@ -465,19 +568,28 @@ class SubscriptionsSql(SqlBase):
         first = 5 + len(until)
         sealed_key, public_key = self._seal_key(subscription_id, KeyPair.generate())
         async with self._transaction() as conn:
-            return await self._change(
+            rotated = await self._change(
                 conn,
                 org_id,
                 subscription_id,
                 f"secret_enc = $3, updated_at = $4, {keep}, "
                 f"signing_key_enc = CASE WHEN {ed25519} THEN ${first} END, "
-                f"public_key = CASE WHEN {ed25519} THEN ${first + 1} END",
+                f"public_key = CASE WHEN {ed25519} THEN ${first + 1} END, "
+                f"updated_by = ${first + 2}",
                 self._keyring.seal_text(credentials.new_secret(), secret_context(subscription_id)),
                 now,
                 *until,
                 sealed_key,
                 public_key,
+                actor.label,
             )
+            if rotated is not None:
+                about = operational.About(subscription_id, org_id, rotated.url)
+                changes = {"overlapSeconds": overlap_ms // 1000, "signing": rotated.signing.value}
+                await self._changed(
+                    conn, about, "secret_rotated", actor=actor, changes=changes, at=now
+                )
+            return rotated
 
     async def _close_open(
         self, conn: Conn, subscription_id: str, status: str, error: str, now: int
@@ -551,6 +663,18 @@ class SubscriptionsSql(SqlBase):
         for row in rows:
             counts["active" if row["active"] else "deactivated"] = int(row["n"])
         return counts
+
+
+def _plain_row(row: Row) -> dict[str, Any]:
+    """The plain settings of a row (`_PLAIN_COLUMNS`) as `operational.update_changes` compares
+    them: lists for the JSON lists, booleans for the flags."""
+    return {
+        **dict(row),
+        "events": orjson.loads(row["events"]),
+        "data_fields": None if row["data_fields"] is None else orjson.loads(row["data_fields"]),
+        "active": bool(row["active"]),
+        "hmac_headers": bool(row["hmac_headers"]),
+    }
 
 
 def _like_escaped(text: str) -> str:
