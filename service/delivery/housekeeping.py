@@ -4,7 +4,8 @@ subscriptions and those whose reader is behind) every few seconds, and retention
 response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
 (docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
 own, a year by default) go. The census of sealed values (by the key that sealed them) is taken at
-start and every `PURGE_INTERVAL` too: it reads every sealed row, so it is never taken at a probe's pace; readiness shows the last one.
+start and every `PURGE_INTERVAL` too: it reads every sealed row, so it is never taken at a
+probe's pace; readiness shows the last one.
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
 hourly counters per transaction) with a pause between them, so it never holds the store for
