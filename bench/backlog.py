@@ -92,7 +92,7 @@ async def _template(store: str, backends: Backends, backlog: Backlog) -> tuple[s
         assert backends.postgres is not None
         template = f"bench_backlog_{name}"
         database_url = with_database(backends.postgres, template)
-    if key_file.exists():
+    if key_file.exists() and (store == "sqlite" or await _exists(backends, template)):
         return template, key_file.read_text()
     key = new_encryption_key()
     if store == "sqlite":
@@ -112,6 +112,15 @@ async def _template(store: str, backends: Backends, backlog: Backlog) -> tuple[s
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     key_file.write_text(key)
     return template, key
+
+
+async def _exists(backends: Backends, database: str) -> bool:
+    assert backends.postgres is not None
+    admin = await asyncpg.connect(backends.postgres)
+    try:
+        return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database))
+    finally:
+        await admin.close()
 
 
 async def seed_backlog(database_url: str, encryption_key: str, backlog: Backlog) -> None:
