@@ -38,6 +38,14 @@ _UNAVAILABLE = (
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a connection given back, in place of asyncpg's default (advisory
+    locks released, cursors closed, `UNLISTEN *`, `RESET ALL`: a round trip on every release).
+    The store takes no advisory lock, opens no cursor outside a transaction, listens to nothing
+    and sets no session setting, so a released connection has nothing to reset; asyncpg still
+    rolls back a transaction left open and drops listeners before calling this."""
+
+
 class _PgConn:
     def __init__(self, connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
         self._c = connection
@@ -74,7 +82,12 @@ class PostgresDriver:
     @classmethod
     async def open(cls, url: str, *, max_size: int = 10) -> PostgresDriver:
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=max_size, command_timeout=30, timeout=10
+            url,
+            min_size=1,
+            max_size=max_size,
+            command_timeout=30,
+            timeout=10,
+            reset=_keep_session,
         )
         return cls(pool)
 

@@ -69,6 +69,16 @@ _OUTCOME_COLUMNS: tuple[Column, ...] = (
     ("next_attempt_at", "bigint"),
     ("finished_at", "bigint"),
 )
+_ATTEMPT_COLUMNS: tuple[Column, ...] = (
+    ("delivery_id", "text"),
+    ("number", "bigint"),
+    ("started_at", "bigint"),
+    ("duration_ms", "bigint"),
+    ("status_code", "bigint"),
+    ("result", "text"),
+    ("error", "text"),
+    ("response_excerpt", "text"),
+)
 _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
     ("event_id", "text"),
@@ -424,11 +434,16 @@ class PipelineSql(SqlBase):
                 *args,
             )
             held = {row["id"] for row in rows}
-            await conn.executemany(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
-                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [row for row in attempt_rows if row[0] in held],
-            )
+            if kept := [row for row in attempt_rows if row[0] in held]:
+                # One statement for the batch: on PostgreSQL one execution, not one per row.
+                source, args = self._driver.row_source(_ATTEMPT_COLUMNS, kept, first=1)
+                await conn.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, "
+                    "status_code, result, error, response_excerpt) SELECT r.delivery_id, "
+                    "r.number, r.started_at, r.duration_ms, r.status_code, r.result, r.error, "
+                    f"r.response_excerpt FROM ({source}) r",
+                    *args,
+                )
             counts: Counter[tuple[str, int, str]] = Counter()
             for a in ordered:
                 if a.delivery_id in held:
