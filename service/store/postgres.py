@@ -75,6 +75,7 @@ class PostgresDriver:
     now_ms_sql = "(extract(epoch from now()) * 1000)::bigint"
     # A sequence: ingesting replicas never wait on each other for it.
     sequence_sql = "SELECT nextval('delivery_seq') AS v FROM generate_series(1, $1)"
+    writes_in_with = True
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -100,6 +101,9 @@ class PostgresDriver:
     async def connection(self) -> AsyncIterator[_PgConn]:
         async with self._pool.acquire() as connection:
             yield _PgConn(connection)
+
+    def atomic(self) -> AbstractAsyncContextManager[_PgConn]:
+        return self.connection()  # autocommit: the statement is its own transaction
 
     def scan(self) -> AbstractAsyncContextManager[_PgConn]:
         return self.connection()  # the server does the work; the loop only waits
