@@ -79,6 +79,14 @@ _ATTEMPT_COLUMNS: tuple[Column, ...] = (
     ("error", "text"),
     ("response_excerpt", "text"),
 )
+_ATTEMPT_NAMES = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
+# An attempt's counters (`service.summaries`), to be added if its delivery was held.
+_COUNT_COLUMNS: tuple[Column, ...] = (
+    ("delivery_id", "text"),
+    ("subscription_id", "text"),
+    ("period", "bigint"),
+    ("counter", "text"),
+)
 _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
     ("event_id", "text"),
@@ -473,7 +481,7 @@ class PipelineSql(SqlBase):
                 first=2,
             )
             # The fence: only deliveries this replica still holds take its outcome.
-            rows = await conn.fetch(
+            update = (
                 "UPDATE deliveries SET status = r.status, attempts = r.number, "
                 "last_attempt_at = r.started_at, last_status_code = r.status_code, "
                 "last_error = r.error, "
@@ -481,34 +489,82 @@ class PipelineSql(SqlBase):
                 "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
                 f"FROM ({source}) r WHERE deliveries.id = r.id "
                 "AND deliveries.status IN ('pending', 'retrying') "
-                "AND deliveries.lease_owner = $1 RETURNING deliveries.id",
-                owner,
-                *args,
+                "AND deliveries.lease_owner = $1 RETURNING deliveries.id"
             )
+            if self._driver.writes_in_with:
+                held = await self._outcomes_in_one_statement(
+                    conn, update, [owner, *args], attempt_rows, ordered
+                )
+                return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
+            rows = await conn.fetch(update, owner, *args)
             held = {row["id"] for row in rows}
             if kept := [row for row in attempt_rows if row[0] in held]:
-                # One statement for the batch: on PostgreSQL one execution, not one per row.
                 source, args = self._driver.row_source(_ATTEMPT_COLUMNS, kept, first=1)
                 await conn.execute(
-                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, "
-                    "status_code, result, error, response_excerpt) SELECT r.delivery_id, "
-                    "r.number, r.started_at, r.duration_ms, r.status_code, r.result, r.error, "
-                    f"r.response_excerpt FROM ({source}) r",
+                    f"INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT {_ATTEMPT_NAMES} "
+                    f"FROM ({source}) r",
                     *args,
                 )
             counts: Counter[tuple[str, int, str]] = Counter()
             for a in ordered:
                 if a.delivery_id in held:
-                    counts[(a.subscription_id, a.started_at, latency_counter(a.duration_ms))] += 1
-                    if a.new_status is DeliveryStatus.SENT:
-                        counts[(a.subscription_id, a.started_at, OK)] += 1
+                    for counter in _counters(a):
+                        counts[(a.subscription_id, a.started_at, counter)] += 1
             await add_counts(self._driver, conn, counts)
         return Recorded(failing_since, frozenset(a.delivery_id for a in latest) - held)
+
+    async def _outcomes_in_one_statement(
+        self,
+        conn: Conn,
+        update: str,
+        update_args: list[Any],
+        attempt_rows: Sequence[Sequence[Any]],
+        ordered: Sequence[AttemptRecord],
+    ) -> set[str]:
+        """`record_attempts`' writes after the subscriptions' where one statement may write
+        several tables: the fenced outcome `update` (its arguments `update_args`, from $1), the
+        attempts of the deliveries it held and their counters, one round trip. Returns the
+        deliveries held."""
+        first = len(update_args) + 1
+        attempts, attempt_args = self._driver.row_source(_ATTEMPT_COLUMNS, attempt_rows, first)
+        counted, count_args = self._driver.row_source(
+            _COUNT_COLUMNS,
+            [
+                (a.delivery_id, a.subscription_id, period(a.started_at, counter), counter)
+                for a in ordered
+                for counter in _counters(a)
+            ],
+            first + len(attempt_args),
+        )
+        rows = await conn.fetch(
+            f"WITH held AS ({update}), "
+            f"logged AS (INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT {_ATTEMPT_NAMES} "
+            f"FROM ({attempts}) r WHERE r.delivery_id IN (SELECT id FROM held)), "
+            # In key order, as `add_counts` adds: two writers cannot deadlock.
+            "counted AS (INSERT INTO subscription_stats (subscription_id, period, counter, n) "
+            f"SELECT c.subscription_id, c.period, c.counter, count(*) FROM ({counted}) c "
+            "WHERE c.delivery_id IN (SELECT id FROM held) "
+            "GROUP BY c.subscription_id, c.period, c.counter "
+            "ORDER BY c.subscription_id, c.period, c.counter "
+            "ON CONFLICT (subscription_id, period, counter) "
+            "DO UPDATE SET n = subscription_stats.n + excluded.n) "
+            "SELECT id FROM held",
+            *update_args,
+            *attempt_args,
+            *count_args,
+        )
+        return {row["id"] for row in rows}
 
     async def pending_count(self) -> int:
         async with self._scan() as conn:
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {OPEN}")
         return 0 if row is None else int(row["n"])
+
+
+def _counters(attempt: AttemptRecord) -> tuple[str, ...]:
+    """The counters an attempt adds one to: its latency bucket, and `OK` when it was sent."""
+    latency = latency_counter(attempt.duration_ms)
+    return (latency, OK) if attempt.new_status is DeliveryStatus.SENT else (latency,)
 
 
 async def take_places(driver: Driver, conn: Conn, n: int) -> list[int]:
