@@ -334,6 +334,35 @@ async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store)
     assert await store.pending_count() == 0
 
 
+async def test_an_outcome_writes_attempts_and_counters_only_where_the_lease_is_held(
+    store: Store,
+) -> None:
+    sub, [kept, taken] = await recorded(store, "me", 60_000, count=2)
+    at = now_ms()
+    # Another replica's outcomes for deliveries it does not hold: nothing is written.
+    fenced = await store.record_attempts(
+        [attempt(kept, 1, DeliveryStatus.SENT, 200, at)], "someone-else"
+    )
+    assert fenced.lost == frozenset({kept.id})
+    await store.release([taken.id], "me")
+    recorded_now = await store.record_attempts(
+        [
+            attempt(kept, 1, DeliveryStatus.SENT, 200, at),
+            attempt(taken, 1, DeliveryStatus.RETRYING, 500, at),
+        ],
+        "me",
+    )
+    assert recorded_now.lost == frozenset({taken.id})
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
+    assert (summary.delivery_count, summary.attempts_24h, summary.ok_24h) == (2, 1, 1)
+    entry = await store.get_delivery("org_a", sub.id, kept.id)
+    assert entry is not None
+    assert [(a.number, a.response_code) for a in entry.attempts] == [(1, 200)]
+    other = await store.get_delivery("org_a", sub.id, taken.id)
+    assert other is not None
+    assert other.attempts == ()
+
+
 async def test_delete_cancels_open_deliveries(store: Store) -> None:
     sub, _ = await recorded(store, "me", 0)
     assert await store.pending_count() == 1
