@@ -477,6 +477,28 @@ async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
     assert row.status is DeliveryStatus.FAILED
 
 
+async def test_a_claim_sends_the_sendable_and_ends_a_removed_payload_and_a_gone_event(
+    store: Store, settings_for: Settings
+) -> None:
+    async def statuses() -> list[str]:
+        return sorted(await column_values(settings_for.database_url, "deliveries", "status"))
+
+    # A removed payload alone in its claim: cancelled, never handed out.
+    _, [removed] = await recorded(store, "me", 60_000)
+    await store.release([removed.id], "me")
+    await _raw_execute(settings_for, "UPDATE events SET body = '' WHERE id = $1", removed.event_id)
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
+    assert await statuses() == ["cancelled"]
+    # A gone event beside a sendable delivery: the one failed, the other handed out (and still
+    # open, leased to the claimer).
+    _, [gone, sendable] = await recorded(store, "me", 60_000, count=2)
+    await store.release([gone.id, sendable.id], "me")
+    await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", gone.event_id)
+    assert [job.id for job in await store.claim_due(Claim("me", 10, 60_000))] == [sendable.id]
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
+    assert await statuses() == ["cancelled", "failed", "pending"]
+
+
 async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:
     if settings.is_postgres:
         conn = await asyncpg.connect(settings.database_url)

@@ -327,36 +327,10 @@ class PipelineSql(SqlBase):
         subscriptions = await self._due_subscriptions(claim)
         if not subscriptions:
             return []
-        claimed: list[Row] = []
-        async with self._transaction() as conn:
-            for subscription_id in subscriptions:
-                if (left := claim.limit - len(claimed)) <= 0:
-                    break
-                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
-                claimed += await conn.fetch(
-                    f"WITH due AS (SELECT id FROM deliveries WHERE {where} AND {_ACTIVE} "
-                    f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
-                    f"UPDATE deliveries SET lease_owner = $1, lease_until = "
-                    f"{self._driver.now_ms_sql} + $2 WHERE id IN (SELECT id FROM due) RETURNING id",
-                    *args,
-                )
-            if not claimed:
-                return []
-            rows = await conn.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM deliveries d {JOIN_EVENTS} "
-                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
-                self._driver.list_param([row["id"] for row in claimed]),
-            )
-            if orphans := {row["id"] for row in claimed} - {row["id"] for row in rows}:
-                # Its event is gone (a retention purge raced a replay that made the delivery,
-                # on PostgreSQL): it can never be sent, and must not be claimed forever nor
-                # hold up an ordered customer's queue.
-                await self._end(conn, orphans, "failed", "its event was deleted by the retention")
-                log.error("delivery.event_missing", deliveries=sorted(orphans))
-            if removed := {row["id"] for row in rows if not row["body"]}:
-                # Its payload was removed (an erasure raced a redelivery): it cannot be sent.
-                await self._end(conn, removed, "cancelled", PAYLOAD_REMOVED)
-                log.warning("delivery.payload_removed", deliveries=sorted(removed))
+        if self._driver.writes_in_with:
+            rows = await self._claim_in_statements(claim, subscriptions)
+        else:
+            rows = await self._claim_in_transaction(claim, subscriptions)
         jobs = []
         for row in rows:
             if not row["body"]:
@@ -368,6 +342,76 @@ class PipelineSql(SqlBase):
                 # sealed it may be configured again (readiness counts such rows).
                 log.error("delivery.undecryptable", delivery_id=row["id"])
         return jobs
+
+    def _claim_sql(self, where: str) -> str:
+        """Leases `where`'s due deliveries ($1 the owner, $2 the lease, $3 how many at most),
+        returning their ids."""
+        return (
+            f"WITH due AS (SELECT id FROM deliveries WHERE {where} AND {_ACTIVE} "
+            f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
+            f"UPDATE deliveries SET lease_owner = $1, lease_until = "
+            f"{self._driver.now_ms_sql} + $2 WHERE id IN (SELECT id FROM due) RETURNING id"
+        )
+
+    async def _claim_in_transaction(self, claim: Claim, subscriptions: list[str]) -> list[Row]:
+        """The claimed deliveries' job rows, by due time: each subscription's claim, then the
+        jobs' read, in one transaction (with the deliveries that cannot be sent ended)."""
+        claimed: list[Row] = []
+        async with self._transaction() as conn:
+            for subscription_id in subscriptions:
+                if (left := claim.limit - len(claimed)) <= 0:
+                    break
+                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
+                claimed += await conn.fetch(self._claim_sql(where), *args)
+            if not claimed:
+                return []
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d {JOIN_EVENTS} "
+                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
+                self._driver.list_param([row["id"] for row in claimed]),
+            )
+            await self._end_unsendable(conn, {row["id"] for row in claimed}, rows)
+        return rows
+
+    async def _claim_in_statements(self, claim: Claim, subscriptions: list[str]) -> list[Row]:
+        """`_claim_in_transaction` where one statement may write and read several tables:
+        each subscription's claim and its jobs' read are one statement, atomic alone (what it
+        leased is this replica's until the lease runs out), with no transaction around them."""
+        claimed: set[str] = set()
+        rows: list[Row] = []
+        async with self._connection() as conn:
+            for subscription_id in subscriptions:
+                if (left := claim.limit - len(claimed)) <= 0:
+                    break
+                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
+                # The read sees the deliveries as before the lease was written: only the
+                # lease's columns change, and the job reads none of them. A delivery whose
+                # event is gone comes back with its job's columns NULL.
+                found = await conn.fetch(
+                    f"WITH claimed AS ({self._claim_sql(where)}) "
+                    f"SELECT c.id AS claimed_id, {_JOB_COLUMNS}, d.next_attempt_at AS due_at "
+                    f"FROM claimed c LEFT JOIN (deliveries d {JOIN_EVENTS}) ON d.id = c.id",
+                    *args,
+                )
+                claimed.update(row["claimed_id"] for row in found)
+                rows += [row for row in found if row["id"] is not None]
+        rows.sort(key=lambda row: row["due_at"])
+        if len(rows) < len(claimed) or any(not row["body"] for row in rows):
+            async with self._transaction() as conn:
+                await self._end_unsendable(conn, claimed, rows)
+        return rows
+
+    async def _end_unsendable(self, conn: Conn, claimed: set[str], rows: Sequence[Row]) -> None:
+        """Ends the claimed deliveries that can never be sent: their event is gone (a retention
+        purge raced a replay that made the delivery, on PostgreSQL), or its payload was removed
+        (an erasure raced a redelivery). Neither may be claimed forever nor hold up an ordered
+        customer's queue."""
+        if orphans := claimed - {row["id"] for row in rows}:
+            await self._end(conn, orphans, "failed", "its event was deleted by the retention")
+            log.error("delivery.event_missing", deliveries=sorted(orphans))
+        if removed := {row["id"] for row in rows if not row["body"]}:
+            await self._end(conn, removed, "cancelled", PAYLOAD_REMOVED)
+            log.warning("delivery.payload_removed", deliveries=sorted(removed))
 
     async def _end(self, conn: Conn, delivery_ids: set[str], status: str, error: str) -> None:
         await conn.execute(
