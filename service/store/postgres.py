@@ -43,7 +43,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     locks released, cursors closed, `UNLISTEN *`, `RESET ALL`: a round trip on every release).
     The store takes no advisory lock, opens no cursor outside a transaction, listens to nothing
     and sets no session setting, so a released connection has nothing to reset; asyncpg still
-    rolls back a transaction left open and drops listeners before calling this."""
+    rolls back a transaction left open and drops listeners before calling this
+    (docs/decisions/0016-postgres-round-trips.md)."""
 
 
 class _PgConn:

@@ -273,7 +273,7 @@ class PipelineSql(SqlBase):
         """`record_events`' writes where one statement may write several tables, for a batch
         with no ordered or polled delivery (those take places first): the events, their
         deliveries (leased to this replica) and the deliveries' counters, one round trip and
-        atomic with no transaction around it."""
+        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md)."""
         first = 6
         events, event_args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=first)
         made, made_args = self._driver.row_source(
