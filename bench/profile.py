@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import history, stages
+from bench import history, pgstats, stages
 from bench.backlog import Backlog
 from bench.ledger import latencies, latency_summary_ms
 from bench.load import Phase
@@ -160,6 +160,10 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             spy_process = await asyncio.create_subprocess_exec(
                 *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
+        counting = args.stages and args.store == "postgres"
+        if counting and not await pgstats.start(run.database_url):
+            counting = False
+            print("pg_stat_statements is not loaded by the server: no statement counts")
         first = run.service.stats()
         before = first.cpu_s
         started = time.time()
@@ -170,6 +174,8 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         elapsed = time.time() - started
         if spy_process is not None:
             await spy_process.wait()
+        if counting:
+            statements = await pgstats.read(run.database_url, round(args.rate * args.seconds))
         owed = await run.outstanding()
         drained_after = await run.wait_delivered(30)
         result = await run.finish()
@@ -203,6 +209,9 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "p99_ms": latency["p99_ms"],
         "ledger_balanced": result.ledger.balanced,
     }
+    if counting:
+        figures["pg_stat_statements"] = statements
+        print(pgstats.table(statements))
     print(
         f"{args.rate:,.0f} ev/s for {args.seconds:g} s on {args.store}: service CPU "
         f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * args.seconds) * 1e6:,.0f} us per "

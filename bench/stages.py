@@ -3,10 +3,11 @@
 Loaded into the service child only (by `stages_hook/sitecustomize.py`, put on its PYTHONPATH
 with WEBHOOKS_BENCH_STAGES naming a JSON file): once `service.app` is imported, it wraps three
 methods with clocks — ingest's batch (records in hand), the store's `record_events` (recorded)
-and the sender (attempt started, answer read) — and, at exit, writes per-stage medians and p90s
-for the bench's events (read by their `benchScheduledAt`), beside the producer's timestamp of
-each record (Kafka's CreateTime: when the generator handed it to its client). The service's own
-code is untouched; the wrappers cost a few µs per event.
+and the sender (attempt started, answer read) — and, at exit, writes per-stage p50, p90, p95 and
+p99 for the bench's events (read by their `benchScheduledAt`), beside the producer's timestamp of
+each record (Kafka's CreateTime: when the generator handed it to its client), and the round trips
+to PostgreSQL per kind of store call (`bench.roundtrips`). The service's own code is untouched;
+the wrappers cost a few µs per event.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench import roundtrips
 
 STAGES = (
     ("generator: scheduled -> handed to its Kafka client", "due", "created"),
@@ -37,6 +40,9 @@ def install(path: str) -> None:
     from service.store.sql import SqlStore  # noqa: PLC0415
 
     marks: dict[str, dict[str, float]] = {}
+    tally = roundtrips.Tally()
+    recorded = [0]  # events handed to the store
+    roundtrips.install(tally)
     handle, record, send = Ingest._handle_batch, SqlStore.record_events, Sender.send
 
     async def timed_handle(self: Ingest, records: Any) -> None:
@@ -55,6 +61,7 @@ def install(path: str) -> None:
     async def timed_record(self: Any, events: Any, *args: Any, **kwargs: Any) -> Any:
         created = await record(self, events, *args, **kwargs)
         now = time.time()
+        recorded[0] += len(events)
         for event in events:
             marks.get(event.id, {}).setdefault("recorded", now)
         return created
@@ -81,10 +88,22 @@ def install(path: str) -> None:
                         "stage": name,
                         "p50_ms": statistics.median(spans),
                         "p90_ms": spans[int(len(spans) * 0.9)],
+                        "p95_ms": spans[int(len(spans) * 0.95)],
+                        "p99_ms": spans[int(len(spans) * 0.99)],
                         "mean_ms": statistics.fmean(spans),
                     }
                 )
-        Path(path).write_bytes(orjson.dumps({"events": len(done), "stages": table}))
+        Path(path).write_bytes(
+            orjson.dumps(
+                {
+                    "events": len(done),
+                    "stages": table,
+                    "recorded_events": recorded[0],
+                    "store_calls": tally.table(recorded[0]),
+                    "simple_queries": dict(tally.simple),
+                }
+            )
+        )
 
     atexit.register(write)
 
@@ -118,7 +137,33 @@ def table(path: Path) -> str:
     found = orjson.loads(path.read_bytes())
     lines = [f"where the time goes ({found['events']} events; ms):"]
     lines += [
-        f"  p50 {row['p50_ms']:6.2f}  p90 {row['p90_ms']:6.2f}  {row['stage']}"
+        f"  p50 {row['p50_ms']:6.2f}  p90 {row['p90_ms']:6.2f}  p95 {row['p95_ms']:6.2f}  "
+        f"p99 {row['p99_ms']:6.2f}  {row['stage']}"
         for row in found["stages"]
     ]
+    lines += [
+        "",
+        f"store calls ({found['recorded_events']} events recorded, warm-up included; "
+        "round trips = simple queries + executes + prepares):",
+    ]
+    for row in found["store_calls"]:
+        per_call = row["round_trips_per_call"]
+        timing = (
+            f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  "
+            if row["p50_ms"] is not None
+            else " " * 32
+        )
+        lines.append(
+            f"  {row['kind']:28} {row['calls']:6} calls  {timing}"
+            f"round trips {row['round_trips']:6} ("
+            + ("-" if per_call is None else f"{per_call:.2f}")
+            + f"/call, {row['round_trips_per_event'] or 0:.2f}/event; "
+            f"{row['simple_queries']} simple, {row['prepares']} prepares)  "
+            f"pool wait {row['mean_pool_wait_ms']:.3f} ms"
+        )
+    if found["simple_queries"]:
+        lines.append(
+            "  simple queries: "
+            + ", ".join(f"{q} {n}" for q, n in sorted(found["simple_queries"].items()))
+        )
     return "\n".join(lines)

@@ -38,6 +38,15 @@ _UNAVAILABLE = (
 )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a connection given back, in place of asyncpg's default (advisory
+    locks released, cursors closed, `UNLISTEN *`, `RESET ALL`: a round trip on every release).
+    The store takes no advisory lock, opens no cursor outside a transaction, listens to nothing
+    and sets no session setting, so a released connection has nothing to reset; asyncpg still
+    rolls back a transaction left open and drops listeners before calling this
+    (docs/decisions/0016-postgres-round-trips.md)."""
+
+
 class _PgConn:
     def __init__(self, connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
         self._c = connection
@@ -67,6 +76,7 @@ class PostgresDriver:
     now_ms_sql = "(extract(epoch from now()) * 1000)::bigint"
     # A sequence: ingesting replicas never wait on each other for it.
     sequence_sql = "SELECT nextval('delivery_seq') AS v FROM generate_series(1, $1)"
+    writes_in_with = True
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -74,7 +84,12 @@ class PostgresDriver:
     @classmethod
     async def open(cls, url: str, *, max_size: int = 10) -> PostgresDriver:
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=max_size, command_timeout=30, timeout=10
+            url,
+            min_size=1,
+            max_size=max_size,
+            command_timeout=30,
+            timeout=10,
+            reset=_keep_session,
         )
         return cls(pool)
 
@@ -87,6 +102,9 @@ class PostgresDriver:
     async def connection(self) -> AsyncIterator[_PgConn]:
         async with self._pool.acquire() as connection:
             yield _PgConn(connection)
+
+    def atomic(self) -> AbstractAsyncContextManager[_PgConn]:
+        return self.connection()  # autocommit: the statement is its own transaction
 
     def scan(self) -> AbstractAsyncContextManager[_PgConn]:
         return self.connection()  # the server does the work; the loop only waits

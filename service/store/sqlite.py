@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,6 +195,7 @@ class SqliteDriver:
     sequence_sql = (
         "UPDATE store_meta SET value = value + $1 WHERE name = 'delivery_seq' RETURNING value AS v"
     )
+    writes_in_with = False  # SQLite's WITH cannot hold an INSERT or UPDATE
 
     def __init__(self, connection: sqlite3.Connection, reader: sqlite3.Connection) -> None:
         self._connection = connection
@@ -296,6 +297,9 @@ class SqliteDriver:
         finally:
             execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return True
+
+    def atomic(self) -> AbstractAsyncContextManager[_SqliteConn]:
+        return self.transaction()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[_SqliteConn]:

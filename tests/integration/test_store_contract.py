@@ -334,6 +334,35 @@ async def test_attempts_drive_status_summary_and_the_failure_clock(store: Store)
     assert await store.pending_count() == 0
 
 
+async def test_an_outcome_writes_attempts_and_counters_only_where_the_lease_is_held(
+    store: Store,
+) -> None:
+    sub, [kept, taken] = await recorded(store, "me", 60_000, count=2)
+    at = now_ms()
+    # Another replica's outcomes for deliveries it does not hold: nothing is written.
+    fenced = await store.record_attempts(
+        [attempt(kept, 1, DeliveryStatus.SENT, 200, at)], "someone-else"
+    )
+    assert fenced.lost == frozenset({kept.id})
+    await store.release([taken.id], "me")
+    recorded_now = await store.record_attempts(
+        [
+            attempt(kept, 1, DeliveryStatus.SENT, 200, at),
+            attempt(taken, 1, DeliveryStatus.RETRYING, 500, at),
+        ],
+        "me",
+    )
+    assert recorded_now.lost == frozenset({taken.id})
+    summary = (await store.subscription_summaries([sub.id]))[sub.id]
+    assert (summary.delivery_count, summary.attempts_24h, summary.ok_24h) == (2, 1, 1)
+    entry = await store.get_delivery("org_a", sub.id, kept.id)
+    assert entry is not None
+    assert [(a.number, a.response_code) for a in entry.attempts] == [(1, 200)]
+    other = await store.get_delivery("org_a", sub.id, taken.id)
+    assert other is not None
+    assert other.attempts == ()
+
+
 async def test_delete_cancels_open_deliveries(store: Store) -> None:
     sub, _ = await recorded(store, "me", 0)
     assert await store.pending_count() == 1
@@ -446,6 +475,28 @@ async def test_a_claimed_delivery_whose_event_is_gone_fails_instead_of_looping(
         await store.list_deliveries("org_a", sub.id, DeliveryFilter(), PageRequest(10, None))
     ).rows
     assert row.status is DeliveryStatus.FAILED
+
+
+async def test_a_claim_sends_the_sendable_and_ends_a_removed_payload_and_a_gone_event(
+    store: Store, settings_for: Settings
+) -> None:
+    async def statuses() -> list[str]:
+        return sorted(await column_values(settings_for.database_url, "deliveries", "status"))
+
+    # A removed payload alone in its claim: cancelled, never handed out.
+    _, [removed] = await recorded(store, "me", 60_000)
+    await store.release([removed.id], "me")
+    await _raw_execute(settings_for, "UPDATE events SET body = '' WHERE id = $1", removed.event_id)
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
+    assert await statuses() == ["cancelled"]
+    # A gone event beside a sendable delivery: the one failed, the other handed out (and still
+    # open, leased to the claimer).
+    _, [gone, sendable] = await recorded(store, "me", 60_000, count=2)
+    await store.release([gone.id, sendable.id], "me")
+    await _raw_execute(settings_for, "DELETE FROM events WHERE id = $1", gone.event_id)
+    assert [job.id for job in await store.claim_due(Claim("me", 10, 60_000))] == [sendable.id]
+    assert await store.claim_due(Claim("me", 10, 60_000)) == []
+    assert await statuses() == ["cancelled", "failed", "pending"]
 
 
 async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:

@@ -38,7 +38,7 @@ from service.store.sql.base import (
 from service.store.sql.deliveryrows import insert_deliveries, insert_polled, take_places
 from service.store.sql.operational import OperationalSql
 from service.store.sql.summaries import add_counts
-from service.summaries import DELIVERIES, OK, latency_counter
+from service.summaries import DELIVERIES, OK, latency_counter, period
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,24 @@ _OUTCOME_COLUMNS: tuple[Column, ...] = (
     ("error", "text"),
     ("next_attempt_at", "bigint"),
     ("finished_at", "bigint"),
+)
+_ATTEMPT_COLUMNS: tuple[Column, ...] = (
+    ("delivery_id", "text"),
+    ("number", "bigint"),
+    ("started_at", "bigint"),
+    ("duration_ms", "bigint"),
+    ("status_code", "bigint"),
+    ("result", "text"),
+    ("error", "text"),
+    ("response_excerpt", "text"),
+)
+_ATTEMPT_NAMES = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
+# An attempt's counters (`service.summaries`), to be added if its delivery was held.
+_COUNT_COLUMNS: tuple[Column, ...] = (
+    ("delivery_id", "text"),
+    ("subscription_id", "text"),
+    ("period", "bigint"),
+    ("counter", "text"),
 )
 _DELIVERY_COLUMNS: tuple[Column, ...] = (
     ("id", "text"),
@@ -193,6 +211,10 @@ class PipelineSql(OperationalSql):
                 )
                 for d in deliveries
             ]
+        if self._driver.writes_in_with and not any(
+            d.poll or d.ordering_key is not None for d in deliveries
+        ):
+            return await self._record_in_one_statement(event_rows, deliveries, lease, now)
         async with self._transaction() as conn:
             source, args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=2)
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
@@ -241,6 +263,54 @@ class PipelineSql(OperationalSql):
             )
         return [d for d in deliveries if d.id in created]
 
+    async def _record_in_one_statement(
+        self,
+        event_rows: Sequence[Sequence[Any]],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        now: int,
+    ) -> list[NewDelivery]:
+        """`record_events`' writes where one statement may write several tables, for a batch
+        with no ordered or polled delivery (those take places first): the events, their
+        deliveries (leased to this replica) and the deliveries' counters, one round trip and
+        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md)."""
+        first = 6
+        events, event_args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=first)
+        made, made_args = self._driver.row_source(
+            _DELIVERY_COLUMNS,
+            [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
+            first=first + len(event_args),
+        )
+        async with self._atomic() as conn:
+            rows = await conn.fetch(
+                "WITH recorded AS (INSERT INTO events (id, org_id, event, occurred_at, body, "
+                "sibling_service, source, customer_id, verification_key, received_at) "
+                "SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, r.sibling_service, "
+                f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r "
+                "ON CONFLICT (org_id, id) DO NOTHING), "
+                "made AS (INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
+                "status, attempts, next_attempt_at, created_at, updated_at, lease_owner, "
+                "lease_until) SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, "
+                f"'pending', 0, $1, $1, $1, $2, {self._driver.now_ms_sql} + $3 FROM ({made}) r "
+                "ON CONFLICT (event_id, subscription_id) DO NOTHING "
+                "RETURNING id, subscription_id), "
+                # In key order, as `add_counts` adds: two writers cannot deadlock.
+                "counted AS (INSERT INTO subscription_stats (subscription_id, period, counter, n) "
+                "SELECT subscription_id, $4, $5, count(*) FROM made GROUP BY subscription_id "
+                "ORDER BY subscription_id ON CONFLICT (subscription_id, period, counter) "
+                "DO UPDATE SET n = subscription_stats.n + excluded.n) "
+                "SELECT id FROM made",
+                now,
+                lease.owner,
+                lease.ms,
+                period(now, DELIVERIES),
+                DELIVERIES,
+                *event_args,
+                *made_args,
+            )
+        created = {row["id"] for row in rows}
+        return [d for d in deliveries if d.id in created]
+
     async def _insert_ordered(
         self, conn: Conn, deliveries: Sequence[NewDelivery], now: int
     ) -> set[str]:
@@ -257,36 +327,10 @@ class PipelineSql(OperationalSql):
         subscriptions = await self._due_subscriptions(claim)
         if not subscriptions:
             return []
-        claimed: list[Row] = []
-        async with self._transaction() as conn:
-            for subscription_id in subscriptions:
-                if (left := claim.limit - len(claimed)) <= 0:
-                    break
-                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
-                claimed += await conn.fetch(
-                    f"WITH due AS (SELECT id FROM deliveries WHERE {where} AND {_ACTIVE} "
-                    f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
-                    f"UPDATE deliveries SET lease_owner = $1, lease_until = "
-                    f"{self._driver.now_ms_sql} + $2 WHERE id IN (SELECT id FROM due) RETURNING id",
-                    *args,
-                )
-            if not claimed:
-                return []
-            rows = await conn.fetch(
-                f"SELECT {_JOB_COLUMNS} FROM deliveries d {JOIN_EVENTS} "
-                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
-                self._driver.list_param([row["id"] for row in claimed]),
-            )
-            if orphans := {row["id"] for row in claimed} - {row["id"] for row in rows}:
-                # Its event is gone (a retention purge raced a replay that made the delivery,
-                # on PostgreSQL): it can never be sent, and must not be claimed forever nor
-                # hold up an ordered customer's queue.
-                await self._end(conn, orphans, "failed", "its event was deleted by the retention")
-                log.error("delivery.event_missing", deliveries=sorted(orphans))
-            if removed := {row["id"] for row in rows if not row["body"]}:
-                # Its payload was removed (an erasure raced a redelivery): it cannot be sent.
-                await self._end(conn, removed, "cancelled", PAYLOAD_REMOVED)
-                log.warning("delivery.payload_removed", deliveries=sorted(removed))
+        if self._driver.writes_in_with:
+            rows = await self._claim_in_statements(claim, subscriptions)
+        else:
+            rows = await self._claim_in_transaction(claim, subscriptions)
         jobs = []
         for row in rows:
             if not row["body"]:
@@ -298,6 +342,76 @@ class PipelineSql(OperationalSql):
                 # sealed it may be configured again (readiness counts such rows).
                 log.error("delivery.undecryptable", delivery_id=row["id"])
         return jobs
+
+    def _claim_sql(self, where: str) -> str:
+        """Leases `where`'s due deliveries ($1 the owner, $2 the lease, $3 how many at most),
+        returning their ids."""
+        return (
+            f"WITH due AS (SELECT id FROM deliveries WHERE {where} AND {_ACTIVE} "
+            f"ORDER BY next_attempt_at LIMIT $3 {self._driver.lock_due}) "
+            f"UPDATE deliveries SET lease_owner = $1, lease_until = "
+            f"{self._driver.now_ms_sql} + $2 WHERE id IN (SELECT id FROM due) RETURNING id"
+        )
+
+    async def _claim_in_transaction(self, claim: Claim, subscriptions: list[str]) -> list[Row]:
+        """The claimed deliveries' job rows, by due time: each subscription's claim, then the
+        jobs' read, in one transaction (with the deliveries that cannot be sent ended)."""
+        claimed: list[Row] = []
+        async with self._transaction() as conn:
+            for subscription_id in subscriptions:
+                if (left := claim.limit - len(claimed)) <= 0:
+                    break
+                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
+                claimed += await conn.fetch(self._claim_sql(where), *args)
+            if not claimed:
+                return []
+            rows = await conn.fetch(
+                f"SELECT {_JOB_COLUMNS} FROM deliveries d {JOIN_EVENTS} "
+                f"WHERE d.id {self._driver.in_list('$1')} ORDER BY d.next_attempt_at",
+                self._driver.list_param([row["id"] for row in claimed]),
+            )
+            await self._end_unsendable(conn, {row["id"] for row in claimed}, rows)
+        return rows
+
+    async def _claim_in_statements(self, claim: Claim, subscriptions: list[str]) -> list[Row]:
+        """`_claim_in_transaction` where one statement may write and read several tables:
+        each subscription's claim and its jobs' read are one statement, atomic alone (what it
+        leased is this replica's until the lease runs out), with no transaction around them."""
+        claimed: set[str] = set()
+        rows: list[Row] = []
+        async with self._connection() as conn:
+            for subscription_id in subscriptions:
+                if (left := claim.limit - len(claimed)) <= 0:
+                    break
+                where, args = self._due([claim.owner, claim.lease_ms, left], subscription_id)
+                # The read sees the deliveries as before the lease was written: only the
+                # lease's columns change, and the job reads none of them. A delivery whose
+                # event is gone comes back with its job's columns NULL.
+                found = await conn.fetch(
+                    f"WITH claimed AS ({self._claim_sql(where)}) "
+                    f"SELECT c.id AS claimed_id, {_JOB_COLUMNS}, d.next_attempt_at AS due_at "
+                    f"FROM claimed c LEFT JOIN (deliveries d {JOIN_EVENTS}) ON d.id = c.id",
+                    *args,
+                )
+                claimed.update(row["claimed_id"] for row in found)
+                rows += [row for row in found if row["id"] is not None]
+        rows.sort(key=lambda row: row["due_at"])
+        if len(rows) < len(claimed) or any(not row["body"] for row in rows):
+            async with self._transaction() as conn:
+                await self._end_unsendable(conn, claimed, rows)
+        return rows
+
+    async def _end_unsendable(self, conn: Conn, claimed: set[str], rows: Sequence[Row]) -> None:
+        """Ends the claimed deliveries that can never be sent: their event is gone (a retention
+        purge raced a replay that made the delivery, on PostgreSQL), or its payload was removed
+        (an erasure raced a redelivery). Neither may be claimed forever nor hold up an ordered
+        customer's queue."""
+        if orphans := claimed - {row["id"] for row in rows}:
+            await self._end(conn, orphans, "failed", "its event was deleted by the retention")
+            log.error("delivery.event_missing", deliveries=sorted(orphans))
+        if removed := {row["id"] for row in rows if not row["body"]}:
+            await self._end(conn, removed, "cancelled", PAYLOAD_REMOVED)
+            log.warning("delivery.payload_removed", deliveries=sorted(removed))
 
     async def _end(self, conn: Conn, delivery_ids: set[str], status: str, error: str) -> None:
         await conn.execute(
@@ -324,7 +438,7 @@ class PipelineSql(OperationalSql):
         their ids."""
         if not delivery_ids:
             return set()
-        async with self._transaction() as conn:
+        async with self._atomic() as conn:
             rows = await conn.fetch(
                 f"UPDATE deliveries SET {assignments} "
                 f"WHERE id {self._driver.in_list('$1')} AND lease_owner = $2 RETURNING id",
@@ -335,7 +449,7 @@ class PipelineSql(OperationalSql):
         return {row["id"] for row in rows}
 
     async def take_back_leases(self) -> int:
-        async with self._transaction() as conn:
+        async with self._atomic() as conn:
             return await conn.execute(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
                 "WHERE lease_owner IS NOT NULL"
@@ -427,7 +541,7 @@ class PipelineSql(OperationalSql):
                 first=2,
             )
             # The fence: only deliveries this replica still holds take its outcome.
-            rows = await conn.fetch(
+            update = (
                 "UPDATE deliveries SET status = r.status, attempts = r.number, "
                 "last_attempt_at = r.started_at, last_status_code = r.status_code, "
                 "last_error = r.error, "
@@ -436,23 +550,29 @@ class PipelineSql(OperationalSql):
                 f"FROM ({source}) r WHERE deliveries.id = r.id "
                 "AND deliveries.status IN ('pending', 'retrying') "
                 "AND deliveries.lease_owner = $1 RETURNING deliveries.id, deliveries.status, "
-                "deliveries.event, deliveries.event_id, deliveries.subscription_id",
-                owner,
-                *args,
+                "deliveries.event, deliveries.event_id, deliveries.subscription_id"
             )
-            held = {row["id"] for row in rows}
-            await conn.executemany(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, "
-                "result, error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [row for row in attempt_rows if row[0] in held],
-            )
-            counts: Counter[tuple[str, int, str]] = Counter()
-            for a in ordered:
-                if a.delivery_id in held:
-                    counts[(a.subscription_id, a.started_at, latency_counter(a.duration_ms))] += 1
-                    if a.new_status is DeliveryStatus.SENT:
-                        counts[(a.subscription_id, a.started_at, OK)] += 1
-            await add_counts(self._driver, conn, counts)
+            if self._driver.writes_in_with:
+                rows = await self._outcomes_in_one_statement(
+                    conn, update, [owner, *args], attempt_rows, ordered
+                )
+                held = {row["id"] for row in rows}
+            else:
+                rows = await conn.fetch(update, owner, *args)
+                held = {row["id"] for row in rows}
+                if kept := [row for row in attempt_rows if row[0] in held]:
+                    source, args = self._driver.row_source(_ATTEMPT_COLUMNS, kept, first=1)
+                    await conn.execute(
+                        f"INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT {_ATTEMPT_NAMES} "
+                        f"FROM ({source}) r",
+                        *args,
+                    )
+                counts: Counter[tuple[str, int, str]] = Counter()
+                for a in ordered:
+                    if a.delivery_id in held:
+                        for counter in _counters(a):
+                            counts[(a.subscription_id, a.started_at, counter)] += 1
+                await add_counts(self._driver, conn, counts)
             announced += await self._exhausted(
                 conn,
                 [r for r in rows if r["status"] == "failed" and r["event"] not in _NOT_EXHAUSTED],
@@ -533,7 +653,55 @@ class PipelineSql(OperationalSql):
             )
         return events
 
+    async def _outcomes_in_one_statement(
+        self,
+        conn: Conn,
+        update: str,
+        update_args: list[Any],
+        attempt_rows: Sequence[Sequence[Any]],
+        ordered: Sequence[AttemptRecord],
+    ) -> list[Row]:
+        """`record_attempts`' writes after the subscriptions' where one statement may write
+        several tables: the fenced outcome `update` (its arguments `update_args`, from $1), the
+        attempts of the deliveries it held and their counters, one round trip. Returns the
+        deliveries held, as the update returned them."""
+        first = len(update_args) + 1
+        attempts, attempt_args = self._driver.row_source(_ATTEMPT_COLUMNS, attempt_rows, first)
+        counted, count_args = self._driver.row_source(
+            _COUNT_COLUMNS,
+            [
+                (a.delivery_id, a.subscription_id, period(a.started_at, counter), counter)
+                for a in ordered
+                for counter in _counters(a)
+            ],
+            first + len(attempt_args),
+        )
+        rows = await conn.fetch(
+            f"WITH held AS ({update}), "
+            f"logged AS (INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT {_ATTEMPT_NAMES} "
+            f"FROM ({attempts}) r WHERE r.delivery_id IN (SELECT id FROM held)), "
+            # In key order, as `add_counts` adds: two writers cannot deadlock.
+            "counted AS (INSERT INTO subscription_stats (subscription_id, period, counter, n) "
+            f"SELECT c.subscription_id, c.period, c.counter, count(*) FROM ({counted}) c "
+            "WHERE c.delivery_id IN (SELECT id FROM held) "
+            "GROUP BY c.subscription_id, c.period, c.counter "
+            "ORDER BY c.subscription_id, c.period, c.counter "
+            "ON CONFLICT (subscription_id, period, counter) "
+            "DO UPDATE SET n = subscription_stats.n + excluded.n) "
+            "SELECT * FROM held",
+            *update_args,
+            *attempt_args,
+            *count_args,
+        )
+        return list(rows)
+
     async def pending_count(self) -> int:
         async with self._scan() as conn:
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {OPEN}")
         return 0 if row is None else int(row["n"])
+
+
+def _counters(attempt: AttemptRecord) -> tuple[str, ...]:
+    """The counters an attempt adds one to: its latency bucket, and `OK` when it was sent."""
+    latency = latency_counter(attempt.duration_ms)
+    return (latency, OK) if attempt.new_status is DeliveryStatus.SENT else (latency,)
