@@ -34,6 +34,7 @@ from service.store import (
     Retention,
     SealedCensus,
     StoreUnavailable,
+    walk,
 )
 from service.supervise import Fatal, in_background
 
@@ -158,25 +159,18 @@ class Housekeeping:
     async def purge(self) -> int:
         """Deletes everything past the retention, a batch per transaction; returns the rows."""
         cutoff = now_ms() - int(self._retention * 1000)
-        step = await self._store.purge(cutoff, self._purge_batch)
-        total = step.removed
-        while not step.done:
-            await asyncio.sleep(PURGE_PAUSE)
-            step = await self._store.purge(cutoff, self._purge_batch, step.cursor)
-            total += step.removed
-        return total
+        return await walk(
+            lambda after: self._store.purge(cutoff, self._purge_batch, after), PURGE_PAUSE
+        )
 
     async def expunge(self) -> int:
         """Removes the payloads past the payload retention, a batch per transaction; returns
         how many bodies and excerpts went."""
         cutoff = now_ms() - int(self._payload_retention * 1000)
-        step = await self._store.expunge_payloads(cutoff, self._purge_batch)
-        total = step.removed
-        while not step.done:
-            await asyncio.sleep(PURGE_PAUSE)
-            step = await self._store.expunge_payloads(cutoff, self._purge_batch, step.cursor)
-            total += step.removed
-        return total
+        return await walk(
+            lambda after: self._store.expunge_payloads(cutoff, self._purge_batch, after),
+            PURGE_PAUSE,
+        )
 
     async def purge_audit(self) -> int:
         """Deletes the audit entries past the audit retention, a batch per transaction;

@@ -31,6 +31,7 @@ from service.store.interfaces import (
     SubscriptionChanges,
     Subscriptions,
     Summaries,
+    walk,
 )
 from service.store.migrate import migrate, sqlite_path
 
@@ -64,6 +65,7 @@ __all__ = [
     "migrate",
     "open_store",
     "sqlite_path",
+    "walk",
 ]
 
 

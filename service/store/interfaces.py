@@ -6,7 +6,8 @@ a contract test suite runs against both."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -419,6 +420,19 @@ class Audit(Protocol):
 
     async def purge_audit(self, before: int, batch: int) -> int:
         """Deletes at most `batch` entries made before then; returns how many."""
+
+
+async def walk(batch: Callable[[Any], Awaitable[Purged | Expunged]], pause: float = 0.0) -> int:
+    """A whole retention pass: `batch` (given where the last one stopped, None at first) until
+    it says the pass is done, `pause` seconds between batches; returns the rows removed."""
+    step = await batch(None)
+    total = step.removed
+    while not step.done:
+        if pause:
+            await asyncio.sleep(pause)
+        step = await batch(step.cursor)
+        total += step.removed
+    return total
 
 
 class Retention(Protocol):

@@ -21,7 +21,7 @@ from service import ids
 from service.clock import now_ms
 from service.domain import DeliveryStatus, NewDelivery
 from service.settings import load_settings
-from service.store import Claim, Lease, Store, SubscriptionChanges, open_store
+from service.store import Claim, Lease, Store, SubscriptionChanges, open_store, walk
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.store import EVENTS, attempt, incoming
 
@@ -111,13 +111,8 @@ async def test_a_paused_or_excluded_backlog_does_not_grow_the_claims_work(
 
 async def _purge_pass(store: Store, cutoff: int) -> tuple[int, int]:
     """A whole retention pass in batches of 50: the rows it removed, and its steps."""
-    removed = 0
     with _Steps(store) as steps:
-        step = await store.purge(cutoff, 50)
-        removed += step.removed
-        while not step.done:
-            step = await store.purge(cutoff, 50, step.cursor)
-            removed += step.removed
+        removed = await walk(lambda after: store.purge(cutoff, 50, after))
     return removed, steps.count
 
 
@@ -149,13 +144,8 @@ async def test_a_retention_pass_reads_the_rows_it_keeps_once(sqlite_store: Store
 
 async def _expunge_pass(store: Store, cutoff: int) -> tuple[int, int]:
     """A whole pass of the payload retention in batches of 50: what it removed, and its steps."""
-    removed = 0
     with _Steps(store) as steps:
-        step = await store.expunge_payloads(cutoff, 50)
-        removed += step.removed
-        while not step.done:
-            step = await store.expunge_payloads(cutoff, 50, step.cursor)
-            removed += step.removed
+        removed = await walk(lambda after: store.expunge_payloads(cutoff, 50, after))
     return removed, steps.count
 
 
