@@ -173,6 +173,26 @@ class ChangedSubscriptions:
     live: list[Subscription]
     gone: list[str]
     high: int
+    # Of the live ones, those read with their secrets, header values and credentials still
+    # sealed (their `secret`, `headers`, `auth` and keys not filled): what
+    # `Pipeline.open_subscription` opens when a delivery first needs them
+    # (docs/decisions/0008-index-follows-changes.md).
+    sealed: dict[str, Sealed] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A subscription's sealed values as its row holds them: the signing secret, the one a
+    rotation replaced, the header values, the endpoint credentials and the Ed25519 keys."""
+
+    values: tuple[str | None, ...]
+    # One of them sealed by a key that is not configured, or its content filter unreadable:
+    # known without opening anything, so its deliveries wait from the first read.
+    unreadable: bool
+    # Its content filter could not be opened (then it waits, as `unreadable`).
+    filter_unreadable: bool = False
+    # It authenticates to its endpoint (a client certificate may run out).
+    authenticated: bool = False
 
 
 class StoreUnavailable(Exception):
@@ -363,7 +383,12 @@ class Pipeline(Protocol):
     async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
         """Every subscription changed after the stamp `after` (-1: every one), as of one
         snapshot: a change is stamped with the revision it moved, and changes commit in the
-        order of their stamps, so a reader that has seen a stamp has seen all before it."""
+        order of their stamps, so a reader that has seen a stamp has seen all before it. The
+        live ones come with their secrets still sealed (`ChangedSubscriptions.sealed`)."""
+
+    def open_subscription(self, subscription: Subscription, sealed: Sealed) -> Subscription:
+        """`subscription` as `changed_subscriptions` read it, with its sealed values opened
+        (its `secret` None when the configured keys cannot open one, as every read shows it)."""
 
     async def subscription_counts(self) -> dict[str, int]:
         """Subscriptions not deleted, by state: `active` and `deactivated`."""

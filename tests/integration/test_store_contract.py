@@ -16,6 +16,7 @@ from service.domain import (
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
+    Subscription,
 )
 from service.errors import InvalidInput
 from service.matching import SubscriptionIndex
@@ -26,6 +27,7 @@ from service.store import (
     Lease,
     PageRequest,
     Recorded,
+    Sealed,
     Store,
     SubscriptionChanges,
     open_store,
@@ -33,7 +35,7 @@ from service.store import (
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.raw import column_values
-from tests.support.store import EVENTS, attempt, incoming, recorded
+from tests.support.store import EVENTS, attempt, incoming, recorded, seal_elsewhere
 
 
 async def test_ping(store: Store) -> None:
@@ -497,6 +499,54 @@ async def test_a_claim_sends_the_sendable_and_ends_a_removed_payload_and_a_gone_
     assert [job.id for job in await store.claim_due(Claim("me", 10, 60_000))] == [sendable.id]
     assert await store.claim_due(Claim("me", 10, 60_000)) == []
     assert await statuses() == ["cancelled", "failed", "pending"]
+
+
+async def test_an_index_opens_secrets_when_a_delivery_first_needs_them(
+    store: Store, settings_for: Settings
+) -> None:
+    plain = await store.create_subscription("org_l", "https://a.example/h", EVENTS, None)
+    lost = await store.create_subscription("org_l", "https://b.example/h", EVENTS, None)
+    await seal_elsewhere(settings_for, lost.id)  # by a key no longer configured
+    altered = await store.create_subscription("org_l", "https://c.example/h", EVENTS, None)
+    # Sealed by the configured key, but for another row: only opening it can tell.
+    await _raw_execute(
+        settings_for,
+        "UPDATE subscriptions SET secret_enc = (SELECT s.secret_enc FROM subscriptions s "
+        f"WHERE s.id = '{plain.id}') WHERE id = $1",
+        altered.id,
+    )
+    opened: list[str] = []
+    open_subscription = store.open_subscription
+
+    def noted(subscription: Subscription, sealed: Sealed) -> Subscription:
+        opened.append(subscription.id)
+        return open_subscription(subscription, sealed)
+
+    store.open_subscription = noted  # type: ignore[method-assign]
+    index = SubscriptionIndex(store)
+    await index.refresh(force=True)
+    assert opened == []  # the whole load opened nothing
+    assert index.undecryptable() == (lost.id,)  # known from its prefix: parked from the start
+    matched = index.match("org_l", EVENTS[0], now_ms() + 1, {}).wanted
+    assert {s.id for s in matched} == {plain.id, lost.id, altered.id}  # recorded, all of them
+    got = index.get(plain.id)
+    assert got is not None
+    assert got.secret == plain.secret
+    assert index.get(plain.id) is got
+    assert opened == [plain.id]  # once
+    broken = index.get(altered.id)
+    assert broken is not None
+    assert broken.secret is None
+    assert index.undecryptable() == tuple(sorted([lost.id, altered.id]))
+    # A change takes the opened copy out with the old row.
+    await store.update_subscription("org_l", plain.id, SubscriptionChanges(rate_limit=5))
+    opened.clear()  # the update's own answer opened it
+    await index.refresh()
+    assert opened == []
+    again = index.get(plain.id)
+    assert again is not None
+    assert (again.rate_limit, again.secret) == (5, plain.secret)
+    assert opened == [plain.id]
 
 
 async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:
