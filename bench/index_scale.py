@@ -27,6 +27,7 @@ import orjson
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from bench.api_scale import seed as seed_rows
 from service.matching import SubscriptionIndex
 from service.settings import load_settings
 from service.store import Store, open_store
@@ -76,14 +77,17 @@ async def seed(store: Store, n: int) -> None:
         await store.create_subscription(f"org_{i // 3}", f"https://h{i}.example/w", EVENTS, None)
 
 
-async def measure(size: int, folder: Path) -> dict[str, Any]:
+async def measure(size: int, folder: Path, fast: bool) -> dict[str, Any]:
+    key = Fernet.generate_key().decode()
     settings = load_settings(
-        database_url=f"sqlite:///{folder}/index-{size}.db",
-        encryption_key=SecretStr(Fernet.generate_key().decode()),
+        database_url=f"sqlite:///{folder}/index-{size}.db", encryption_key=SecretStr(key)
     )
+    if fast:
+        await seed_rows(settings.database_url, key, size, size // 3)
     store = await open_store(settings)
     try:
-        await seed(store, size)
+        if not fast:
+            await seed(store, size)
         index = SubscriptionIndex(store)
         load_ms, load_stall = await timed(lambda: index.refresh(force=True))
         changes: list[tuple[float, float]] = []
@@ -107,11 +111,11 @@ async def measure(size: int, folder: Path) -> dict[str, Any]:
     }
 
 
-async def main(sizes: list[int]) -> list[dict[str, Any]]:
+async def main(sizes: list[int], fast: bool = False) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
-            result = await measure(size, Path(folder))
+            result = await measure(size, Path(folder), fast)
             print(orjson.dumps(result).decode(), flush=True)
             results.append(result)
     return results
@@ -121,8 +125,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--fast-seed",
+        action="store_true",
+        help="rows written straight into the table (bench.api_scale.seed), not by the store's "
+        "create: seconds instead of minutes at 100,000",
+    )
     args = parser.parse_args()
-    measured = asyncio.run(main([int(s) for s in args.sizes.split(",")]))
+    measured = asyncio.run(main([int(s) for s in args.sizes.split(",")], args.fast_seed))
     if args.json is not None:
         import service
 
