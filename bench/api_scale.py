@@ -25,6 +25,7 @@ import resource
 import sqlite3
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from service.store.sql.base import secret_context
 API = "/api/identity/webhooks"
 EVENTS = ("verification.created", "customer.kyc_updated")
 # Where the index's work runs: the index, and the store's reads of changes.
-INDEX_WORK = ("matching.py", "changed_subscriptions", "open_subscription", "_unopened")
+INDEX_WORK = ("matching.py", "changed_subscriptions")
 KEYED_ORGS = 200  # orgs the API calls are made in, each with a key
 _COLUMNS = (
     "id",
@@ -113,22 +114,24 @@ async def api_keys(database_url: str, key: str, orgs: list[str]) -> dict[str, st
         await store.close()
 
 
-def _stalls(prefix: Path, pid: int, start: float, end: float) -> tuple[float, float, str]:
-    """What replica `pid` noted between `start` and `end` (epoch s): its longest stall (ms),
-    its longest one while the subscription index or its store reads held the loop, and where
-    the longest one was."""
+def _stalls(prefix: Path, pid: int, start: float, end: float) -> dict[str, Any]:
+    """What replica `pid` noted between `start` and `end` (epoch s): its longest stall (ms) and
+    where it was, and its longest while the subscription index or its read of changes held
+    the loop."""
     path = Path(f"{prefix}.{pid}")
-    worst, worst_index, where = 0.0, 0.0, "-"
+    found: dict[str, Any] = {"max_ms": 0.0, "in": "-", "index_max_ms": 0.0, "count": 0}
     if not path.exists():
-        return worst, worst_index, where
+        return found
     for line in path.read_text().splitlines():
         at, late, held = line.split(" ", 2)
-        if start <= float(at) <= end:
-            if float(late) > worst:
-                worst, where = float(late), held
-            if any(part in held for part in INDEX_WORK):
-                worst_index = max(worst_index, float(late))
-    return worst, worst_index, where
+        if not start <= float(at) <= end:
+            continue
+        found["count"] += 1
+        if float(late) > found["max_ms"]:
+            found["max_ms"], found["in"] = float(late), held
+        if any(part in held for part in INDEX_WORK):
+            found["index_max_ms"] = max(found["index_max_ms"], float(late))
+    return found
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -172,7 +175,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             alone = (time.time() - args.ingest_alone / 2, time.time())  # after start-up
             cpu_before = [replica.stats().cpu_s for replica in replicas]
             # Made through the second replica: the first must match it too.
-            late_at = time.time()
             made = await _call(
                 http,
                 second.port,
@@ -182,6 +184,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 {"url": service.receiver.url("late"), "events": list(EVENTS)},
             )
             assert made[1] == 201, made
+            # Events that occurred from its createdAt on are its own.
+            late_at = datetime.fromisoformat(made[2]["createdAt"]).timestamp()
             latencies: dict[str, list[float]] = {"create": [], "patch": []}
             changes_start = time.time()
             deadline = time.monotonic() + args.seconds
@@ -194,13 +198,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "url": service.receiver.url(f"new{n}"),
                         "events": [EVENTS[0]],
                     }
-                    took, status = await _call(http, first.port, keys[org], "POST", API, body)
+                    took, status, _ = await _call(http, first.port, keys[org], "POST", API, body)
                     assert status == 201, status
                     latencies["create"].append(took)
                 else:
                     target = rng.choice(by_org[org])
                     body = {"rateLimit": 1 + n % 50}
-                    took, status = await _call(
+                    took, status, _ = await _call(
                         http, first.port, keys[org], "PATCH", f"{API}/{target}", body
                     )
                     assert status == 200, status
@@ -220,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for event_id, name, at in zip(
                     produced.ids, produced.names, produced.scheduled, strict=True
                 )
-                if at > late_at + 0.01 and name in EVENTS
+                if at >= late_at + 0.001 and name in EVENTS
             }
             reached = {
                 event
@@ -249,11 +253,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "max_ms": round(max(every), 1),
                 "create_p99_ms": round(_percentile(latencies["create"], 0.99), 1),
                 "patch_p99_ms": round(_percentile(latencies["patch"], 0.99), 1),
-                "stall_max_ms_during_changes": [stall[0] for stall in during],
-                "index_stall_max_ms_during_changes": [stall[1] for stall in during],
-                "longest_stall_in": [stall[2] for stall in during],
-                "stall_max_ms_ingest_alone": [stall[0] for stall in before],
-                "longest_stall_alone_in": [stall[2] for stall in before],
+                # Per replica: the longest stall, where, the longest in index work, how many
+                # over 5 ms.
+                "stalls_during_changes": during,
+                "stalls_ingest_alone": before,
                 "cpu_s_during_changes": [
                     round(b - a, 1) for a, b in zip(cpu_before, cpu_after, strict=True)
                 ],
@@ -278,7 +281,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _call(
     http: aiohttp.ClientSession, port: int, key: str, method: str, path: str, body: Any
-) -> tuple[float, int]:
+) -> tuple[float, int, Any]:
+    """The call's time (ms), status and answer."""
     started = time.perf_counter()
     async with http.request(
         method,
@@ -286,8 +290,9 @@ async def _call(
         json=body,
         headers={"Authorization": f"Bearer {key}"},
     ) as response:
-        await response.read()
-    return (time.perf_counter() - started) * 1000, response.status
+        answer = await response.read()
+    took = (time.perf_counter() - started) * 1000
+    return took, response.status, orjson.loads(answer) if answer else None
 
 
 def main() -> None:

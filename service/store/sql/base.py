@@ -24,6 +24,14 @@ from service.store.interfaces import StoreUnavailable
 Row = Mapping[str, Any]
 
 
+def as_dict(row: Row) -> dict[str, Any]:
+    """`row` as a dict, for a caller reading most of its many columns: a SQLite row finds a
+    column by name by comparing it with each of its own (asyncpg's hash), which over thirty
+    columns costs more than making the dict once. Both drivers' rows iterate over their values,
+    in the order of `keys()`."""
+    return dict(zip(row.keys(), iter(row), strict=True))
+
+
 class Conn(Protocol):
     """One connection (or transaction) of either driver."""
 
