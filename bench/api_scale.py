@@ -265,6 +265,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "events_produced": len(produced.ids),
                 "replicas": len(replicas),
                 "late_subscription_missed": len(after - reached),
+                # How long after its createdAt the missed events occurred (ms), the latest.
+                "late_missed_within_ms": max(
+                    (
+                        round((at - late_at) * 1000)
+                        for event_id, at in zip(produced.ids, produced.scheduled, strict=True)
+                        if event_id in after - reached
+                    ),
+                    default=None,
+                ),
                 "late_subscription_matched": len(after & reached),
                 "first_match_after_s": None
                 if late_first is None
