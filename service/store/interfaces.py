@@ -163,6 +163,28 @@ class SealedCensus:
     unknown: int
     clear: int
 
+    def plus(self, other: SealedCensus) -> SealedCensus:
+        return SealedCensus(
+            self.current + other.current,
+            self.older + other.older,
+            self.unknown + other.unknown,
+            self.clear + other.clear,
+        )
+
+    @property
+    def rows(self) -> int:
+        return self.current + self.older + self.unknown + self.clear
+
+    @property
+    def settled(self) -> bool:
+        """True when every value is sealed by the current key: nothing for `rekey` to do."""
+        return self.rows == self.current
+
+
+CENSUS_BUCKETS = {"events": 600_000, "attempts": 100_000}
+"""How the census cuts the two large tables (`PersonalData.sealed_buckets`): events by the ten
+minutes they were received in (ms), attempts by blocks of ids."""
+
 
 @dataclass(frozen=True, slots=True)
 class ChangedSubscriptions:
@@ -373,7 +395,17 @@ class Pipeline(Protocol):
         """Marks it inactive with a reason and fails its open deliveries; `disabled` (by
         `system`) and its audit entry go with it."""
 
-    async def pending_count(self) -> int: ...
+    async def pending_count(self) -> int:
+        """The open deliveries, counted: a read of every one of them."""
+
+    async def pending_at_most(self, cap: int) -> int:
+        """The open deliveries counted up to `cap`, reading no more than that many: the
+        count when it is below `cap`, else `cap`."""
+
+    async def pending_estimate(self) -> int | None:
+        """The open deliveries as the database's planner estimates them from its statistics,
+        at a cost that does not grow with them; None where there is no such estimate
+        (SQLite)."""
 
     async def subscriptions_revision(self) -> int:
         """A counter bumped by every subscription change, for cheap change detection."""
@@ -498,7 +530,16 @@ class PersonalData(Protocol):
         batch."""
 
     async def sealed_census(self) -> SealedCensus:
-        """The sealed rows by the key that sealed them."""
+        """The sealed rows by the key that sealed them: every one read."""
+
+    async def sealed_buckets(
+        self, table: str, first: int | None = None, end: int | None = None
+    ) -> dict[int, SealedCensus]:
+        """The sealed values of "events" or "attempts" by bucket (`CENSUS_BUCKETS`), for the
+        buckets from `first` to before `end` (None: no bound); empty ones left out."""
+
+    async def sealed_settings(self) -> SealedCensus:
+        """The sealed values of subscriptions and of the store's own keys."""
 
 
 class Store(

@@ -98,6 +98,11 @@ class Driver(Protocol):
         """True when `exc` means the database is away (down, locked, failing over, out of
         connections or disk), not that the statement is wrong."""
 
+    async def estimated_rows(self, conn: Conn, query: str) -> int | None:
+        """How many rows the database's planner expects `query` to return, from its
+        statistics, in a time that does not grow with the table; None where it has no such
+        estimate (SQLite)."""
+
     def in_list(self, placeholder: str) -> str:
         """SQL that is true when a column is in the list passed as `placeholder`, after `IN`
         or `= ANY`: the caller writes `column <in_list>`."""
