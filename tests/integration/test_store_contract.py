@@ -10,6 +10,7 @@ import pytest
 
 from service import ids
 from service.clock import now_ms
+from service.delivery.census import RollingCensus
 from service.domain import (
     DeliveryFilter,
     DeliveryJob,
@@ -22,6 +23,7 @@ from service.errors import InvalidInput
 from service.matching import SubscriptionIndex
 from service.settings import Settings
 from service.store import (
+    CENSUS_BUCKETS,
     ChangedSubscriptions,
     Claim,
     Lease,
@@ -547,6 +549,50 @@ async def test_an_index_opens_secrets_when_a_delivery_first_needs_them(
     assert again is not None
     assert (again.rate_limit, again.secret) == (5, plain.secret)
     assert opened == [plain.id]
+
+
+async def test_the_pending_gauges_reads_are_bounded_or_estimated(
+    store: Store, settings_for: Settings
+) -> None:
+    await recorded(store, "me", 60_000, count=30)
+    assert await store.pending_at_most(10) == 10
+    assert await store.pending_at_most(100) == 30
+    await _raw_execute(settings_for, "ANALYZE")
+    estimate = await store.pending_estimate()
+    if settings_for.is_postgres:
+        assert estimate is not None
+        assert 15 <= estimate <= 60
+    else:
+        assert estimate is None  # SQLite's planner keeps no such figure
+
+
+async def test_the_rolling_census_agrees_with_a_full_one(
+    store: Store, settings_for: Settings
+) -> None:
+    _, old = await recorded(store, "me", 60_000, count=6)
+    width = CENSUS_BUCKETS["events"]
+    for n, delivery in enumerate(old):  # six buckets of the past
+        await _raw_execute(
+            settings_for,
+            f"UPDATE events SET received_at = received_at - {(n + 1) * width} WHERE id = $1",
+            delivery.event_id,
+        )
+    census = RollingCensus(store, budget=1)
+    first = await census.take()
+    assert first == await store.sealed_census()
+    assert first.current >= 6
+    await recorded(store, "me", 60_000, count=3)
+    # The newest at once; a removal from the past when its bucket's turn comes.
+    assert (await census.take()).current == first.current + 3 + 1  # and the new secret
+    await _raw_execute(
+        settings_for, "UPDATE events SET payload_removed_at = 1 WHERE id = $1", old[0].event_id
+    )
+    exact = await store.sealed_census()
+    for _ in range(7):
+        if await census.take() == exact:
+            break
+    else:
+        raise AssertionError(f"not within a sweep: {await census.take()} vs {exact}")
 
 
 async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:
