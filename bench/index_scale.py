@@ -1,8 +1,9 @@
 """`python -m bench.index_scale [--sizes 1000,10000] [--json F]`: what the subscription index
 costs as subscriptions grow, on an embedded (SQLite) store of N active subscriptions over N/3
 orgs: the first full load, and one change as the API makes it (a create, then the index told at
-once), each with the longest stall of the event loop meanwhile (a 1 ms ticker's worst lateness),
-and the process's peak RSS (sizes run in the order given: give the largest last).
+once, the garbage collector settled after the load as `serve` settles it), each with the longest
+stall of the event loop meanwhile (a 1 ms ticker's worst lateness), and the process's peak RSS
+(sizes run in the order given: give the largest last).
 
 It uses only the store's `create_subscription` and the index's `refresh` and `on_change`, so an
 older `service` can be measured by the same script: put a folder holding only that revision's
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import resource
 import statistics
 import sys
@@ -28,6 +30,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from bench.api_scale import seed as seed_rows
+from service.app import GC_THRESHOLDS
 from service.matching import SubscriptionIndex
 from service.settings import load_settings
 from service.store import Store, open_store
@@ -90,6 +93,11 @@ async def measure(size: int, folder: Path, fast: bool) -> dict[str, Any]:
             await seed(store, size)
         index = SubscriptionIndex(store)
         load_ms, load_stall = await timed(lambda: index.refresh(force=True))
+        # What `serve` does once started (docs/decisions/0004-gc-thresholds.md): the index is
+        # frozen out of later collections, which would otherwise walk it during a change.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         changes: list[tuple[float, float]] = []
         for i in range(CHANGES):
             made = await store.create_subscription(
