@@ -68,8 +68,8 @@ class RollingCensus:
                 newest = max(buckets, default=None)
                 await self._recount(table, buckets, newest, None)
                 older = self.older_due(buckets, newest)
-                for bucket in older:
-                    await self._recount(table, buckets, bucket, bucket + 1)
+                for first, end in _runs(older):  # one read per run of neighbours
+                    await self._recount(table, buckets, first, end)
                 self.last_read[table] = older
             for kept in buckets.values():
                 census = census.plus(kept.tally)
@@ -104,6 +104,17 @@ class RollingCensus:
             chosen.append(bucket)
             rows += size
         return chosen
+
+
+def _runs(buckets: list[int]) -> list[tuple[int, int]]:
+    """`buckets` as ranges [first, end) of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for bucket in sorted(buckets):
+        if runs and runs[-1][1] == bucket:
+            runs[-1] = (runs[-1][0], bucket + 1)
+        else:
+            runs.append((bucket, bucket + 1))
+    return runs
 
 
 def _within(bucket: int, first: int | None, end: int | None) -> bool:
