@@ -2,7 +2,7 @@
 subscriptions and those whose reader is behind) every few seconds; every `ALERT_INTERVAL` the
 `failing` announcement of a subscription whose run of failures has lasted `WEBHOOKS_FAILING_AFTER`
 though no attempt was recorded since (its next retry may be hours away:
-docs/decisions/0017-console-and-failing-on-a-timer.md); and retention every
+docs/decisions/0017-failing-on-a-timer-and-the-console.md); and retention every
 `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, the payloads (event bodies,
 response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
 (docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
