@@ -313,6 +313,12 @@ async def test_the_audit_trail_pages_and_filters_by_time(ops: LiveApp) -> None:
     assert len(await org.audit(f"?until={later}")) == 3
     async with ops.client.get(AUDIT + "?cursor=nope&bad=1", headers=headers) as answer:
         assert answer.status == 422
+    created = await org.audit("?action=subscription.created,subscription.deleted")
+    assert [r["subscriptionId"] for r in created] == [m["id"] for m in reversed(made)]
+    assert await org.audit("?action=subscription.failing") == []
+    async with ops.client.get(AUDIT + "?action=subscription.exploded", headers=headers) as answer:
+        assert answer.status == 422
+        assert "subscription.exploded" in await answer.text()
 
 
 async def test_an_event_committed_before_a_crash_is_delivered_after_the_restart_once(
