@@ -60,11 +60,17 @@ const localFormat = new Intl.DateTimeFormat(undefined, {
 });
 
 /** A time in UTC and, under it, in the browser's zone. */
+/** A time as plain text, in UTC to the second: for sentences, where `when` would not fit. */
+function whenText(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 function when(iso) {
   if (!iso) return h('span', { class: 'muted', text: '—' });
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return h('span', { text: iso });
-  const utc = `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  const utc = whenText(iso);
   return h('time', { datetime: iso, class: 'when' },
     h('span', { class: 'utc', text: utc }),
     h('span', { class: 'local', text: localFormat.format(date) }));
@@ -1047,7 +1053,7 @@ function drawHours(hours) {
       below += n;
     }
     if (hour.p95LatencyMs !== null) {
-      points.push([pad.left + (i + 0.5) * slot, yLatency(hour.p95LatencyMs), label, hour.p95LatencyMs]);
+      points.push([pad.left + (i + 0.5) * slot, yLatency(hour.p95LatencyMs), label, hour.p95LatencyMs, i]);
     }
   });
   const ticks = hours
@@ -1067,9 +1073,9 @@ function drawHours(hours) {
   svg('text', { class: 'tick', x: pad.left - 6, y: pad.top + plotH, 'text-anchor': 'end', text: '0' }),
   svg('text', { class: 'tick', x: width - pad.right + 6, y: pad.top + 10, text: `${slowest} ms` }),
   ...ticks, ...bars,
-  points.length > 1
-    ? svg('polyline', { class: 'p95-line', points: points.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ') })
-    : null,
+  ...lineRuns(points).map((run) => svg('polyline', {
+    class: 'p95-line', points: run.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' '),
+  })),
   ...points.map(([px, py, label, ms]) => svg('circle', {
     class: 'p95-point', cx: px.toFixed(1), cy: py.toFixed(1), r: 3.5,
   }, svg('title', { text: `${label}: p95 ${ms} ms` }))));
@@ -1124,11 +1130,23 @@ function verdictText(entry) {
   const c = entry.changes || {};
   if (entry.action === 'subscription.failing') {
     const last = c.lastStatusCode ? `HTTP ${c.lastStatusCode}` : (c.lastError || 'no answer');
-    return `${counted(c.consecutiveFailures || 0, 'failed attempt', 'failed attempts')} in a row since ${c.failingSince}; last: ${last}`;
+    return `${counted(c.consecutiveFailures || 0, 'failed attempt', 'failed attempts')} in a row since ${whenText(c.failingSince)}; last: ${last}`;
   }
   if (entry.action === 'subscription.disabled') return `by ${actorText(entry.actor)}: ${c.reason || ''}`;
-  if (entry.action === 'subscription.recovered') return c.failingSince ? `failing since ${c.failingSince}` : 'delivered again';
+  if (entry.action === 'subscription.recovered') return c.failingSince ? `failing since ${whenText(c.failingSince)}` : 'delivered again';
   return '';
+}
+
+/** The p95 points split where an hour had no attempts, so the line shows the gap instead of
+ * joining across it; a run of one point is left to its dot. */
+function lineRuns(points) {
+  const runs = [];
+  for (const point of points) {
+    const run = runs[runs.length - 1];
+    if (run && run[run.length - 1][4] === point[4] - 1) run.push(point);
+    else runs.push([point]);
+  }
+  return runs.filter((run) => run.length > 1);
 }
 
 // -- the audit trail -----------------------------------------------------------------------

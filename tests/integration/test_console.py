@@ -993,6 +993,11 @@ async def test_the_audit_trail_operational_events_and_the_day_chart_in_the_conso
             == 3
         )
         await expect(chart.locator("circle.p95-point")).to_have_count(3)
+        # The line joins hours -1 and now only: hour -2 had no attempt, so it is a gap, not a slope.
+        lines = await chart.locator("polyline.p95-line").evaluate_all(
+            "(lines) => lines.map((line) => line.getAttribute('points').split(' ').length)"
+        )
+        assert lines == [2]
         await expect(page.locator("#hours-legend")).to_contain_text("failed: timeout")
         verdicts = page.locator("#ops-list li")
         await expect(verdicts).to_have_count(2)
@@ -1004,6 +1009,9 @@ async def test_the_audit_trail_operational_events_and_the_day_chart_in_the_conso
         await expect(
             page.locator('#ops-list li[data-action="subscription.failing"]')
         ).to_contain_text("2 failed attempts in a row")
+        await expect(
+            page.locator('#ops-list li[data-action="subscription.failing"]')
+        ).to_contain_text(re.compile(r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"))
         await expect(page.locator("#ops-takes")).to_contain_text("takes no operational event")
         await shot(page, "subscription-day")
 
