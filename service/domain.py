@@ -7,7 +7,7 @@ driver type leaks into them."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -218,6 +218,17 @@ class Summary:
     @property
     def success_rate_24h(self) -> float | None:
         return None if not self.attempts_24h else self.ok_24h / self.attempts_24h
+
+
+@dataclass(frozen=True, slots=True)
+class HourStats:
+    """One hour of a subscription's attempts, from its hourly counters."""
+
+    start: int  # epoch ms, on the hour
+    attempts: int
+    sent: int  # of those, 2xx
+    failed: Mapping[str, int]  # the others by result class (5xx, timeout…), none at zero
+    p95_latency_ms: int | None  # None without attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,3 +569,4 @@ class AuditFilter:
     since: int | None = None
     until: int | None = None
     subscription_id: str | None = None
+    actions: tuple[str, ...] = ()  # empty: every action

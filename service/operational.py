@@ -20,7 +20,7 @@ from ulid import ULID
 
 from service import ids
 from service.clock import iso
-from service.domain import Actor, EndpointAuth, MutualTls
+from service.domain import SYSTEM, Actor, AuditEntry, EndpointAuth, MutualTls
 from service.events import (
     DELIVERY_EXHAUSTED,
     SUBSCRIPTION_CHANGED,
@@ -31,6 +31,20 @@ from service.events import (
 
 AUDIT = "aud"
 """The prefix of an audit entry's id."""
+
+AUDIT_ACTIONS = (
+    "subscription.created",
+    "subscription.updated",
+    "subscription.secret_rotated",
+    "subscription.deleted",
+    "subscription.disabled",
+    "subscription.failing",
+    "subscription.recovered",
+    "api_key.created",
+    "api_key.revoked",
+)
+"""Every action of the audit trail: the changes, and the service's own verdicts on a
+subscription (`failing`, `disabled`, `recovered`) beside the events that announce them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,21 @@ def failing(
     }
     return _event(
         SUBSCRIPTION_FAILING, about.org_id, about.id, at, cause=str(failing_since), data=data
+    )
+
+
+def system_entry(event: OperationalEvent, action: str, changes: dict[str, Any]) -> AuditEntry:
+    """The audit entry of the service's own verdict that `event` announces (actor `system`),
+    its id derived from the event's: written twice, it is kept once."""
+    return AuditEntry(
+        derived_id(AUDIT, event.at, event.id),
+        event.org_id,
+        event.at,
+        SYSTEM,
+        action,
+        event.subject,
+        None,
+        changes,
     )
 
 

@@ -1,10 +1,13 @@
-"""The arithmetic behind a subscription's summary (`domain.Summary`): which hourly counter an
-attempt adds to, which period a count goes to, and the 24 h p95 read back from the latency
-buckets. Pure functions: the store writes and sums the counters, this says what they mean."""
+"""The arithmetic behind a subscription's summary (`domain.Summary`) and its hours
+(`domain.HourStats`): which hourly counter an attempt adds to, which period a count goes to, and
+the p95 read back from the latency buckets. Pure functions: the store writes and sums the
+counters, this says what they mean."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+from service.domain import HourStats
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -13,6 +16,16 @@ DELIVERIES = "deliveries"
 """The counter of deliveries made, by the day: summed over the whole retention."""
 OK = "ok"
 """The counter of 2xx attempts, by the hour."""
+
+FAILED = "failed:"
+"""The prefix of the counters of failed attempts by the hour, one per result class
+(`failed:5xx`, `failed:timeout`…; `service.delivery.attempt.ResultClass`)."""
+
+
+def failed_counter(result: str) -> str:
+    """The counter of a failed attempt whose result class is `result`."""
+    return FAILED + result
+
 
 LATENCY_BUCKETS_MS = (
     5, 10, 25, 50, 75, 100, 150, 250, 400, 600, 1000, 1500, 2500, 4000, 6000, 10000, 15000, 30000
@@ -60,3 +73,32 @@ def p95(counts: Sequence[int]) -> int | None:
         below += n
         lower = bound if bound is not None else lower
     return lower
+
+
+def hours(rows: Iterable[tuple[int, str, int]], now: int, count: int = 24) -> list[HourStats]:
+    """The last `count` hours up to the one holding `now`, oldest first, from the hourly
+    counters' rows (period, counter, n); an hour without a row is all zeros. Attempts are the
+    sum of the latency buckets (every attempt adds to one), failures those not `OK`; failures
+    counted before the classes were kept are `other`."""
+    last = period(now, OK)
+    starts = [last - (count - 1 - i) * HOUR_MS for i in range(count)]
+    counters: dict[int, dict[str, int]] = {start: {} for start in starts}
+    for start, counter, n in rows:
+        if start in counters:
+            counters[start][counter] = counters[start].get(counter, 0) + n
+    stats = []
+    for start in starts:
+        mine = counters[start]
+        latencies = [mine.get(counter, 0) for counter in LATENCY_COUNTERS]
+        attempts = sum(latencies)
+        ok = mine.get(OK, 0)
+        failed = {
+            name.removeprefix(FAILED): n
+            for name, n in sorted(mine.items())
+            if name.startswith(FAILED) and n
+        }
+        other = attempts - ok - sum(failed.values())
+        if other > 0:
+            failed["other"] = other
+        stats.append(HourStats(start, attempts, ok, failed, p95(latencies)))
+    return stats

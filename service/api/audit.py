@@ -20,14 +20,14 @@ from service.api.problems import invalid
 from service.appkeys import STORE
 from service.clock import iso
 from service.domain import AuditEntry, AuditFilter
-from service.operational import AUDIT
+from service.operational import AUDIT, AUDIT_ACTIONS
 from service.store import PageRequest
 
 if TYPE_CHECKING:
     from service.store import Audit
 
 AUDIT_PATH = "/api/identity/audit"
-AUDIT_QUERY = ("since", "until", "subscriptionId", "limit", "cursor")
+AUDIT_QUERY = ("since", "until", "subscriptionId", "action", "limit", "cursor")
 AUDIT_POSITION = ids.shape(AUDIT)
 _SUBSCRIPTION = ids.shape(ids.SUBSCRIPTION)
 
@@ -50,10 +50,22 @@ class AuditQuery:
         if subscription_id is not None and not _SUBSCRIPTION.fullmatch(subscription_id):
             self.errors.append(("subscriptionId", "is not a subscription id (whk_…)"))
             subscription_id = None
+        actions: tuple[str, ...] = ()
+        if "action" in query:
+            actions = tuple(sorted({a.strip() for a in query["action"].split(",")}))
+            if unknown := [a for a in actions if a not in AUDIT_ACTIONS]:
+                self.errors.append(
+                    (
+                        "action",
+                        f"unknown: {', '.join(unknown)[:200]} (one of {', '.join(AUDIT_ACTIONS)})",
+                    )
+                )
+                actions = ()
         self.where = AuditFilter(
             since=query_time(query, "since", self.errors),
             until=query_time(query, "until", self.errors),
             subscription_id=subscription_id,
+            actions=actions,
         )
 
 

@@ -659,6 +659,26 @@ class DeliveryList(BaseModel):
     nextCursor: str | None
 
 
+class HourRow(BaseModel):
+    start: str = Field(description="The hour's start (UTC, on the hour).")
+    attempts: int = Field(description="Attempts made in the hour.")
+    sent: int = Field(description="Of those, answered 2xx.")
+    failed: dict[str, int] = Field(
+        description="The others by result class (3xx, 4xx, 5xx, timeout, connection, token; "
+        "other for attempts counted before the classes were kept); classes at zero left out."
+    )
+    p95LatencyMs: int | None = Field(
+        description="The hour's 95th percentile attempt duration, from latency buckets (exact "
+        "to the bucket's width); null without attempts."
+    )
+
+
+class SubscriptionHours(BaseModel):
+    hours: list[HourRow] = Field(
+        description="The last 24 hours, oldest first, the current (partial) hour last."
+    )
+
+
 class AttemptRow(BaseModel):
     number: int
     at: str
@@ -883,6 +903,8 @@ class AuditRow(BaseModel):
         "subscription.secret_rotated",
         "subscription.deleted",
         "subscription.disabled",
+        "subscription.failing",
+        "subscription.recovered",
         "api_key.created",
         "api_key.revoked",
     ]

@@ -35,6 +35,7 @@ _MODELS: list[type[BaseModel]] = [
     models.EventTypes,
     models.DeliveryRow,
     models.DeliveryList,
+    models.SubscriptionHours,
     models.DeliveryDetail,
     models.ReplayResult,
     models.RotatedSecret,
@@ -234,6 +235,12 @@ def _audit() -> dict[str, Any]:
                     "in": "query",
                     "schema": {"type": "string", "pattern": "^whk_[0-9A-HJKMNP-TV-Z]{26}$"},
                 },
+                {
+                    "name": "action",
+                    "in": "query",
+                    "description": "only these actions, comma-separated",
+                    "schema": {"type": "string"},
+                },
                 *_paging(),
             ],
             "responses": {
@@ -418,6 +425,21 @@ def document() -> dict[str, Any]:
                     "parameters": [*_log_filters(), *_paging()],
                     "responses": {
                         "200": {"description": "a page", "content": _json(models.DeliveryList)},
+                        **_problems(401, 404, 422),
+                    },
+                },
+            },
+            BASE + "/{id}/hours": {
+                "parameters": [id_param],
+                "get": {
+                    "operationId": "getSubscriptionHours",
+                    "description": "The subscription's attempts over the last 24 hours, an "
+                    "hour each: attempts, sent, failed by result class, p95 latency.",
+                    "responses": {
+                        "200": {
+                            "description": "24 hours, oldest first",
+                            "content": _json(models.SubscriptionHours),
+                        },
                         **_problems(401, 404, 422),
                     },
                 },

@@ -32,6 +32,7 @@ from service.api.models import (
     ReplayResult,
     RotatedSecret,
     RotateSecret,
+    SubscriptionHours,
     SubscriptionList,
     SubscriptionRow,
     TestRequest,
@@ -126,6 +127,7 @@ class SubscriptionApi:
             web.delete(BASE + "/{id}", self.delete),
             web.post(BASE + "/{id}/test", self.test),
             web.get(BASE + "/{id}/deliveries", self.deliveries),
+            web.get(BASE + "/{id}/hours", self.hours),
             web.get(BASE + "/{id}/deliveries/{delivery}", self.delivery),
             web.post(BASE + "/{id}/deliveries/{delivery}/redeliver", self.redeliver),
             web.post(BASE + "/{id}/replay", self.replay),
@@ -465,6 +467,32 @@ class SubscriptionApi:
                     "nextCursor": None
                     if page.next_after is None
                     else encode_cursor(page.next_after),
+                }
+            )
+        )
+
+    async def hours(self, request: web.Request) -> web.Response:
+        """The last 24 hours of its attempts from the hourly counters, for the console's
+        chart: no query parameters."""
+        found = await self._found(request)
+        if isinstance(found, web.Response):
+            return found
+        if request.query:
+            return invalid([(name, "unknown query parameter") for name in request.query])
+        stats = await _store(request).subscription_hours(found.id)
+        return _json(
+            SubscriptionHours.model_validate(
+                {
+                    "hours": [
+                        {
+                            "start": iso(hour.start),
+                            "attempts": hour.attempts,
+                            "sent": hour.sent,
+                            "failed": dict(hour.failed),
+                            "p95LatencyMs": hour.p95_latency_ms,
+                        }
+                        for hour in stats
+                    ]
                 }
             )
         )

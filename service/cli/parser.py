@@ -138,6 +138,11 @@ def _audit_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     audit.add_argument(
         "--subscription", dest="subscriptionId", help="only the changes of this subscription"
     )
+    audit.add_argument(
+        "--action",
+        help="only these actions, comma-separated (subscription.failing, "
+        "subscription.disabled, subscription.recovered, subscription.updated…)",
+    )
     audit.add_argument("--limit", help="rows per page, 1 to 100 (default 50)")
     audit.add_argument("--cursor", help="the next page, as printed by the previous one")
     audit.add_argument(

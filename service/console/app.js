@@ -1,5 +1,6 @@
 // The console: a client of the management API under /api/identity/webhooks (and, for the
-// erasure of a customer's data, /api/identity/customers), in this origin.
+// erasure of a customer's data, /api/identity/customers; for the audit trail,
+// /api/identity/audit), in this origin.
 // No framework and no build step. Everything the API says is put on the page as text
 // (textContent, text nodes, attribute values), never as markup: the Content-Security-Policy's
 // Trusted Types setting makes the browser refuse innerHTML anyway.
@@ -7,6 +8,10 @@
 
 const API = '/api/identity/webhooks';
 const CUSTOMERS = '/api/identity/customers';
+const AUDIT = '/api/identity/audit';
+const AUDIT_PAGE_SIZE = 25;
+// The service's own verdicts on a subscription, as the audit trail names them.
+const VERDICTS = ['subscription.failing', 'subscription.disabled', 'subscription.recovered'];
 const KEY_STORAGE = 'identity-webhooks.apiKey';
 const PAGE_SIZE = 50;
 const KEY_CHARS = /^[A-Za-z0-9_-]{8,200}$/;
@@ -21,6 +26,7 @@ const state = {
   testResults: new Map(), // id -> {result} or {error}: survives a re-render of the table
   testEvents: new Map(), // id -> the event type "Send test" sends (webhook.test when unset)
   log: { subscription: null, filter: {}, cursor: null },
+  audit: { filter: {}, cursor: null },
   editing: null, // the row being edited, null when creating
   acting: null, // the row a dialog acts on
   erasing: null, // the customer id whose dry run the erase dialog shows
@@ -54,11 +60,17 @@ const localFormat = new Intl.DateTimeFormat(undefined, {
 });
 
 /** A time in UTC and, under it, in the browser's zone. */
+/** A time as plain text, in UTC to the second: for sentences, where `when` would not fit. */
+function whenText(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 function when(iso) {
   if (!iso) return h('span', { class: 'muted', text: '—' });
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return h('span', { text: iso });
-  const utc = `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  const utc = whenText(iso);
   return h('time', { datetime: iso, class: 'when' },
     h('span', { class: 'utc', text: utc }),
     h('span', { class: 'local', text: localFormat.format(date) }));
@@ -161,6 +173,13 @@ async function eventTypes() {
   return state.eventTypes;
 }
 
+/** An operational event (about the org's own subscriptions), not a domain event. */
+const isOperational = (name) => name.startsWith('webhook.') && name !== 'webhook.test';
+
+const OPERATIONAL_NOTE = 'Operational events tell this subscription about the organisation\'s '
+  + 'other subscriptions (failing, disabled, recovered, a delivery exhausted, a change): it never '
+  + 'receives one about itself.';
+
 // -- sign in -------------------------------------------------------------------------------
 
 function signedIn() {
@@ -224,7 +243,9 @@ function showView(id) {
 function route() {
   if (!state.key) { showView('#view-sign-in'); $('#api-key').focus(); return; }
   const match = /^#\/subscriptions\/(whk_[0-9A-Za-z]+)\/deliveries$/.exec(location.hash);
+  const audit = /^#\/audit(?:\/(whk_[0-9A-Za-z]+))?$/.exec(location.hash);
   if (match) openLog(match[1]);
+  else if (audit) openAudit(audit[1] || null);
   else openSubscriptions();
 }
 
@@ -344,7 +365,9 @@ function subscriptionRow(row) {
       row.filter
         ? h('span', { class: 'muted small mono wrap content-filter', text: `filter: ${JSON.stringify(row.filter)}` })
         : null),
-    cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => h('li', { class: 'mono', text: e })))),
+    cell('Events', h('ul', { class: 'plain' }, row.events.map((e) => (isOperational(e)
+      ? h('li', { class: 'mono operational-type', title: OPERATIONAL_NOTE, text: `${e} (operational)` })
+      : h('li', { class: 'mono', text: e }))))),
     cell('State', stateCell(row)),
     cell('Success 24 h', h('span', { class: 'nowrap', text: percent(row.successRate24h) })),
     cell('p95 24 h', h('span', { class: 'nowrap', text: row.p95LatencyMs24h === null ? '—' : `${row.p95LatencyMs24h} ms` })),
@@ -514,11 +537,18 @@ async function openEdit(row) {
     return;
   }
   const fieldset = $('#edit-events');
-  fieldset.replaceChildren(h('legend', { text: 'Events' }), ...names
-    .filter((name) => name !== 'webhook.test')
-    .map((name) => h('div', { class: 'check' },
-      h('input', { type: 'checkbox', id: `event-${name}`, name: 'events', value: name, checked: row ? row.events.includes(name) : false }),
-      h('label', { for: `event-${name}`, class: 'mono', text: name }))));
+  const box = (name) => h('div', { class: 'check' },
+    h('input', { type: 'checkbox', id: `event-${name}`, name: 'events', value: name, checked: row ? row.events.includes(name) : false }),
+    h('label', { for: `event-${name}`, class: 'mono', text: name }));
+  const domain = names.filter((name) => name !== 'webhook.test' && !isOperational(name));
+  const operational = names.filter(isOperational);
+  fieldset.replaceChildren(h('legend', { text: 'Events' }), ...domain.map(box),
+    operational.length
+      ? h('fieldset', { id: 'edit-operational-events', 'aria-describedby': 'edit-operational-hint' },
+        h('legend', { text: 'Operational events' }),
+        h('p', { id: 'edit-operational-hint', class: 'muted small', text: OPERATIONAL_NOTE }),
+        ...operational.map(box))
+      : null);
   if (row) {
     $('#edit-url').value = row.url;
     $('#edit-installed-by').value = row.installedBy || '';
@@ -953,7 +983,263 @@ async function openLog(id) {
     showError($('#log-error'), failure);
     return;
   }
-  await loadLog();
+  $('#ops-audit-link').setAttribute('href', `#/audit/${id}`);
+  await Promise.all([loadLog(), loadHours(id), loadVerdicts(log.subscription)]);
+}
+
+// -- the 24-hour chart ---------------------------------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+/** An SVG element, as `h` makes HTML ones: attributes and text, never markup. */
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue;
+    if (name === 'text') el.textContent = value;
+    else el.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) if (child) el.append(child);
+  return el;
+}
+
+// Failure classes in the order they are stacked, above the sent part of a bar.
+const FAILURE_ORDER = ['5xx', '4xx', '3xx', 'timeout', 'connection', 'token', 'other'];
+const hourFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+async function loadHours(id) {
+  const error = $('#hours-error');
+  try {
+    const body = await api('GET', `/${id}/hours`);
+    if (state.log.subscription?.id !== id) return;
+    drawHours(body.hours);
+    showError(error, null);
+  } catch (failure) {
+    $('#hours-chart').replaceChildren();
+    showError(error, failure);
+  }
+}
+
+/** Stacked bars of each hour's attempts (sent, then failures by class) against the left
+ * axis, and the hour's p95 latency as points on a line against the right one. */
+function drawHours(hours) {
+  const width = 720;
+  const height = 220;
+  const pad = { left: 40, right: 52, top: 12, bottom: 28 };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  const slot = plotW / hours.length;
+  const most = Math.max(1, ...hours.map((hour) => hour.attempts));
+  const slowest = Math.max(1, ...hours.map((hour) => hour.p95LatencyMs || 0));
+  const y = (n) => pad.top + plotH - (n / most) * plotH;
+  const yLatency = (ms) => pad.top + plotH - (ms / slowest) * plotH;
+  const classes = new Set();
+  const bars = [];
+  const points = [];
+  hours.forEach((hour, i) => {
+    const x = pad.left + i * slot + slot * 0.15;
+    const label = `${hourFormat.format(new Date(hour.start))}`;
+    const parts = [['sent', hour.sent],
+      ...FAILURE_ORDER.filter((name) => hour.failed[name]).map((name) => [name, hour.failed[name]]),
+      ...Object.entries(hour.failed).filter(([name]) => !FAILURE_ORDER.includes(name))];
+    let below = 0;
+    for (const [name, n] of parts) {
+      if (!n) continue;
+      classes.add(name);
+      bars.push(svg('rect', {
+        class: `seg seg-${name.replace(/[^a-z0-9]/gi, '')}`, 'data-hour': hour.start, 'data-kind': name,
+        x: x.toFixed(1), width: (slot * 0.7).toFixed(1),
+        y: y(below + n).toFixed(1), height: Math.max(1, y(below) - y(below + n)).toFixed(1),
+      }, svg('title', { text: `${label}: ${n} ${name === 'sent' ? 'sent' : `failed (${name})`}` })));
+      below += n;
+    }
+    if (hour.p95LatencyMs !== null) {
+      points.push([pad.left + (i + 0.5) * slot, yLatency(hour.p95LatencyMs), label, hour.p95LatencyMs, i]);
+    }
+  });
+  const ticks = hours
+    .map((hour, i) => [hour, i])
+    .filter(([, i]) => i % 6 === 0 || i === hours.length - 1)
+    .map(([hour, i]) => svg('text', {
+      class: 'tick', x: (pad.left + (i + 0.5) * slot).toFixed(1), y: height - 8, 'text-anchor': 'middle',
+      text: hourFormat.format(new Date(hour.start)),
+    }));
+  const chart = svg('svg', {
+    viewBox: `0 0 ${width} ${height}`, role: 'img',
+    'aria-label': `Attempts per hour over the last 24 hours: ${hours.reduce((n, hour) => n + hour.attempts, 0)} in all, at most ${most} in an hour; p95 latency at most ${slowest} ms`,
+  },
+  svg('line', { class: 'axis', x1: pad.left, x2: width - pad.right, y1: pad.top + plotH, y2: pad.top + plotH }),
+  svg('line', { class: 'axis', x1: pad.left, x2: pad.left, y1: pad.top, y2: pad.top + plotH }),
+  svg('text', { class: 'tick', x: pad.left - 6, y: pad.top + 10, 'text-anchor': 'end', text: String(most) }),
+  svg('text', { class: 'tick', x: pad.left - 6, y: pad.top + plotH, 'text-anchor': 'end', text: '0' }),
+  svg('text', { class: 'tick', x: width - pad.right + 6, y: pad.top + 10, text: `${slowest} ms` }),
+  ...ticks, ...bars,
+  ...lineRuns(points).map((run) => svg('polyline', {
+    class: 'p95-line', points: run.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' '),
+  })),
+  ...points.map(([px, py, label, ms]) => svg('circle', {
+    class: 'p95-point', cx: px.toFixed(1), cy: py.toFixed(1), r: 3.5,
+  }, svg('title', { text: `${label}: p95 ${ms} ms` }))));
+  $('#hours-chart').replaceChildren(chart);
+  const kinds = [...classes].sort((a, b) => (a === 'sent' ? -1 : b === 'sent' ? 1 : 0));
+  $('#hours-legend').replaceChildren(
+    ...kinds.map((name) => h('li', {},
+      h('span', { class: `swatch seg-${name.replace(/[^a-z0-9]/gi, '')}`, 'aria-hidden': 'true' }),
+      name === 'sent' ? 'sent (2xx)' : `failed: ${name}`)),
+    h('li', {}, h('span', { class: 'swatch p95', 'aria-hidden': 'true' }), 'p95 latency (right axis)'));
+  if (!classes.size) {
+    $('#hours-legend').prepend(h('li', { class: 'muted', text: 'No attempt in the last 24 hours.' }));
+  }
+  $('#hours-table tbody').replaceChildren(...hours.filter((hour) => hour.attempts).map((hour) => h('tr', {},
+    h('td', { text: hourFormat.format(new Date(hour.start)) }),
+    h('td', { text: String(hour.attempts) }),
+    h('td', { text: String(hour.sent) }),
+    h('td', { text: Object.entries(hour.failed).map(([name, n]) => `${n} ${name}`).join(', ') || '0' }),
+    h('td', { text: hour.p95LatencyMs === null ? '—' : `${hour.p95LatencyMs} ms` }))));
+}
+
+// -- a subscription's verdicts: failing, disabled, recovered --------------------------------
+
+async function loadVerdicts(subscription) {
+  const takes = subscription.events.filter(isOperational);
+  $('#ops-takes').textContent = takes.length
+    ? `It takes these operational events, about the organisation's other subscriptions (never about itself): ${takes.join(', ')}.`
+    : 'It takes no operational event: edit it to be told when another subscription of this organisation fails, is disabled or recovers.';
+  const params = new URLSearchParams({
+    subscriptionId: subscription.id, action: VERDICTS.join(','), limit: '10',
+  });
+  const list = $('#ops-list');
+  try {
+    const page = await call('GET', `${AUDIT}?${params}`);
+    list.replaceChildren(...page.rows.map((entry) => h('li', { 'data-action': entry.action },
+      verdictBadge(entry.action), when(entry.at), h('span', { class: 'small', text: verdictText(entry) }))));
+    showError($('#ops-error'), null);
+  } catch (failure) {
+    list.replaceChildren();
+    showError($('#ops-error'), failure);
+  }
+  show($('#ops-empty'), list.children.length === 0);
+}
+
+function verdictBadge(action) {
+  const name = action.replace('subscription.', '');
+  const kind = { failing: 'retrying', disabled: 'failed', recovered: 'sent' }[name] || 'pending';
+  return h('span', { class: `badge status-${kind}`, text: name });
+}
+
+function verdictText(entry) {
+  const c = entry.changes || {};
+  if (entry.action === 'subscription.failing') {
+    const last = c.lastStatusCode ? `HTTP ${c.lastStatusCode}` : (c.lastError || 'no answer');
+    return `${counted(c.consecutiveFailures || 0, 'failed attempt', 'failed attempts')} in a row since ${whenText(c.failingSince)}; last: ${last}`;
+  }
+  if (entry.action === 'subscription.disabled') return `by ${actorText(entry.actor)}: ${c.reason || ''}`;
+  if (entry.action === 'subscription.recovered') return c.failingSince ? `failing since ${whenText(c.failingSince)}` : 'delivered again';
+  return '';
+}
+
+/** The p95 points split where an hour had no attempts, so the line shows the gap instead of
+ * joining across it; a run of one point is left to its dot. */
+function lineRuns(points) {
+  const runs = [];
+  for (const point of points) {
+    const run = runs[runs.length - 1];
+    if (run && run[run.length - 1][4] === point[4] - 1) run.push(point);
+    else runs.push([point]);
+  }
+  return runs.filter((run) => run.length > 1);
+}
+
+// -- the audit trail -----------------------------------------------------------------------
+
+function actorText(actor) {
+  if (actor.type === 'api_key') return `API key “${actor.name}” (${actor.id})`;
+  if (actor.type === 'cli') return `command line, user ${actor.name || '?'}`;
+  return 'the service (system)';
+}
+
+async function openAudit(subscriptionId) {
+  showView('#view-audit');
+  const select = $('#audit-subscription');
+  try {
+    if (!state.subscriptions.size) await loadSubscriptions();
+  } catch {
+    // the list is only for the filter's choices
+  }
+  select.replaceChildren(h('option', { value: '', text: 'any' }),
+    ...[...state.subscriptions.values()].map((row) => h('option', { value: row.id, text: `${row.url || 'feed'} (${row.id})` })));
+  if (subscriptionId && !state.subscriptions.has(subscriptionId)) {
+    select.append(h('option', { value: subscriptionId, text: subscriptionId }));
+  }
+  // Not the form's reset(): its handler would load the whole trail too.
+  $('#audit-since').value = '';
+  $('#audit-until').value = '';
+  select.value = subscriptionId || '';
+  state.audit.filter = subscriptionId ? { subscriptionId } : {};
+  await loadAudit();
+}
+
+async function loadAudit(more = false) {
+  const params = new URLSearchParams({ limit: String(AUDIT_PAGE_SIZE) });
+  for (const [name, value] of Object.entries(state.audit.filter)) if (value) params.set(name, value);
+  if (more && state.audit.cursor) params.set('cursor', state.audit.cursor);
+  const body = $('#audit-table tbody');
+  try {
+    const page = await call('GET', `${AUDIT}?${params}`);
+    const rows = page.rows.map(auditRow);
+    if (more) body.append(...rows); else body.replaceChildren(...rows);
+    state.audit.cursor = page.nextCursor;
+    showError($('#audit-error'), null);
+  } catch (failure) {
+    showError($('#audit-error'), failure);
+  }
+  show($('#audit-empty'), body.children.length === 0);
+  show($('#audit-table'), body.children.length > 0);
+  show($('#audit-more'), Boolean(state.audit.cursor));
+}
+
+function auditRow(entry) {
+  const cell = (heading, ...content) => h('td', { 'data-label': heading }, h('div', { class: 'cell' }, ...content));
+  const of = entry.subscriptionId
+    ? h('a', { href: `#/subscriptions/${entry.subscriptionId}/deliveries`, class: 'mono small wrap', text: entry.subscriptionId })
+    : h('span', { class: 'mono small wrap', text: entry.apiKeyId || '—' });
+  return h('tr', { 'data-id': entry.id, 'data-action': entry.action },
+    cell('Time', when(entry.at)),
+    cell('Actor', h('span', { class: 'actor', text: actorText(entry.actor) })),
+    cell('Action', h('span', { class: 'mono', text: entry.action })),
+    cell('Of', of),
+    cell('What changed', changesView(entry.changes || {})));
+}
+
+/** What changed, as the API says it: field names, old → new of plain settings, header names,
+ * whether a filter or credentials are set. The API never sends a secret or a header's value. */
+function changesView(changes) {
+  const items = [];
+  for (const [name, value] of Object.entries(changes)) {
+    let text;
+    if (name === 'fields' && Array.isArray(value)) text = `fields: ${value.join(', ') || '—'}`;
+    else if (value && typeof value === 'object' && !Array.isArray(value) && 'old' in value && 'new' in value) {
+      text = `${name}: ${shown(value.old)} → ${shown(value.new)}`;
+    } else text = `${name}: ${shown(value)}`;
+    items.push(h('li', { class: 'small', text }));
+  }
+  return items.length ? h('ul', { class: 'changes' }, items) : h('span', { class: 'muted', text: '—' });
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return 'none';
+  if (Array.isArray(value)) return value.join(', ') || '[]';
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+function applyAuditFilters(event) {
+  event.preventDefault();
+  state.audit.filter = {
+    subscriptionId: $('#audit-subscription').value,
+    since: inputTime($('#audit-since')),
+    until: inputTime($('#audit-until')),
+  };
+  loadAudit();
 }
 
 async function loadLog(more = false) {
@@ -1182,6 +1468,10 @@ function start() {
   $('#log-refresh').addEventListener('click', () => loadLog());
   $('#log-more').addEventListener('click', () => loadLog(true));
   $('#replay-form').addEventListener('submit', submitReplay);
+  $('#audit-filters').addEventListener('submit', applyAuditFilters);
+  $('#audit-filters').addEventListener('reset', () => { state.audit.filter = {}; setTimeout(loadAudit); });
+  $('#audit-refresh').addEventListener('click', () => loadAudit());
+  $('#audit-more').addEventListener('click', () => loadAudit(true));
   for (const button of document.querySelectorAll('.close-dialog')) {
     button.addEventListener('click', () => button.closest('dialog').close());
   }

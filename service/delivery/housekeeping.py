@@ -1,5 +1,8 @@
 """Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state, polling
-subscriptions and those whose reader is behind) every few seconds, and retention every
+subscriptions and those whose reader is behind) every few seconds; every `ALERT_INTERVAL` the
+`failing` announcement of a subscription whose run of failures has lasted `WEBHOOKS_FAILING_AFTER`
+though no attempt was recorded since (its next retry may be hours away:
+docs/decisions/0017-failing-on-a-timer-and-the-console.md); and retention every
 `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, the payloads (event bodies,
 response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
 (docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
@@ -47,6 +50,7 @@ GAUGE_INTERVAL = 5.0
 PURGE_INTERVAL = 600.0
 PURGE_BATCH = 500
 PURGE_PAUSE = 0.05  # seconds between batches: other writers get the store in between
+ALERT_INTERVAL = 60.0
 
 
 class Kept(Pipeline, Retention, PersonalData, Feeds, Audit, Protocol):
@@ -99,7 +103,9 @@ class Housekeeping:
         purge_batch: int = PURGE_BATCH,
         feed_behind: float = 900.0,
         audit_retention: float = 365 * 86400.0,
+        alert_interval: float = ALERT_INTERVAL,
     ) -> None:
+        self._alert_interval = alert_interval
         self._audit_retention = audit_retention
         self._store = store
         self._metrics = metrics
@@ -119,6 +125,7 @@ class Housekeeping:
         async with (
             in_background(self._gauges(), "housekeeping-gauges", fatal),
             in_background(self._retain(), "housekeeping-retention", fatal),
+            in_background(self._alerts(), "housekeeping-alerts", fatal),
             in_background(self._count_sealed(), "housekeeping-census", fatal),
         ):
             yield self
@@ -133,6 +140,23 @@ class Housekeeping:
             except (StoreUnavailable, OSError) as exc:
                 log.warning("housekeeping.failed", error=str(exc))
             await asyncio.sleep(GAUGE_INTERVAL)
+
+    async def _alerts(self) -> None:
+        while True:
+            try:
+                await self.announce_failing()
+            except (StoreUnavailable, OSError) as exc:
+                log.warning("housekeeping.alerts_failed", error=str(exc))
+            await asyncio.sleep(self._alert_interval)
+
+    async def announce_failing(self, now: int | None = None) -> int:
+        """`failing` for the subscriptions whose run of failures has reached
+        `WEBHOOKS_FAILING_AFTER` by `now` (the clock's, unless a test drives it) without an
+        attempt recorded since; returns how many were announced."""
+        announced = await self._store.announce_failing(now_ms() if now is None else now)
+        if announced:
+            log.info("housekeeping.failing_announced", subscriptions=announced)
+        return announced
 
     async def _retain(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from service.domain import (
     FeedCounts,
     FeedHealth,
     FeedPage,
+    HourStats,
     IncomingEvent,
     NewDelivery,
     Ordering,
@@ -313,6 +314,10 @@ class Summaries(Protocol):
         """Per subscription: its deliveries retained, the latest one, the last 24 hours'
         attempts (from hourly counters) and its open deliveries."""
 
+    async def subscription_hours(self, subscription_id: str, count: int = 24) -> list[HourStats]:
+        """Its attempts of the last `count` hours (the current one last), an hour each, from
+        the hourly counters: sent, failed by result class, p95 latency."""
+
 
 class DeliveryLog(Protocol):
     """A subscription's delivery log, and the recovery that acts on it: redeliver, replay."""
@@ -394,6 +399,12 @@ class Pipeline(Protocol):
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
         """Marks it inactive with a reason and fails its open deliveries; `disabled` (by
         `system`) and its audit entry go with it."""
+
+    async def announce_failing(self, now: int) -> int:
+        """`failing` for each active subscription whose run of failures began
+        `alerts.after_ms` or more before `now` and is not announced yet, with its audit entry,
+        as if an attempt had been recorded at `now` (housekeeping's timer: a subscription
+        retried rarely is told of on time). Returns how many were announced."""
 
     async def pending_count(self) -> int:
         """The open deliveries, counted: a read of every one of them."""

@@ -18,6 +18,7 @@ from service import ids
 from service.api.models import (
     CreatedSubscription,
     EventTypes,
+    SubscriptionHours,
     SubscriptionList,
     SubscriptionRow,
 )
@@ -144,6 +145,52 @@ async def test_list_and_get_carry_delivery_summaries_from_the_deliveries_table(
     assert one["lastDelivery"]["status"] == "sent"
     assert one["lastDelivery"]["responseCode"] == 200
     assert support.RFC3339_MS.match(one["lastDelivery"]["at"])
+
+
+async def test_the_hours_show_a_day_of_attempts_by_class_and_only_to_the_org(
+    api: support.Api,
+) -> None:
+    """`GET …/{id}/hours`: 24 hours, oldest first, the current one holding the attempts just
+    recorded (sent, failed by class, p95); another org's key gets a 404, a query a 422."""
+    created = await support.create(api)
+    events = [
+        IncomingEvent(
+            ids.new_id("evt"), "org_a", "verification.created", now_ms(), b"{}", None, None
+        )
+        for _ in range(2)
+    ]
+    deliveries = [
+        NewDelivery(ids.new_id("whd"), e.id, created["id"], e.event, e.org_id) for e in events
+    ]
+    await api.store.record_events(events, deliveries, Lease("test", 60_000))
+    at = now_ms()
+    outcomes = [(200, "2xx", DeliveryStatus.SENT, 42), (503, "5xx", DeliveryStatus.FAILED, 80)]
+    await api.store.record_attempts(
+        [
+            AttemptRecord(d.id, created["id"], 1, at, ms, code, result, None, None, status, None)
+            for d, (code, result, status, ms) in zip(deliveries, outcomes, strict=True)
+        ],
+        "test",
+    )
+    status, body, _ = await api.call("GET", f"/{created['id']}/hours")
+    assert status == 200
+    SubscriptionHours.model_validate(body)
+    hours = body["hours"]
+    assert len(hours) == 24
+    assert all(support.RFC3339_MS.match(h["start"]) for h in hours)
+    assert hours[-1] | {"start": None, "p95LatencyMs": None} == {
+        "start": None,
+        "attempts": 2,
+        "sent": 1,
+        "failed": {"5xx": 1},
+        "p95LatencyMs": None,
+    }
+    assert 50 <= hours[-1]["p95LatencyMs"] <= 100  # the 503's bucket, 75 to 100 ms
+    assert [h["attempts"] for h in hours[:-1]] == [0] * 23
+    status, problem, ct = await api.call("GET", f"/{created['id']}/hours", key=api.other_key)
+    support.assert_problem(status, problem, ct, 404)
+    status, problem, ct = await api.call("GET", f"/{created['id']}/hours?hours=48")
+    support.assert_problem(status, problem, ct, 422)
 
 
 async def test_paging_with_cursor(api: support.Api) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ from service.appkeys import STORE
 from service.clock import iso, now_ms
 from service.console import CONTENT_SECURITY_POLICY
 from service.domain import DeliveryStatus, IncomingEvent, NewDelivery
+from service.events import OPERATIONAL
 from service.settings import load_settings
 from service.signing import standard_secret
 from service.store import Lease, Store
@@ -877,5 +879,169 @@ async def test_the_filter_editor_tries_a_filter_before_saving(
     page_rows = await console.store.list_subscriptions(ORG, 10, None)
     (saved,) = [s for s in page_rows.rows if s.url == url]
     assert saved.filter == '{"data":{"method":"ktp_capture"}}'
+    assert console.foreign() == []
+    assert console.page_errors == []
+
+
+GATEWAY_TOKEN = "tok-7c1e-never-on-the-page"
+HOUR = 3_600_000
+
+
+async def _attempts(
+    store: Store, subscription_id: str, outcomes: list[tuple[int, int | None, str]]
+) -> None:
+    """One finished delivery to the subscription per (started at, status code, result class):
+    what the hourly counters hold for the chart. None of them is left open for the running
+    dispatcher to retry."""
+    events = [
+        IncomingEvent(ids.new_id("evt"), ORG, "verification.created", at, b"{}", None, None)
+        for at, _, _ in outcomes
+    ]
+    deliveries = [
+        NewDelivery(ids.new_id(ids.DELIVERY), e.id, subscription_id, e.event, ORG) for e in events
+    ]
+    await store.record_events(events, deliveries, Lease("console-test", 600_000))
+    sent = DeliveryStatus.SENT
+    await store.record_attempts(
+        [
+            replace(
+                store_attempt(d, 1, sent if result == "2xx" else DeliveryStatus.FAILED, code, at),
+                result=result,
+                duration_ms=40 if result == "2xx" else 8_000,
+            )
+            for d, (at, code, result) in zip(deliveries, outcomes, strict=True)
+        ],
+        "console-test",
+    )
+
+
+async def test_the_audit_trail_operational_events_and_the_day_chart_in_the_console(
+    console: Console, browser: Browser, receiver: Receiver
+) -> None:
+    """A PATCH made through the API is in the audit view with the key's name and the old and
+    new URL, never the header's value; the view pages with the API's cursor and narrows by
+    subscription and time. A subscription's page draws its 24 hours with one bar part per
+    (hour, outcome) seeded and one p95 point per hour with attempts, and lists the service's
+    verdicts on it; the event-type choice sets the operational events apart."""
+    watcher = await console.api(
+        "POST", {"url": receiver.url("watch"), "events": ["verification.created", *OPERATIONAL]}
+    )
+    target = await console.api(
+        "POST", {"url": receiver.url("target"), "events": ["verification.created"]}
+    )
+    moved = receiver.url("moved")
+    await console.api(
+        "PATCH", {"url": moved, "headers": {"X-Gateway-Token": GATEWAY_TOKEN}}, f"/{target['id']}"
+    )
+    for n in range(22):  # past one page of the audit view (25)
+        await console.api("PATCH", {"installedBy": f"deploy@{n}"}, f"/{watcher['id']}")
+    now = now_ms()
+    await _attempts(
+        console.store,
+        target["id"],
+        [
+            (now - 3 * HOUR, 200, "2xx"),
+            (now - 3 * HOUR + 1, 200, "2xx"),
+            (now - HOUR, 200, "2xx"),
+            (now - HOUR + 1, 503, "5xx"),
+            (now, None, "timeout"),
+        ],
+    )
+    # The 5xx and the timeout an hour apart: `failing` (audited) when the timeout is recorded.
+    assert await console.store.deactivate_subscription(target["id"], "410 Gone")
+
+    async with watched_page(browser, console, timezone_id="Europe/Berlin") as page:
+        await page.goto(console.origin + "/console")
+        await page.get_by_label("API key").fill(console.key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#subs-table tbody tr")).to_have_count(2)
+        await expect(row_of(page, "watch").locator(".operational-type")).to_have_count(
+            len(OPERATIONAL)
+        )
+
+        # -- the event types: the operational ones apart, with what they never do ---------------
+        await row_of(page, "watch").get_by_role("button", name="Edit").click()
+        group = page.locator("#edit-operational-events")
+        await expect(group).to_be_visible()
+        await expect(group.locator("input:checked")).to_have_count(len(OPERATIONAL))
+        await expect(group).to_contain_text("never receives one about itself")
+        domain = page.locator("#edit-events > .check input")
+        assert all(
+            not name.startswith("webhook.")
+            for name in await domain.evaluate_all("(boxes) => boxes.map((box) => box.value)")
+        )
+        await page.locator("#edit-dialog").get_by_role("button", name="Cancel").click()
+
+        # -- a subscription's page: the 24-hour chart and the service's verdicts ---------------
+        await page.goto(f"{console.origin}/console#/subscriptions/{target['id']}/deliveries")
+        chart = page.locator("#hours-chart svg")
+        await expect(chart).to_be_visible()
+        # Hours -3 (sent), -1 (sent, 5xx), now (timeout): four parts, three p95 points.
+        await expect(chart.locator("rect.seg")).to_have_count(4)
+        kinds = await chart.locator("rect.seg").evaluate_all(
+            "(bars) => bars.map((bar) => bar.dataset.kind)"
+        )
+        assert kinds == ["sent", "sent", "5xx", "timeout"]
+        assert (
+            len(
+                set(
+                    await chart.locator("rect.seg").evaluate_all(
+                        "(bars) => bars.map((bar) => bar.dataset.hour)"
+                    )
+                )
+            )
+            == 3
+        )
+        await expect(chart.locator("circle.p95-point")).to_have_count(3)
+        # The line joins hours -1 and now only: hour -2 had no attempt, so it is a gap, not a slope.
+        lines = await chart.locator("polyline.p95-line").evaluate_all(
+            "(lines) => lines.map((line) => line.getAttribute('points').split(' ').length)"
+        )
+        assert lines == [2]
+        await expect(page.locator("#hours-legend")).to_contain_text("failed: timeout")
+        verdicts = page.locator("#ops-list li")
+        await expect(verdicts).to_have_count(2)
+        shown = await verdicts.evaluate_all("(items) => items.map((i) => i.dataset.action)")
+        assert sorted(shown) == ["subscription.disabled", "subscription.failing"]
+        await expect(
+            page.locator('#ops-list li[data-action="subscription.disabled"]')
+        ).to_contain_text("410 Gone")
+        await expect(
+            page.locator('#ops-list li[data-action="subscription.failing"]')
+        ).to_contain_text("2 failed attempts in a row")
+        await expect(
+            page.locator('#ops-list li[data-action="subscription.failing"]')
+        ).to_contain_text(re.compile(r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"))
+        await expect(page.locator("#ops-takes")).to_contain_text("takes no operational event")
+        await shot(page, "subscription-day")
+
+        # -- the audit trail: the PATCH with the key's name, paged, narrowed --------------------
+        await page.locator("#ops-audit-link").click()
+        await expect(page.get_by_role("heading", name="Audit trail")).to_be_visible()
+        rows = page.locator("#audit-table tbody tr")
+        await expect(rows).to_have_count(4)  # created, updated, failing, disabled
+        await page.locator("#audit-subscription").select_option("")
+        await page.locator("#audit-filters").get_by_role("button", name="Filter").click()
+        await expect(rows).to_have_count(25)
+        await expect(page.locator("#audit-more")).to_be_visible()
+        await page.locator("#audit-more").click()
+        # The key's creation, two creations, 23 PATCHes, failing, disabled.
+        await expect(rows).to_have_count(28)
+        await expect(page.locator("#audit-more")).to_be_hidden()
+        patched = rows.filter(has_text=target["id"]).filter(has_text="subscription.updated")
+        await expect(patched).to_have_count(1)
+        await expect(patched).to_contain_text("API key “console test”")
+        await expect(patched).to_contain_text(f"url: {target['url']} → {moved}")
+        await expect(patched).to_contain_text("X-Gateway-Token")
+        assert GATEWAY_TOKEN not in await page.content()
+        await shot(page, "audit")
+
+        await page.locator("#audit-since").fill(await local_input_time(page, -3600))
+        await page.locator("#audit-filters").get_by_role("button", name="Filter").click()
+        await expect(page.locator("#audit-empty")).to_be_visible()
+        await page.locator("#audit-since").fill(await local_input_time(page, 3600))
+        await page.locator("#audit-subscription").select_option(target["id"])
+        await page.locator("#audit-filters").get_by_role("button", name="Filter").click()
+        await expect(rows).to_have_count(4)
     assert console.foreign() == []
     assert console.page_errors == []

@@ -41,8 +41,14 @@ AUDIT = "/api/identity/audit"
 SETTLE = 1.0  # seconds to wait for what must not arrive
 
 
-@pytest.fixture(scope="module")
-async def ops(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[LiveApp]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def ops(
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[LiveApp]:
+    """The service on each store: the events are made in the store's own transactions."""
     run = uuid.uuid4().hex[:8]
     names = [f"t{run}.identity.{event}" for event in CATALOG] + [f"t{run}.dlq"]
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -50,7 +56,7 @@ async def ops(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[LiveApp]
     await admin.create_topics([NewTopic(n, 3, 1) for n in names])
     try:
         async with (
-            scratch_database(postgres_url, f"webhooks_ops_{run}") as url,
+            _store_url(request.param, postgres_url, tmp_path_factory, run) as url,
             _started_receiver() as receiver,
         ):
             settings = load_settings(
@@ -71,6 +77,17 @@ async def ops(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[LiveApp]
     finally:
         await admin.delete_topics(names)
         await admin.close()
+
+
+@asynccontextmanager
+async def _store_url(
+    store: str, postgres_url: str, tmp: pytest.TempPathFactory, run: str
+) -> AsyncIterator[str]:
+    if store == "postgres":
+        async with scratch_database(postgres_url, f"webhooks_ops_{run}") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp.mktemp('ops')}/webhooks.db"
 
 
 @asynccontextmanager
@@ -313,6 +330,12 @@ async def test_the_audit_trail_pages_and_filters_by_time(ops: LiveApp) -> None:
     assert len(await org.audit(f"?until={later}")) == 3
     async with ops.client.get(AUDIT + "?cursor=nope&bad=1", headers=headers) as answer:
         assert answer.status == 422
+    created = await org.audit("?action=subscription.created,subscription.deleted")
+    assert [r["subscriptionId"] for r in created] == [m["id"] for m in reversed(made)]
+    assert await org.audit("?action=subscription.failing") == []
+    async with ops.client.get(AUDIT + "?action=subscription.exploded", headers=headers) as answer:
+        assert answer.status == 422
+        assert "subscription.exploded" in await answer.text()
 
 
 async def test_an_event_committed_before_a_crash_is_delivered_after_the_restart_once(

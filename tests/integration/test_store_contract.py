@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -12,6 +13,7 @@ from service import ids
 from service.clock import now_ms
 from service.delivery.census import RollingCensus
 from service.domain import (
+    AuditFilter,
     DeliveryFilter,
     DeliveryJob,
     DeliveryStatus,
@@ -674,3 +676,69 @@ async def test_an_index_follows_another_replicas_changes_reading_only_them(
         assert index.match("org_i", EVENTS[0], now, {}) == ((), 0)
     finally:
         await replica.close()
+
+
+async def test_the_hours_count_attempts_sent_failed_by_class_and_latency(store: Store) -> None:
+    sub, [first, second, third] = await recorded(store, "me", 60_000, count=3)
+    at = now_ms()
+    timed_out = replace(
+        attempt(third, 1, DeliveryStatus.RETRYING, None, at),
+        result="timeout",
+        duration_ms=10_000,
+    )
+    await store.record_attempts(
+        [
+            attempt(first, 1, DeliveryStatus.SENT, 200, at),
+            attempt(second, 1, DeliveryStatus.RETRYING, 503, at),
+            timed_out,
+        ],
+        "me",
+    )
+    hours = await store.subscription_hours(sub.id)
+    assert len(hours) == 24
+    assert [h.start for h in hours] == sorted({h.start for h in hours})
+    last = hours[-1]
+    assert last.start <= at < last.start + 3_600_000
+    assert (last.attempts, last.sent, dict(last.failed)) == (3, 1, {"5xx": 1, "timeout": 1})
+    assert last.p95_latency_ms is not None
+    assert last.p95_latency_ms > 6_000  # the timeout's bucket
+    assert all(h.attempts == 0 and h.p95_latency_ms is None for h in hours[:-1])
+
+
+async def test_a_long_run_of_failures_is_announced_failing_by_the_timer_once(
+    store: Store,
+) -> None:
+    """One failed attempt, its retry hours away: at the hour `failing` is announced by the
+    timer (audited, sent to the watcher), once; an attempt after does not announce it again;
+    the first success is `recovered`."""
+    watcher = await store.create_subscription(
+        "org_a", "https://w.example/h", ["webhook.subscription.failing"], None
+    )
+    sub, [delivery] = await recorded(store, "me", 60_000)
+    t0 = now_ms() - 2 * 3_600_000
+    failed = replace(attempt(delivery, 1, DeliveryStatus.RETRYING, 503, t0), next_attempt_at=t0)
+    await store.record_attempts([failed], "me")
+    assert await store.announce_failing(t0 + 3_599_000) == 0  # not an hour yet
+    assert await store.announce_failing(t0 + 3_600_000) == 1
+    assert await store.announce_failing(now_ms()) == 0  # once per run
+
+    where = AuditFilter(subscription_id=sub.id, actions=("subscription.failing",))
+    (entry,) = (await store.list_audit("org_a", where, PageRequest(10, None))).rows
+    assert entry.actor.kind.value == "system"
+    assert entry.changes["consecutiveFailures"] == 1
+    assert entry.changes["lastStatusCode"] == 503
+    told = await store.list_deliveries("org_a", watcher.id, DeliveryFilter(), PageRequest(10, None))
+    assert [row.event for row in told.rows] == ["webhook.subscription.failing"]
+
+    jobs = await store.claim_due(Claim("me", 10, 60_000))
+    assert delivery.id in {job.id for job in jobs}
+    again = attempt(delivery, 2, DeliveryStatus.RETRYING, 503, now_ms())
+    await store.record_attempts([replace(again, next_attempt_at=now_ms())], "me")
+    where = AuditFilter(
+        subscription_id=sub.id, actions=("subscription.failing", "subscription.recovered")
+    )
+    assert len((await store.list_audit("org_a", where, PageRequest(10, None))).rows) == 1
+    assert delivery.id in {job.id for job in await store.claim_due(Claim("me", 10, 60_000))}
+    await store.record_attempts([attempt(delivery, 3, DeliveryStatus.SENT, 200, now_ms())], "me")
+    rows = (await store.list_audit("org_a", where, PageRequest(10, None))).rows
+    assert [entry.action for entry in rows] == ["subscription.recovered", "subscription.failing"]

@@ -14,6 +14,8 @@ from service.summaries import (
     LATENCY_BUCKETS_MS,
     LATENCY_COUNTERS,
     OK,
+    failed_counter,
+    hours,
     latency_counter,
     p95,
     period,
@@ -113,3 +115,22 @@ def test_failure_streak_counts_failures_after_the_last_success() -> None:
     assert clocks["b"] == (False, 5, 2)
     # c: ends with a success: no streak.
     assert clocks["c"] == (True, None, 0)
+
+
+def test_hours_are_a_day_oldest_first_with_failures_by_class_and_the_rest_as_other() -> None:
+    now = 100 * HOUR_MS + 1_234
+    rows = [
+        (100 * HOUR_MS, "le:50", 3),
+        (100 * HOUR_MS, "le:inf", 1),
+        (100 * HOUR_MS, OK, 2),
+        (100 * HOUR_MS, failed_counter("5xx"), 1),
+        (90 * HOUR_MS, "le:10", 2),  # counted before the classes were kept
+        (70 * HOUR_MS, "le:10", 9),  # older than the day: left out
+    ]
+    day = hours(rows, now)
+    assert [h.start for h in day] == [(77 + i) * HOUR_MS for i in range(24)]
+    last = day[-1]
+    assert (last.attempts, last.sent, dict(last.failed)) == (4, 2, {"5xx": 1, "other": 1})
+    assert last.p95_latency_ms == LATENCY_BUCKETS_MS[-1]
+    assert (day[13].attempts, dict(day[13].failed), day[13].p95_latency_ms) == (2, {"other": 2}, 10)
+    assert sum(h.attempts for h in day) == 6

@@ -112,6 +112,9 @@ class OperationalSql(SqlBase):
         if where.until is not None:
             args.append(where.until)
             conditions.append(f"at < ${len(args)}")
+        if where.actions:
+            args.append(self._driver.list_param(where.actions))
+            conditions.append(f"action {self._driver.in_list(f'${len(args)}')}")
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(conditions)} "

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from service import operational
+from service.clock import iso
 from service.domain import (
     AttemptRecord,
     DeliveryJob,
@@ -38,7 +39,7 @@ from service.store.sql.base import (
 from service.store.sql.deliveryrows import insert_deliveries, insert_polled, take_places
 from service.store.sql.operational import OperationalSql
 from service.store.sql.summaries import add_counts
-from service.summaries import DELIVERIES, OK, latency_counter, period
+from service.summaries import DELIVERIES, OK, failed_counter, latency_counter, period
 
 log = structlog.get_logger(__name__)
 
@@ -599,7 +600,17 @@ class PipelineSql(OperationalSql):
             "UPDATE subscriptions SET alerted_at = NULL WHERE id = $1", subscription_id
         )
         about = operational.About(subscription_id, row["org_id"], row["url"])
-        return [operational.recovered(about, row["failing_since"], row["alerted_at"], at)]
+        event = operational.recovered(about, row["failing_since"], row["alerted_at"], at)
+        since = row["failing_since"]
+        await self._audit(
+            conn,
+            operational.system_entry(
+                event,
+                "subscription.recovered",
+                {"failingSince": None if since is None else iso(since)},
+            ),
+        )
+        return [event]
 
     async def _failing(
         self, conn: Conn, row: Row, attempt: AttemptRecord
@@ -615,15 +626,88 @@ class PipelineSql(OperationalSql):
         )
         about = operational.About(attempt.subscription_id, row["org_id"], row["url"])
         return [
-            operational.failing(
+            await self._failing_event(
+                conn,
                 about,
-                failing_since=since,
-                consecutive=consecutive,
+                since,
+                consecutive,
                 status_code=attempt.status_code,
                 error=attempt.error,
                 at=at,
             )
         ]
+
+    async def _failing_event(
+        self,
+        conn: Conn,
+        about: operational.About,
+        since: int,
+        consecutive: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        at: int,
+    ) -> OperationalEvent:
+        """`failing` of `about` at `at`, and its audit entry, in the transaction `conn`."""
+        event = operational.failing(
+            about,
+            failing_since=since,
+            consecutive=consecutive,
+            status_code=status_code,
+            error=error,
+            at=at,
+        )
+        changes = {
+            "failingSince": iso(since),
+            "consecutiveFailures": consecutive,
+            "lastStatusCode": status_code,
+            "lastError": error,
+        }
+        await self._audit(conn, operational.system_entry(event, "subscription.failing", changes))
+        return event
+
+    async def announce_failing(self, now: int) -> int:
+        failing_for = now - self.alerts.after_ms
+        async with self._transaction() as conn:
+            # Every subscription row, as the gauges' count reads them: an org has a handful.
+            due = await conn.fetch(
+                "SELECT id FROM subscriptions WHERE failing_since <= $1 AND alerted_at IS NULL "
+                "AND active AND deleted_at IS NULL ORDER BY id",
+                failing_for,
+            )
+            announced = 0
+            for candidate in due:
+                # Claimed as `_failing` claims it: whichever writes `alerted_at` first says it.
+                row = await conn.fetchrow(
+                    "UPDATE subscriptions SET alerted_at = $2 WHERE id = $1 "
+                    "AND alerted_at IS NULL AND failing_since <= $3 AND active "
+                    "AND deleted_at IS NULL "
+                    "RETURNING org_id, url, failing_since, consecutive_failures",
+                    candidate["id"],
+                    now,
+                    failing_for,
+                )
+                if row is None:
+                    continue
+                last = await conn.fetchrow(
+                    "SELECT last_status_code, last_error FROM deliveries "
+                    "WHERE subscription_id = $1 AND last_attempt_at IS NOT NULL "
+                    "ORDER BY created_at DESC, id DESC LIMIT 1",
+                    candidate["id"],
+                )
+                about = operational.About(candidate["id"], row["org_id"], row["url"])
+                event = await self._failing_event(
+                    conn,
+                    about,
+                    row["failing_since"],
+                    row["consecutive_failures"],
+                    status_code=None if last is None else last["last_status_code"],
+                    error=None if last is None else last["last_error"],
+                    at=now,
+                )
+                await self._emit(conn, event)
+                announced += 1
+        return announced
 
     async def _exhausted(
         self, conn: Conn, failed: Sequence[Row], attempts: dict[str, AttemptRecord]
@@ -714,6 +798,9 @@ class PipelineSql(OperationalSql):
 
 
 def _counters(attempt: AttemptRecord) -> tuple[str, ...]:
-    """The counters an attempt adds one to: its latency bucket, and `OK` when it was sent."""
+    """The counters an attempt adds one to: its latency bucket, and `OK` when it was sent or
+    its result class's failure counter when not."""
     latency = latency_counter(attempt.duration_ms)
-    return (latency, OK) if attempt.new_status is DeliveryStatus.SENT else (latency,)
+    if attempt.new_status is DeliveryStatus.SENT:
+        return (latency, OK)
+    return (latency, failed_counter(attempt.result))

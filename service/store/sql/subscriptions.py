@@ -553,17 +553,7 @@ class SubscriptionsSql(OperationalSql):
             about = operational.About(subscription_id, row["org_id"], row["url"])
             event = operational.disabled(about, reason, SYSTEM, now)
             await self._audit(
-                conn,
-                AuditEntry(
-                    operational.derived_id(operational.AUDIT, now, event.id),
-                    row["org_id"],
-                    now,
-                    SYSTEM,
-                    "subscription.disabled",
-                    subscription_id,
-                    None,
-                    {"reason": reason},
-                ),
+                conn, operational.system_entry(event, "subscription.disabled", {"reason": reason})
             )
             await self._emit(conn, event)
         return True

@@ -7,9 +7,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from service.domain import DeliveryStatus, LatestOutcome, Summary
+from service.domain import DeliveryStatus, HourStats, LatestOutcome, Summary
 from service.store.sql.base import OPEN, Column, Conn, Driver, SqlBase
-from service.summaries import DAY_MS, DELIVERIES, LATENCY_COUNTERS, OK, p95, period
+from service.summaries import (
+    DAY_MS,
+    DELIVERIES,
+    HOUR_MS,
+    LATENCY_COUNTERS,
+    OK,
+    hours,
+    p95,
+    period,
+)
 
 _STAT_COLUMNS: tuple[Column, ...] = (
     ("subscription_id", "text"),
@@ -101,6 +110,18 @@ class SummariesSql(SqlBase):
                 oldest_blocked=oldest.get(sid),
             )
         return summaries
+
+    async def subscription_hours(self, subscription_id: str, count: int = 24) -> list[HourStats]:
+        now = self._now()
+        async with self._scan() as conn:
+            # Its key's range: at most `count` hours x ~30 counters.
+            rows = await conn.fetch(
+                "SELECT period, counter, n FROM subscription_stats "
+                "WHERE subscription_id = $1 AND period >= $2 AND counter <> 'deliveries'",
+                subscription_id,
+                period(now, OK) - (count - 1) * HOUR_MS,
+            )
+        return hours(((int(r["period"]), str(r["counter"]), int(r["n"])) for r in rows), now, count)
 
 
 async def add_counts(driver: Driver, conn: Conn, counts: Counter[tuple[str, int, str]]) -> None:
