@@ -1,8 +1,9 @@
 """`python -m bench.index_scale [--sizes 1000,10000] [--json F]`: what the subscription index
 costs as subscriptions grow, on an embedded (SQLite) store of N active subscriptions over N/3
 orgs: the first full load, and one change as the API makes it (a create, then the index told at
-once), each with the longest stall of the event loop meanwhile (a 1 ms ticker's worst lateness),
-and the process's peak RSS (sizes run in the order given: give the largest last).
+once, the garbage collector settled after the load as `serve` settles it), each with the longest
+stall of the event loop meanwhile (a 1 ms ticker's worst lateness), and the process's peak RSS
+(sizes run in the order given: give the largest last).
 
 It uses only the store's `create_subscription` and the index's `refresh` and `on_change`, so an
 older `service` can be measured by the same script: put a folder holding only that revision's
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import resource
 import statistics
 import sys
@@ -27,6 +29,8 @@ import orjson
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from bench.api_scale import seed as seed_rows
+from service.app import GC_THRESHOLDS
 from service.matching import SubscriptionIndex
 from service.settings import load_settings
 from service.store import Store, open_store
@@ -76,16 +80,24 @@ async def seed(store: Store, n: int) -> None:
         await store.create_subscription(f"org_{i // 3}", f"https://h{i}.example/w", EVENTS, None)
 
 
-async def measure(size: int, folder: Path) -> dict[str, Any]:
+async def measure(size: int, folder: Path, fast: bool) -> dict[str, Any]:
+    key = Fernet.generate_key().decode()
     settings = load_settings(
-        database_url=f"sqlite:///{folder}/index-{size}.db",
-        encryption_key=SecretStr(Fernet.generate_key().decode()),
+        database_url=f"sqlite:///{folder}/index-{size}.db", encryption_key=SecretStr(key)
     )
+    if fast:
+        await seed_rows(settings.database_url, key, size, size // 3)
     store = await open_store(settings)
     try:
-        await seed(store, size)
+        if not fast:
+            await seed(store, size)
         index = SubscriptionIndex(store)
         load_ms, load_stall = await timed(lambda: index.refresh(force=True))
+        # What `serve` does once started (docs/decisions/0004-gc-thresholds.md): the index is
+        # frozen out of later collections, which would otherwise walk it during a change.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         changes: list[tuple[float, float]] = []
         for i in range(CHANGES):
             made = await store.create_subscription(
@@ -107,11 +119,11 @@ async def measure(size: int, folder: Path) -> dict[str, Any]:
     }
 
 
-async def main(sizes: list[int]) -> list[dict[str, Any]]:
+async def main(sizes: list[int], fast: bool = False) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
-            result = await measure(size, Path(folder))
+            result = await measure(size, Path(folder), fast)
             print(orjson.dumps(result).decode(), flush=True)
             results.append(result)
     return results
@@ -121,8 +133,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--fast-seed",
+        action="store_true",
+        help="rows written straight into the table (bench.api_scale.seed), not by the store's "
+        "create: seconds instead of minutes at 100,000",
+    )
     args = parser.parse_args()
-    measured = asyncio.run(main([int(s) for s in args.sizes.split(",")]))
+    measured = asyncio.run(main([int(s) for s in args.sizes.split(",")], args.fast_seed))
     if args.json is not None:
         import service
 

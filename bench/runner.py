@@ -83,6 +83,7 @@ class ServiceRun:
     database: tuple[str, str] | None = None  # an existing database's URL and key, kept after
     replicas: int = 1  # service processes in one consumer group, on one store
     sample_every: float = 0.5
+    module: str = "service"  # what `python -m … serve` runs (`bench.stallwatch`: with a ticker)
 
     def __post_init__(self) -> None:
         self.run_id = new_run_id()
@@ -162,11 +163,15 @@ class ServiceRun:
                 run=self.run_id,
                 extra=self.env,
             )
-            self._service = ServiceChild(env, VAR / "logs" / f"{self.run_id}.log")
+            self._service = ServiceChild(
+                env, VAR / "logs" / f"{self.run_id}.log", module=self.module
+            )
             stack.push_async_callback(self._service.stop)
             await self._service.start()
             for n in range(1, self.replicas):
-                replica = ServiceChild(env, VAR / "logs" / f"{self.run_id}-{n}.log")
+                replica = ServiceChild(
+                    env, VAR / "logs" / f"{self.run_id}-{n}.log", module=self.module
+                )
                 stack.push_async_callback(replica.stop)
                 await replica.start()
                 self.others.append(replica)

@@ -212,6 +212,7 @@ class ServiceChild:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
+    module: str = "service"  # `python -m <module> serve`: `bench.stallwatch` adds a ticker
 
     @property
     def pid(self) -> int:
@@ -225,7 +226,7 @@ class ServiceChild:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "service",
+                self.module,
                 "serve",
                 env=env,
                 # Where the `service` this harness imported lives (this tree, or another

@@ -204,7 +204,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
     index = SubscriptionIndex(app[STORE], app[SETTINGS].index_refresh)
-    certificates = CertificateWatch(index.active, lambda: index.revision)
+    certificates = CertificateWatch(index.authenticated, lambda: index.revision)
     app[METRICS].client_certificates_expiring.set_function(certificates.count)
     app[READINESS].describe("clientCertificates", certificates.report)
     try:

@@ -6,7 +6,10 @@ replicas see each other's changes within a few seconds) it reads only the subscr
 since the newest change it has read, and applies them; a first load reads them all, without
 holding the event loop for long (docs/decisions/0008-index-follows-changes.md). A lookup is two
 dict reads, and a call of each candidate's content filter, compiled when the subscription
-entered the index (docs/decisions/0009-content-filters.md).
+entered the index (docs/decisions/0009-content-filters.md). Signing secrets, header values and
+endpoint credentials stay sealed until a delivery first needs them (`get`); a value sealed by a
+key that is not configured is known from its prefix at the read, so its deliveries are parked
+from the start (`undecryptable`).
 
 The index also knows how current it is: the wall-clock time (the clock subscriptions' createdAt
 is stamped with) taken just before its last successful revision read. Every subscription made
@@ -27,15 +30,16 @@ import structlog
 from service.clock import now_ms
 from service.domain import Subscription
 from service.filters import FilterError, Predicate, compile_filter
-from service.store import ChangedSubscriptions, Pipeline, StoreUnavailable
+from service.store import ChangedSubscriptions, Pipeline, Sealed, StoreUnavailable
 from service.supervise import in_background
 
 log = structlog.get_logger(__name__)
 
 
 class Matched(NamedTuple):
-    """What an event matched: the subscriptions that want it, and how many more of its type
-    refused it by their filters."""
+    """What an event matched: the subscriptions that want it (as read: their secrets still
+    sealed, `SubscriptionIndex.get` opens them), and how many more of its type refused it by
+    their filters."""
 
     wanted: tuple[Subscription, ...]
     filtered: int
@@ -53,9 +57,12 @@ class SubscriptionIndex:
         self._revision: int | None = None
         self._seen = 0  # the newest change stamp applied
         self._by_key: dict[tuple[str, str], dict[str, Subscription]] = {}
-        self._by_id: dict[str, Subscription] = {}
+        self._by_id: dict[str, Subscription] = {}  # as read: secrets still sealed (`_sealed`)
         self._undecryptable: set[str] = set()
         self._filters: dict[str, Predicate] = {}  # by subscription id, those with one
+        self._sealed: dict[str, Sealed] = {}  # by subscription id, as read
+        self._opened: dict[str, Subscription] = {}  # those a delivery has needed, opened
+        self._authenticated: set[str] = set()  # those with endpoint authentication
         self._current_at: int | None = None  # epoch ms; see the module docstring
         self._lock = asyncio.Lock()
 
@@ -90,11 +97,27 @@ class SubscriptionIndex:
         return self._current_at is not None and occurred_at_ms < self._current_at
 
     def get(self, subscription_id: str) -> Subscription | None:
-        return self._by_id.get(subscription_id)
+        """The active subscription with its secrets opened, the first time a delivery needs
+        them (docs/decisions/0008-index-follows-changes.md); one that does not open is
+        reported and parked from then on, as those the first read knew to be unreadable."""
+        opened = self._opened.get(subscription_id)
+        if opened is not None:
+            return opened
+        read = self._by_id.get(subscription_id)
+        sealed = self._sealed.get(subscription_id)
+        if read is None or sealed is None:
+            return read
+        opened = self._store.open_subscription(read, sealed)
+        if opened.secret is None and subscription_id not in self._undecryptable:
+            log.error("subscription.undecryptable", subscription_id=subscription_id)
+            self._undecryptable.add(subscription_id)
+        self._opened[subscription_id] = opened
+        return opened
 
-    def active(self) -> list[Subscription]:
-        """Every active subscription the index holds."""
-        return list(self._by_id.values())
+    def authenticated(self) -> list[Subscription]:
+        """The active subscriptions that authenticate to their endpoint, opened."""
+        found = (self.get(subscription_id) for subscription_id in self._authenticated)
+        return [subscription for subscription in found if subscription is not None]
 
     @property
     def revision(self) -> int | None:
@@ -119,12 +142,22 @@ class SubscriptionIndex:
             changed = await self._store.changed_subscriptions(-1 if force else self._seen)
             if force:
                 # Built aside and swapped in: a lookup never sees half an index.
-                maps = _Maps({}, {}, set(), {})
+                maps = _Maps({}, {}, set(), {}, {}, {}, set())
                 await _apply(changed, maps)
                 self._by_key, self._by_id = maps.by_key, maps.by_id
                 self._undecryptable, self._filters = maps.undecryptable, maps.filters
+                self._sealed, self._opened = maps.sealed, maps.opened
+                self._authenticated = maps.authenticated
             else:
-                maps = _Maps(self._by_key, self._by_id, self._undecryptable, self._filters)
+                maps = _Maps(
+                    self._by_key,
+                    self._by_id,
+                    self._undecryptable,
+                    self._filters,
+                    self._sealed,
+                    self._opened,
+                    self._authenticated,
+                )
                 await _apply(changed, maps)
             self._seen = max(self._seen, changed.high) if not force else changed.high
             self._revision = revision
@@ -166,12 +199,15 @@ class _Maps(NamedTuple):
     by_id: dict[str, Subscription]
     undecryptable: set[str]
     filters: dict[str, Predicate]
+    sealed: dict[str, Sealed]
+    opened: dict[str, Subscription]
+    authenticated: set[str]
 
 
 async def _apply(changed: ChangedSubscriptions, maps: _Maps) -> None:
     """Puts the changed subscriptions into the maps (a changed one out of its old keys first),
     and takes the gone ones out, a chunk at a time. A filter is compiled here, once per change
-    of its subscription."""
+    of its subscription; secrets stay sealed (`SubscriptionIndex.get` opens them)."""
     for n, subscription in enumerate(changed.live):
         if n and not n % _CHUNK:
             await asyncio.sleep(0)
@@ -179,8 +215,18 @@ async def _apply(changed: ChangedSubscriptions, maps: _Maps) -> None:
         maps.by_id[subscription.id] = subscription
         for event in subscription.events:
             maps.by_key.setdefault((subscription.org_id, event), {})[subscription.id] = subscription
-        if subscription.secret is None:
-            maps.undecryptable.add(subscription.id)
+        sealed = changed.sealed.get(subscription.id)
+        if sealed is None:  # read opened
+            if subscription.secret is None:
+                maps.undecryptable.add(subscription.id)
+            if subscription.auth is not None:
+                maps.authenticated.add(subscription.id)
+        else:
+            maps.sealed[subscription.id] = sealed
+            if sealed.unreadable:
+                maps.undecryptable.add(subscription.id)
+            if sealed.authenticated:
+                maps.authenticated.add(subscription.id)
         if subscription.filter is not None:
             accepts = _compiled(subscription)
             if accepts is not None:
@@ -214,6 +260,9 @@ def _remove(subscription_id: str, maps: _Maps) -> None:
     old = maps.by_id.pop(subscription_id, None)
     maps.undecryptable.discard(subscription_id)
     maps.filters.pop(subscription_id, None)
+    maps.sealed.pop(subscription_id, None)
+    maps.opened.pop(subscription_id, None)
+    maps.authenticated.discard(subscription_id)
     if old is None:
         return
     for event in old.events:

@@ -268,7 +268,7 @@ class Dispatcher:
     async def _deactivate(self, subscription_id: str, reason: str) -> None:
         if await self._store.deactivate_subscription(subscription_id, reason):
             log.warning("subscription.deactivated", subscription_id=subscription_id, reason=reason)
-            await self._index.refresh(force=True)
+            await self._index.refresh()  # reads that one change, not every subscription
             self._claimer.wake()  # its `disabled` event's deliveries
 
     def wake(self) -> None:

@@ -7,8 +7,10 @@ docs/decisions/0017-failing-on-a-timer-and-the-console.md); and retention every
 response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
 (docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
 own, a year by default) go. The census of sealed values (by the key that sealed them) is taken at
-start and every `PURGE_INTERVAL` too: it reads every sealed row, so it is never taken at a
-probe's pace; readiness shows the last one.
+start and every `PURGE_INTERVAL` too, a part of the history at a time after the first
+(`census.RollingCensus`); readiness shows the last one. The pending gauge reads at most a bounded
+number of rows however large the backlog (`PendingGauge`;
+docs/decisions/0018-store-wide-counts-at-scale.md).
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
 hourly counters per transaction) with a pause between them, so it never holds the store for
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 import structlog
 
 from service.clock import iso, now_ms
+from service.delivery.census import RollingCensus
 from service.domain import FeedCounts
 from service.metrics import Metrics
 from service.store import (
@@ -52,6 +55,40 @@ ALERT_INTERVAL = 60.0
 
 class Kept(Pipeline, Retention, PersonalData, Feeds, Audit, Protocol):
     """What housekeeping reads (the gauges' counts), purges and expunges."""
+
+
+PENDING_COUNTED_BELOW = 100_000
+
+
+class PendingGauge:
+    """The pending deliveries as the gauge shows them, read at a cost that does not grow with
+    the backlog (docs/decisions/0018-store-wide-counts-at-scale.md): counted exactly while
+    fewer than `cap` (a read of at most `cap` rows); from `cap` on, PostgreSQL's planner
+    estimate (never shown below `cap`); on SQLite, which has none, a full count once every
+    `ceil(n / cap)` readings, its figure shown in between, so that a reading reads about
+    `2 * cap` rows on average however large the backlog."""
+
+    def __init__(self, store: Pipeline, cap: int = PENDING_COUNTED_BELOW) -> None:
+        self._store = store
+        self._cap = cap
+        self._counted: int | None = None  # the last full count (SQLite, at `cap` or more)
+        self._until_next = 0  # readings left before the next full count
+
+    async def read(self) -> int:
+        cap = self._cap
+        bounded = await self._store.pending_at_most(cap)
+        if bounded < cap:
+            self._counted, self._until_next = None, 0
+            return bounded
+        estimate = await self._store.pending_estimate()
+        if estimate is not None:
+            return max(estimate, cap)
+        if self._counted is None or self._until_next <= 0:
+            self._counted = await self._store.pending_count()
+            self._until_next = -(-self._counted // cap) - 1
+        else:
+            self._until_next -= 1
+        return max(self._counted, cap)
 
 
 class Housekeeping:
@@ -80,6 +117,8 @@ class Housekeeping:
         self.census: SealedCensus | None = None
         """The last census of sealed values; None until the first is taken."""
         self._census_at: int | None = None
+        self.pending = PendingGauge(store)
+        self._census = RollingCensus(store)
 
     @contextlib.asynccontextmanager
     async def running(self, fatal: Fatal) -> AsyncIterator[Housekeeping]:
@@ -94,7 +133,7 @@ class Housekeeping:
     async def _gauges(self) -> None:
         while True:
             try:
-                self._metrics.pending.set(await self._store.pending_count())
+                self._metrics.pending.set(await self.pending.read())
                 for state, count in (await self._store.subscription_counts()).items():
                     self._metrics.subscriptions.labels(state).set(count)
                 await self.count_feeds()
@@ -152,9 +191,10 @@ class Housekeeping:
         return counts
 
     async def take_census(self) -> SealedCensus:
-        """Counts the sealed values by the key that sealed them, into the gauge and `census`;
-        says so in the log when some cannot be opened."""
-        census = await self._store.sealed_census()
+        """Counts the sealed values by the key that sealed them (the first time all of them,
+        then what changes and a part of the rest), into the gauge and `census`; says so in the
+        log when some cannot be opened."""
+        census = await self._census.take()
         for state in ("current", "older", "unknown", "clear"):
             self._metrics.sealed_rows.labels(state).set(getattr(census, state))
         self.census, self._census_at = census, now_ms()

@@ -7,6 +7,7 @@ from service.operational import AlertPolicy
 from service.settings import Settings
 from service.store.crypto import Keyring, Undecryptable, key_file_for
 from service.store.interfaces import (
+    CENSUS_BUCKETS,
     ApiKeys,
     Audit,
     ChangedSubscriptions,
@@ -25,6 +26,7 @@ from service.store.interfaces import (
     Recorded,
     RekeyProgress,
     Retention,
+    Sealed,
     SealedCensus,
     Store,
     StoreUnavailable,
@@ -36,6 +38,7 @@ from service.store.interfaces import (
 from service.store.migrate import migrate, sqlite_path
 
 __all__ = [
+    "CENSUS_BUCKETS",
     "ApiKeys",
     "Audit",
     "ChangedSubscriptions",
@@ -54,6 +57,7 @@ __all__ = [
     "Recorded",
     "RekeyProgress",
     "Retention",
+    "Sealed",
     "SealedCensus",
     "Store",
     "StoreUnavailable",

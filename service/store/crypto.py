@@ -130,6 +130,19 @@ class Keyring:
         except InvalidTag:
             raise Undecryptable("altered, or sealed for another row") from None
 
+    def may_open(self, token: str) -> bool:
+        """False when no configured key sealed `token` (its prefix says so, nothing is opened);
+        True does not promise it opens: it may have been altered. An older revision's Fernet
+        token, or a value kept in clear (a JSON object), counts as one that may."""
+        if not token.startswith(TEXT_PREFIX):
+            return True
+        try:
+            return bytes.fromhex(token[len(TEXT_PREFIX) : len(TEXT_PREFIX) + 2 * _KID]) in (
+                self._ciphers
+            )
+        except ValueError:
+            return False
+
     def open_text_or_none(self, token: str, context: str) -> str | None:
         try:
             return self.open_text(token, context)

@@ -164,6 +164,28 @@ class SealedCensus:
     unknown: int
     clear: int
 
+    def plus(self, other: SealedCensus) -> SealedCensus:
+        return SealedCensus(
+            self.current + other.current,
+            self.older + other.older,
+            self.unknown + other.unknown,
+            self.clear + other.clear,
+        )
+
+    @property
+    def rows(self) -> int:
+        return self.current + self.older + self.unknown + self.clear
+
+    @property
+    def settled(self) -> bool:
+        """True when every value is sealed by the current key: nothing for `rekey` to do."""
+        return self.rows == self.current
+
+
+CENSUS_BUCKETS = {"events": 600_000, "attempts": 100_000}
+"""How the census cuts the two large tables (`PersonalData.sealed_buckets`): events by the ten
+minutes they were received in (ms), attempts by blocks of ids."""
+
 
 @dataclass(frozen=True, slots=True)
 class ChangedSubscriptions:
@@ -174,6 +196,26 @@ class ChangedSubscriptions:
     live: list[Subscription]
     gone: list[str]
     high: int
+    # Of the live ones, those read with their secrets, header values and credentials still
+    # sealed (their `secret`, `headers`, `auth` and keys not filled): what
+    # `Pipeline.open_subscription` opens when a delivery first needs them
+    # (docs/decisions/0008-index-follows-changes.md).
+    sealed: dict[str, Sealed] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A subscription's sealed values as its row holds them: the signing secret, the one a
+    rotation replaced, the header values, the endpoint credentials and the Ed25519 keys."""
+
+    values: tuple[str | None, ...]
+    # One of them sealed by a key that is not configured, or its content filter unreadable:
+    # known without opening anything, so its deliveries wait from the first read.
+    unreadable: bool
+    # Its content filter could not be opened (then it waits, as `unreadable`).
+    filter_unreadable: bool = False
+    # It authenticates to its endpoint (a client certificate may run out).
+    authenticated: bool = False
 
 
 class StoreUnavailable(Exception):
@@ -364,7 +406,17 @@ class Pipeline(Protocol):
         as if an attempt had been recorded at `now` (housekeeping's timer: a subscription
         retried rarely is told of on time). Returns how many were announced."""
 
-    async def pending_count(self) -> int: ...
+    async def pending_count(self) -> int:
+        """The open deliveries, counted: a read of every one of them."""
+
+    async def pending_at_most(self, cap: int) -> int:
+        """The open deliveries counted up to `cap`, reading no more than that many: the
+        count when it is below `cap`, else `cap`."""
+
+    async def pending_estimate(self) -> int | None:
+        """The open deliveries as the database's planner estimates them from its statistics,
+        at a cost that does not grow with them; None where there is no such estimate
+        (SQLite)."""
 
     async def subscriptions_revision(self) -> int:
         """A counter bumped by every subscription change, for cheap change detection."""
@@ -374,7 +426,12 @@ class Pipeline(Protocol):
     async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
         """Every subscription changed after the stamp `after` (-1: every one), as of one
         snapshot: a change is stamped with the revision it moved, and changes commit in the
-        order of their stamps, so a reader that has seen a stamp has seen all before it."""
+        order of their stamps, so a reader that has seen a stamp has seen all before it. The
+        live ones come with their secrets still sealed (`ChangedSubscriptions.sealed`)."""
+
+    def open_subscription(self, subscription: Subscription, sealed: Sealed) -> Subscription:
+        """`subscription` as `changed_subscriptions` read it, with its sealed values opened
+        (its `secret` None when the configured keys cannot open one, as every read shows it)."""
 
     async def subscription_counts(self) -> dict[str, int]:
         """Subscriptions not deleted, by state: `active` and `deactivated`."""
@@ -484,7 +541,16 @@ class PersonalData(Protocol):
         batch."""
 
     async def sealed_census(self) -> SealedCensus:
-        """The sealed rows by the key that sealed them."""
+        """The sealed rows by the key that sealed them: every one read."""
+
+    async def sealed_buckets(
+        self, table: str, first: int | None = None, end: int | None = None
+    ) -> dict[int, SealedCensus]:
+        """The sealed values of "events" or "attempts" by bucket (`CENSUS_BUCKETS`), for the
+        buckets from `first` to before `end` (None: no bound); empty ones left out."""
+
+    async def sealed_settings(self) -> SealedCensus:
+        """The sealed values of subscriptions and of the store's own keys."""
 
 
 class Store(

@@ -12,10 +12,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
+import orjson
 
 from service.store.crypto import Keyring
 from service.store.sql import SqlStore
-from service.store.sql.base import Column, Row
+from service.store.sql.base import Column, Conn, Row
 
 # Errors that mean "the database is away", not "the statement is wrong": the connection broke
 # or was refused, the server is starting, shutting down or out of connections, a failover left
@@ -115,6 +116,12 @@ class PostgresDriver:
 
     def unavailable(self, exc: Exception) -> bool:
         return isinstance(exc, _UNAVAILABLE)
+
+    async def estimated_rows(self, conn: Conn, query: str) -> int | None:
+        row = await conn.fetchrow(f"EXPLAIN (FORMAT JSON) {query}")
+        assert row is not None
+        (plan,) = orjson.loads(row["QUERY PLAN"])
+        return int(plan["Plan"]["Plan Rows"])
 
     def in_list(self, placeholder: str) -> str:
         return f"= ANY({placeholder}::text[])"

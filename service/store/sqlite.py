@@ -29,7 +29,7 @@ import structlog
 from service.errors import StoreInUse
 from service.store.crypto import Keyring, is_sealed
 from service.store.sql import SqlStore
-from service.store.sql.base import Column, Row
+from service.store.sql.base import Column, Conn, Row
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -319,6 +319,9 @@ class SqliteDriver:
             return (exc.sqlite_errorcode & 0xFF) in _UNAVAILABLE_CODES
         # SQLITE_NOMEM is raised as MemoryError by the sqlite3 module.
         return isinstance(exc, OSError | MemoryError)
+
+    async def estimated_rows(self, conn: Conn, query: str) -> int | None:
+        return None  # its planner keeps no row counts of a condition
 
     def in_list(self, placeholder: str) -> str:
         return f"IN (SELECT value FROM json_each({placeholder}))"

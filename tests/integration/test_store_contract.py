@@ -11,6 +11,7 @@ import pytest
 
 from service import ids
 from service.clock import now_ms
+from service.delivery.census import RollingCensus
 from service.domain import (
     AuditFilter,
     DeliveryFilter,
@@ -18,16 +19,19 @@ from service.domain import (
     DeliveryStatus,
     IncomingEvent,
     NewDelivery,
+    Subscription,
 )
 from service.errors import InvalidInput
 from service.matching import SubscriptionIndex
 from service.settings import Settings
 from service.store import (
+    CENSUS_BUCKETS,
     ChangedSubscriptions,
     Claim,
     Lease,
     PageRequest,
     Recorded,
+    Sealed,
     Store,
     SubscriptionChanges,
     open_store,
@@ -35,7 +39,7 @@ from service.store import (
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.raw import column_values
-from tests.support.store import EVENTS, attempt, incoming, recorded
+from tests.support.store import EVENTS, attempt, incoming, recorded, seal_elsewhere
 
 
 async def test_ping(store: Store) -> None:
@@ -499,6 +503,98 @@ async def test_a_claim_sends_the_sendable_and_ends_a_removed_payload_and_a_gone_
     assert [job.id for job in await store.claim_due(Claim("me", 10, 60_000))] == [sendable.id]
     assert await store.claim_due(Claim("me", 10, 60_000)) == []
     assert await statuses() == ["cancelled", "failed", "pending"]
+
+
+async def test_an_index_opens_secrets_when_a_delivery_first_needs_them(
+    store: Store, settings_for: Settings
+) -> None:
+    plain = await store.create_subscription("org_l", "https://a.example/h", EVENTS, None)
+    lost = await store.create_subscription("org_l", "https://b.example/h", EVENTS, None)
+    await seal_elsewhere(settings_for, lost.id)  # by a key no longer configured
+    altered = await store.create_subscription("org_l", "https://c.example/h", EVENTS, None)
+    # Sealed by the configured key, but for another row: only opening it can tell.
+    await _raw_execute(
+        settings_for,
+        "UPDATE subscriptions SET secret_enc = (SELECT s.secret_enc FROM subscriptions s "
+        f"WHERE s.id = '{plain.id}') WHERE id = $1",
+        altered.id,
+    )
+    opened: list[str] = []
+    open_subscription = store.open_subscription
+
+    def noted(subscription: Subscription, sealed: Sealed) -> Subscription:
+        opened.append(subscription.id)
+        return open_subscription(subscription, sealed)
+
+    store.open_subscription = noted  # type: ignore[method-assign]
+    index = SubscriptionIndex(store)
+    await index.refresh(force=True)
+    assert opened == []  # the whole load opened nothing
+    assert index.undecryptable() == (lost.id,)  # known from its prefix: parked from the start
+    matched = index.match("org_l", EVENTS[0], now_ms() + 1, {}).wanted
+    assert {s.id for s in matched} == {plain.id, lost.id, altered.id}  # recorded, all of them
+    got = index.get(plain.id)
+    assert got is not None
+    assert got.secret == plain.secret
+    assert index.get(plain.id) is got
+    assert opened == [plain.id]  # once
+    broken = index.get(altered.id)
+    assert broken is not None
+    assert broken.secret is None
+    assert index.undecryptable() == tuple(sorted([lost.id, altered.id]))
+    # A change takes the opened copy out with the old row.
+    await store.update_subscription("org_l", plain.id, SubscriptionChanges(rate_limit=5))
+    opened.clear()  # the update's own answer opened it
+    await index.refresh()
+    assert opened == []
+    again = index.get(plain.id)
+    assert again is not None
+    assert (again.rate_limit, again.secret) == (5, plain.secret)
+    assert opened == [plain.id]
+
+
+async def test_the_pending_gauges_reads_are_bounded_or_estimated(
+    store: Store, settings_for: Settings
+) -> None:
+    await recorded(store, "me", 60_000, count=30)
+    assert await store.pending_at_most(10) == 10
+    assert await store.pending_at_most(100) == 30
+    await _raw_execute(settings_for, "ANALYZE")
+    estimate = await store.pending_estimate()
+    if settings_for.is_postgres:
+        assert estimate is not None
+        assert 15 <= estimate <= 60
+    else:
+        assert estimate is None  # SQLite's planner keeps no such figure
+
+
+async def test_the_rolling_census_agrees_with_a_full_one(
+    store: Store, settings_for: Settings
+) -> None:
+    _, old = await recorded(store, "me", 60_000, count=6)
+    width = CENSUS_BUCKETS["events"]
+    for n, delivery in enumerate(old):  # six buckets of the past
+        await _raw_execute(
+            settings_for,
+            f"UPDATE events SET received_at = received_at - {(n + 1) * width} WHERE id = $1",
+            delivery.event_id,
+        )
+    census = RollingCensus(store, budget=1)
+    first = await census.take()
+    assert first == await store.sealed_census()
+    assert first.current >= 6
+    await recorded(store, "me", 60_000, count=3)
+    # The newest at once; a removal from the past when its bucket's turn comes.
+    assert (await census.take()).current == first.current + 3 + 1  # and the new secret
+    await _raw_execute(
+        settings_for, "UPDATE events SET payload_removed_at = 1 WHERE id = $1", old[0].event_id
+    )
+    exact = await store.sealed_census()
+    for _ in range(7):
+        if await census.take() == exact:
+            break
+    else:
+        raise AssertionError(f"not within a sweep: {await census.take()} vs {exact}")
 
 
 async def _raw_execute(settings: Settings, sql: str, *args: str) -> None:

@@ -24,6 +24,14 @@ from service.store.interfaces import StoreUnavailable
 Row = Mapping[str, Any]
 
 
+def as_dict(row: Row) -> dict[str, Any]:
+    """`row` as a dict, for a caller reading most of its many columns: a SQLite row finds a
+    column by name by comparing it with each of its own (asyncpg's hash), which over thirty
+    columns costs more than making the dict once. Both drivers' rows iterate over their values,
+    in the order of `keys()`."""
+    return dict(zip(row.keys(), iter(row), strict=True))
+
+
 class Conn(Protocol):
     """One connection (or transaction) of either driver."""
 
@@ -89,6 +97,11 @@ class Driver(Protocol):
     def unavailable(self, exc: Exception) -> bool:
         """True when `exc` means the database is away (down, locked, failing over, out of
         connections or disk), not that the statement is wrong."""
+
+    async def estimated_rows(self, conn: Conn, query: str) -> int | None:
+        """How many rows the database's planner expects `query` to return, from its
+        statistics, in a time that does not grow with the table; None where it has no such
+        estimate (SQLite)."""
 
     def in_list(self, placeholder: str) -> str:
         """SQL that is true when a column is in the list passed as `placeholder`, after `IN`

@@ -15,7 +15,13 @@ import structlog
 from service import ids
 from service.domain import ErasureReceipt, PayloadRemoval
 from service.store.crypto import TEXT_PREFIX, Undecryptable, is_sealed
-from service.store.interfaces import ExpungeCursor, Expunged, RekeyProgress, SealedCensus
+from service.store.interfaces import (
+    CENSUS_BUCKETS,
+    ExpungeCursor,
+    Expunged,
+    RekeyProgress,
+    SealedCensus,
+)
 from service.store.sql.base import (
     LOOKUP_KEY,
     OPEN,
@@ -373,25 +379,75 @@ class PersonalDataSql(SqlBase):
         return len(rows) == batch, int(rows[-1]["id"])
 
     async def sealed_census(self) -> SealedCensus:
-        """Reads every sealed column's prefixes: a scan, for housekeeping's pace, not a probe's."""
-        binary = self._keyring.binary_prefixes()
-        text = self._keyring.text_prefixes()
-        width = len(binary[0])
-        tally = {"current": 0, "older": 0, "unknown": 0, "clear": 0}
+        """Reads every sealed column's prefixes: a scan, for `rekey`'s pace, not a timer's."""
+        census = await self.sealed_settings()
+        for table in CENSUS_BUCKETS:
+            for tally in (await self.sealed_buckets(table)).values():
+                census = census.plus(tally)
+        return census
+
+    async def sealed_buckets(
+        self, table: str, first: int | None = None, end: int | None = None
+    ) -> dict[int, SealedCensus]:
+        """The sealed values of `table` ("events": bodies, and customer ids kept in clear;
+        "attempts": response excerpts) by bucket, `CENSUS_BUCKETS[table]` wide, from bucket
+        `first` to before `end` (None: no bound): each a read of its rows only."""
+        width = CENSUS_BUCKETS[table]
+        low = -(2**62) if first is None else first * width
+        high = 2**62 if end is None else end * width
+        tallies: dict[int, dict[str, int]] = {}
+
+        def add(bucket: int, state: str, n: int) -> None:
+            tally = tallies.setdefault(bucket, dict.fromkeys(_STATES, 0))
+            tally[state] += n
+
         async with self._scan() as conn:
-            bodies = await conn.fetch(
-                f"SELECT substr(body, 1, {width}) AS p, count(*) AS n FROM events "
-                f"WHERE payload_removed_at IS NULL GROUP BY substr(body, 1, {width})"
-            )
-            customers = await conn.fetchrow(
-                "SELECT count(*) AS n FROM events WHERE "
-                f"{_CLEAR_CUSTOMER} AND customer_id NOT LIKE 'sha256:%'"
-            )
+            if table == "events":
+                binary = self._keyring.binary_prefixes()
+                bodies = await conn.fetch(
+                    f"SELECT b, p, count(*) AS n FROM (SELECT received_at / {width} AS b, "
+                    f"substr(body, 1, {len(binary[0])}) AS p FROM events "
+                    "WHERE payload_removed_at IS NULL AND received_at >= $1 "
+                    "AND received_at < $2) s GROUP BY b, p",
+                    low,
+                    high,
+                )
+                for row in bodies:
+                    add(int(row["b"]), _binary_state(bytes(row["p"]), binary), int(row["n"]))
+                # A customer id an older revision kept as it was is a value in clear too
+                # (`rekey` hashes it); its SHA-256 form, kept for long ids, is not.
+                customers = await conn.fetch(
+                    f"SELECT b, count(*) AS n FROM (SELECT received_at / {width} AS b "
+                    f"FROM events WHERE {_CLEAR_CUSTOMER} AND customer_id NOT LIKE 'sha256:%' "
+                    "AND received_at >= $1 AND received_at < $2) s GROUP BY b",
+                    low,
+                    high,
+                )
+                for row in customers:
+                    add(int(row["b"]), "clear", int(row["n"]))
+            else:
+                text = self._keyring.text_prefixes()
+                excerpts = await conn.fetch(
+                    f"SELECT b, p, count(*) AS n FROM (SELECT id / {width} AS b, "
+                    "substr(response_excerpt, 1, $1) AS p FROM attempts "
+                    "WHERE response_excerpt IS NOT NULL AND id >= $2 AND id < $3) s "
+                    "GROUP BY b, p",
+                    len(text[0]),
+                    low,
+                    high,
+                )
+                for row in excerpts:
+                    add(int(row["b"]), _text_state(row["p"], text), int(row["n"]))
+        return {bucket: SealedCensus(**tally) for bucket, tally in tallies.items()}
+
+    async def sealed_settings(self) -> SealedCensus:
+        """The sealed values of subscriptions and of the store's own keys (one row each)."""
+        text = self._keyring.text_prefixes()
+        tally = dict.fromkeys(_STATES, 0)
+        async with self._scan() as conn:
             texts = await conn.fetch(
                 "SELECT p, count(*) AS n FROM ("
-                "SELECT substr(response_excerpt, 1, $1) AS p FROM attempts "
-                "WHERE response_excerpt IS NOT NULL "
-                f"UNION ALL SELECT substr(secret_enc, 1, $1) FROM subscriptions "
+                f"SELECT substr(secret_enc, 1, $1) AS p FROM subscriptions "
                 f"WHERE secret_enc NOT LIKE '{_FERNET}' "
                 "UNION ALL SELECT substr(previous_secret_enc, 1, $1) FROM subscriptions "
                 f"WHERE previous_secret_enc NOT LIKE '{_FERNET}' "
@@ -414,37 +470,35 @@ class PersonalDataSql(SqlBase):
                 "UNION ALL SELECT id, previous_secret_enc FROM subscriptions "
                 f"WHERE previous_secret_enc LIKE '{_FERNET}'"
             )
-        for row in bodies:
-            prefix = bytes(row["p"])
-            state = (
-                "current"
-                if prefix == binary[0]
-                else "older"
-                if prefix in binary
-                else "unknown"
-                if is_sealed(prefix)
-                else "clear"
-            )
-            tally[state] += int(row["n"])
         for row in texts:
-            prefix = row["p"]
-            state = (
-                "current"
-                if prefix == text[0]
-                else "older"
-                if prefix in text or prefix.startswith("gAAAAA")
-                else "unknown"
-                if prefix.startswith(TEXT_PREFIX)
-                else "clear"
-            )
-            tally[state] += int(row["n"])
+            tally[_text_state(row["p"], text)] += int(row["n"])
         for row in fernet:
             opened = self._keyring.open_text_or_none(row["t"], secret_context(row["id"]))
             tally["older" if opened is not None else "unknown"] += 1
-        # A customer id an older revision kept as it was is a value in clear too (`rekey`
-        # hashes it); its SHA-256 form, kept for long ids, is not.
-        tally["clear"] += int(customers["n"]) if customers is not None else 0
         return SealedCensus(**tally)
+
+
+_STATES = ("current", "older", "unknown", "clear")
+
+
+def _binary_state(prefix: bytes, prefixes: Sequence[bytes]) -> str:
+    """Which key sealed a body with these first bytes, of the configured ones (the sealing one
+    first)."""
+    if prefix == prefixes[0]:
+        return "current"
+    if prefix in prefixes:
+        return "older"
+    return "unknown" if is_sealed(prefix) else "clear"
+
+
+def _text_state(prefix: str, prefixes: Sequence[str]) -> str:
+    """Which key sealed a text value beginning with `prefix`; a Fernet token is an older
+    revision's, opened by the configured keys (`sealed_settings` tries them)."""
+    if prefix == prefixes[0]:
+        return "current"
+    if prefix in prefixes or prefix.startswith("gAAAAA"):
+        return "older"
+    return "unknown" if prefix.startswith(TEXT_PREFIX) else "clear"
 
 
 def _customer_of(body: bytes) -> str | None:

@@ -784,6 +784,18 @@ class PipelineSql(OperationalSql):
             row = await conn.fetchrow(f"SELECT count(*) AS n FROM deliveries WHERE {OPEN}")
         return 0 if row is None else int(row["n"])
 
+    async def pending_at_most(self, cap: int) -> int:
+        async with self._scan() as conn:
+            row = await conn.fetchrow(
+                f"SELECT count(*) AS n FROM (SELECT 1 FROM deliveries WHERE {OPEN} LIMIT $1) o",
+                cap,
+            )
+        return 0 if row is None else int(row["n"])
+
+    async def pending_estimate(self) -> int | None:
+        async with self._scan() as conn:
+            return await self._driver.estimated_rows(conn, f"SELECT 1 FROM deliveries WHERE {OPEN}")
+
 
 def _counters(attempt: AttemptRecord) -> tuple[str, ...]:
     """The counters an attempt adds one to: its latency bucket, and `OK` when it was sent or
