@@ -3,14 +3,14 @@ undeleted subscriptions by state, so that counting them by state (`subscription_
 5 s) reads that small index alone instead of the table's wide rows
 (docs/decisions/0018-store-wide-counts-at-scale.md).
 
-Revision ID: 0013
+Revision ID: 0012
 Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
+revision = "0012"
 down_revision = "0011"
 
 _KEPT = "deleted_at IS NULL"
