@@ -33,6 +33,7 @@ from service.store import (
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.raw import column_values
+from tests.support.roundtrips import counting
 from tests.support.store import EVENTS, attempt, incoming, recorded
 
 
@@ -578,3 +579,61 @@ async def test_an_index_follows_another_replicas_changes_reading_only_them(
         assert index.match("org_i", EVENTS[0], now, {}) == ((), 0)
     finally:
         await replica.close()
+
+
+async def test_a_batch_of_successes_costs_one_statement_and_still_clears_any_failure_clock(
+    store: Store, settings_for: Settings
+) -> None:
+    sub, [first, failed, second, third] = await recorded(store, "me", 60_000, count=4)
+    at = now_ms()
+    # A healthy subscription: on PostgreSQL the outcome, its attempt and its counters are one
+    # statement with no transaction; on SQLite one statement for the failure clocks of the
+    # batch's subscriptions (not two per subscription) in the transaction.
+    with counting(store) as trips:
+        await store.record_attempts([attempt(first, 1, DeliveryStatus.SENT, 200, at)], "me")
+    assert trips.round_trips == (1 if settings_for.is_postgres else 6), trips.statements
+    # A failure (another replica's, say: the row is what counts) starts the clock; the next
+    # success clears it, still in the one statement.
+    await store.record_attempts([attempt(failed, 1, DeliveryStatus.RETRYING, 500, at)], "me")
+    assert (await _failure_clock(store, sub.id)) == (at, 1, None)
+    with counting(store) as trips:
+        clocks = await store.record_attempts(
+            [attempt(second, 1, DeliveryStatus.SENT, 200, at + 1)], "me"
+        )
+    assert clocks == Recorded({sub.id: None}, frozenset())
+    assert (await _failure_clock(store, sub.id)) == (None, 0, None)
+    assert trips.round_trips == (1 if settings_for.is_postgres else 7), trips.statements
+    # An announced streak (a `failing` event sent): the success clears it in the transaction
+    # that writes the `recovered` event.
+    await _announce(store, sub.id, at)
+    clocks = await store.record_attempts(
+        [attempt(third, 1, DeliveryStatus.SENT, 200, at + 2)], "me"
+    )
+    assert clocks == Recorded({sub.id: None}, frozenset())
+    assert (await _failure_clock(store, sub.id)) == (None, 0, None)
+    entry = await store.get_delivery("org_a", sub.id, third.id)
+    assert entry is not None
+    assert entry.row.status is DeliveryStatus.SENT
+    assert [a.response_code for a in entry.attempts] == [200]
+
+
+async def _failure_clock(store: Store, subscription_id: str) -> tuple[int | None, int, int | None]:
+    async with store._driver.connection() as conn:  # type: ignore[attr-defined]
+        row = await conn.fetchrow(
+            "SELECT failing_since, consecutive_failures, alerted_at FROM subscriptions "
+            "WHERE id = $1",
+            subscription_id,
+        )
+    assert row is not None
+    return row["failing_since"], row["consecutive_failures"], row["alerted_at"]
+
+
+async def _announce(store: Store, subscription_id: str, at: int) -> None:
+    """The subscription's streak as another replica leaves it once `failing` is sent."""
+    async with store._driver.transaction() as conn:  # type: ignore[attr-defined]
+        await conn.execute(
+            "UPDATE subscriptions SET failing_since = $2, consecutive_failures = 5, "
+            "alerted_at = $2 WHERE id = $1",
+            subscription_id,
+            at,
+        )
