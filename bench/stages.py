@@ -43,7 +43,10 @@ def install(path: str) -> None:
     tally = roundtrips.Tally()
     recorded = [0]  # events handed to the store
     roundtrips.install(tally)
-    handle, record, send = Ingest._handle_batch, SqlStore.record_events, Sender.send
+    # Ingest's write: `record_matched` (checked against the index's revision), or, in a
+    # service from before it, `record_events`.
+    ingest_write = "record_matched" if hasattr(SqlStore, "record_matched") else "record_events"
+    handle, record, send = Ingest._handle_batch, getattr(SqlStore, ingest_write), Sender.send
 
     async def timed_handle(self: Ingest, records: Any) -> None:
         now = time.time()
@@ -74,7 +77,7 @@ def install(path: str) -> None:
         return exchange
 
     Ingest._handle_batch = timed_handle  # type: ignore[method-assign]
-    SqlStore.record_events = timed_record  # type: ignore[method-assign]
+    setattr(SqlStore, ingest_write, timed_record)
     Sender.send = timed_send  # type: ignore[method-assign]
 
     def write() -> None:

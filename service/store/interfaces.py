@@ -319,6 +319,14 @@ class Feeds(Protocol):
         """The org's event and its deliveries to the org's subscriptions (not deleted ones)."""
 
 
+@dataclass(frozen=True, slots=True)
+class IndexBehind:
+    """`record_matched` wrote nothing: subscriptions changed after the revision of the index
+    that matched the events (the store's is `revision`)."""
+
+    revision: int
+
+
 class Pipeline(Protocol):
     """What ingest and delivery write and read: events and deliveries recorded, due work claimed
     under leases, outcomes recorded; the active subscriptions the index matches against; the
@@ -330,6 +338,18 @@ class Pipeline(Protocol):
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
         exists is left alone. Returns the deliveries that are new: under `lease`, but for
         ordered ones (an `ordering_key`), which wait unleased for their turn."""
+
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        """`record_events`, for events matched against an index of subscription revision
+        `revision`: written only when that is still the store's, as read by the write itself,
+        so no subscription changed before the write that the match did not see; otherwise
+        nothing is written (docs/decisions/0019-fewer-statements-per-event.md)."""
 
     async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
         """Leases the due work `claim` asks for."""

@@ -23,6 +23,7 @@ from service.settings import Settings
 from service.store import (
     ChangedSubscriptions,
     Claim,
+    IndexBehind,
     Lease,
     PageRequest,
     Recorded,
@@ -637,3 +638,29 @@ async def _announce(store: Store, subscription_id: str, at: int) -> None:
             subscription_id,
             at,
         )
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+async def test_a_write_matched_against_an_older_revision_writes_nothing(
+    store: Store, ordered: bool
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    matched_at = await store.subscriptions_revision()
+    await store.create_subscription("org_a", "https://b.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(
+        ids.new_id("whd"),
+        event.id,
+        sub.id,
+        event.event,
+        event.org_id,
+        ordering_key="cus_1" if ordered else None,
+    )
+    lease = Lease("me", 60_000)
+    behind = await store.record_matched([event], [delivery], lease, matched_at)
+    assert behind == IndexBehind(matched_at + 1)
+    assert await store.pending_count() == 0
+    written = await store.record_matched([event], [delivery], lease, matched_at + 1)
+    assert not isinstance(written, IndexBehind)
+    assert [d.id for d in written] == [delivery.id]
+    assert await store.pending_count() == 1

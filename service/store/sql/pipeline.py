@@ -25,7 +25,7 @@ from service.domain import (
 from service.events import OPERATIONAL, TEST_EVENT
 from service.operational import OperationalEvent
 from service.store.crypto import Undecryptable
-from service.store.interfaces import Claim, Lease, Recorded
+from service.store.interfaces import Claim, IndexBehind, Lease, Recorded
 from service.store.sql.base import (
     JOIN_EVENTS,
     OPEN,
@@ -87,6 +87,9 @@ _ATTEMPT_COLUMNS: tuple[Column, ...] = (
 )
 _ATTEMPT_NAMES = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
 # An attempt's counters (`service.summaries`), to be added if its delivery was held.
+# The subscription revision every change moves (`bump_revision`): an index that matched a
+# batch's events at this revision missed no change.
+_REVISION = "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
 _COUNT_COLUMNS: tuple[Column, ...] = (
     ("delivery_id", "text"),
     ("subscription_id", "text"),
@@ -178,6 +181,27 @@ class PipelineSql(OperationalSql):
     async def record_events(
         self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
+        recorded = await self._record(events, deliveries, lease, None)
+        assert not isinstance(recorded, IndexBehind)
+        return recorded
+
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        return await self._record(events, deliveries, lease, revision)
+
+    async def _record(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int | None,
+    ) -> list[NewDelivery] | IndexBehind:
+        """`record_events`; with a `revision`, `record_matched`."""
         now = self._now()
         # Sealed and hashed before the transaction: no write lock is held for the CPU work.
         # An ordered delivery's key is its event's: hashed once.
@@ -214,8 +238,12 @@ class PipelineSql(OperationalSql):
         if self._driver.writes_in_with and not any(
             d.poll or d.ordering_key is not None for d in deliveries
         ):
-            return await self._record_in_one_statement(event_rows, deliveries, lease, now)
+            return await self._record_in_one_statement(event_rows, deliveries, lease, now, revision)
         async with self._transaction() as conn:
+            if revision is not None:
+                row = await conn.fetchrow(_REVISION)
+                if row is not None and row["value"] != revision:
+                    return IndexBehind(row["value"])
             source, args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=2)
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
             await conn.execute(
@@ -269,45 +297,54 @@ class PipelineSql(OperationalSql):
         deliveries: Sequence[NewDelivery],
         lease: Lease,
         now: int,
-    ) -> list[NewDelivery]:
+        revision: int | None,
+    ) -> list[NewDelivery] | IndexBehind:
         """`record_events`' writes where one statement may write several tables, for a batch
         with no ordered or polled delivery (those take places first): the events, their
         deliveries (leased to this replica) and the deliveries' counters, one round trip and
-        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md)."""
-        first = 6
+        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md).
+        With a `revision`, they are written only if it is still the store's, read in the same
+        snapshot (docs/decisions/0019-fewer-statements-per-event.md)."""
+        first = 7
         events, event_args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=first)
         made, made_args = self._driver.row_source(
             _DELIVERY_COLUMNS,
             [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
             first=first + len(event_args),
         )
+        current = f"WHERE $6::bigint IS NULL OR ({_REVISION}) = $6"
         async with self._atomic() as conn:
             rows = await conn.fetch(
                 "WITH recorded AS (INSERT INTO events (id, org_id, event, occurred_at, body, "
                 "sibling_service, source, customer_id, verification_key, received_at) "
                 "SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, r.sibling_service, "
-                f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r "
+                f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r {current} "
                 "ON CONFLICT (org_id, id) DO NOTHING), "
                 "made AS (INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
                 "status, attempts, next_attempt_at, created_at, updated_at, lease_owner, "
                 "lease_until) SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, "
                 f"'pending', 0, $1, $1, $1, $2, {self._driver.now_ms_sql} + $3 FROM ({made}) r "
-                "ON CONFLICT (event_id, subscription_id) DO NOTHING "
+                f"{current} ON CONFLICT (event_id, subscription_id) DO NOTHING "
                 "RETURNING id, subscription_id), "
                 # In key order, as `add_counts` adds: two writers cannot deadlock.
                 "counted AS (INSERT INTO subscription_stats (subscription_id, period, counter, n) "
                 "SELECT subscription_id, $4, $5, count(*) FROM made GROUP BY subscription_id "
                 "ORDER BY subscription_id ON CONFLICT (subscription_id, period, counter) "
                 "DO UPDATE SET n = subscription_stats.n + excluded.n) "
-                "SELECT id FROM made",
+                f"SELECT id, NULL AS revision FROM made UNION ALL SELECT NULL, value FROM "
+                f"({_REVISION}) current WHERE $6::bigint IS NOT NULL AND value <> $6",
                 now,
                 lease.owner,
                 lease.ms,
                 period(now, DELIVERIES),
                 DELIVERIES,
+                revision,
                 *event_args,
                 *made_args,
             )
+        for row in rows:
+            if row["id"] is None:
+                return IndexBehind(row["revision"])
         created = {row["id"] for row in rows}
         return [d for d in deliveries if d.id in created]
 
