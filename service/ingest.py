@@ -148,6 +148,7 @@ class Ingest:
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        self._committing: asyncio.Task[None] | None = None  # the loop's commit in flight
         self._last_batch_at = 0.0  # loop time of the last batch's first records
         self._streaming = False
         self._dead = DeadLetters(self._send_dead, metrics)
@@ -204,9 +205,13 @@ class Ingest:
                 if records:
                     await self._handle(records)
                 self._retry_dead_letters()
-                await self.commit_if_due()
+                self._commit_aside()
         finally:
             await self.commit_recorded(None)
+            aside = self._committing
+            error = aside.exception() if aside and aside.done() and not aside.cancelled() else None
+            if error is not None:
+                log.error("ingest.commit_error", error=repr(error))
             await self._dead.close()
             await self._stop()
 
@@ -557,9 +562,26 @@ class Ingest:
             await self.commit_recorded(None)
             self._update_lag()
 
+    def _commit_aside(self) -> None:
+        """`commit_if_due` for the loop, which does not wait for the broker's answer: a commit
+        takes a round trip to the group's coordinator (2 ms, and tens of milliseconds when the
+        broker is busy), and a record that arrived meanwhile would wait that long before its
+        batch began. One commit at a time; a failed one's error is raised here, in the loop
+        (docs/decisions/0019-fewer-statements-per-event.md)."""
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            committed, self._committing = self._committing, None
+            committed.result()
+        if asyncio.get_running_loop().time() - self._last_commit >= COMMIT_INTERVAL:
+            self._committing = asyncio.create_task(self.commit_if_due())
+
     async def commit_recorded(self, only: set[TopicPartition] | None) -> None:
         """Commits recorded offsets of partitions this consumer still owns (and, when given,
-        only of those in `only`)."""
+        only of those in `only`), after the loop's commit in flight: commits go out in order."""
+        aside = self._committing
+        if aside is not None and aside is not asyncio.current_task() and not aside.done():
+            await asyncio.wait([aside])
         consumer = self._consumer
         if consumer is None or not self._recorded:
             return
