@@ -367,7 +367,8 @@ class Pipeline(Protocol):
 
     async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         """Attempt rows, delivery status, lease release and the subscriptions' failure clocks,
-        in one transaction, for the deliveries `owner` still holds."""
+        atomically (one statement, or one transaction), for the deliveries `owner` still
+        holds; a `recovered` event in the transaction that clears its streak."""
 
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
         """Marks it inactive with a reason and fails its open deliveries; `disabled` (by
