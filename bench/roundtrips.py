@@ -22,6 +22,7 @@ from typing import Any
 
 KINDS = {
     "record_events": "ingest (record_events)",
+    "record_matched": "ingest (record_events)",  # ingest's write since it checks the revision
     "record_attempts": "outcomes (record_attempts)",
     "claim_due": "claims (claim_due)",
     "renew": "lease renewals (renew)",
@@ -43,7 +44,7 @@ class Tally:
 
     def table(self, events: int) -> list[dict[str, Any]]:
         rows = []
-        for kind in [*KINDS.values(), OTHER]:
+        for kind in [*dict.fromkeys(KINDS.values()), OTHER]:
             calls = self.durations.get(kind, [])
             trips = self.trips.get(kind, Counter())
             if not calls and not trips:
@@ -76,7 +77,8 @@ def install(tally: Tally) -> None:
     from service.store.sql import SqlStore  # noqa: PLC0415 - only in the service child
 
     for name, kind in KINDS.items():
-        setattr(SqlStore, name, _kinded(getattr(SqlStore, name), kind, tally))
+        if hasattr(SqlStore, name):  # an older service may lack one
+            setattr(SqlStore, name, _kinded(getattr(SqlStore, name), kind, tally))
     try:
         from asyncpg import connection, pool  # noqa: PLC0415
     except ImportError:

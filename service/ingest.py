@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
@@ -46,7 +48,7 @@ from service.health import Readiness
 from service.matching import SubscriptionIndex
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import Lease, Pipeline, StoreUnavailable
+from service.store import IndexBehind, Lease, Pipeline, StoreUnavailable
 from service.supervise import Fatal, in_background
 from service.tracing import Tracing
 
@@ -91,6 +93,7 @@ class _Batch:
     deliveries: list[NewDelivery]
     dead: dict[TopicPartition, list[tuple[Record, str]]]  # (record, reason)
     last: dict[TopicPartition, int]  # offset after the last record seen, per partition
+    filtered: Counter[str] = field(default_factory=Counter)  # refused by filters, by event
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -145,6 +148,7 @@ class Ingest:
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        self._committing: asyncio.Task[None] | None = None  # the loop's commit in flight
         self._last_batch_at = 0.0  # loop time of the last batch's first records
         self._streaming = False
         self._dead = DeadLetters(self._send_dead, metrics)
@@ -201,9 +205,13 @@ class Ingest:
                 if records:
                     await self._handle(records)
                 self._retry_dead_letters()
-                await self.commit_if_due()
+                self._commit_aside()
         finally:
             await self.commit_recorded(None)
+            aside = self._committing
+            error = aside.exception() if aside and aside.done() and not aside.cancelled() else None
+            if error is not None:
+                log.error("ingest.commit_error", error=repr(error))
             await self._dead.close()
             await self._stop()
 
@@ -317,6 +325,8 @@ class Ingest:
         created = await self._record(batch)
         if created is None:
             return
+        for event_type, filtered in batch.filtered.items():
+            self._metrics.child(self._metrics.events_filtered, event_type).inc(filtered)
         if created:
             by_event = {(e.org_id, e.id): e for e in batch.events}
             # An ordered delivery waits, unleased, until it heads its customer's queue: the
@@ -359,30 +369,48 @@ class Ingest:
         return batch
 
     async def _match(self, batch: _Batch) -> bool:
-        """Matches the accepted events, after one cheap revision read so that a subscription made a
-        moment ago by another process's API is matched already (docs/contract.md, "Events in":
-        events at or after its createdAt). When that read fails, the index may lack a subscription
-        made since it last loaded; an event that occurred before then is matched right, but a newer
-        one could miss it for good, so such a batch waits for the index like a store outage. False
+        """Matches the accepted events against the index as it stands. Whether a subscription
+        changed since (made a moment ago by another process's API, say) is asked by the write
+        that records them (`record_matched`, `_record`), in the same round trip. A batch that
+        matched nothing has no write to ask in: the index reads the store's revision first, and
+        the batch is matched again if it moved (docs/decisions/0019-fewer-statements-per-event.md;
+        docs/contract.md, "Events in": events at or after a subscription's createdAt). False
         when stop came first."""
+        self._accept_all(batch)
+        if batch.events or not batch.accepted:
+            return True
         try:
-            await self._index.refresh()
+            moved = await self._index.refresh()
         except (StoreUnavailable, OSError):
+            # The index may lack a subscription made since it last loaded; an event that
+            # occurred before then is matched right, but a newer one could miss it for good,
+            # so such a batch waits for the index like a store outage.
             self._metrics.store_errors.labels("index_refresh").inc()
             newest = max((occurred for _, _, occurred in batch.accepted), default=None)
-            stale = newest is not None and not self._index.covers(newest)
-            if stale and await self._while_store_away("index_refresh", self._index.refresh) is None:
+            if newest is None or self._index.covers(newest):
+                return True
+            waited = await self._while_store_away("index_refresh", self._index.refresh)
+            if waited is None:
                 return False
+            moved = waited
+        if moved:
+            self._accept_all(batch)
+        return True
+
+    def _accept_all(self, batch: _Batch) -> None:
+        """(Re)matches every accepted event of the batch against the index."""
+        batch.events.clear()
+        batch.deliveries.clear()
+        batch.filtered.clear()
         for event, record, occurred_ms in batch.accepted:
             self._accept(event, record, occurred_ms, batch)
-        return True
 
     def _accept(self, event: Accepted, record: Record, occurred_ms: int, batch: _Batch) -> None:
         matches, filtered = self._index.match(
             event.org_id, event.event, occurred_ms, event.document
         )
         if filtered:
-            self._metrics.child(self._metrics.events_filtered, event.event).inc(filtered)
+            batch.filtered[event.event] += filtered
         if not matches:
             return
         batch.events.append(
@@ -432,13 +460,33 @@ class Ingest:
         await ack
 
     async def _record(self, batch: _Batch) -> list[NewDelivery] | None:
-        """Writes the batch, waiting out a store outage; None when stop came first."""
-        if not batch.events:
-            return []
-        return await self._while_store_away(
-            "record_events",
-            lambda: self._store.record_events(batch.events, batch.deliveries, self._lease),
-        )
+        """Writes the batch, waiting out a store outage; when the store's subscriptions moved
+        past the index that matched it, the index catches up and the batch is matched and
+        written again. None when stop came first."""
+        while batch.events:
+            revision = self._index.revision
+            if revision is None:  # not loaded: the write has nothing to compare with
+                if await self._while_store_away("index_refresh", self._index.refresh) is None:
+                    return None
+                self._accept_all(batch)
+                continue
+            recorded = await self._while_store_away(
+                "record_events",
+                functools.partial(
+                    self._store.record_matched,
+                    batch.events,
+                    batch.deliveries,
+                    self._lease,
+                    revision,
+                ),
+            )
+            if not isinstance(recorded, IndexBehind):
+                return recorded
+            log.debug("ingest.index_behind", revision=recorded.revision)
+            if await self._while_store_away("index_refresh", self._index.refresh) is None:
+                return None
+            self._accept_all(batch)
+        return []
 
     async def _while_store_away(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | None:
         """`call()`, retried while the store is away: meanwhile every partition is paused and
@@ -514,9 +562,26 @@ class Ingest:
             await self.commit_recorded(None)
             self._update_lag()
 
+    def _commit_aside(self) -> None:
+        """`commit_if_due` for the loop, which does not wait for the broker's answer: a commit
+        takes a round trip to the group's coordinator (2 ms, and tens of milliseconds when the
+        broker is busy), and a record that arrived meanwhile would wait that long before its
+        batch began. One commit at a time; a failed one's error is raised here, in the loop
+        (docs/decisions/0019-fewer-statements-per-event.md)."""
+        if self._committing is not None:
+            if not self._committing.done():
+                return
+            committed, self._committing = self._committing, None
+            committed.result()
+        if asyncio.get_running_loop().time() - self._last_commit >= COMMIT_INTERVAL:
+            self._committing = asyncio.create_task(self.commit_if_due())
+
     async def commit_recorded(self, only: set[TopicPartition] | None) -> None:
         """Commits recorded offsets of partitions this consumer still owns (and, when given,
-        only of those in `only`)."""
+        only of those in `only`), after the loop's commit in flight: commits go out in order."""
+        aside = self._committing
+        if aside is not None and aside is not asyncio.current_task() and not aside.done():
+            await asyncio.wait([aside])
         consumer = self._consumer
         if consumer is None or not self._recorded:
             return

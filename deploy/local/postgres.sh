@@ -7,6 +7,9 @@
 # dir is var/postgres (git-ignored); the server listens on 127.0.0.1:$PG_PORT (default 54329, not
 # the system default, so it never collides with a system instance) and trusts loopback connections:
 # it is a throwaway development database, never a deployment. Idempotent like kafka.sh.
+# It runs with fsync off, as a test server may; WEBHOOKS_PG_DURABLE=1 starts it as production
+# runs (fsync=on, synchronous_commit=on: a commit returns once its WAL is on disk), to measure
+# what durability costs (docs/performance.md). A server already running keeps how it started.
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
 set -euo pipefail
 
@@ -83,7 +86,13 @@ start() {
     as_owner "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
   fi
   log "starting on 127.0.0.1:$port"
-  local options="-p $port -h 127.0.0.1 -k $data -c fsync=off -c max_connections=200"
+  local options="-p $port -h 127.0.0.1 -k $data -c max_connections=200"
+  if [[ "${WEBHOOKS_PG_DURABLE:-0}" == 1 ]]; then
+    log "durable: fsync=on, synchronous_commit=on"
+    options+=" -c fsync=on -c synchronous_commit=on"
+  else
+    options+=" -c fsync=off"
+  fi
   # The bench reads the statements' own counts (bench/pgstats.py) when Debian's package ships
   # the extension; it is loaded at start only.
   if [[ -f "$("$bin/pg_config" --pkglibdir 2>/dev/null || echo "$bin/../lib")/pg_stat_statements.so" ]]; then
@@ -113,7 +122,10 @@ stop() {
 }
 
 status() {
-  if running; then echo "postgres: running on 127.0.0.1:$port"; else echo "postgres: stopped"; return 3; fi
+  if ! running; then echo "postgres: stopped"; return 3; fi
+  local fsync
+  fsync=$("$(bindir)/psql" -h 127.0.0.1 -p "$port" -U postgres -Atqc "show fsync" postgres 2>/dev/null || echo "?")
+  echo "postgres: running on 127.0.0.1:$port (fsync $fsync)"
 }
 
 url() { echo "postgresql://postgres@127.0.0.1:$port/$db"; }

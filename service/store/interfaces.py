@@ -366,6 +366,14 @@ class Feeds(Protocol):
         """The org's event and its deliveries to the org's subscriptions (not deleted ones)."""
 
 
+@dataclass(frozen=True, slots=True)
+class IndexBehind:
+    """`record_matched` wrote nothing: subscriptions changed after the revision of the index
+    that matched the events (the store's is `revision`)."""
+
+    revision: int
+
+
 class Pipeline(Protocol):
     """What ingest and delivery write and read: events and deliveries recorded, due work claimed
     under leases, outcomes recorded; the active subscriptions the index matches against; the
@@ -377,6 +385,18 @@ class Pipeline(Protocol):
         """Writes events and deliveries in one transaction; an (event, subscription) pair that
         exists is left alone. Returns the deliveries that are new: under `lease`, but for
         ordered ones (an `ordering_key`), which wait unleased for their turn."""
+
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        """`record_events`, for events matched against an index of subscription revision
+        `revision`: written only when that is still the store's, as read by the write itself,
+        so no subscription changed before the write that the match did not see; otherwise
+        nothing is written (docs/decisions/0019-fewer-statements-per-event.md)."""
 
     async def claim_due(self, claim: Claim) -> list[DeliveryJob]:
         """Leases the due work `claim` asks for."""
@@ -394,7 +414,8 @@ class Pipeline(Protocol):
 
     async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         """Attempt rows, delivery status, lease release and the subscriptions' failure clocks,
-        in one transaction, for the deliveries `owner` still holds."""
+        atomically (one statement, or one transaction), for the deliveries `owner` still
+        holds; a `recovered` event in the transaction that clears its streak."""
 
     async def deactivate_subscription(self, subscription_id: str, reason: str) -> bool:
         """Marks it inactive with a reason and fails its open deliveries; `disabled` (by

@@ -179,7 +179,8 @@ class SqliteDriver:
     thread; `COMMIT` (the WAL's write and fsync) on the loop's thread too while commits take
     under INLINE_COMMIT_MAX, else in the store's thread (see `_commit`). Checkpoints, which copy
     the WAL into the database and may take milliseconds, never run inside a COMMIT: the driver
-    runs one in the store's thread after every CHECKPOINT_EVERY commits, holding the lock.
+    runs one in the store's thread after every CHECKPOINT_EVERY commits, holding the lock, once
+    the transaction that made it due has returned.
     Reads (`connection()`) run on the loop's thread: in WAL mode they never wait for a lock.
     Reads that may go through many rows (`scan()`: counts over a backlog, the census, the
     claim's search for due work) use a second, read-only connection in a thread of its own, so
@@ -207,6 +208,7 @@ class SqliteDriver:
         self._reader_worker = _Worker()
         self._commit_s = 0.0  # how long a COMMIT takes: up at once, down slowly (`_timed_commit`)
         self._since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDriver:
@@ -217,6 +219,9 @@ class SqliteDriver:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteConn]:
+        if self._checkpointing is not None:
+            # A checkpoint due goes before the next write, or writes in a row would outrun it.
+            await asyncio.shield(self._checkpointing)
         async with self._lock:
             try:
                 await self._begin()
@@ -239,22 +244,33 @@ class SqliteDriver:
         the disk is slower, so that a slow fsync never stalls the loop more than once
         (docs/decisions/0001-sqlite-on-the-loop.md).
 
-        Every CHECKPOINT_EVERY commits, a checkpoint in the thread, still holding the lock (as
-        SQLite's own would inside that COMMIT): with no write between it and the next BEGIN,
-        that BEGIN finds the WAL wholly copied and starts it over. A checkpoint beside ongoing
+        Every CHECKPOINT_EVERY commits, a checkpoint in the thread, holding the lock once this
+        transaction has let it go: with no write between it and the next BEGIN, that BEGIN
+        finds the WAL wholly copied and starts it over. A checkpoint beside ongoing
         writes would never catch up with them under a steady load, and the WAL would grow."""
         if self._commit_s < INLINE_COMMIT_MAX:
             self._timed_commit()
         else:
             await self._worker.run(self._timed_commit)
         self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._checkpointing is None:
             self._since_checkpoint = 0
-            try:
-                await self._worker.run(self._checkpoint)
-            except sqlite3.Error as exc:
-                # The WAL grows until the next one works; nothing written is at risk.
-                log.warning("sqlite.checkpoint_failed", error=str(exc))
+            # Taken after this transaction lets the lock go, not inside it: the caller (ingest,
+            # a delivery's outcome) is not kept waiting for the copy.
+            self._checkpointing = asyncio.create_task(self._checkpoint_next())
+
+    async def _checkpoint_next(self) -> None:
+        """A checkpoint in the store's thread, holding the lock: the next transaction to begin
+        waits for it (one already waiting for the lock goes first)."""
+        try:
+            async with self._lock:
+                try:
+                    await self._worker.run(self._checkpoint)
+                except sqlite3.Error as exc:
+                    # The WAL grows until the next one works; nothing written is at risk.
+                    log.warning("sqlite.checkpoint_failed", error=str(exc))
+        finally:
+            self._checkpointing = None
 
     def _timed_commit(self) -> None:
         started = time.perf_counter()
@@ -355,6 +371,8 @@ class SqliteDriver:
             await self._reader_worker.settle()
             await self._reader_worker.run(self._reader.close)
         self._reader_worker.shutdown()
+        if self._checkpointing is not None:
+            await self._checkpointing
         async with self._lock:
             await self._worker.settle()
             await self._worker.run(self._connection.close)

@@ -19,7 +19,7 @@ from service.domain import DeliveryJob, Subscription
 from service.events import format_time
 from service.samples import seed_examples
 from service.signing import verify_signature
-from service.store import Store
+from service.store import Store, open_store
 from tests.conftest import CATALOG_TOPICS
 from tests.support.pipeline import PipelineFactory
 from tests.support.store import seal_elsewhere
@@ -98,6 +98,30 @@ async def test_events_older_than_the_subscription_are_not_delivered(
     await asyncio.sleep(0.5)
     (only,) = p.receiver.at("ok")
     assert orjson.loads(only.body)["id"] == new["id"]
+
+
+async def test_a_subscription_made_through_another_replica_is_matched_by_the_next_event(
+    pipeline_factory: PipelineFactory,
+) -> None:
+    # The index's own follow-up is an hour away: only the write's check can find the change.
+    p = await pipeline_factory(index_refresh=3600.0)
+    await p.subscribe("org_a", "first", CATALOG_TOPICS)
+    await p.produce(seed_examples("org_a", datetime.now(UTC))[0])
+    await p.receiver.wait_for(lambda: len(p.receiver.at("first")) == 1, what="the first")
+    # Another replica (a store of its own: its own connections) makes a subscription.
+    other = await open_store(p.settings)
+    try:
+        made = await other.create_subscription(
+            "org_a", p.receiver.url("second"), CATALOG_TOPICS, "t"
+        )
+    finally:
+        await other.close()
+    event = seed_examples("org_a", datetime.fromtimestamp((made.created_at + 1) / 1000, UTC))[0]
+    await p.produce(event)
+    await p.receiver.wait_for(lambda: len(p.receiver.at("second")) == 1, what="the second")
+    (got,) = p.receiver.at("second")
+    assert orjson.loads(got.body)["id"] == event["id"]
+    await p.receiver.wait_for(lambda: len(p.receiver.at("first")) == 2, what="both")
 
 
 async def _delivery_rows(store: Store, subscription_id: str) -> tuple[int, str | None, int | None]:

@@ -28,6 +28,7 @@ from service.store import (
     CENSUS_BUCKETS,
     ChangedSubscriptions,
     Claim,
+    IndexBehind,
     Lease,
     PageRequest,
     Recorded,
@@ -39,6 +40,7 @@ from service.store import (
 from service.store.migrate import sqlite_path
 from service.store.sql import base as sql_base
 from tests.support.raw import column_values
+from tests.support.roundtrips import counting
 from tests.support.store import EVENTS, attempt, incoming, recorded, seal_elsewhere
 
 
@@ -742,3 +744,87 @@ async def test_a_long_run_of_failures_is_announced_failing_by_the_timer_once(
     await store.record_attempts([attempt(delivery, 3, DeliveryStatus.SENT, 200, now_ms())], "me")
     rows = (await store.list_audit("org_a", where, PageRequest(10, None))).rows
     assert [entry.action for entry in rows] == ["subscription.recovered", "subscription.failing"]
+
+
+async def test_a_batch_of_successes_costs_one_statement_and_still_clears_any_failure_clock(
+    store: Store, settings_for: Settings
+) -> None:
+    sub, [first, failed, second, third] = await recorded(store, "me", 60_000, count=4)
+    at = now_ms()
+    # A healthy subscription: on PostgreSQL the outcome, its attempt and its counters are one
+    # statement with no transaction; on SQLite one statement for the failure clocks of the
+    # batch's subscriptions (not two per subscription) in the transaction.
+    with counting(store) as trips:
+        await store.record_attempts([attempt(first, 1, DeliveryStatus.SENT, 200, at)], "me")
+    assert trips.round_trips == (1 if settings_for.is_postgres else 6), trips.statements
+    # A failure (another replica's, say: the row is what counts) starts the clock; the next
+    # success clears it, still in the one statement.
+    await store.record_attempts([attempt(failed, 1, DeliveryStatus.RETRYING, 500, at)], "me")
+    assert (await _failure_clock(store, sub.id)) == (at, 1, None)
+    with counting(store) as trips:
+        clocks = await store.record_attempts(
+            [attempt(second, 1, DeliveryStatus.SENT, 200, at + 1)], "me"
+        )
+    assert clocks == Recorded({sub.id: None}, frozenset())
+    assert (await _failure_clock(store, sub.id)) == (None, 0, None)
+    assert trips.round_trips == (1 if settings_for.is_postgres else 7), trips.statements
+    # An announced streak (a `failing` event sent): the success clears it in the transaction
+    # that writes the `recovered` event.
+    await _announce(store, sub.id, at)
+    clocks = await store.record_attempts(
+        [attempt(third, 1, DeliveryStatus.SENT, 200, at + 2)], "me"
+    )
+    assert clocks == Recorded({sub.id: None}, frozenset())
+    assert (await _failure_clock(store, sub.id)) == (None, 0, None)
+    entry = await store.get_delivery("org_a", sub.id, third.id)
+    assert entry is not None
+    assert entry.row.status is DeliveryStatus.SENT
+    assert [a.response_code for a in entry.attempts] == [200]
+
+
+async def _failure_clock(store: Store, subscription_id: str) -> tuple[int | None, int, int | None]:
+    async with store._driver.connection() as conn:  # type: ignore[attr-defined]
+        row = await conn.fetchrow(
+            "SELECT failing_since, consecutive_failures, alerted_at FROM subscriptions "
+            "WHERE id = $1",
+            subscription_id,
+        )
+    assert row is not None
+    return row["failing_since"], row["consecutive_failures"], row["alerted_at"]
+
+
+async def _announce(store: Store, subscription_id: str, at: int) -> None:
+    """The subscription's streak as another replica leaves it once `failing` is sent."""
+    async with store._driver.transaction() as conn:  # type: ignore[attr-defined]
+        await conn.execute(
+            "UPDATE subscriptions SET failing_since = $2, consecutive_failures = 5, "
+            "alerted_at = $2 WHERE id = $1",
+            subscription_id,
+            at,
+        )
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+async def test_a_write_matched_against_an_older_revision_writes_nothing(
+    store: Store, ordered: bool
+) -> None:
+    sub = await store.create_subscription("org_a", "https://a.example/h", EVENTS, None)
+    matched_at = await store.subscriptions_revision()
+    await store.create_subscription("org_a", "https://b.example/h", EVENTS, None)
+    event = incoming()
+    delivery = NewDelivery(
+        ids.new_id("whd"),
+        event.id,
+        sub.id,
+        event.event,
+        event.org_id,
+        ordering_key="cus_1" if ordered else None,
+    )
+    lease = Lease("me", 60_000)
+    behind = await store.record_matched([event], [delivery], lease, matched_at)
+    assert behind == IndexBehind(matched_at + 1)
+    assert await store.pending_count() == 0
+    written = await store.record_matched([event], [delivery], lease, matched_at + 1)
+    assert not isinstance(written, IndexBehind)
+    assert [d.id for d in written] == [delivery.id]
+    assert await store.pending_count() == 1

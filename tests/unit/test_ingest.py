@@ -34,7 +34,7 @@ from service.matching import Matched, SubscriptionIndex
 from service.metrics import Metrics
 from service.samples import sample_event
 from service.settings import load_settings
-from service.store import ChangedSubscriptions, Lease, Store, StoreUnavailable
+from service.store import ChangedSubscriptions, IndexBehind, Lease, Store, StoreUnavailable
 from tests.support.virtual_time import in_virtual_time
 
 TP = TopicPartition("identity.verification.created", 0)
@@ -131,6 +131,15 @@ class FlakyStore:
         self.recorded.extend(deliveries)
         return list(deliveries)
 
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        return await self.record_events(events, deliveries, lease)
+
 
 @dataclass
 class FakeDispatcher:
@@ -174,6 +183,8 @@ class FakeProducer:
 
 
 class FakeIndex:
+    revision = 1
+
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
 
@@ -426,11 +437,24 @@ class IndexedStore(FlakyStore):
     revision: int = 1
     revision_failures: int = 0
 
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        if revision != self.revision:
+            self.log.append("index behind")
+            return IndexBehind(self.revision)
+        return await self.record_events(events, deliveries, lease)
+
     async def subscriptions_revision(self) -> int:
         if self.revision_failures:
             self.revision_failures -= 1
             self.log.append("index refresh failed")
             raise StoreUnavailable("connection refused")
+        self.log.append("revision read")
         return self.revision
 
     async def active_subscriptions(self) -> list[Subscription]:
@@ -481,6 +505,27 @@ async def test_a_failed_refresh_does_not_hold_events_the_index_already_covers() 
     await ingest._handle({TP: [Record(0, event(at=occurred))]})
     assert [d.subscription_id for d in store.recorded] == ["whk_old"]
     assert "pause" not in consumer.log
+
+
+@in_virtual_time
+async def test_a_write_behind_the_stores_subscriptions_is_matched_again_before_it_is_recorded() -> (
+    None
+):
+    ingest, consumer, store = await make_indexed([subscription("whk_old", 0)])
+    # Another replica makes a subscription the event wants; this index has not read it.
+    store.subscriptions.append(subscription("whk_new", now_ms() - 1000))
+    store.revision += 1
+    await ingest._handle({TP: [Record(0, event())]})
+    # The write found the index behind and wrote nothing; the index caught up, and the
+    # batch, matched again, was written once with both.
+    assert consumer.log.count("index behind") == 1
+    assert consumer.log.count("recorded") == 1
+    assert sorted(d.subscription_id for d in store.recorded) == ["whk_new", "whk_old"]
+    # With the index current, an event costs the write alone: no revision read before it.
+    before = consumer.log.count("revision read")
+    await ingest._handle({TP: [Record(1, event())]})
+    assert consumer.log.count("revision read") == before
+    assert consumer.log.count("recorded") == 2
 
 
 # -- a dead-letter topic that refuses writes -------------------------------------------------

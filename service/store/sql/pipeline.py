@@ -26,7 +26,7 @@ from service.domain import (
 from service.events import OPERATIONAL, TEST_EVENT
 from service.operational import OperationalEvent
 from service.store.crypto import Undecryptable
-from service.store.interfaces import Claim, Lease, Recorded
+from service.store.interfaces import Claim, IndexBehind, Lease, Recorded
 from service.store.sql.base import (
     JOIN_EVENTS,
     OPEN,
@@ -88,6 +88,9 @@ _ATTEMPT_COLUMNS: tuple[Column, ...] = (
 )
 _ATTEMPT_NAMES = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
 # An attempt's counters (`service.summaries`), to be added if its delivery was held.
+# The subscription revision every change moves (`bump_revision`): an index that matched a
+# batch's events at this revision missed no change.
+_REVISION = "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
 _COUNT_COLUMNS: tuple[Column, ...] = (
     ("delivery_id", "text"),
     ("subscription_id", "text"),
@@ -179,6 +182,27 @@ class PipelineSql(OperationalSql):
     async def record_events(
         self, events: Sequence[IncomingEvent], deliveries: Sequence[NewDelivery], lease: Lease
     ) -> list[NewDelivery]:
+        recorded = await self._record(events, deliveries, lease, None)
+        assert not isinstance(recorded, IndexBehind)
+        return recorded
+
+    async def record_matched(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int,
+    ) -> list[NewDelivery] | IndexBehind:
+        return await self._record(events, deliveries, lease, revision)
+
+    async def _record(
+        self,
+        events: Sequence[IncomingEvent],
+        deliveries: Sequence[NewDelivery],
+        lease: Lease,
+        revision: int | None,
+    ) -> list[NewDelivery] | IndexBehind:
+        """`record_events`; with a `revision`, `record_matched`."""
         now = self._now()
         # Sealed and hashed before the transaction: no write lock is held for the CPU work.
         # An ordered delivery's key is its event's: hashed once.
@@ -215,8 +239,12 @@ class PipelineSql(OperationalSql):
         if self._driver.writes_in_with and not any(
             d.poll or d.ordering_key is not None for d in deliveries
         ):
-            return await self._record_in_one_statement(event_rows, deliveries, lease, now)
+            return await self._record_in_one_statement(event_rows, deliveries, lease, now, revision)
         async with self._transaction() as conn:
+            if revision is not None:
+                row = await conn.fetchrow(_REVISION)
+                if row is not None and row["value"] != revision:
+                    return IndexBehind(row["value"])
             source, args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=2)
             # `WHERE true`: SQLite reads an ON CONFLICT after a bare SELECT as a join clause.
             await conn.execute(
@@ -270,45 +298,54 @@ class PipelineSql(OperationalSql):
         deliveries: Sequence[NewDelivery],
         lease: Lease,
         now: int,
-    ) -> list[NewDelivery]:
+        revision: int | None,
+    ) -> list[NewDelivery] | IndexBehind:
         """`record_events`' writes where one statement may write several tables, for a batch
         with no ordered or polled delivery (those take places first): the events, their
         deliveries (leased to this replica) and the deliveries' counters, one round trip and
-        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md)."""
-        first = 6
+        atomic with no transaction around it (docs/decisions/0016-postgres-round-trips.md).
+        With a `revision`, they are written only if it is still the store's, read in the same
+        snapshot (docs/decisions/0019-fewer-statements-per-event.md)."""
+        first = 7
         events, event_args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=first)
         made, made_args = self._driver.row_source(
             _DELIVERY_COLUMNS,
             [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
             first=first + len(event_args),
         )
+        current = f"WHERE $6::bigint IS NULL OR ({_REVISION}) = $6"
         async with self._atomic() as conn:
             rows = await conn.fetch(
                 "WITH recorded AS (INSERT INTO events (id, org_id, event, occurred_at, body, "
                 "sibling_service, source, customer_id, verification_key, received_at) "
                 "SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, r.sibling_service, "
-                f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r "
+                f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r {current} "
                 "ON CONFLICT (org_id, id) DO NOTHING), "
                 "made AS (INSERT INTO deliveries (id, event_id, subscription_id, event, org_id, "
                 "status, attempts, next_attempt_at, created_at, updated_at, lease_owner, "
                 "lease_until) SELECT r.id, r.event_id, r.subscription_id, r.event, r.org_id, "
                 f"'pending', 0, $1, $1, $1, $2, {self._driver.now_ms_sql} + $3 FROM ({made}) r "
-                "ON CONFLICT (event_id, subscription_id) DO NOTHING "
+                f"{current} ON CONFLICT (event_id, subscription_id) DO NOTHING "
                 "RETURNING id, subscription_id), "
                 # In key order, as `add_counts` adds: two writers cannot deadlock.
                 "counted AS (INSERT INTO subscription_stats (subscription_id, period, counter, n) "
                 "SELECT subscription_id, $4, $5, count(*) FROM made GROUP BY subscription_id "
                 "ORDER BY subscription_id ON CONFLICT (subscription_id, period, counter) "
                 "DO UPDATE SET n = subscription_stats.n + excluded.n) "
-                "SELECT id FROM made",
+                f"SELECT id, NULL AS revision FROM made UNION ALL SELECT NULL, value FROM "
+                f"({_REVISION}) current WHERE $6::bigint IS NOT NULL AND value <> $6",
                 now,
                 lease.owner,
                 lease.ms,
                 period(now, DELIVERIES),
                 DELIVERIES,
+                revision,
                 *event_args,
                 *made_args,
             )
+        for row in rows:
+            if row["id"] is None:
+                return IndexBehind(row["revision"])
         created = {row["id"] for row in rows}
         return [d for d in deliveries if d.id in created]
 
@@ -459,29 +496,46 @@ class PipelineSql(OperationalSql):
     async def record_attempts(self, attempts: Sequence[AttemptRecord], owner: str) -> Recorded:
         if not attempts:
             return Recorded({}, frozenset())
-        clocks = failure_clocks(attempts)
-        # Locks are taken in one order everywhere — subscriptions (by id), then deliveries (by
-        # id) — as deactivate and delete do, so concurrent writers cannot deadlock.
+        if not self._driver.writes_in_with or any(
+            a.new_status is not DeliveryStatus.SENT for a in attempts
+        ):
+            return await self._record_in_transaction(attempts, owner)
+        # Every attempt succeeded: the failure clocks are cleared inside the outcome's own
+        # statement, with no transaction around it
+        # (docs/decisions/0019-fewer-statements-per-event.md).
+        # A subscription whose failure was announced owes a `recovered` event, written with its
+        # cause: its attempts are left to the transaction.
         ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
-        # A delivery attempted twice in one batch ends as its later attempt says.
         latest = list({a.delivery_id: a for a in ordered}.values())
-        failing_since: dict[str, int | None] = {}
-        # Excerpts are sealed before the transaction: no write lock is held for the CPU work.
-        attempt_rows = [
-            (
-                a.delivery_id,
-                a.number,
-                a.started_at,
-                a.duration_ms,
-                a.status_code,
-                a.result,
-                a.error,
-                None
-                if a.response_excerpt is None
-                else self._keyring.seal_text(a.response_excerpt, excerpt_context(a.delivery_id)),
-            )
-            for a in ordered
-        ]
+        subscriptions = sorted({a.subscription_id for a in ordered})
+        rows, alerted = await self._successes_in_one_statement(
+            owner, subscriptions, latest, self._attempt_rows(ordered), ordered
+        )
+        recorded = Recorded(
+            dict.fromkeys(s for s in subscriptions if s not in alerted),
+            frozenset(a.delivery_id for a in latest if a.subscription_id not in alerted)
+            - {row["id"] for row in rows},
+        )
+        if not alerted:
+            return recorded
+        rest = await self._record_in_transaction(
+            [a for a in attempts if a.subscription_id in alerted], owner
+        )
+        return Recorded(
+            recorded.failing_since | rest.failing_since,
+            recorded.lost | rest.lost,
+            emitted=rest.emitted,
+        )
+
+    async def _record_in_transaction(
+        self, attempts: Sequence[AttemptRecord], owner: str
+    ) -> Recorded:
+        """`record_attempts` with the subscriptions' failure clocks written first, each locked
+        in id order, then the deliveries, in one transaction."""
+        clocks = failure_clocks(attempts)
+        ordered = sorted(attempts, key=lambda a: (a.delivery_id, a.number))
+        latest = list({a.delivery_id: a for a in ordered}.values())
+        attempt_rows = self._attempt_rows(ordered)
         succeeded = {
             a.subscription_id: a.started_at + a.duration_ms
             for a in ordered
@@ -490,21 +544,20 @@ class PipelineSql(OperationalSql):
         last_failed = {
             a.subscription_id: a for a in ordered if a.new_status is not DeliveryStatus.SENT
         }
+        failing_since: dict[str, int | None] = {}
         announced: list[OperationalEvent] = []
         async with self._transaction() as conn:
+            healed = {}
+            if not self._driver.writes_in_with:
+                # One writer at a time (SQLite's write transaction): no lock order to keep, so
+                # every subscription with a success is cleared at once.
+                healed = await self._heal(conn, sorted(succeeded), succeeded)
             for subscription_id, (reset, first_failure, failures) in sorted(clocks.items()):
-                if subscription_id in succeeded:
-                    announced += await self._recovered(
-                        conn, subscription_id, succeeded[subscription_id]
-                    )
+                if subscription_id in succeeded and self._driver.writes_in_with:
+                    healed |= await self._heal(conn, [subscription_id], succeeded)
+                if subscription_id in healed:
+                    announced += healed[subscription_id]
                 if first_failure is None:
-                    # Only a row that was failing is written: the healthy common case
-                    # leaves the subscription row (and its lock) alone.
-                    await conn.execute(
-                        "UPDATE subscriptions SET failing_since = NULL, consecutive_failures = 0 "
-                        "WHERE id = $1 AND (failing_since IS NOT NULL OR consecutive_failures > 0)",
-                        subscription_id,
-                    )
                     failing_since[subscription_id] = None
                     continue
                 row = await conn.fetchrow(
@@ -524,42 +577,13 @@ class PipelineSql(OperationalSql):
                 failing_since[subscription_id] = None if row is None else row["failing_since"]
                 if row is not None:
                     announced += await self._failing(conn, row, last_failed[subscription_id])
-            source, args = self._driver.row_source(
-                _OUTCOME_COLUMNS,
-                [
-                    (
-                        a.delivery_id,
-                        a.new_status.value,
-                        a.number,
-                        a.started_at,
-                        a.status_code,
-                        a.error,
-                        a.next_attempt_at,
-                        a.started_at + a.duration_ms,
-                    )
-                    for a in latest
-                ],
-                first=2,
-            )
-            # The fence: only deliveries this replica still holds take its outcome.
-            update = (
-                "UPDATE deliveries SET status = r.status, attempts = r.number, "
-                "last_attempt_at = r.started_at, last_status_code = r.status_code, "
-                "last_error = r.error, "
-                "next_attempt_at = COALESCE(r.next_attempt_at, deliveries.next_attempt_at), "
-                "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
-                f"FROM ({source}) r WHERE deliveries.id = r.id "
-                "AND deliveries.status IN ('pending', 'retrying') "
-                "AND deliveries.lease_owner = $1 RETURNING deliveries.id, deliveries.status, "
-                "deliveries.event, deliveries.event_id, deliveries.subscription_id"
-            )
+            update, update_args = self._held_update(owner, latest)
             if self._driver.writes_in_with:
-                rows = await self._outcomes_in_one_statement(
-                    conn, update, [owner, *args], attempt_rows, ordered
-                )
+                sql, args = self._outcomes_sql(update, update_args, attempt_rows, ordered)
+                rows = await conn.fetch(sql, *args)
                 held = {row["id"] for row in rows}
             else:
-                rows = await conn.fetch(update, owner, *args)
+                rows = await conn.fetch(update, *update_args)
                 held = {row["id"] for row in rows}
                 if kept := [row for row in attempt_rows if row[0] in held]:
                     source, args = self._driver.row_source(_ATTEMPT_COLUMNS, kept, first=1)
@@ -586,31 +610,116 @@ class PipelineSql(OperationalSql):
             failing_since, frozenset(a.delivery_id for a in latest) - held, emitted=emitted
         )
 
-    async def _recovered(self, conn: Conn, subscription_id: str, at: int) -> list[OperationalEvent]:
-        """A success at `at`: when a `failing` or `disabled` event announced its streak, the
-        announcement is cleared and `recovered` is owed."""
-        row = await conn.fetchrow(
-            "SELECT org_id, url, failing_since, alerted_at FROM subscriptions "
-            f"WHERE id = $1 AND alerted_at IS NOT NULL {self._driver.lock_row}",
-            subscription_id,
+    def _attempt_rows(self, ordered: Sequence[AttemptRecord]) -> list[tuple[Any, ...]]:
+        """The attempts as rows of `attempts`, their excerpts sealed (before any transaction:
+        no write lock is held for the CPU work)."""
+        return [
+            (
+                a.delivery_id,
+                a.number,
+                a.started_at,
+                a.duration_ms,
+                a.status_code,
+                a.result,
+                a.error,
+                None
+                if a.response_excerpt is None
+                else self._keyring.seal_text(a.response_excerpt, excerpt_context(a.delivery_id)),
+            )
+            for a in ordered
+        ]
+
+    def _held_update(
+        self, owner: str, latest: Sequence[AttemptRecord], first: int = 1
+    ) -> tuple[str, list[Any]]:
+        """The fenced outcome update (only deliveries this replica still holds take its
+        outcome), returning the rows it held; its arguments numbered from `$first`."""
+        source, args = self._driver.row_source(
+            _OUTCOME_COLUMNS,
+            [
+                (
+                    a.delivery_id,
+                    a.new_status.value,
+                    a.number,
+                    a.started_at,
+                    a.status_code,
+                    a.error,
+                    a.next_attempt_at,
+                    a.started_at + a.duration_ms,
+                )
+                for a in latest
+            ],
+            first=first + 1,
         )
-        if row is None:
-            return []
-        await conn.execute(
-            "UPDATE subscriptions SET alerted_at = NULL WHERE id = $1", subscription_id
+        update = (
+            "UPDATE deliveries SET status = r.status, attempts = r.number, "
+            "last_attempt_at = r.started_at, last_status_code = r.status_code, "
+            "last_error = r.error, "
+            "next_attempt_at = COALESCE(r.next_attempt_at, deliveries.next_attempt_at), "
+            "updated_at = r.finished_at, lease_owner = NULL, lease_until = NULL "
+            f"FROM ({source}) r WHERE deliveries.id = r.id "
+            "AND deliveries.status IN ('pending', 'retrying') "
+            f"AND deliveries.lease_owner = ${first} RETURNING deliveries.id, deliveries.status, "
+            "deliveries.event, deliveries.event_id, deliveries.subscription_id"
         )
-        about = operational.About(subscription_id, row["org_id"], row["url"])
-        event = operational.recovered(about, row["failing_since"], row["alerted_at"], at)
-        since = row["failing_since"]
-        await self._audit(
-            conn,
-            operational.system_entry(
-                event,
-                "subscription.recovered",
-                {"failingSince": None if since is None else iso(since)},
-            ),
+        return update, [owner, *args]
+
+    async def _heal(
+        self, conn: Conn, subscription_ids: Sequence[str], succeeded: dict[str, int]
+    ) -> dict[str, list[OperationalEvent]]:
+        """Clears the failure clock and the announcement of those of `subscription_ids` (which
+        had a success: `succeeded`, when) that have either, and returns them with the
+        `recovered` event owed where a `failing` or `disabled` event announced the streak. A
+        healthy subscription's row is neither locked nor written."""
+        unhealthy = (
+            "(failing_since IS NOT NULL OR consecutive_failures > 0 OR alerted_at IS NOT NULL)"
         )
-        return [event]
+        ids = self._driver.list_param(subscription_ids)
+        if self._driver.writes_in_with:
+            # One statement: the old values are read under the row's lock and returned by the
+            # update that clears them.
+            rows = await conn.fetch(
+                "UPDATE subscriptions s SET failing_since = NULL, consecutive_failures = 0, "
+                "alerted_at = NULL FROM (SELECT id, failing_since, alerted_at FROM subscriptions "
+                f"WHERE id {self._driver.in_list('$1')} AND {unhealthy} "
+                f"ORDER BY id {self._driver.lock_row}) old WHERE s.id = old.id "
+                "RETURNING s.id, s.org_id, s.url, old.failing_since, old.alerted_at",
+                ids,
+            )
+        else:
+            rows = await conn.fetch(
+                "SELECT id, org_id, url, failing_since, alerted_at FROM subscriptions "
+                f"WHERE id {self._driver.in_list('$1')} AND {unhealthy}",
+                ids,
+            )
+            if rows:
+                await conn.execute(
+                    "UPDATE subscriptions SET failing_since = NULL, consecutive_failures = 0, "
+                    f"alerted_at = NULL WHERE id {self._driver.in_list('$1')}",
+                    self._driver.list_param([row["id"] for row in rows]),
+                )
+        healed: dict[str, list[OperationalEvent]] = {}
+        for row in rows:
+            healed[row["id"]] = []
+            if row["alerted_at"] is None:
+                continue
+            since = row["failing_since"]
+            event = operational.recovered(
+                operational.About(row["id"], row["org_id"], row["url"]),
+                since,
+                row["alerted_at"],
+                succeeded[row["id"]],
+            )
+            await self._audit(
+                conn,
+                operational.system_entry(
+                    event,
+                    "subscription.recovered",
+                    {"failingSince": None if since is None else iso(since)},
+                ),
+            )
+            healed[row["id"]].append(event)
+        return healed
 
     async def _failing(
         self, conn: Conn, row: Row, attempt: AttemptRecord
@@ -737,18 +846,65 @@ class PipelineSql(OperationalSql):
             )
         return events
 
-    async def _outcomes_in_one_statement(
+    async def _successes_in_one_statement(
         self,
-        conn: Conn,
+        owner: str,
+        subscriptions: Sequence[str],
+        latest: Sequence[AttemptRecord],
+        attempt_rows: Sequence[Sequence[Any]],
+        ordered: Sequence[AttemptRecord],
+    ) -> tuple[list[Row], set[str]]:
+        """A batch of successes in one statement: the failure clocks of `subscriptions` that
+        have one cleared (their rows locked first, in id order, as every writer locks), then
+        `_outcomes_in_one_statement`'s writes — except for the subscriptions whose failure was
+        announced, returned apart for the transaction that writes their `recovered` event.
+        Returns the deliveries held and those subscriptions."""
+        update, update_args = self._held_update(owner, latest, first=2)
+        # The announced subscriptions' deliveries are left alone; `(SELECT count(*) FROM
+        # cleared)` makes the clocks' update run, and lock its rows, before any delivery's.
+        update = update.replace(
+            " RETURNING deliveries.id,",
+            " AND deliveries.subscription_id NOT IN (SELECT id FROM announced) "
+            "AND (SELECT count(*) FROM cleared) >= 0 RETURNING deliveries.id,",
+        )
+        ids = self._driver.in_list("$1")
+        sql, args = self._outcomes_sql(
+            update,
+            [self._driver.list_param(subscriptions), *update_args],
+            attempt_rows,
+            ordered,
+            before=(
+                f"announced AS (SELECT id FROM subscriptions WHERE id {ids} "
+                "AND alerted_at IS NOT NULL), "
+                "cleared AS (UPDATE subscriptions SET failing_since = NULL, "
+                "consecutive_failures = 0 WHERE id IN (SELECT id FROM subscriptions "
+                f"WHERE id {ids} AND alerted_at IS NULL "
+                "AND (failing_since IS NOT NULL OR consecutive_failures > 0) "
+                f"ORDER BY id {self._driver.lock_row}) RETURNING id), "
+            ),
+            after="UNION ALL SELECT id, NULL, NULL, NULL, NULL, true FROM announced",
+        )
+        async with self._atomic() as conn:
+            rows = await conn.fetch(sql, *args)
+        alerted = {row["id"] for row in rows if row["announced"]}
+        return [row for row in rows if not row["announced"]], alerted
+
+    def _outcomes_sql(
+        self,
         update: str,
         update_args: list[Any],
         attempt_rows: Sequence[Sequence[Any]],
         ordered: Sequence[AttemptRecord],
-    ) -> list[Row]:
+        *,
+        before: str = "",
+        after: str = "",
+    ) -> tuple[str, list[Any]]:
         """`record_attempts`' writes after the subscriptions' where one statement may write
         several tables: the fenced outcome `update` (its arguments `update_args`, from $1), the
-        attempts of the deliveries it held and their counters, one round trip. Returns the
-        deliveries held, as the update returned them."""
+        attempts of the deliveries it held and their counters, one round trip; `before`, more
+        of the `WITH`'s statements ahead of the update, and `after`, more rows after those the
+        update held. The statement returns the deliveries held, as the update returned them,
+        `announced` false. Returns it and its arguments."""
         first = len(update_args) + 1
         attempts, attempt_args = self._driver.row_source(_ATTEMPT_COLUMNS, attempt_rows, first)
         counted, count_args = self._driver.row_source(
@@ -760,8 +916,8 @@ class PipelineSql(OperationalSql):
             ],
             first + len(attempt_args),
         )
-        rows = await conn.fetch(
-            f"WITH held AS ({update}), "
+        sql = (
+            f"WITH {before}held AS ({update}), "
             f"logged AS (INSERT INTO attempts ({_ATTEMPT_NAMES}) SELECT {_ATTEMPT_NAMES} "
             f"FROM ({attempts}) r WHERE r.delivery_id IN (SELECT id FROM held)), "
             # In key order, as `add_counts` adds: two writers cannot deadlock.
@@ -772,12 +928,10 @@ class PipelineSql(OperationalSql):
             "ORDER BY c.subscription_id, c.period, c.counter "
             "ON CONFLICT (subscription_id, period, counter) "
             "DO UPDATE SET n = subscription_stats.n + excluded.n) "
-            "SELECT * FROM held",
-            *update_args,
-            *attempt_args,
-            *count_args,
+            "SELECT id, status, event, event_id, subscription_id, false AS announced FROM held "
+            f"{after}"
         )
-        return list(rows)
+        return sql, [*update_args, *attempt_args, *count_args]
 
     async def pending_count(self) -> int:
         async with self._scan() as conn:
