@@ -190,6 +190,7 @@ class SqliteDriver:
 
     lock_due = ""  # one process owns the file: nobody to skip
     lock_row = ""  # a write transaction (BEGIN IMMEDIATE) is the only one: nobody to wait for
+    share_row = ""
     # julianday('now') has millisecond precision; `unixepoch('subsec')` needs SQLite 3.42.
     now_ms_sql = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
     # One writer: a counter row is the sequence (its new top; the values below it are ours).

@@ -62,6 +62,12 @@ class Driver(Protocol):
     concurrent change waits instead of being lost; empty where the write transaction is the
     database's only one (SQLite's `BEGIN IMMEDIATE`)."""
 
+    share_row: str
+    """Appended to a read of the subscription revision that decides what a write records:
+    `FOR SHARE` where replicas write at once, so the read waits for a subscription change
+    in flight and sees it once committed (a row lock's read follows the row's newest
+    version); empty where the write transaction is the database's only one."""
+
     now_ms_sql: str
     """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
     so replicas whose clocks disagree still agree on whose lease has run out."""
@@ -157,6 +163,10 @@ OPEN = "status IN ('pending', 'retrying')"
 """A delivery still to be sent (or retried)."""
 JOIN_EVENTS = "JOIN events e ON e.org_id = d.org_id AND e.id = d.event_id"
 """A delivery `d`'s event `e`."""
+REVISION = "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
+"""The subscription revision every change moves (`bump_revision`): an index that matched a
+batch's events at this revision missed no change."""
+
 BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
 """Tells every subscription index that subscriptions changed (`bump_revision` also says which)."""
 
@@ -174,6 +184,15 @@ async def bump_revision(driver: Driver, conn: Conn, subscription_ids: Sequence[s
             int(row["value"]),
             driver.list_param(subscription_ids),
         )
+
+
+async def hold_revision(driver: Driver, conn: Conn) -> None:
+    """Takes the revision's row lock first thing in a transaction that will move it: ingest's
+    reads of the revision (`share_row`) wait from here to the commit, so what a new
+    subscription's `created_at`, stamped after this, promises cannot be overtaken by a write
+    matched without it; and taken before any delivery row, the lock order is ingest's
+    (docs/decisions/0019-fewer-statements-per-event.md)."""
+    await conn.fetchrow(f"{REVISION} {driver.lock_row}")
 
 
 class SqlBase:

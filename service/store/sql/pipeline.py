@@ -31,6 +31,7 @@ from service.store.sql.base import (
     JOIN_EVENTS,
     OPEN,
     PAYLOAD_REMOVED,
+    REVISION,
     Column,
     Conn,
     Row,
@@ -88,9 +89,6 @@ _ATTEMPT_COLUMNS: tuple[Column, ...] = (
 )
 _ATTEMPT_NAMES = ", ".join(name for name, _ in _ATTEMPT_COLUMNS)
 # An attempt's counters (`service.summaries`), to be added if its delivery was held.
-# The subscription revision every change moves (`bump_revision`): an index that matched a
-# batch's events at this revision missed no change.
-_REVISION = "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
 _COUNT_COLUMNS: tuple[Column, ...] = (
     ("delivery_id", "text"),
     ("subscription_id", "text"),
@@ -242,7 +240,7 @@ class PipelineSql(OperationalSql):
             return await self._record_in_one_statement(event_rows, deliveries, lease, now, revision)
         async with self._transaction() as conn:
             if revision is not None:
-                row = await conn.fetchrow(_REVISION)
+                row = await conn.fetchrow(f"{REVISION} {self._driver.share_row}")
                 if row is not None and row["value"] != revision:
                     return IndexBehind(row["value"])
             source, args = self._driver.row_source(_EVENT_COLUMNS, event_rows, first=2)
@@ -313,11 +311,20 @@ class PipelineSql(OperationalSql):
             [(d.id, d.event_id, d.subscription_id, d.event, d.org_id) for d in deliveries],
             first=first + len(event_args),
         )
-        current = f"WHERE $6::bigint IS NULL OR ({_REVISION}) = $6"
+        # The revision read once, under a share lock: a subscription change in flight is
+        # waited for, and its value is the one both the writes and the answer compare with
+        # (a lock's read follows the row to its newest version; a filter over the subquery
+        # would be applied before the lock, to the version the statement began with).
+        revision_now = (
+            f"rev AS MATERIALIZED ({REVISION} AND $6::bigint IS NOT NULL "
+            f"{self._driver.share_row}), "
+        )
+        current = "WHERE $6::bigint IS NULL OR (SELECT value FROM rev) = $6"
         async with self._atomic() as conn:
             rows = await conn.fetch(
-                "WITH recorded AS (INSERT INTO events (id, org_id, event, occurred_at, body, "
-                "sibling_service, source, customer_id, verification_key, received_at) "
+                f"WITH {revision_now}recorded AS (INSERT INTO events (id, org_id, event, "
+                "occurred_at, body, sibling_service, source, customer_id, verification_key, "
+                "received_at) "
                 "SELECT r.id, r.org_id, r.event, r.occurred_at, r.body, r.sibling_service, "
                 f"r.source, r.customer_id, r.verification_key, $1 FROM ({events}) r {current} "
                 "ON CONFLICT (org_id, id) DO NOTHING), "
@@ -332,8 +339,8 @@ class PipelineSql(OperationalSql):
                 "SELECT subscription_id, $4, $5, count(*) FROM made GROUP BY subscription_id "
                 "ORDER BY subscription_id ON CONFLICT (subscription_id, period, counter) "
                 "DO UPDATE SET n = subscription_stats.n + excluded.n) "
-                f"SELECT id, NULL AS revision FROM made UNION ALL SELECT NULL, value FROM "
-                f"({_REVISION}) current WHERE $6::bigint IS NOT NULL AND value <> $6",
+                "SELECT id, NULL AS revision FROM made UNION ALL "
+                "SELECT NULL, value FROM rev WHERE value <> $6",
                 now,
                 lease.owner,
                 lease.ms,

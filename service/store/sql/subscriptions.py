@@ -39,6 +39,7 @@ from service.store.interfaces import (
 )
 from service.store.sql.base import (
     OPEN,
+    REVISION,
     Conn,
     Row,
     as_dict,
@@ -46,6 +47,7 @@ from service.store.sql.base import (
     bump_revision,
     filter_context,
     headers_context,
+    hold_revision,
     secret_context,
     signing_key_context,
 )
@@ -252,7 +254,6 @@ class SubscriptionsSql(OperationalSql):
         delivery: DeliveryMode = DeliveryMode.PUSH,
         actor: Actor = SYSTEM,
     ) -> Subscription:
-        now = self._now()
         options = {
             "rate_limit": rate_limit is not None,
             "headers": bool(headers),
@@ -271,6 +272,10 @@ class SubscriptionsSql(OperationalSql):
             else (None, None)
         )
         async with self._transaction() as conn:
+            # Stamped once every write matched without it has committed, and before any that
+            # could: an event that occurred from `created_at` on is matched with it.
+            await hold_revision(self._driver, conn)
+            now = self._now()
             row = await _insert(
                 conn,
                 "subscriptions",
@@ -632,6 +637,7 @@ class SubscriptionsSql(OperationalSql):
         """A subscription went away (deleted or deactivated): its open deliveries (and the
         unread ones of its feed) end as `status` with `error`, their leases dropped, and every
         index learns of the change."""
+        await hold_revision(self._driver, conn)
         await conn.execute(
             "UPDATE deliveries SET status = $2, updated_at = $3, lease_owner = NULL, "
             "lease_until = NULL, last_error = $4 WHERE subscription_id = $1 "
@@ -645,9 +651,8 @@ class SubscriptionsSql(OperationalSql):
 
     async def subscriptions_revision(self) -> int:
         async with self._connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT value FROM store_meta WHERE name = 'subscriptions_revision'"
-            )
+            # Waits for a change in flight (`hold_revision`): what this answers is committed.
+            row = await conn.fetchrow(f"{REVISION} {self._driver.share_row}")
         return 0 if row is None else int(row["value"])
 
     async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
