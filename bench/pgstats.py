@@ -9,11 +9,35 @@ databases on a shared server are left alone.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 TOP = 15
+
+
+def server_cpu_s() -> float:
+    """The CPU seconds (user and system) used so far by every PostgreSQL process on this machine
+    (the postmaster, its backends and background workers: each is named `postgres`): the
+    database's side of the service's cost, read before and after a run. The local server is the
+    bench's alone; on a shared one this counts the others' work too."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "postgres":
+                continue
+            # After the command name in parentheses: utime, stime, and the reaped children's
+            # cutime, cstime (fields 14 to 17: a backend that exited is in the postmaster's).
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += sum(int(field) for field in fields[11:15])
+    return total / tick
 
 
 async def start(url: str) -> bool:

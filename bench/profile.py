@@ -164,11 +164,14 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         if counting and not await pgstats.start(run.database_url):
             counting = False
             print("pg_stat_statements is not loaded by the server: no statement counts")
+        on_postgres = args.store == "postgres"
+        database_before = pgstats.server_cpu_s() if on_postgres else 0.0
         first = run.service.stats()
         before = first.cpu_s
         started = time.time()
         await run.produce([Phase("steady", args.rate, args.seconds)])
         last = run.service.stats()
+        database_cpu = pgstats.server_cpu_s() - database_before if on_postgres else 0.0
         cpu = last.cpu_s - before
         system = last.system_s - first.system_s
         elapsed = time.time() - started
@@ -201,6 +204,9 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "cpu_share_of_core": cpu / elapsed,
         "cpu_us_per_delivery": cpu / produced * 1e6,
         "kernel_share_of_cpu": system / cpu if cpu else math.nan,
+        # PostgreSQL's processes over the same window (0 on SQLite, which runs in the service).
+        "database_cpu_us_per_delivery": database_cpu / produced * 1e6,
+        "service_and_database_cpu_us_per_delivery": (cpu + database_cpu) / produced * 1e6,
         "deliveries_per_s": delivered / elapsed,
         "owed_at_end": owed,
         "lag_s_at_end": owed / args.rate,
@@ -215,7 +221,8 @@ async def _profile(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     print(
         f"{args.rate:,.0f} ev/s for {args.seconds:g} s on {args.store}: service CPU "
         f"{cpu / elapsed:.0%} of a core, {cpu / (args.rate * args.seconds) * 1e6:,.0f} us per "
-        f"delivery ({system / cpu:.0%} of it in the kernel), owed {owed} at the end, "
+        f"delivery ({system / cpu:.0%} of it in the kernel), PostgreSQL "
+        f"{database_cpu / produced * 1e6:,.0f} us per delivery, owed {owed} at the end, "
         f"ledger balanced: {result.ledger.balanced}"
     )
     return figures
