@@ -73,7 +73,7 @@ class PostgresDriver:
 
     lock_due = "FOR UPDATE SKIP LOCKED"
     lock_row = "FOR UPDATE"
-    share_row = "FOR SHARE"
+    share_row = "FOR KEY SHARE"
     # The server's clock at the start of the transaction: one clock for every replica.
     now_ms_sql = "(extract(epoch from now()) * 1000)::bigint"
     # A sequence: ingesting replicas never wait on each other for it.

@@ -64,9 +64,11 @@ class Driver(Protocol):
 
     share_row: str
     """Appended to a read of the subscription revision that decides what a write records:
-    `FOR SHARE` where replicas write at once, so the read waits for a subscription change
-    in flight and sees it once committed (a row lock's read follows the row's newest
-    version); empty where the write transaction is the database's only one."""
+    `FOR KEY SHARE` where replicas write at once, so the read waits for a change that took
+    the revision with `lock_row` (`hold_revision`: a create, a deactivation, a deletion) and
+    sees it once committed (a row lock's read follows the row to its newest version), while a
+    plain bump (a PATCH) neither waits for ingest nor is waited for; empty where the write
+    transaction is the database's only one."""
 
     now_ms_sql: str
     """The database's clock in epoch milliseconds, as SQL: every lease time is taken from it,
