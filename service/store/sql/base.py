@@ -178,6 +178,14 @@ async def bump_revision(driver: Driver, conn: Conn, subscription_ids: Sequence[s
     (`change_seq`), in the transaction that changed them. The revision's row lock is held from
     here to the commit, so changes commit in the order of their stamps: an index that has read
     a stamp has seen every smaller one (docs/decisions/0008-index-follows-changes.md)."""
+    if driver.writes_in_with and subscription_ids:
+        # One round trip: the revision moved and the rows stamped by one statement.
+        await conn.execute(
+            f"WITH bumped AS ({BUMP_REVISION} RETURNING value) UPDATE subscriptions "
+            f"SET change_seq = (SELECT value FROM bumped) WHERE id {driver.in_list('$1')}",
+            driver.list_param(subscription_ids),
+        )
+        return
     row = await conn.fetchrow(BUMP_REVISION + " RETURNING value")
     assert row is not None
     if subscription_ids:

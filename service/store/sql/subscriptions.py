@@ -38,6 +38,7 @@ from service.store.interfaces import (
     SubscriptionChanges,
 )
 from service.store.sql.base import (
+    BUMP_REVISION,
     OPEN,
     REVISION,
     Conn,
@@ -519,6 +520,20 @@ class SubscriptionsSql(OperationalSql):
         """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
         deleted, and bumps the revision every index follows, in the transaction `conn`;
         returns the row as it is now."""
+        if self._driver.writes_in_with:
+            # One round trip: the change, the revision moved and the row stamped with it
+            # (a change that finds no row moves the revision for nothing: no index misses one).
+            row = await conn.fetchrow(
+                f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
+                f"UPDATE subscriptions SET {assignments}, "
+                "change_seq = (SELECT value FROM bumped) "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
+                f"RETURNING {_COLUMNS}",
+                subscription_id,
+                org_id,
+                *args,
+            )
+            return None if row is None else self._subscription(row)
         row = await conn.fetchrow(
             f"UPDATE subscriptions SET {assignments} "
             "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
