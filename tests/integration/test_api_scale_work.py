@@ -98,3 +98,37 @@ async def test_the_subscription_counts_are_read_off_the_loops_connection(tmp_pat
     assert counts == {"active": 2_000, "deactivated": 0}
     assert in_its_thread.count > 20  # through every row
     assert on_the_loop.count == 0
+
+
+async def _announce_steps(folder: Path, subscriptions: int) -> int:
+    """The steps of housekeeping's minute check for runs of failures to announce, beside
+    `subscriptions` healthy ones and one failing."""
+    settings = load_settings(
+        database_url=f"sqlite:///{folder}/failing-{subscriptions}.db",
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+    )
+    await seed(settings.database_url, TEST_ENCRYPTION_KEY, subscriptions, subscriptions // 3)
+    store = await open_store(settings)
+    try:
+        failing = await store.create_subscription("org_f", "https://f.example/h", ["a.b"], None)
+        connection = store._driver._connection  # type: ignore[attr-defined]
+        connection.execute(
+            "UPDATE subscriptions SET failing_since = 1, consecutive_failures = 2 WHERE id = ?",
+            (failing.id,),
+        )
+        connection.commit()
+        with _Steps(store) as steps:
+            announced = await store.announce_failing(10 * 3_600_000)
+        assert announced == 1
+        return steps.count
+    finally:
+        await store.close()
+
+
+async def test_the_failing_timer_reads_no_more_beside_ten_times_the_subscriptions(
+    tmp_path: Path,
+) -> None:
+    small = await _announce_steps(tmp_path, 300)
+    large = await _announce_steps(tmp_path, 3_000)
+    # A scan of every subscription would be 10x the steps at 3,000.
+    assert large <= small * 1.3 + 10, (small, large)
