@@ -9,7 +9,6 @@ subscriptions on both stores are `python -m bench.api_scale`'s (docs/performance
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -17,36 +16,10 @@ from pydantic import SecretStr
 from bench.api_scale import seed
 from service.app import Roles
 from service.settings import load_settings
-from service.store import Store, open_store
+from service.store import open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support.api import api_over, create
-
-
-class _Steps:
-    """SQLite's virtual-machine steps (in hundreds) on the store's connections while the
-    block runs: the loop's and the scans' (or the one of them asked for)."""
-
-    def __init__(self, store: Store, *, loop: bool = True, scans: bool = True) -> None:
-        driver = store._driver  # type: ignore[attr-defined]
-        self._connections: list[sqlite3.Connection] = []
-        if loop:
-            self._connections.append(driver._connection)
-        if scans:
-            self._connections.append(driver._reader)
-        self.count = 0
-
-    def _step(self) -> int:
-        self.count += 1
-        return 0
-
-    def __enter__(self) -> _Steps:
-        for connection in self._connections:
-            connection.set_progress_handler(self._step, 100)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for connection in self._connections:
-            connection.set_progress_handler(None, 0)
+from tests.support.sqlite_steps import SqliteSteps
 
 
 async def _change_steps(folder: Path, subscriptions: int) -> tuple[int, int]:
@@ -61,10 +34,10 @@ async def _change_steps(folder: Path, subscriptions: int) -> tuple[int, int]:
     creates, patches = [], []
     async with api_over(settings, Roles(consumer=False, dispatch=False)) as api:
         for n in range(5):
-            with _Steps(api.store) as steps:
+            with SqliteSteps(api.store) as steps:
                 made = await create(api)
             creates.append(steps.count)
-            with _Steps(api.store) as steps:
+            with SqliteSteps(api.store) as steps:
                 status, body, _ = await api.call("PATCH", f"/{made['id']}", {"rateLimit": n + 1})
             assert status == 200, body
             patches.append(steps.count)
@@ -89,9 +62,9 @@ async def test_the_subscription_counts_are_read_off_the_loops_connection(tmp_pat
     await seed(settings.database_url, TEST_ENCRYPTION_KEY, 2_000, 700)
     store = await open_store(settings)
     try:
-        with _Steps(store, scans=False) as on_the_loop:
+        with SqliteSteps(store, scans=False) as on_the_loop:
             counts = await store.subscription_counts()
-        with _Steps(store, loop=False) as in_its_thread:
+        with SqliteSteps(store, loop=False) as in_its_thread:
             await store.subscription_counts()
     finally:
         await store.close()
@@ -117,7 +90,7 @@ async def _announce_steps(folder: Path, subscriptions: int) -> int:
             (failing.id,),
         )
         connection.commit()
-        with _Steps(store) as steps:
+        with SqliteSteps(store) as steps:
             announced = await store.announce_failing(10 * 3_600_000)
         assert announced == 1
         return steps.count

@@ -22,30 +22,8 @@ from service.settings import load_settings
 from service.store import CENSUS_BUCKETS, Lease, Store, open_store
 from service.store.migrate import sqlite_path
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support.sqlite_steps import SqliteSteps
 from tests.support.store import EVENTS, incoming
-
-
-class _Steps:
-    """SQLite's virtual-machine steps (in hundreds) on both of the store's connections while
-    the block runs."""
-
-    def __init__(self, store: Store) -> None:
-        driver = store._driver  # type: ignore[attr-defined]
-        self._connections: list[sqlite3.Connection] = [driver._connection, driver._reader]
-        self.count = 0
-
-    def _step(self) -> int:
-        self.count += 1
-        return 0
-
-    def __enter__(self) -> _Steps:
-        for connection in self._connections:
-            connection.set_progress_handler(self._step, 100)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for connection in self._connections:
-            connection.set_progress_handler(None, 0)
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +61,7 @@ async def _later_pass_steps(folder: Path, events: int) -> int:
         census = RollingCensus(store, budget=20)
         await census.take()
         await _record(store, 10)
-        with _Steps(store) as steps:
+        with SqliteSteps(store) as steps:
             await census.take()
         assert census.last_read["events"]  # an older bucket was read too
     return steps.count
@@ -100,7 +78,7 @@ async def test_a_census_pass_after_the_first_reads_no_more_beside_ten_times_the_
 
 async def _pending_steps(folder: Path, events: int) -> int:
     async with _store_with(folder, events) as store:
-        with _Steps(store) as steps:
+        with SqliteSteps(store) as steps:
             assert await store.pending_at_most(100) == 100
     return steps.count
 
