@@ -376,11 +376,12 @@ class Ingest:
         the batch is matched again if it moved (docs/decisions/0019-fewer-statements-per-event.md;
         docs/contract.md, "Events in": events at or after a subscription's createdAt). False
         when stop came first."""
+        matched_at = self._index.revision
         self._accept_all(batch)
         if batch.events or not batch.accepted:
             return True
         try:
-            moved = await self._index.refresh()
+            await self._index.refresh()
         except (StoreUnavailable, OSError):
             # The index may lack a subscription made since it last loaded; an event that
             # occurred before then is matched right, but a newer one could miss it for good,
@@ -389,11 +390,11 @@ class Ingest:
             newest = max((occurred for _, _, occurred in batch.accepted), default=None)
             if newest is None or self._index.covers(newest):
                 return True
-            waited = await self._while_store_away("index_refresh", self._index.refresh)
-            if waited is None:
+            if await self._while_store_away("index_refresh", self._index.refresh) is None:
                 return False
-            moved = waited
-        if moved:
+        # Moved by this refresh or by another one in flight meanwhile (the API's, the timer's),
+        # whose change this one, waiting for it, did not read again.
+        if self._index.revision != matched_at:
             self._accept_all(batch)
         return True
 

@@ -65,6 +65,7 @@ class SubscriptionIndex:
         self._authenticated: set[str] = set()  # those with endpoint authentication
         self._current_at: int | None = None  # epoch ms; see the module docstring
         self._lock = asyncio.Lock()
+        self._nudged = asyncio.Event()  # set by a change of this process's API
 
     def match(
         self, org_id: str, event: str, occurred_at_ms: int, envelope: Mapping[str, Any]
@@ -171,9 +172,12 @@ class SubscriptionIndex:
         return True
 
     async def on_change(self, _subscription_id: str) -> None:
-        """Called by this process's API after a change: the index follows at once (it reads
-        what changed, not every subscription)."""
-        await self.refresh()
+        """Called by this process's API after a change: the index follows at once, in its own
+        task (it reads what changed, not every subscription). The API answers without waiting
+        for it: an event written after the change was matched by an index that holds it,
+        whichever replica wrote it, because the write checks the index's revision against the
+        store's (`Pipeline.record_matched`) (docs/decisions/0008-index-follows-changes.md)."""
+        self._nudged.set()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[SubscriptionIndex]:
@@ -184,7 +188,9 @@ class SubscriptionIndex:
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudged.wait(), self._interval)
+            self._nudged.clear()
             try:
                 await self.refresh()
             except (StoreUnavailable, OSError) as exc:

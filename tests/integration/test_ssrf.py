@@ -146,7 +146,7 @@ async def deliver(
 
         async def send(url: str, resolver: FakeResolver) -> AttemptRecord:
             subscription = await store.create_subscription("org_ssrf", url, EVENTS, None)
-            await index.on_change(subscription.id)
+            await index.refresh()
             connector = make_connector(allow_private=False, limit=10, resolver=resolver)
             async with aiohttp.ClientSession(connector=connector) as session:
                 sender = Sender(

@@ -528,6 +528,42 @@ async def test_a_write_behind_the_stores_subscriptions_is_matched_again_before_i
     assert consumer.log.count("recorded") == 2
 
 
+@dataclass
+class GatedStore(IndexedStore):
+    """An `IndexedStore` whose read of changes waits for `gate` while it is set."""
+
+    gate: asyncio.Event | None = None
+
+    async def changed_subscriptions(self, after: int) -> ChangedSubscriptions:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().changed_subscriptions(after)
+
+
+@in_virtual_time
+async def test_a_batch_that_matched_nothing_is_matched_again_after_a_refresh_in_flight() -> None:
+    consumer = FakeConsumer(script=[])
+    store = GatedStore(0, consumer.log)
+    index = SubscriptionIndex(cast(Store, store))
+    await index.refresh(force=True)
+    ingest = wired(consumer, store, index, FakeDispatcher())
+    # A subscription is made (through this process's API: the index follows in its own
+    # task), and that refresh is still reading the change when an event it wants arrives.
+    store.subscriptions.append(subscription("whk_new", now_ms() - 1000))
+    store.revision += 1
+    store.gate = asyncio.Event()
+    following = asyncio.create_task(index.refresh())
+    await asyncio.sleep(0)
+    handled = asyncio.create_task(ingest._handle({TP: [Record(0, event())]}))
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    await following
+    await handled
+    # Matched against the index as it was (nothing), then again once the refresh in flight
+    # had applied the new subscription, whose change this batch's own refresh did not read.
+    assert [d.subscription_id for d in store.recorded] == ["whk_new"]
+
+
 # -- a dead-letter topic that refuses writes -------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import asyncio
 import base64
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -66,9 +66,21 @@ _COLUMNS = (
     "ca_certificate, delivery, updated_by"
 )
 # What a PATCH's audit entry shows old values of (service.operational.PLAIN).
-_PLAIN_COLUMNS = (
-    "url, events, active, installed_by, rate_limit, ordering, data_fields, signing, hmac_headers"
+_PLAIN_NAMES = (
+    "url",
+    "events",
+    "active",
+    "installed_by",
+    "rate_limit",
+    "ordering",
+    "data_fields",
+    "signing",
+    "hmac_headers",
 )
+_PLAIN_COLUMNS = ", ".join(_PLAIN_NAMES)
+# The same, read as they were by a change's own statement (`_change`), under other names.
+_OLD_COLUMNS = ", ".join(f"{name} AS old_{name}" for name in _PLAIN_NAMES)
+_OLD_NAMES = ", ".join(f"old.old_{name}" for name in _PLAIN_NAMES)
 # A deleted subscription's endpoint credentials go with it: nothing will use them again.
 _DELETE = (
     "UPDATE subscriptions SET deleted_at = $2, active = false, updated_at = $2, auth = NULL, "
@@ -91,6 +103,13 @@ _SEALED = (
 )
 _KEY_COLUMNS = ("signing_key_enc", "public_key", "previous_signing_key_enc")
 PAUSED = "paused through the API (PATCH active: false)"
+
+
+class _Changed(NamedTuple):
+    """A subscription as a change left it, and its plain settings as they were before."""
+
+    now: Subscription
+    before: dict[str, Any]
 
 
 class SubscriptionsSql(OperationalSql):
@@ -277,10 +296,12 @@ class SubscriptionsSql(OperationalSql):
             # could: an event that occurred from `created_at` on is matched with it.
             await hold_revision(self._driver, conn)
             now = self._now()
+            stamped = self._driver.writes_in_with
             row = await _insert(
                 conn,
                 "subscriptions",
                 _COLUMNS,
+                stamped=stamped,
                 id=subscription_id,
                 org_id=org_id,
                 url=url,
@@ -311,7 +332,8 @@ class SubscriptionsSql(OperationalSql):
                     "INSERT INTO poll_feeds (subscription_id, top, acked) VALUES ($1, 0, 0)",
                     subscription_id,
                 )
-            await bump_revision(self._driver, conn, [subscription_id])
+            if not stamped:
+                await bump_revision(self._driver, conn, [subscription_id])
             changes = operational.created_changes(
                 url, events, delivery.value, [name for name, set_ in options.items() if set_]
             )
@@ -408,15 +430,6 @@ class SubscriptionsSql(OperationalSql):
             ]
         now = self._now()
         async with self._transaction() as conn:
-            before = await conn.fetchrow(
-                f"SELECT {_PLAIN_COLUMNS} FROM subscriptions "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
-                f"{self._driver.lock_row}",
-                subscription_id,
-                org_id,
-            )
-            if before is None:
-                return None
             args = [now, *given.values(), *extra]
             if patch is not UNSET:
                 # Merged with the stored headers in this transaction, their row locked until
@@ -439,14 +452,15 @@ class SubscriptionsSql(OperationalSql):
                     return None
                 else:
                     args.append(kept)
-            updated = await self._change(
+            changed = await self._change(
                 conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
             )
-            if updated is None:
+            if changed is None:
                 return None
+            updated, before = changed
             about = operational.About(subscription_id, org_id, updated.url)
-            changed = operational.update_changes(_plain_row(before), asked)
-            await self._changed(conn, about, "updated", actor=actor, changes=changed, at=now)
+            changes_made = operational.update_changes(before, asked)
+            await self._changed(conn, about, "updated", actor=actor, changes=changes_made, at=now)
             if asked.get("active") is False and before["active"]:
                 await self._emit(conn, operational.disabled(about, PAUSED, actor, now))
             return updated
@@ -516,24 +530,36 @@ class SubscriptionsSql(OperationalSql):
 
     async def _change(
         self, conn: Conn, org_id: str, subscription_id: str, assignments: str, *args: Any
-    ) -> Subscription | None:
+    ) -> _Changed | None:
         """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
         deleted, and bumps the revision every index follows, in the transaction `conn`;
-        returns the row as it is now."""
+        returns the row as it is now and its plain settings as they were (`_plain_row`)."""
         if self._driver.writes_in_with:
-            # One round trip: the change, the revision moved and the row stamped with it
-            # (a change that finds no row moves the revision for nothing: no index misses one).
+            # One round trip: the row locked and read as it was, changed, the revision moved
+            # and the row stamped with it. The row's lock is taken before the revision's, as a
+            # deletion's and a deactivation's are (a change that finds no row moves the
+            # revision for nothing: no index misses one).
             row = await conn.fetchrow(
                 f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
                 f"UPDATE subscriptions SET {assignments}, "
                 "change_seq = (SELECT value FROM bumped) "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
-                f"RETURNING {_COLUMNS}",
+                f"FROM (SELECT id AS old_id, {_OLD_COLUMNS} FROM subscriptions "
+                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL FOR UPDATE) old "
+                f"WHERE id = old.old_id RETURNING {_COLUMNS}, {_OLD_NAMES}",
                 subscription_id,
                 org_id,
                 *args,
             )
-            return None if row is None else self._subscription(row)
+            if row is None:
+                return None
+            before = {name: row["old_" + name] for name in _PLAIN_NAMES}
+            return _Changed(self._subscription(row), _plain_row(before))
+        before_row = await conn.fetchrow(
+            f"SELECT {_PLAIN_COLUMNS} FROM subscriptions "
+            "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+            subscription_id,
+            org_id,
+        )
         row = await conn.fetchrow(
             f"UPDATE subscriptions SET {assignments} "
             "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
@@ -542,10 +568,10 @@ class SubscriptionsSql(OperationalSql):
             org_id,
             *args,
         )
-        if row is None:
+        if row is None or before_row is None:
             return None
         await bump_revision(self._driver, conn, [subscription_id])
-        return self._subscription(row)
+        return _Changed(self._subscription(row), _plain_row(before_row))
 
     async def delete_subscription(
         self, org_id: str, subscription_id: str, *, actor: Actor = SYSTEM
@@ -572,10 +598,8 @@ class SubscriptionsSql(OperationalSql):
             await self._close_open(conn, subscription_id, "failed", ended, now)
             about = operational.About(subscription_id, row["org_id"], row["url"])
             event = operational.disabled(about, reason, SYSTEM, now)
-            await self._audit(
-                conn, operational.system_entry(event, "subscription.disabled", {"reason": reason})
-            )
-            await self._emit(conn, event)
+            entry = operational.system_entry(event, "subscription.disabled", {"reason": reason})
+            await self._emit(conn, event, audit=entry)
         return True
 
     async def _changed(
@@ -594,9 +618,10 @@ class SubscriptionsSql(OperationalSql):
         entry = AuditEntry(
             entry_id, about.org_id, at, actor, f"subscription.{action}", about.id, None, changes
         )
-        await self._audit(conn, entry)
         await self._emit(
-            conn, operational.changed(about, action, actor, changes=changes, at=at, cause=entry_id)
+            conn,
+            operational.changed(about, action, actor, changes=changes, at=at, cause=entry_id),
+            audit=entry,
         )
 
     async def rotate_secret(
@@ -623,7 +648,7 @@ class SubscriptionsSql(OperationalSql):
         first = 5 + len(until)
         sealed_key, public_key = self._seal_key(subscription_id, KeyPair.generate())
         async with self._transaction() as conn:
-            rotated = await self._change(
+            changed = await self._change(
                 conn,
                 org_id,
                 subscription_id,
@@ -638,13 +663,14 @@ class SubscriptionsSql(OperationalSql):
                 public_key,
                 actor.label,
             )
-            if rotated is not None:
+            if changed is not None:
+                rotated = changed.now
                 about = operational.About(subscription_id, org_id, rotated.url)
                 changes = {"overlapSeconds": overlap_ms // 1000, "signing": rotated.signing.value}
                 await self._changed(
                     conn, about, "secret_rotated", actor=actor, changes=changes, at=now
                 )
-            return rotated
+            return None if changed is None else changed.now
 
     async def _close_open(
         self, conn: Conn, subscription_id: str, status: str, error: str, now: int
@@ -750,13 +776,22 @@ def _data_fields(fields: Sequence[str] | None) -> str | None:
     return None if fields is None else orjson.dumps(list(fields)).decode()
 
 
-async def _insert(conn: Conn, table: str, returning: str, **values: Any) -> Row:
-    """Inserts one row and returns its `returning` columns. The table and column names are
-    this module's constants, never input."""
+async def _insert(
+    conn: Conn, table: str, returning: str, *, stamped: bool = False, **values: Any
+) -> Row:
+    """Inserts one row and returns its `returning` columns; `stamped`, a subscription that
+    moves the revision and is stamped with it by the same statement (`bump_revision` in one
+    round trip, where the driver `writes_in_with`). The table and column names are this
+    module's constants, never input."""
     columns = ", ".join(values)
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    bumped = ""
+    if stamped:
+        bumped = f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
+        columns += ", change_seq"
+        placeholders += ", (SELECT value FROM bumped)"
     row = await conn.fetchrow(
-        f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
+        f"{bumped}INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
         *values.values(),
     )
     if row is None:  # an INSERT without ON CONFLICT returns its row or raises

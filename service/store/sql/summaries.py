@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from service.domain import DeliveryStatus, HourStats, LatestOutcome, Summary
-from service.store.sql.base import OPEN, Column, Conn, Driver, SqlBase
+from service.store.sql.base import OPEN, Column, Conn, Driver, Row, SqlBase
 from service.summaries import (
     DAY_MS,
     DELIVERIES,
@@ -28,6 +28,45 @@ _STAT_COLUMNS: tuple[Column, ...] = (
 )
 
 
+def _summary_parts(in_ids: str) -> str:
+    """The four parts of the subscriptions' summaries (`$1` their ids, `in_ids` the driver's
+    test of them; `$2` the period a day ago) as one statement, each row
+    (part, subscription_id, label, n, at):
+
+    - `stats`: a counter (`label`) summed (`n`): at most (retention in hours + 24 x the
+      latency buckets) rows per subscription;
+    - `last`: its newest delivery, one index step: status (`label`), last response code (`n`),
+      when (`at`);
+    - `open`: its open deliveries only (a partial index: the backlog, not the history): how
+      many (`n`), the next retry (`at`);
+    - `blocked` (ordered subscriptions): customers whose head is failing (`n`), the oldest such
+      head's time (`at`) and an id among them (`label`)."""
+    text, bigint = "CAST(NULL AS TEXT)", "CAST(NULL AS BIGINT)"
+    return (
+        "SELECT 'stats' AS part, subscription_id, counter AS label, sum(n) AS n, "
+        f"{bigint} AS at FROM subscription_stats "
+        f"WHERE subscription_id {in_ids} AND (counter = 'deliveries' OR period >= $2) "
+        "GROUP BY subscription_id, counter "
+        "UNION ALL "
+        "SELECT 'last', d.subscription_id, d.status, d.last_status_code, "
+        "COALESCE(d.last_attempt_at, d.created_at) FROM subscriptions s "
+        "JOIN deliveries d ON d.id = (SELECT x.id FROM deliveries x "
+        "WHERE x.subscription_id = s.id AND x.status <> 'cancelled' "
+        "ORDER BY x.created_at DESC, x.id DESC LIMIT 1) "
+        f"WHERE s.id {in_ids} "
+        "UNION ALL "
+        f"SELECT 'open', subscription_id, {text}, count(*), "
+        "min(CASE WHEN status = 'retrying' THEN next_attempt_at END) "
+        f"FROM deliveries WHERE subscription_id {in_ids} AND {OPEN} "
+        "GROUP BY subscription_id "
+        "UNION ALL "
+        "SELECT 'blocked', subscription_id, min(id), count(DISTINCT ordering_key), "
+        "min(created_at) FROM deliveries "
+        f"WHERE subscription_id {in_ids} AND status = 'retrying' AND seq IS NOT NULL "
+        "GROUP BY subscription_id"
+    )
+
+
 class SummariesSql(SqlBase):
     """`interfaces.Summaries`."""
 
@@ -38,57 +77,30 @@ class SummariesSql(SqlBase):
         ids_param = self._driver.list_param(subscription_ids)
         day_ago = period(self._now() - DAY_MS, OK)
         async with self._scan() as conn:
-            # At most (retention in hours + 24 x the latency buckets) rows per subscription.
-            stats = await conn.fetch(
-                "SELECT subscription_id, counter, sum(n) AS n FROM subscription_stats "
-                f"WHERE subscription_id {in_ids} AND (counter = 'deliveries' OR period >= $2) "
-                "GROUP BY subscription_id, counter",
-                ids_param,
-                day_ago,
-            )
-            # One index step per subscription: its newest delivery.
-            lasts = await conn.fetch(
-                "SELECT d.subscription_id, d.status, d.last_status_code, "
-                "COALESCE(d.last_attempt_at, d.created_at) AS at FROM subscriptions s "
-                "JOIN deliveries d ON d.id = (SELECT x.id FROM deliveries x "
-                "WHERE x.subscription_id = s.id AND x.status <> 'cancelled' "
-                "ORDER BY x.created_at DESC, x.id DESC LIMIT 1) "
-                f"WHERE s.id {in_ids}",
-                ids_param,
-            )
-            # Its open deliveries only (a partial index): the backlog, not the history.
-            opens = await conn.fetch(
-                "SELECT subscription_id, count(*) AS n, "
-                "min(CASE WHEN status = 'retrying' THEN next_attempt_at END) AS next_retry "
-                f"FROM deliveries WHERE subscription_id {in_ids} AND {OPEN} "
-                "GROUP BY subscription_id",
-                ids_param,
-            )
-            # Ordered subscriptions: customers whose head is failing, and the oldest such head.
-            blocked = await conn.fetch(
-                "SELECT subscription_id, count(DISTINCT ordering_key) AS n, "
-                "min(created_at) AS oldest, min(id) AS any_id FROM deliveries "
-                f"WHERE subscription_id {in_ids} AND status = 'retrying' AND seq IS NOT NULL "
-                "GROUP BY subscription_id",
-                ids_param,
-            )
+            rows = await conn.fetch(_summary_parts(in_ids), ids_param, day_ago)
+            parts: dict[str, list[Row]] = {"stats": [], "last": [], "open": [], "blocked": []}
+            for row in rows:
+                parts[row["part"]].append(row)
+            stats, lasts, opens, blocked = (parts[p] for p in ("stats", "last", "open", "blocked"))
             oldest: dict[str, tuple[str, int]] = {}
             for row in blocked:
                 head = await conn.fetchrow(
                     "SELECT id FROM deliveries WHERE subscription_id = $1 AND created_at = $2 "
                     "AND status = 'retrying' AND seq IS NOT NULL ORDER BY id LIMIT 1",
                     row["subscription_id"],
-                    row["oldest"],
+                    row["at"],
                 )
-                head_id = row["any_id"] if head is None else head["id"]
-                oldest[row["subscription_id"]] = (head_id, int(row["oldest"]))
+                head_id = row["label"] if head is None else head["id"]
+                oldest[row["subscription_id"]] = (head_id, int(row["at"]))
         blocked_of = {row["subscription_id"]: int(row["n"]) for row in blocked}
         counters: dict[str, dict[str, int]] = {sid: {} for sid in subscription_ids}
         for row in stats:
-            counters[row["subscription_id"]][row["counter"]] = int(row["n"])
+            counters[row["subscription_id"]][row["label"]] = int(row["n"])
         last_of = {
             row["subscription_id"]: LatestOutcome(
-                DeliveryStatus(row["status"]), row["last_status_code"], int(row["at"])
+                DeliveryStatus(row["label"]),
+                None if row["n"] is None else int(row["n"]),
+                int(row["at"]),
             )
             for row in lasts
         }
@@ -105,7 +117,7 @@ class SummariesSql(SqlBase):
                 ok_24h=mine.get(OK, 0),
                 p95_latency_ms_24h=p95(latencies),
                 pending_count=0 if opened is None else int(opened["n"]),
-                next_retry_at=None if opened is None else opened["next_retry"],
+                next_retry_at=None if opened is None or opened["at"] is None else int(opened["at"]),
                 blocked_customers=blocked_of.get(sid, 0),
                 oldest_blocked=oldest.get(sid),
             )
