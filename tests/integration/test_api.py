@@ -13,6 +13,7 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import SecretStr
 
 from service import ids
 from service.api.models import (
@@ -31,10 +32,12 @@ from service.appkeys import STORE
 from service.clock import now_ms
 from service.domain import AttemptRecord, DeliveryStatus, IncomingEvent, NewDelivery
 from service.events import CATALOG, OPERATIONAL, Accepted, Skipped, parse_event
-from service.settings import Settings
+from service.settings import Settings, load_settings
 from service.signing import standard_secret
 from service.store import Lease
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.support import api as support
+from tests.support.roundtrips import counting
 from tools.receiver import start_receiver
 
 
@@ -373,6 +376,28 @@ async def test_revoked_key_is_401(api: support.Api) -> None:
     await api.store.revoke_api_key(record.id)
     status, body, ct = await api.call("GET", key=key)
     support.assert_problem(status, body, ct, 401)
+
+
+async def test_a_create_and_a_patch_in_few_round_trips(fresh_postgres_url: str) -> None:
+    """What a change costs the API's answer on PostgreSQL, in round trips: the key, (a PATCH)
+    the subscription read, the change's transaction (BEGIN, the change with its revision and
+    stamp as one statement, its audit entry with the subscribers' lookup as another, COMMIT),
+    (a PATCH) its summary. The index follows in its own task, not before the answer."""
+    settings = load_settings(
+        database_url=fresh_postgres_url, encryption_key=SecretStr(TEST_ENCRYPTION_KEY)
+    )
+    async with support.api_over(settings, Roles(consumer=False)) as api:
+        with counting(api.store) as trips:
+            status, created, _ = await api.call("POST", body=support.SEED_REQUEST)
+        assert status == 201
+        answer = trips.of_task("FROM api_keys")
+        assert answer.round_trips == 6, answer.statements
+        with counting(api.store) as trips:
+            status, _, _ = await api.call("PATCH", f"/{created['id']}", {"installedBy": "ops"})
+        assert status == 200
+        answer = trips.of_task("FROM api_keys")
+        assert answer.round_trips == 7, answer.statements
+        assert not any("change_seq >" in sql for sql in answer.statements)
 
 
 async def test_another_orgs_subscription_is_404(api: support.Api) -> None:

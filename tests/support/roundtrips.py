@@ -4,6 +4,7 @@ too). The store's own code runs unchanged: only the sessions it opens are wrappe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -16,10 +17,12 @@ from service.store.sql.base import Conn, Row
 
 @dataclass
 class Trips:
-    """What the store sent while counting: its statements' SQL, and the transactions opened."""
+    """What the store sent while counting: its statements' SQL, and the transactions opened;
+    and which task sent each (`of_task`)."""
 
     statements: list[str] = field(default_factory=list)
     transactions: int = 0
+    senders: list[tuple[asyncio.Task[Any] | None, str]] = field(default_factory=list)
 
     @property
     def round_trips(self) -> int:
@@ -28,6 +31,26 @@ class Trips:
     def reset(self) -> None:
         self.statements.clear()
         self.transactions = 0
+        self.senders.clear()
+
+    def sent(self, what: str) -> None:
+        self.senders.append((asyncio.current_task(), what))
+        if what != _TRANSACTION:
+            self.statements.append(what)
+
+    def of_task(self, containing: str) -> Trips:
+        """What the one task that sent a statement containing `containing` sent (an API
+        request's handler, say, apart from the background tasks counted beside it)."""
+        (task,) = {task for task, what in self.senders if containing in what}
+        mine = Trips()
+        for sender, what in self.senders:
+            if sender is task:
+                mine.sent(what)
+                mine.transactions += what == _TRANSACTION
+        return mine
+
+
+_TRANSACTION = "<transaction>"
 
 
 class _CountedConn:
@@ -36,19 +59,19 @@ class _CountedConn:
         self._trips = trips
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        self._trips.statements.append(sql)
+        self._trips.sent(sql)
         return await self._conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        self._trips.statements.append(sql)
+        self._trips.sent(sql)
         return await self._conn.fetchrow(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        self._trips.statements.append(sql)
+        self._trips.sent(sql)
         return await self._conn.execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._trips.statements.append(sql)
+        self._trips.sent(sql)
         await self._conn.executemany(sql, rows)
 
 
@@ -64,6 +87,7 @@ class _CountedDriver:
 
     def transaction(self) -> AbstractAsyncContextManager[Conn]:
         self._trips.transactions += 1
+        self._trips.sent(_TRANSACTION)
         return self._counted(self._driver.transaction())
 
     def connection(self) -> AbstractAsyncContextManager[Conn]:
