@@ -154,6 +154,7 @@ class ServiceRun:
                 self.events,
                 self.ordering,
                 content_filter=self.content_filter,
+                replacing=self.database is not None,
             )
             env = service_env(
                 backends=self.backends,

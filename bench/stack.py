@@ -111,14 +111,20 @@ async def create_subscriptions(
     ordering: Mapping[str, str] | None = None,
     *,
     content_filter: str | None = None,
+    replacing: bool = False,
 ) -> dict[str, str]:
     """One subscription per name (to every catalog event unless `events` names some; ordered as
     `ordering` says, else "none"; with `content_filter` as its filter, else none), created
     through the store before the service starts (which also migrates the schema). Returns
-    subscription id -> name."""
+    subscription id -> name. `replacing`, in a database kept between runs: the load org's
+    subscriptions of earlier runs are deleted first (their open deliveries cancelled), or each
+    run would fan its events out to every earlier run's receiver, long gone."""
     settings = load_settings(database_url=database_url, encryption_key=SecretStr(encryption_key))
     store = await open_store(settings)
     try:
+        while replacing and (earlier := await store.list_subscriptions(ORG, 100, None)).rows:
+            for subscription in earlier.rows:
+                await store.delete_subscription(ORG, subscription.id)
         names: dict[str, str] = {}
         for name, url in urls.items():
             wanted = events.get(name, CATALOG)
