@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from service import ids
 from service.clock import now_ms
 from service.domain import DeliveryFilter, NewDelivery
-from service.store import Lease, PageRequest, Store
+from service.settings import load_settings
+from service.store import Lease, PageRequest, Store, open_store
 from service.store.interfaces import walk
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.integration.test_feeds_store import about
 from tests.support.store import EVENTS
 
@@ -178,3 +181,19 @@ async def test_the_payload_retention_probes_its_batch_deliveries_by_event_at_100
     async with store._connection() as conn:  # type: ignore[attr-defined]
         kept = await conn.fetch("SELECT id FROM events WHERE payload_removed_at IS NULL")
     assert [row["id"] for row in kept] == [event_id]
+
+
+async def test_postgres_sessions_compile_no_statement(fresh_postgres_url: str) -> None:
+    """JIT is off in the store's sessions: a statement priced high by the planner (the walk
+    above, bounded only by its LIMIT) is not compiled for longer than it runs."""
+    settings = load_settings(
+        database_url=fresh_postgres_url, encryption_key=SecretStr(TEST_ENCRYPTION_KEY)
+    )
+    store = await open_store(settings)
+    try:
+        async with store._connection() as conn:  # type: ignore[attr-defined]
+            row = await conn.fetchrow("SHOW jit")
+        assert row is not None
+        assert row["jit"] == "off"
+    finally:
+        await store.close()

@@ -26,7 +26,6 @@ from service.store.sql.base import (
     LOOKUP_KEY,
     OPEN,
     PAYLOAD_REMOVED,
-    Column,
     SqlBase,
     auth_context,
     bump_revision,
@@ -40,7 +39,6 @@ from service.store.sql.base import (
 log = structlog.get_logger(__name__)
 
 _NO_BYTES = b""
-_EVENT_KEYS: tuple[Column, ...] = (("org_id", "text"), ("id", "text"))
 _OF_CUSTOMER = "org_id = $1 AND customer_id IN ($2, $3)"
 _EVENTS_OF_CUSTOMER = f"SELECT id FROM events WHERE {_OF_CUSTOMER}"
 _FERNET = "gAAAAA%"
@@ -143,37 +141,28 @@ class PersonalDataSql(SqlBase):
         now = self._now()
         async with self._transaction() as conn:
             # Walked in order from where the last batch stopped, over the events that still
-            # have their payload only (a partial index): what is kept (an open delivery needs
-            # it) is read once a pass, what was removed never again. The batch is found first,
-            # then each of its events' deliveries probed by event id (a subquery per event, not
-            # a join the planner may choose to answer by reading every delivery of the history,
-            # as it did at 20 million when it took the open deliveries for few).
-            walked = await conn.fetch(
-                "SELECT received_at, org_id, id FROM events WHERE received_at < $1 "
-                "AND payload_removed_at IS NULL AND received_at >= $3 "
-                "AND (received_at, org_id, id) > ($3, $4, $5) "
-                "ORDER BY received_at, org_id, id LIMIT $2",
+            # have their payload only (a partial index in the walk's order): what is kept (an
+            # open delivery needs it) is read once a pass, what was removed never again. Each
+            # event's open deliveries are probed by its id, a subquery per event: asked as NOT
+            # EXISTS, the planner may join instead, and at 20 million deliveries it read every
+            # one of them for each batch, taking the open ones for few.
+            events = await conn.fetch(
+                "UPDATE events SET body = $3, payload_removed_at = $4, "
+                f"payload_removed_reason = '{PayloadRemoval.EXPIRED.value}' "
+                "WHERE (org_id, id) IN (SELECT e.org_id, e.id FROM events e "
+                "WHERE e.received_at < $1 AND e.payload_removed_at IS NULL "
+                "AND e.received_at >= $5 AND (e.received_at, e.org_id, e.id) > ($5, $6, $7) "
+                # An unread delivery of a feed needs its payload as an open one does.
+                "AND (SELECT 1 FROM deliveries d WHERE d.event_id = e.id "
+                f"AND d.org_id = e.org_id AND (d.{OPEN} OR d.status = 'available') "
+                "LIMIT 1) IS NULL ORDER BY e.received_at, e.org_id, e.id LIMIT $2) "
+                "RETURNING received_at, org_id, id",
                 received_before,
                 batch,
+                _NO_BYTES,
+                now,
                 *after.event,
             )
-            expired = 0
-            if walked:
-                source, args = self._driver.row_source(
-                    _EVENT_KEYS, [(r["org_id"], r["id"]) for r in walked], first=3
-                )
-                expired = await conn.execute(
-                    "UPDATE events SET body = $1, payload_removed_at = $2, "
-                    f"payload_removed_reason = '{PayloadRemoval.EXPIRED.value}' "
-                    f"WHERE (org_id, id) IN (SELECT r.org_id, r.id FROM ({source}) r "
-                    # An unread delivery of a feed needs its payload as an open one does.
-                    "WHERE (SELECT 1 FROM deliveries d WHERE d.event_id = r.id "
-                    f"AND d.org_id = r.org_id AND (d.{OPEN} OR d.status = 'available') "
-                    "LIMIT 1) IS NULL)",
-                    _NO_BYTES,
-                    now,
-                    *args,
-                )
             excerpts = await conn.fetch(
                 "UPDATE attempts SET response_excerpt = NULL WHERE id IN (SELECT a.id "
                 "FROM attempts a WHERE a.response_excerpt IS NOT NULL AND a.started_at < $1 "
@@ -185,16 +174,16 @@ class PersonalDataSql(SqlBase):
                 *after.attempt,
             )
         event = max(
-            ((int(r["received_at"]), str(r["org_id"]), str(r["id"])) for r in walked),
+            ((int(r["received_at"]), str(r["org_id"]), str(r["id"])) for r in events),
             default=after.event,
         )
         attempt = max(
             ((int(r["started_at"]), int(r["id"])) for r in excerpts), default=after.attempt
         )
         return Expunged(
-            expired + len(excerpts),
+            len(events) + len(excerpts),
             ExpungeCursor(event, attempt),
-            len(walked) < batch and len(excerpts) < batch,
+            len(events) < batch and len(excerpts) < batch,
         )
 
     async def rekey(self, batch: int, progress: Callable[[RekeyProgress], None]) -> RekeyProgress:
