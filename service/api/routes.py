@@ -345,11 +345,6 @@ class SubscriptionApi:
         if isinstance(body, web.Response):
             return body
         given = body.model_fields_set
-        current = await _store(request).get_subscription(request[ORG], subscription_id)
-        if current is None:
-            return self._not_found(subscription_id)
-        if current.polled and (refused := _not_for_polling(given, body)):
-            return invalid(refused)
         for name in ("url", "events", "active", "ordering", "signing", "hmacHeaders"):
             if name in given and getattr(body, name) is None:
                 return invalid([(name, "cannot be null")])
@@ -388,13 +383,24 @@ class SubscriptionApi:
             changes["auth"] = endpoint_auth(body.auth)
         if "caCertificate" in given:
             changes["ca_certificate"] = body.caCertificate
+        # What a polling subscription refuses is refused by the change itself (one read
+        # fewer on the way): only a change that found nothing asks which of the two it was.
+        push_only = _not_for_polling(given, body)
+        store = _store(request)
         try:
-            updated = await _store(request).update_subscription(
-                request[ORG], subscription_id, SubscriptionChanges(**changes), actor=request[ACTOR]
+            updated = await store.update_subscription(
+                request[ORG],
+                subscription_id,
+                SubscriptionChanges(**changes),
+                actor=request[ACTOR],
+                push_only=bool(push_only),
             )
         except InvalidInput as exc:
             return invalid(exc.errors)
         if updated is None:
+            current = await store.get_subscription(request[ORG], subscription_id)
+            if current is not None and current.polled and push_only:
+                return invalid(push_only)
             return self._not_found(subscription_id)
         await self._changed(request, updated.id)
         log.info("subscription.updated", subscription_id=updated.id, fields=sorted(given))

@@ -287,9 +287,11 @@ class Subscriptions(Protocol):
         changes: SubscriptionChanges,
         *,
         actor: Actor = SYSTEM,
+        push_only: bool = False,
     ) -> Subscription | None:
         """Applies `changes` made by `actor`, with their audit entry and `changed` (and
-        `disabled` when it pauses an active one); None when there is no such subscription.
+        `disabled` when it pauses an active one); None when there is no such subscription (or,
+        `push_only`, when it is a polling one: nothing is changed).
         Raises `InvalidInput` (field `headers`) when the merged headers are over the limits,
         or the stored ones cannot be opened to merge with; (field `auth.clientSecret`) when a
         secret to keep is not there."""

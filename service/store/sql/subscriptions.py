@@ -389,6 +389,7 @@ class SubscriptionsSql(OperationalSql):
         changes: SubscriptionChanges,
         *,
         actor: Actor = SYSTEM,
+        push_only: bool = False,
     ) -> Subscription | None:
         asked = changes.given()
         given = dict(asked)
@@ -453,7 +454,12 @@ class SubscriptionsSql(OperationalSql):
                 else:
                     args.append(kept)
             changed = await self._change(
-                conn, org_id, subscription_id, ", ".join(["updated_at = $3", *assignments]), *args
+                conn,
+                org_id,
+                subscription_id,
+                ", ".join(["updated_at = $3", *assignments]),
+                *args,
+                only=f"delivery = '{DeliveryMode.PUSH.value}'" if push_only else None,
             )
             if changed is None:
                 return None
@@ -529,11 +535,19 @@ class SubscriptionsSql(OperationalSql):
         return sealed
 
     async def _change(
-        self, conn: Conn, org_id: str, subscription_id: str, assignments: str, *args: Any
+        self,
+        conn: Conn,
+        org_id: str,
+        subscription_id: str,
+        assignments: str,
+        *args: Any,
+        only: str | None = None,
     ) -> _Changed | None:
         """Sets `assignments` ($3… are `args`) on the org's subscription, if it is not
-        deleted, and bumps the revision every index follows, in the transaction `conn`;
-        returns the row as it is now and its plain settings as they were (`_plain_row`)."""
+        deleted (and meets the condition `only`), and bumps the revision every index follows,
+        in the transaction `conn`; returns the row as it is now and its plain settings as they
+        were (`_plain_row`)."""
+        found = "id = $1 AND org_id = $2 AND deleted_at IS NULL" + (f" AND {only}" if only else "")
         if self._driver.writes_in_with:
             # One round trip: the row locked and read as it was, changed, the revision moved
             # and the row stamped with it. The row's lock is taken before the revision's, as a
@@ -544,7 +558,7 @@ class SubscriptionsSql(OperationalSql):
                 f"UPDATE subscriptions SET {assignments}, "
                 "change_seq = (SELECT value FROM bumped) "
                 f"FROM (SELECT id AS old_id, {_OLD_COLUMNS} FROM subscriptions "
-                "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL FOR UPDATE) old "
+                f"WHERE {found} FOR UPDATE) old "
                 f"WHERE id = old.old_id RETURNING {_COLUMNS}, {_OLD_NAMES}",
                 subscription_id,
                 org_id,
@@ -555,15 +569,10 @@ class SubscriptionsSql(OperationalSql):
             before = {name: row["old_" + name] for name in _PLAIN_NAMES}
             return _Changed(self._subscription(row), _plain_row(before))
         before_row = await conn.fetchrow(
-            f"SELECT {_PLAIN_COLUMNS} FROM subscriptions "
-            "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
-            subscription_id,
-            org_id,
+            f"SELECT {_PLAIN_COLUMNS} FROM subscriptions WHERE {found}", subscription_id, org_id
         )
         row = await conn.fetchrow(
-            f"UPDATE subscriptions SET {assignments} "
-            "WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL "
-            f"RETURNING {_COLUMNS}",
+            f"UPDATE subscriptions SET {assignments} WHERE {found} RETURNING {_COLUMNS}",
             subscription_id,
             org_id,
             *args,
