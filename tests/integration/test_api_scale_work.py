@@ -34,10 +34,10 @@ async def _change_steps(folder: Path, subscriptions: int) -> tuple[int, int]:
     creates, patches = [], []
     async with api_over(settings, Roles(consumer=False, dispatch=False)) as api:
         for n in range(5):
-            with SqliteSteps(api.store) as steps:
+            async with SqliteSteps(api.store) as steps:
                 made = await create(api)
             creates.append(steps.count)
-            with SqliteSteps(api.store) as steps:
+            async with SqliteSteps(api.store) as steps:
                 status, body, _ = await api.call("PATCH", f"/{made['id']}", {"rateLimit": n + 1})
             assert status == 200, body
             patches.append(steps.count)
@@ -62,9 +62,9 @@ async def test_the_subscription_counts_are_read_off_the_loops_connection(tmp_pat
     await seed(settings.database_url, TEST_ENCRYPTION_KEY, 2_000, 700)
     store = await open_store(settings)
     try:
-        with SqliteSteps(store, scans=False) as on_the_loop:
+        async with SqliteSteps(store, scans=False) as on_the_loop:
             counts = await store.subscription_counts()
-        with SqliteSteps(store, loop=False) as in_its_thread:
+        async with SqliteSteps(store, loop=False) as in_its_thread:
             await store.subscription_counts()
     finally:
         await store.close()
@@ -90,7 +90,7 @@ async def _announce_steps(folder: Path, subscriptions: int) -> int:
             (failing.id,),
         )
         connection.commit()
-        with SqliteSteps(store) as steps:
+        async with SqliteSteps(store) as steps:
             announced = await store.announce_failing(10 * 3_600_000)
         assert announced == 1
         return steps.count

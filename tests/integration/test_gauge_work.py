@@ -61,7 +61,7 @@ async def _later_pass_steps(folder: Path, events: int) -> int:
         census = RollingCensus(store, budget=20)
         await census.take()
         await _record(store, 10)
-        with SqliteSteps(store) as steps:
+        async with SqliteSteps(store) as steps:
             await census.take()
         assert census.last_read["events"]  # an older bucket was read too
     return steps.count
@@ -77,9 +77,8 @@ async def test_a_census_pass_after_the_first_reads_no_more_beside_ten_times_the_
 
 
 async def _pending_steps(folder: Path, events: int) -> int:
-    async with _store_with(folder, events) as store:
-        with SqliteSteps(store) as steps:
-            assert await store.pending_at_most(100) == 100
+    async with _store_with(folder, events) as store, SqliteSteps(store) as steps:
+        assert await store.pending_at_most(100) == 100
     return steps.count
 
 
