@@ -321,7 +321,7 @@ def _parse_event(value: bytes | None, max_bytes: int) -> Accepted | Skipped | Re
         body = orjson.dumps(decoded)
     except orjson.JSONEncodeError:
         return Rejected("too_deep")
-    if _LONG_DIGITS.search(value) and _WIDE_INTEGER.search(value):
+    if _wide_integer_in(value):
         body = _exact_body(value)
     return Accepted(
         event_id=envelope.id,
@@ -345,9 +345,16 @@ def customer_key(customer_id: object) -> str | None:
 # reads those as floats, which would deliver 123456789012345678901234567890 as
 # 1.2345678901234568e+29. Also matches digits inside strings, which only costs a slower parse.
 _WIDE_INTEGER = re.compile(rb"-[0-9]{19}|[0-9]{20}")
-# What any such literal contains, found about twice as fast (the alternation above defeats the
-# regex engine's skipping of non-digits): the exact pattern runs only where this matched.
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+# What any such literal contains: 19 digits in a row, looked for as 19 zeros in the value with
+# every digit written 0 and every other byte a space (two passes in C, several times faster
+# than a regex, which tries a match at every digit). The exact pattern runs only where found.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def _wide_integer_in(value: bytes) -> bool:
+    """Whether `value` may hold an integer literal orjson would read as a float."""
+    return _LONG_DIGITS in value.translate(_DIGITS) and _WIDE_INTEGER.search(value) is not None
 
 
 def _exact_body(value: bytes) -> bytes:
@@ -366,7 +373,7 @@ def project(body: bytes, fields: Collection[str]) -> bytes:
 
     One parse and one write: orjson's, or Python's own where the body holds an integer orjson
     would read as a float (`_exact_body`), so every integer stays exact."""
-    exact = bool(_LONG_DIGITS.search(body) and _WIDE_INTEGER.search(body))
+    exact = _wide_integer_in(body)
     try:
         envelope = json.loads(body.decode("utf-8")) if exact else orjson.loads(body)
     except ValueError:  # never for a stored event; sent as it is rather than not at all

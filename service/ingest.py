@@ -342,8 +342,8 @@ class Ingest:
                 self._wake()
             if fed := {d.subscription_id for d in created if d.poll}:
                 self._fed(fed)
-            for delivery in created:
-                self._metrics.child(self._metrics.deliveries, delivery.event, "created").inc()
+            for event, count in Counter(d.event for d in created).items():
+                self._metrics.child(self._metrics.deliveries, event, "created").inc(count)
         duplicates = len(batch.deliveries) - len(created)
         if duplicates:
             self._metrics.deliveries.labels("any", "duplicate").inc(duplicates)
@@ -354,6 +354,8 @@ class Ingest:
 
     def _parse(self, records: Records) -> _Batch:
         batch = _Batch([], [], [], {}, {})
+        # Counted once per batch and kind: a metric's update takes a lock.
+        consumed: Counter[tuple[str, str]] = Counter()
         for tp, partition_records in records.items():
             for record in partition_records:
                 batch.last[tp] = record.offset + 1
@@ -363,9 +365,11 @@ class Ingest:
                 elif isinstance(parsed, Skipped):
                     self._metrics.events_skipped.labels(tp.topic, "other").inc()
                 else:
-                    self._metrics.child(self._metrics.events_consumed, tp.topic, parsed.event).inc()
+                    consumed[tp.topic, parsed.event] += 1
                     occurred_ms = int(parsed.occurred_at.timestamp() * 1000)
                     batch.accepted.append((parsed, record, occurred_ms))
+        for (topic, event), count in consumed.items():
+            self._metrics.child(self._metrics.events_consumed, topic, event).inc(count)
         return batch
 
     async def _match(self, batch: _Batch) -> bool:

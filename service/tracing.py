@@ -14,7 +14,7 @@ object's own, not to OpenTelemetry's global one, so nothing else in the process 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -53,6 +53,9 @@ class AttemptSpan:
             self._span.set_attribute("http.response.status_code", status)
 
 
+_NO_ATTEMPT_SPAN = nullcontext(AttemptSpan())
+
+
 class Tracing:
     """Makes the service's spans; `Tracing()` is the no-op used when tracing is off."""
 
@@ -89,7 +92,6 @@ class Tracing:
         with self._span(BATCH_SPAN, "CONSUMER", attributes):
             yield
 
-    @contextmanager
     def attempt_span(
         self,
         delivery_id: str,
@@ -97,12 +99,23 @@ class Tracing:
         event_id: str,
         event: str,
         number: int | None = None,
-    ) -> Iterator[AttemptSpan]:
+    ) -> AbstractContextManager[AttemptSpan]:
         """Around one HTTP attempt of one delivery (its `number`, 1 for the first), from
-        signing to the classified result."""
+        signing to the classified result. Without tracing, one shared no-op: an attempt is
+        made per delivery, and a generator's context manager is several objects each time."""
         if self._tracer is None:
-            yield AttemptSpan()
-            return
+            return _NO_ATTEMPT_SPAN
+        return self._attempt_span(delivery_id, subscription_id, event_id, event, number)
+
+    @contextmanager
+    def _attempt_span(
+        self,
+        delivery_id: str,
+        subscription_id: str,
+        event_id: str,
+        event: str,
+        number: int | None,
+    ) -> Iterator[AttemptSpan]:
         attributes: dict[str, Attribute] = {
             "webhooks.delivery.id": delivery_id,
             "webhooks.subscription.id": subscription_id,

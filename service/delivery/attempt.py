@@ -226,6 +226,12 @@ async def read_excerpt(response: aiohttp.ClientResponse, timeout: float = READ_T
     endpoint cannot make us read more or wait longer) and keeps the first KiB for the attempt
     log. A body that stalls or breaks off is cut, and the excerpt ends with a note saying so;
     the connection is then closed, as it is stuck in the middle of an answer."""
+    content = response.content
+    if content.is_eof() and content.exception() is None:
+        # The whole body came with the status line (the usual short answer): nothing to wait
+        # for, so no timer and no read loop.
+        whole = content.read_nowait(MAX_RESPONSE_BYTES)
+        return printable(whole[:EXCERPT_BYTES].decode("utf-8", errors="replace"))
     data = bytearray()
     cut: str | None = None
     try:

@@ -239,6 +239,49 @@ async def test_the_status_line_decides_and_a_stalled_body_is_cut(
     assert "cut" in exchange.excerpt
 
 
+@pytest.mark.parametrize(
+    ("body", "excerpt"),
+    [
+        (b"", ""),
+        (b"ok", "ok"),
+        (b"\x00no\x07", "\ufffdno\ufffd"),  # control characters are never stored
+        ("é".encode() * 2000, "é" * 512),  # the first KiB: 512 two-byte characters
+        (b"a" * 1023 + "é".encode(), "a" * 1023 + "\ufffd"),  # a character cut at the KiB
+        (b"x" * (200 * 1024), "x" * 1024),  # past the 64 KiB read
+    ],
+    ids=["empty", "short", "control", "two-byte", "cut-character", "200KiB"],
+)
+async def test_the_excerpt_is_the_answers_first_kib_printable(body: bytes, excerpt: str) -> None:
+    """An answer, short or long, whole with its status line or not: its first KiB, decoded
+    with replacement and without control characters, is what the attempt log keeps; the next
+    attempt on the pool goes out as well."""
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        return web.Response(status=200, body=body)
+
+    server = web.Server(handle, access_log=None)
+    listener = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/hook"
+    job, subscription = a_job()
+    try:
+        async with aiohttp.ClientSession() as session:
+            sender = Sender(
+                session,
+                header_formats=ALL_SCHEMES,
+                timeout=5.0,
+                connect_timeout=5.0,
+                allow_private=True,
+            )
+            for _ in range(2):
+                exchange = await within(10, sender.send(job, replace(subscription, url=url)))
+                assert exchange.result is ResultClass.OK
+                assert exchange.excerpt == excerpt
+    finally:
+        listener.close()
+        await server.shutdown(0.1)
+
+
 # -- hole 5: a drain while the store is away --------------------------------------------------
 
 
