@@ -10,6 +10,8 @@ import sys
 
 import aiohttp
 
+from tests.support.process import ServiceProcess
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -80,3 +82,24 @@ async def test_serve_on_a_taken_port_names_the_setting_to_change(
     failed = [line for line in stderr.decode().splitlines() if '"service.start_failed"' in line]
     assert failed
     assert f"port {port} on 127.0.0.1 is taken; set WEBHOOKS_HTTP_PORT" in failed[0]
+
+
+async def test_a_test_process_whose_port_was_taken_meanwhile_starts_on_another(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """tests/support/process.py picks a free port before the child binds it; another test's
+    socket can take it in between (a clean-clone CI run lost a test to that): the child is
+    started again on another port instead of failing the test."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: as a client's socket holds it
+        child = ServiceProcess(
+            {"WEBHOOKS_DATABASE_URL": f"sqlite:///{tmp_path}/webhooks.db"}, args=["--no-consumer"]
+        )
+        child.port = taken.getsockname()[1]
+        child._env["WEBHOOKS_HTTP_PORT"] = str(child.port)
+        await child.start()
+        try:
+            await child.wait_ready(timeout=60)
+            assert child.port != taken.getsockname()[1]
+        finally:
+            await child.stop()

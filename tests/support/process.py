@@ -17,6 +17,8 @@ from pydantic import SecretStr
 from service.settings import Settings, load_settings
 from tests.conftest import TEST_ENCRYPTION_KEY
 
+_PORT_TAKEN = "is taken; "  # how service/app.py refuses a port already in use
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -65,6 +67,7 @@ class ServiceProcess:
             "WEBHOOKS_LOG_FORMAT": "json",
         }
         self.process: asyncio.subprocess.Process | None = None
+        self._retries = 0
         self.logs: list[str] = []
         self.output: list[str] = []
         self._reader: asyncio.Task[None] | None = None
@@ -97,22 +100,41 @@ class ServiceProcess:
         )
 
     async def wait_ready(self, timeout: float = 60) -> None:
-        assert self.process is not None
-        await wait_ready(
-            self.port,
-            self.process,
-            lambda: AssertionError("service exited:\n" + "".join(self.logs[-30:])),
-            timeout,
-        )
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self.process is not None
+                try:
+                    await wait_ready(self.port, self.process, self._exited, timeout)
+                    return
+                except AssertionError:
+                    if not await self._started_elsewhere():
+                        raise
 
     async def wait_for_log(self, text: str, timeout: float = 60) -> None:
         """Until a line of its stderr holds `text`; AssertionError if it exits first."""
-        assert self.process is not None
         async with asyncio.timeout(timeout):
             while not any(text in line for line in self.logs):
-                if self.process.returncode is not None:
-                    raise AssertionError("service exited:\n" + "".join(self.logs[-30:]))
+                assert self.process is not None
+                if self.process.returncode is not None and not await self._started_elsewhere():
+                    raise self._exited()
                 await asyncio.sleep(0.05)
+
+    def _exited(self) -> AssertionError:
+        return AssertionError("service exited:\n" + "".join(self.logs[-30:]))
+
+    async def _started_elsewhere(self) -> bool:
+        """When the process exited because its port was taken between `free_port` and its
+        bind (by another test's outgoing connection, say), started again on another: True."""
+        if self._reader is not None:
+            await self._reader  # the exited child's last lines
+        if self._retries >= 3 or not any(_PORT_TAKEN in line for line in self.logs):
+            return False
+        self._retries += 1
+        self.logs.clear()
+        self.port = free_port()
+        self._env["WEBHOOKS_HTTP_PORT"] = str(self.port)
+        await self.start()
+        return True
 
     async def wait(self, timeout: float = 60) -> int:
         assert self.process is not None
