@@ -385,7 +385,7 @@ class SubscriptionApi:
             changes["ca_certificate"] = body.caCertificate
         # What a polling subscription refuses is refused by the change itself (one read
         # fewer on the way): only a change that found nothing asks which of the two it was.
-        push_only = _not_for_polling(given, body)
+        refused_if_polled = _not_for_polling(given, body)
         store = _store(request)
         try:
             updated = await store.update_subscription(
@@ -393,14 +393,14 @@ class SubscriptionApi:
                 subscription_id,
                 SubscriptionChanges(**changes),
                 actor=request[ACTOR],
-                push_only=bool(push_only),
+                push_only=bool(refused_if_polled),
             )
         except InvalidInput as exc:
             return invalid(exc.errors)
         if updated is None:
             current = await store.get_subscription(request[ORG], subscription_id)
-            if current is not None and current.polled and push_only:
-                return invalid(push_only)
+            if current is not None and current.polled and refused_if_polled:
+                return invalid(refused_if_polled)
             return self._not_found(subscription_id)
         await self._changed(request, updated.id)
         log.info("subscription.updated", subscription_id=updated.id, fields=sorted(given))

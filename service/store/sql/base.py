@@ -171,6 +171,10 @@ batch's events at this revision missed no change."""
 
 BUMP_REVISION = "UPDATE store_meta SET value = value + 1 WHERE name = 'subscriptions_revision'"
 """Tells every subscription index that subscriptions changed (`bump_revision` also says which)."""
+BUMPED = f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
+"""The revision moved by the statement it begins, where the driver `writes_in_with`; the
+statement stamps its rows' `change_seq` with `NEW_STAMP`."""
+NEW_STAMP = "(SELECT value FROM bumped)"
 
 
 async def bump_revision(driver: Driver, conn: Conn, subscription_ids: Sequence[str]) -> None:
@@ -181,8 +185,8 @@ async def bump_revision(driver: Driver, conn: Conn, subscription_ids: Sequence[s
     if driver.writes_in_with and subscription_ids:
         # One round trip: the revision moved and the rows stamped by one statement.
         await conn.execute(
-            f"WITH bumped AS ({BUMP_REVISION} RETURNING value) UPDATE subscriptions "
-            f"SET change_seq = (SELECT value FROM bumped) WHERE id {driver.in_list('$1')}",
+            f"{BUMPED}UPDATE subscriptions SET change_seq = {NEW_STAMP} "
+            f"WHERE id {driver.in_list('$1')}",
             driver.list_param(subscription_ids),
         )
         return

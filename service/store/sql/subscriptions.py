@@ -38,7 +38,8 @@ from service.store.interfaces import (
     SubscriptionChanges,
 )
 from service.store.sql.base import (
-    BUMP_REVISION,
+    BUMPED,
+    NEW_STAMP,
     OPEN,
     REVISION,
     Conn,
@@ -554,9 +555,7 @@ class SubscriptionsSql(OperationalSql):
             # deletion's and a deactivation's are (a change that finds no row moves the
             # revision for nothing: no index misses one).
             row = await conn.fetchrow(
-                f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
-                f"UPDATE subscriptions SET {assignments}, "
-                "change_seq = (SELECT value FROM bumped) "
+                f"{BUMPED}UPDATE subscriptions SET {assignments}, change_seq = {NEW_STAMP} "
                 f"FROM (SELECT id AS old_id, {_OLD_COLUMNS} FROM subscriptions "
                 f"WHERE {found} FOR UPDATE) old "
                 f"WHERE id = old.old_id RETURNING {_COLUMNS}, {_OLD_NAMES}",
@@ -796,9 +795,9 @@ async def _insert(
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     bumped = ""
     if stamped:
-        bumped = f"WITH bumped AS ({BUMP_REVISION} RETURNING value) "
+        bumped = BUMPED
         columns += ", change_seq"
-        placeholders += ", (SELECT value FROM bumped)"
+        placeholders += f", {NEW_STAMP}"
     row = await conn.fetchrow(
         f"{bumped}INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {returning}",
         *values.values(),
