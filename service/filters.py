@@ -16,6 +16,7 @@ route and the console).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -200,8 +201,12 @@ class _Compiler:
 
     def field(self, name: str, value: object, place: str, depth: int) -> _Node:
         """The condition on field `name` of the value at the parent place."""
+        # Whether it is an object of operators, from its first keys: an object with more
+        # keys than the operators allowed is refused by the walk anyway, and a scan of all
+        # of them first would read a hostile object whole before refusing it.
         if isinstance(value, dict) and any(
-            key.startswith("$") and key not in LOGICAL for key in value
+            key.startswith("$") and key not in LOGICAL
+            for key in itertools.islice(value, MAX_OPERATORS + 1)
         ):
             condition = self.operators_of(value, place, depth + 1)
         elif isinstance(value, dict):
