@@ -206,6 +206,8 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
     index = SubscriptionIndex(app[STORE], app[SETTINGS].index_refresh)
     certificates = CertificateWatch(index.authenticated, lambda: index.revision)
     app[METRICS].client_certificates_expiring.set_function(certificates.count)
+    # The active ones from what the index holds; housekeeping counts the deactivated ones.
+    app[METRICS].subscriptions.labels("active").set_function(index.active_count)
     app[READINESS].describe("clientCertificates", certificates.report)
     try:
         async with index.running():

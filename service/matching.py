@@ -125,6 +125,10 @@ class SubscriptionIndex:
         """The store's subscription revision the index holds (None before its first load)."""
         return self._revision
 
+    def active_count(self) -> int:
+        """The active subscriptions the index holds: the store's, as of `revision`."""
+        return len(self._by_id)
+
     def undecryptable(self) -> tuple[str, ...]:
         """Active subscriptions whose signing secret the configured keys cannot open: their
         deliveries are recorded but not claimed until the key is back."""

@@ -1,15 +1,15 @@
-"""Housekeeping: the store-wide gauges (pending deliveries, subscriptions by state, polling
-subscriptions and those whose reader is behind) every few seconds; every `ALERT_INTERVAL` the
-`failing` announcement of a subscription whose run of failures has lasted `WEBHOOKS_FAILING_AFTER`
-though no attempt was recorded since (its next retry may be hours away:
-docs/decisions/0017-failing-on-a-timer-and-the-console.md); and retention every
-`PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, the payloads (event bodies,
-response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their metadata kept
-(docs/personal-data.md), and the audit trail's entries older than `WEBHOOKS_AUDIT_RETENTION` (its
-own, a year by default) go. The census of sealed values (by the key that sealed them) is taken at
-start and every `PURGE_INTERVAL` too, a part of the history at a time after the first
-(`census.RollingCensus`); readiness shows the last one. The pending gauge reads at most a bounded
-number of rows however large the backlog (`PendingGauge`;
+"""Housekeeping: the store-wide gauges (pending deliveries, deactivated subscriptions — the active
+ones are the subscription index's count —, polling subscriptions and those whose reader is
+behind) every few seconds; every `ALERT_INTERVAL` the `failing` announcement of a subscription
+whose run of failures has lasted `WEBHOOKS_FAILING_AFTER` though no attempt was recorded since
+(its next retry may be hours away: docs/decisions/0017-failing-on-a-timer-and-the-console.md);
+and retention every `PURGE_INTERVAL`: what is older than `WEBHOOKS_RETENTION` goes, the payloads
+(event bodies, response excerpts) older than `WEBHOOKS_PAYLOAD_RETENTION` are removed, their
+metadata kept (docs/personal-data.md), and the audit trail's entries older than
+`WEBHOOKS_AUDIT_RETENTION` (its own, a year by default) go. The census of sealed values (by the
+key that sealed them) is taken at start and every `PURGE_INTERVAL` too, a part of the history at
+a time after the first (`census.RollingCensus`); readiness shows the last one. The pending gauge
+reads at most a bounded number of rows however large the backlog (`PendingGauge`;
 docs/decisions/0018-store-wide-counts-at-scale.md).
 
 Retention deletes in small batches (`PURGE_BATCH` deliveries with their attempts, events and
@@ -133,10 +133,7 @@ class Housekeeping:
     async def _gauges(self) -> None:
         while True:
             try:
-                self._metrics.pending.set(await self.pending.read())
-                for state, count in (await self._store.subscription_counts()).items():
-                    self._metrics.subscriptions.labels(state).set(count)
-                await self.count_feeds()
+                await self.read_gauges()
             except (StoreUnavailable, OSError) as exc:
                 log.warning("housekeeping.failed", error=str(exc))
             await asyncio.sleep(GAUGE_INTERVAL)
@@ -181,6 +178,14 @@ class Housekeeping:
             except (StoreUnavailable, OSError) as exc:
                 log.warning("census.failed", error=str(exc))
             await asyncio.sleep(self._purge_interval)
+
+    async def read_gauges(self) -> None:
+        """The pending deliveries, the deactivated subscriptions and the polling ones, into the
+        gauges (the active subscriptions' is the index's own count, read when scraped)."""
+        self._metrics.pending.set(await self.pending.read())
+        deactivated = await self._store.deactivated_subscriptions()
+        self._metrics.subscriptions.labels("deactivated").set(deactivated)
+        await self.count_feeds()
 
     async def count_feeds(self) -> FeedCounts:
         """The polling subscriptions and those whose reader is behind (as their rows say),

@@ -456,8 +456,10 @@ class Pipeline(Protocol):
         """`subscription` as `changed_subscriptions` read it, with its sealed values opened
         (its `secret` None when the configured keys cannot open one, as every read shows it)."""
 
-    async def subscription_counts(self) -> dict[str, int]:
-        """Subscriptions not deleted, by state: `active` and `deactivated`."""
+    async def deactivated_subscriptions(self) -> int:
+        """Subscriptions not deleted and not active (deactivated by the service, or paused by
+        their owner): as many rows read as there are such subscriptions, not all of them. The
+        active ones are counted by the subscription index, which holds them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from pydantic import SecretStr
 
 from bench.api_scale import seed
 from service.app import Roles
+from service.appkeys import INDEX, METRICS
+from service.delivery.housekeeping import Housekeeping
 from service.settings import load_settings
 from service.store import open_store
 from tests.conftest import TEST_ENCRYPTION_KEY
@@ -54,23 +56,62 @@ async def test_an_api_change_reads_no_more_beside_ten_times_the_subscriptions(
     assert large[1] <= small[1] * 1.3 + 10, (small, large)
 
 
-async def test_the_subscription_counts_are_read_off_the_loops_connection(tmp_path: Path) -> None:
+async def _deactivated_steps(folder: Path, subscriptions: int) -> tuple[int, int, int]:
+    """The deactivated count beside `subscriptions` active ones and two deactivated: the
+    count, and its steps on the scans' connection and on the loop's."""
     settings = load_settings(
-        database_url=f"sqlite:///{tmp_path}/counts.db",
+        database_url=f"sqlite:///{folder}/counts-{subscriptions}.db",
         encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
     )
-    await seed(settings.database_url, TEST_ENCRYPTION_KEY, 2_000, 700)
+    by_org = await seed(settings.database_url, TEST_ENCRYPTION_KEY, subscriptions, 100)
     store = await open_store(settings)
     try:
+        for org in sorted(by_org)[:2]:
+            assert await store.deactivate_subscription(by_org[org][0], "410 Gone")
         async with SqliteSteps(store, scans=False) as on_the_loop:
-            counts = await store.subscription_counts()
+            await store.deactivated_subscriptions()
         async with SqliteSteps(store, loop=False) as in_its_thread:
-            await store.subscription_counts()
+            counted = await store.deactivated_subscriptions()
     finally:
         await store.close()
-    assert counts == {"active": 2_000, "deactivated": 0}
-    assert in_its_thread.count > 20  # through every row
-    assert on_the_loop.count == 0
+    return counted, in_its_thread.count, on_the_loop.count
+
+
+async def test_the_deactivated_count_reads_the_deactivated_alone_off_the_loops_connection(
+    tmp_path: Path,
+) -> None:
+    """Housekeeping's gauge every 5 s: the active subscriptions are the index's count, the
+    deactivated ones are read from the state index's entries of them, never every row."""
+    small = await _deactivated_steps(tmp_path, 300)
+    large = await _deactivated_steps(tmp_path, 3_000)
+    assert small[0] == large[0] == 2
+    # A read of every subscription would be thousands of steps more at 3,000.
+    assert large[1] <= small[1] * 1.3 + 10, (small, large)
+    assert small[2] == large[2] == 0
+
+
+async def test_the_subscriptions_gauge_counts_the_index_and_the_deactivated(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path}/gauge.db",
+        encryption_key=SecretStr(TEST_ENCRYPTION_KEY),
+    )
+    async with api_over(settings, Roles(consumer=False, dispatch=False)) as api:
+        kept, gone = await create(api), await create(api)
+        await create(api)
+        assert await api.store.deactivate_subscription(kept["id"], "410 Gone")
+        status, _, _ = await api.call("DELETE", f"/{gone['id']}")
+        assert status == 204
+        await api.store.create_subscription("org_c", "https://c.example/h", ["a.b"], None)
+        await api.client.app[INDEX].refresh()
+        # Housekeeping's reading, as its timer takes it, into the app's gauges.
+        metrics = api.client.app[METRICS]
+        await Housekeeping(api.store, metrics, retention=3600).read_gauges()
+        async with api.client.get("/metrics") as response:
+            text = await response.text()
+    assert 'webhooks_subscriptions{state="active"} 2.0' in text
+    assert 'webhooks_subscriptions{state="deactivated"} 1.0' in text
 
 
 async def _announce_steps(folder: Path, subscriptions: int) -> int:

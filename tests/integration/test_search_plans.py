@@ -197,3 +197,37 @@ async def test_postgres_sessions_compile_no_statement(fresh_postgres_url: str) -
         assert row["jit"] == "off"
     finally:
         await store.close()
+
+
+@pytest.mark.timeout(120)
+async def test_the_deactivated_count_reads_the_state_index_at_100000(store: Store) -> None:
+    """Housekeeping's gauge every 5 s: the deactivated subscriptions from the state index's
+    entries of them. Counting every state walked the table on PostgreSQL (a condition nearly
+    every row meets is cheaper to test row by row, the planner reckons)."""
+    postgres = hasattr(store._driver, "_pool")  # type: ignore[attr-defined]
+    numbers = (
+        f"SELECT generate_series(1, {ROWS}) AS n"
+        if postgres
+        else f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) "
+        "SELECT n FROM s"
+    )
+    async with store._transaction() as conn:  # type: ignore[attr-defined]
+        await conn.execute(
+            "INSERT INTO subscriptions (id, org_id, url, events, installed_by, secret_enc, "
+            "active, created_at, updated_at, change_seq) SELECT 'whk_seed_' || n, "
+            "'org_' || (n % 30000), 'https://h.example/' || n, '[\"a.b\"]', 'seed', 'x', "
+            f"n > 3, $1, $1, 1 FROM ({numbers}) s",
+            now_ms(),
+        )
+        await conn.execute("ANALYZE")
+    counted: list[int] = []
+
+    async def count() -> None:
+        counted.append(await store.deactivated_subscriptions())
+
+    plans = await _plans(store, count)
+    assert counted == [3]
+    assert plans
+    for plan in plans:
+        assert "subscriptions_state" in plan, plan
+        assert "Seq Scan" not in plan, plan

@@ -400,14 +400,16 @@ async def test_deactivate_fails_open_deliveries_and_reactivation_clears_reason(
     assert again.deactivated_reason is None
 
 
-async def test_subscription_counts_by_state(store: Store) -> None:
-    assert await store.subscription_counts() == {"active": 0, "deactivated": 0}
+async def test_deactivated_subscriptions_are_counted(store: Store) -> None:
+    assert await store.deactivated_subscriptions() == 0
     one = await store.create_subscription("org_a", "https://a.example/1", EVENTS, None)
     await store.create_subscription("org_a", "https://a.example/2", EVENTS, None)
     gone = await store.create_subscription("org_a", "https://a.example/3", EVENTS, None)
     await store.deactivate_subscription(one.id, "410 Gone")
     await store.delete_subscription("org_a", gone.id)
-    assert await store.subscription_counts() == {"active": 1, "deactivated": 1}
+    paused = await store.create_subscription("org_a", "https://a.example/4", EVENTS, None)
+    await store.update_subscription("org_a", paused.id, SubscriptionChanges(active=False))
+    assert await store.deactivated_subscriptions() == 2
 
 
 async def test_purge_removes_only_finished_old_deliveries(store: Store) -> None:
