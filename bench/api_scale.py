@@ -25,6 +25,7 @@ import resource
 import sqlite3
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,33 @@ def _stalls(prefix: Path, pid: int, start: float, end: float) -> dict[str, Any]:
     return found
 
 
+@dataclass(frozen=True)
+class _Ticks:
+    busy: int
+    steal: int
+    total: int
+
+    def __sub__(self, other: _Ticks) -> _Ticks:
+        return _Ticks(self.busy - other.busy, self.steal - other.steal, self.total - other.total)
+
+    @property
+    def busy_pct(self) -> float:
+        return round(100 * self.busy / max(1, self.total), 1)
+
+    @property
+    def steal_pct(self) -> float:
+        return round(100 * self.steal / max(1, self.total), 1)
+
+
+def _machine_ticks() -> _Ticks:
+    """All CPUs' time since boot from /proc/stat: busy (user, nice, system, irq, softirq),
+    stolen, and in all."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return _Ticks(busy, steal, busy + idle + iowait + steal)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -159,7 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             events={"ok": EVENTS},
             database=(database_url, key),
             # An embedded store has one owner: replicas share PostgreSQL only.
-            replicas=2 if args.store == "postgres" else 1,
+            replicas=args.replicas or (2 if args.store == "postgres" else 1),
             module="bench.stallwatch",
             env={"BENCH_STALLS": str(stalls)},
         )
@@ -188,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             late_at = datetime.fromisoformat(made[2]["createdAt"]).timestamp()
             latencies: dict[str, list[float]] = {"create": [], "patch": []}
             changes_start = time.time()
+            machine_before = _machine_ticks()
             deadline = time.monotonic() + args.seconds
             n = 0
             while n < args.changes and time.monotonic() < deadline:
@@ -212,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 n += 1
                 await asyncio.sleep(args.pause)
             changes_end = time.time()
+            machine = _machine_ticks() - machine_before
             cpu_after = [replica.stats().cpu_s for replica in replicas]
             rss = [replica.stats().rss_mb for replica in replicas]
             await produce
@@ -257,6 +287,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # over 5 ms.
                 "stalls_during_changes": during,
                 "stalls_ingest_alone": before,
+                # The machine's share during the changes: busy (every process, this run's and
+                # anyone else's) and stolen by the host; a starved run shows here.
+                "machine_busy_pct": machine.busy_pct,
+                "machine_steal_pct": machine.steal_pct,
                 "cpu_s_during_changes": [
                     round(b - a, 1) for a, b in zip(cpu_before, cpu_after, strict=True)
                 ],
@@ -307,6 +341,12 @@ async def _call(
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api_scale", description=__doc__)
     parser.add_argument("--store", default="sqlite", choices=("sqlite", "postgres"))
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="service processes (PostgreSQL only; default 2 there, 1 on SQLite)",
+    )
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--orgs", type=int, default=30_000)
     parser.add_argument("--rate", type=float, default=300.0, help="events/s into Kafka")

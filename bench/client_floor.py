@@ -25,6 +25,8 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from service.ingest import fetch_options
+
 BOOTSTRAP = os.environ.get("WEBHOOKS_TEST_KAFKA", "127.0.0.1:9092")
 BODY = b'{"id":"evt_x","type":"verification.created","data":{"status":"approved"}}'.ljust(600)
 
@@ -54,8 +56,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-async def kafka_floor(rate: float, events: int) -> float:
-    """CPU µs per record of a bare consumer."""
+async def kafka_floor(rate: float, events: int, fetch_wait: float = 0.0) -> float:
+    """CPU µs per record of a bare consumer, its fetch held by the broker as ingest's is
+    (`fetch_options`: at once, or up to `fetch_wait` for a batch, as in a stream)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     topics = [f"floor.{uuid.uuid4().hex[:8]}.{i}" for i in range(3)]
@@ -67,8 +70,7 @@ async def kafka_floor(rate: float, events: int) -> float:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        fetch_min_bytes=1,
-        fetch_max_wait_ms=500,
+        **fetch_options(fetch_wait),
     )
     try:
         await consumer.start()
@@ -122,8 +124,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50.0, help="events/s (%(default)s)")
     parser.add_argument("--events", type=int, default=500, help="events each (%(default)s)")
+    parser.add_argument(
+        "--fetch-wait",
+        type=float,
+        default=0.0,
+        help="seconds the broker may hold a fetch for a batch (0: answer at once; ingest holds "
+        "for STREAM_FETCH_WAIT in a stream)",
+    )
     args = parser.parse_args()
-    kafka = await kafka_floor(args.rate, args.events)
+    kafka = await kafka_floor(args.rate, args.events, args.fetch_wait)
     http = await http_floor(args.rate, args.events)
     print(
         f"at {args.rate:g} events/s: a bare aiokafka consumer {kafka:,.0f} us CPU per record, "
