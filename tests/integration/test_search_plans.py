@@ -44,15 +44,19 @@ class _Spy:
         return await self._conn.execute(sql, *args)
 
 
-async def _seed(store: Store, subscription_id: str) -> None:
-    """ROWS events of ROWS customers and verifications, each delivered to the subscription."""
-    postgres = hasattr(store._driver, "_pool")  # type: ignore[attr-defined]
-    numbers = (
-        f"SELECT generate_series(1, {ROWS}) AS n"
-        if postgres
-        else f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) "
+def _numbers(store: Store) -> str:
+    """A SELECT of the numbers 1 to ROWS, as `n`, in the store's dialect."""
+    if hasattr(store._driver, "_pool"):  # type: ignore[attr-defined]
+        return f"SELECT generate_series(1, {ROWS}) AS n"
+    return (
+        f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) "
         "SELECT n FROM s"
     )
+
+
+async def _seed(store: Store, subscription_id: str) -> None:
+    """ROWS events of ROWS customers and verifications, each delivered to the subscription."""
+    numbers = _numbers(store)
     now = now_ms()
     async with store._transaction() as conn:  # type: ignore[attr-defined]
         await conn.execute(
@@ -204,13 +208,7 @@ async def test_the_deactivated_count_reads_the_state_index_at_100000(store: Stor
     """Housekeeping's gauge every 5 s: the deactivated subscriptions from the state index's
     entries of them. Counting every state walked the table on PostgreSQL (a condition nearly
     every row meets is cheaper to test row by row, the planner reckons)."""
-    postgres = hasattr(store._driver, "_pool")  # type: ignore[attr-defined]
-    numbers = (
-        f"SELECT generate_series(1, {ROWS}) AS n"
-        if postgres
-        else f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) "
-        "SELECT n FROM s"
-    )
+    numbers = _numbers(store)
     async with store._transaction() as conn:  # type: ignore[attr-defined]
         await conn.execute(
             "INSERT INTO subscriptions (id, org_id, url, events, installed_by, secret_enc, "

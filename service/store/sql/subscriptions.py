@@ -749,9 +749,9 @@ class SubscriptionsSql(OperationalSql):
         return active
 
     async def deactivated_subscriptions(self) -> int:
-        # The state index's entries of the inactive (migration 0012), in the store's thread:
-        # counting the active ones too read every row (PostgreSQL's planner walks the table
-        # for a condition nearly every row meets), 50-200 ms at 100,000 every 5 s a replica.
+        # The state index's entries of the inactive ones (migration 0012), in the store's
+        # thread. Not the active ones too: PostgreSQL's planner walks the whole table for a
+        # condition nearly every row meets (docs/decisions/0018-store-wide-counts-at-scale.md).
         async with self._scan() as conn:
             row = await conn.fetchrow(
                 "SELECT count(*) AS n FROM subscriptions WHERE deleted_at IS NULL AND active = $1",
