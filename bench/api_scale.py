@@ -3,12 +3,12 @@ API changes at the platform's size while ingest runs.
 
 The store is seeded with `--subscriptions` active subscriptions over `--orgs` orgs straight into
 their table (secrets sealed by the run's key, one change stamp: what a first load reads), plus
-the load's own subscription; then two replicas of the real service start (`bench.stallwatch`:
-each with a ticker in its event loop), events go to Kafka at `--rate` a second, and
+the load's own subscription; then the real service starts (`bench.stallwatch`: each process with
+a ticker in its event loop; on PostgreSQL `--replicas`, by default two), events go to Kafka at `--rate` a second, and
 `--changes` API calls (creates and PATCHes, alternating, each in a random seeded org with a key
-of its own) go to the first replica one after another. On PostgreSQL a second replica runs
-beside it (an embedded store has one owner); a subscription made through the last replica in
-the load's org must be matched by every replica (each has some of the partitions): every event
+of its own) go to the first replica one after another (an embedded store has one owner: one
+process on SQLite); a subscription made through the last replica in the load's org must be
+matched by every replica (each has some of the partitions): every event
 that occurred after it was made reaches it.
 
 Prints one JSON line: API p50/p99/max (ms), the longest loop stall of each replica while the
@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--orgs", type=int, default=30_000)
     parser.add_argument("--rate", type=float, default=300.0, help="events/s into Kafka")
-    parser.add_argument("--changes", type=int, default=400)
+    parser.add_argument("--changes", type=int, default=600)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between changes")
     parser.add_argument("--seconds", type=float, default=60.0, help="at most, for the changes")
     parser.add_argument("--ingest-alone", type=float, default=10.0)
