@@ -2,14 +2,14 @@
 API changes at the platform's size while ingest runs.
 
 The store is seeded with `--subscriptions` active subscriptions over `--orgs` orgs straight into
-their table (secrets sealed by the run's key, one change stamp: what a first load reads), plus
-the load's own subscription; then the real service starts (`bench.stallwatch`: each process with
-a ticker in its event loop; on PostgreSQL `--replicas`, by default two), events go to Kafka at
+their table (secrets sealed by the run's key, one change stamp: what a first load reads), plus the
+load's own subscription; then the real service starts (`bench.stallwatch`: each process with a
+ticker in its event loop; on PostgreSQL `--replicas`, by default two), events go to Kafka at
 `--rate` a second, and `--changes` API calls (creates and PATCHes, alternating, each in a random
-seeded org with a key of its own) go to the first replica one after another (an embedded store has one owner: one
-process on SQLite); a subscription made through the last replica in the load's org must be
-matched by every replica (each has some of the partitions): every event
-that occurred after it was made reaches it.
+seeded org with a key of its own) go to the first replica one after another (an embedded store has
+one owner: one process on SQLite); a subscription made through the last replica in the load's org
+must be matched by every replica (each has some of the partitions): every event that occurred after
+it was made reaches it.
 
 Prints one JSON line: API p50/p99/max (ms), the longest loop stall of each replica while the
 changes ran and while ingest ran alone before them, RSS, CPU, the counts; `--json` writes it.
