@@ -1,6 +1,6 @@
 """The subscriptions gauge without reading every subscription row: a partial index of the
-undeleted subscriptions by state, so that counting them by state (`subscription_counts`, every
-5 s) reads that small index alone instead of the table's wide rows
+undeleted subscriptions by state, so that counting them (`deactivated_subscriptions`, every 5 s)
+reads that small index instead of the table's wide rows
 (docs/decisions/0018-store-wide-counts-at-scale.md).
 
 Revision ID: 0012
