@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from service import ids
@@ -74,10 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    # Imported here: the commands over the public API need no store and no settings.
-    from service.cli.remote import api_options  # noqa: PLC0415
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    """--api-url and --api-key, with their variables: the commands over the public API need no
+    store and no settings."""
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("WEBHOOKS_API_URL"),
+        help="the service, e.g. https://webhooks.example.com (default: $WEBHOOKS_API_URL)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("WEBHOOKS_API_KEY"), help="default: $WEBHOOKS_API_KEY"
+    )
 
+
+def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listen = commands.add_parser(
         "listen",
         help="forward a polling subscription's deliveries to a local receiver",
@@ -87,7 +98,7 @@ def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "answer. The subscription stays when it stops: delete it through the API. Exits 1 when "
         "the API refuses the key or cannot be reached, or the local receiver refuses.",
     )
-    api_options(listen)
+    _api_options(listen)
     listen.add_argument(
         "--forward-to", required=True, help="the local receiver, e.g. http://localhost:3000/hook"
     )
@@ -106,7 +117,7 @@ def _remote_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         description="POST …/{id}/test with the event: the catalog's example with fresh ids, "
         'marked "test": true. Prints the result as JSON.',
     )
-    api_options(trigger)
+    _api_options(trigger)
     trigger.add_argument(
         "event",
         choices=(

@@ -28,18 +28,6 @@ API_TIMEOUT = WAIT + 15.0
 FORWARD_TIMEOUT = 10.0
 
 
-def api_options(parser: argparse.ArgumentParser) -> None:
-    """--api-url and --api-key, with their variables."""
-    parser.add_argument(
-        "--api-url",
-        default=os.environ.get("WEBHOOKS_API_URL"),
-        help="the service, e.g. https://webhooks.example.com (default: $WEBHOOKS_API_URL)",
-    )
-    parser.add_argument(
-        "--api-key", default=os.environ.get("WEBHOOKS_API_KEY"), help="default: $WEBHOOKS_API_KEY"
-    )
-
-
 @dataclass
 class Api:
     """The public API at `url` with `key`; every refusal becomes one clear line."""

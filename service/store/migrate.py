@@ -1,16 +1,23 @@
-"""Versioned schema migrations with Alembic, on the same URL as the store."""
+"""Versioned schema migrations with Alembic, on the same URL as the store.
+
+A store opened on a schema already at the newest revision (every start but the first after an
+upgrade, every CLI command) reads the recorded revision with the store's own driver and compares
+it with the newest migration file's: Alembic and SQLAlchemy are imported only when there is
+something to migrate (their import is about half a second, most of a command's start)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+import asyncpg
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 # Any constant: replicas starting together take turns instead of migrating at once.
@@ -30,20 +37,68 @@ def sqlite_path(database_url: str) -> Path:
 
 
 def _config() -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - only when migrating
+
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     return config
 
 
 def head_revision() -> str:
+    """The newest revision, as Alembic reads the scripts."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - only when asked
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
 
 
+def newest_revision() -> str:
+    """The newest revision from the migration files' names alone (`NNNN_what.py`, each revising
+    the one before it): `head_revision` without importing Alembic
+    (tests/integration/test_migrations.py checks that the two agree)."""
+    return max(path.name[:4] for path in (_SCRIPTS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+async def recorded_revision(database_url: str) -> str | None:
+    """The schema's revision as the database records it (Alembic's `alembic_version`); None
+    for a database with none yet."""
+    if database_url.startswith("sqlite:///"):
+        path = sqlite_path(database_url)
+        if not path.exists():
+            return None
+
+        def read() -> str | None:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                try:
+                    row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+                except sqlite3.OperationalError:  # no such table: never migrated
+                    return None
+            return None if row is None else str(row[0])
+
+        return await asyncio.to_thread(read)
+    conn = await asyncpg.connect(database_url)
+    try:
+        value = await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    return None if value is None else str(value)
+
+
 async def migrate(database_url: str, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the schema to `revision` (the newest by default); returns (revision before,
     revision after)."""
+    newest = newest_revision()
+    if revision == "head" and await recorded_revision(database_url) == newest:
+        return newest, newest
+    # Only now: the import is most of a command's start (the module docstring).
+    from alembic import command  # noqa: PLC0415
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+    from sqlalchemy import text  # noqa: PLC0415
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+
     if database_url.startswith("sqlite:///"):
         sqlite_path(database_url).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(sqlalchemy_url(database_url))

@@ -4,6 +4,9 @@ from the deliveries already there, so deliveryCount does not restart at 0."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +19,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.settings import load_settings
 from service.store import open_store
-from service.store.migrate import head_revision, migrate, sqlalchemy_url
+from service.store.migrate import (
+    head_revision,
+    migrate,
+    newest_revision,
+    recorded_revision,
+    sqlalchemy_url,
+)
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support.commands import ROOT
 from tests.support.postgres import scratch_database
 
 HOUR = 3_600_000
@@ -83,3 +93,47 @@ async def test_0002_keeps_0001_data_and_counts_its_deliveries(empty_database: st
         assert summary.last_delivery is not None
     finally:
         await store.close()
+
+
+def test_the_newest_file_is_alembics_head() -> None:
+    assert newest_revision() == head_revision()
+
+
+_OPEN_AND_SAY = """
+import asyncio, sys
+from pydantic import SecretStr
+from service.settings import load_settings
+from service.store import open_store
+async def main(url, key):
+    store = await open_store(load_settings(database_url=url, encryption_key=SecretStr(key)))
+    await store.close()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+print("alembic" in sys.modules, "sqlalchemy" in sys.modules)
+"""
+
+
+async def test_a_store_at_the_newest_revision_opens_without_alembic(empty_database: str) -> None:
+    """Every start and every CLI command opens the store: when nothing is to migrate, the
+    recorded revision is read with the store's own driver and Alembic is never imported. A
+    schema behind is still migrated (and then Alembic is there)."""
+    assert await migrate(empty_database, "0013") == (None, "0013")
+    assert await recorded_revision(empty_database) == "0013"
+
+    async def open_in_a_child() -> str:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OPEN_AND_SAY,
+            empty_database,
+            TEST_ENCRYPTION_KEY,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(child.communicate(), 60)
+        assert child.returncode == 0, err.decode()
+        return out.decode().strip()
+
+    assert await open_in_a_child() == "True True"
+    assert await recorded_revision(empty_database) == head_revision()
+    assert await open_in_a_child() == "False False"
