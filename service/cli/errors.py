@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.api.models import field_messages
 from service.errors import DeliveryNotFound, InvalidInput, PayloadRemoved, SubscriptionNotFound
 
 M = TypeVar("M", bound=BaseModel)
@@ -69,4 +68,7 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        # Here, not at the top: every command imports this module, few validate a model.
+        from service.api.models import field_messages  # noqa: PLC0415
+
         raise InvalidInput(field_messages(exc)) from None
