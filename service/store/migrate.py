@@ -2,8 +2,8 @@
 
 A store opened on a schema already at the newest revision (every start but the first after an
 upgrade, every CLI command) reads the recorded revision with the store's own driver and compares
-it with the newest migration file's: Alembic and SQLAlchemy are imported only when there is
-something to migrate (their import is about half a second, most of a command's start)."""
+it with the newest migration file's: Alembic and SQLAlchemy, whose import is most of a
+command's start, are imported only when there is something to migrate."""
 
 from __future__ import annotations
 
