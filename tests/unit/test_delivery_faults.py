@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from service import ids
 from service.app import Roles, create_app
 from service.appkeys import DISPATCHER, INDEX, METRICS, STORE
-from service.delivery.attempt import ResultClass, Sender
+from service.delivery.attempt import ResultClass
 from service.domain import (
     AttemptRecord,
     DeliveryJob,
@@ -36,9 +36,9 @@ from service.domain import (
 )
 from service.events import format_time
 from service.settings import Settings, load_settings
-from service.signing import ALL_SCHEMES
 from service.store import Claim, Lease, Store, StoreUnavailable, open_store
 from tests.conftest import FAST_DELIVERY, TEST_ENCRYPTION_KEY
+from tests.support.sender import loopback_sender
 from tests.support.virtual_time import in_virtual_time
 from tools.receiver import Behaviour, Receiver
 
@@ -224,13 +224,7 @@ async def test_the_status_line_decides_and_a_stalled_body_is_cut(
     delivery the endpoint accepted."""
     job, subscription = a_job()
     async with stalling_endpoint(status) as url, aiohttp.ClientSession() as session:
-        sender = Sender(
-            session,
-            header_formats=ALL_SCHEMES,
-            timeout=1.0,
-            connect_timeout=0.5,
-            allow_private=True,
-        )
+        sender = loopback_sender(session, timeout=1.0, connect_timeout=0.5)
         exchange = await within(10, sender.send(job, replace(subscription, url=url)))
     assert exchange.result is result
     assert exchange.status == status
@@ -266,13 +260,7 @@ async def test_the_excerpt_is_the_answers_first_kib_printable(body: bytes, excer
     job, subscription = a_job()
     try:
         async with aiohttp.ClientSession() as session:
-            sender = Sender(
-                session,
-                header_formats=ALL_SCHEMES,
-                timeout=5.0,
-                connect_timeout=5.0,
-                allow_private=True,
-            )
+            sender = loopback_sender(session, timeout=5.0, connect_timeout=5.0)
             for _ in range(2):
                 exchange = await within(10, sender.send(job, replace(subscription, url=url)))
                 assert exchange.result is ResultClass.OK

@@ -17,7 +17,8 @@ from service.delivery.attempt import Sender
 from service.domain import DeliveryJob, Subscription
 from service.errors import SignatureError
 from service.events import Accepted, parse_event, project
-from service.signing import ALL_SCHEMES, LEGACY_HEADER, QUANTUM_HEADER, verify_signature
+from service.signing import LEGACY_HEADER, QUANTUM_HEADER, verify_signature
+from tests.support.sender import loopback_sender
 from tests.support.strategies import JSON
 
 SECRET = "qe_whsec_projection"
@@ -156,13 +157,7 @@ async def test_the_signatures_cover_the_projected_bytes_exactly() -> None:
     sent = Sender.body(job, minimised)
     assert orjson.loads(sent)["data"] == {"status": "verified"}
     async with aiohttp.ClientSession() as session:
-        sender = Sender(
-            session,
-            header_formats=ALL_SCHEMES,
-            timeout=1.0,
-            connect_timeout=1.0,
-            allow_private=True,
-        )
+        sender = loopback_sender(session, timeout=1.0, connect_timeout=1.0)
         headers = sender.headers(job, minimised, sent, 1_800_000_000)
     for name in (LEGACY_HEADER, QUANTUM_HEADER):
         verify_signature(SECRET, headers[name], sent, now=1_800_000_000)
